@@ -1,0 +1,143 @@
+"""The one launcher: `python -m servers list` and `python -m servers run MODEL ...`.
+
+It makes the listening socket the same way for every model, raises RLIMIT_NOFILE,
+prints one JSON readiness line, and turns SIGTERM/SIGINT into a clean stop that
+closes every connection and prints the counters as a second JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from servers import MODELS
+from servers.args import USAGE_ERROR, ArgumentParser, port, positive_int
+from servers.conn import Counters
+from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
+
+
+class Shutdown(BaseException):
+    """Raised by the signal handler in the main thread; BaseException so that no
+    model's `except Exception` swallows it."""
+
+
+def system_backlog() -> int:
+    """The kernel caps listen() at net.core.somaxconn; ask for all of it."""
+    try:
+        return int(Path("/proc/sys/net/core/somaxconn").read_text())
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
+
+def raise_fd_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def make_listener(host: str, port_number: int, backlog: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        listener.bind(address)
+        listener.listen(backlog)
+    except OSError:
+        listener.close()
+        raise
+    return listener
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m servers", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    lister = sub.add_parser("list", help="list the models and whether each runs here")
+    lister.add_argument("--json", action="store_true", help="one JSON object per model")
+    run = sub.add_parser("run", help="run one model until SIGTERM or SIGINT")
+    run.add_argument("model", help="a model name from `python -m servers list`")
+    run.add_argument("--protocol", choices=sorted(PROTOCOLS), default="echo")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=port, default=0, help="0 picks a free port")
+    run.add_argument("--backlog", type=positive_int, default=None,
+                     help="listen() backlog (default: net.core.somaxconn)")
+    run.add_argument("--max-frame", type=positive_int, default=DEFAULT_MAX_FRAME,
+                     help="largest echo frame, HTTP body or line, in bytes")
+    return parser
+
+
+def list_models(as_json: bool) -> int:
+    for model in MODELS.values():
+        reason = model.unavailable_reason()
+        if as_json:
+            print(json.dumps({"model": model.name, "available": reason is None,
+                              "reason": reason, "summary": model.summary}))
+        else:
+            state = "available" if reason is None else f"unavailable ({reason})"
+            print(f"{model.name:<10} {state:<12} {model.summary}")
+    return 0
+
+
+def run_model(args) -> int:
+    model = MODELS.get(args.model)
+    if model is None:
+        return usage_error(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
+    if reason := model.unavailable_reason():
+        return usage_error(f"model {args.model!r} is unavailable here: {reason}")
+    raise_fd_limit()
+    backlog = args.backlog or system_backlog()
+    try:
+        listener = make_listener(args.host, args.port, backlog)
+    except (OSError, UnicodeError) as exc:
+        return usage_error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+                           if isinstance(exc, OSError) else f"bad host {args.host!r}")
+    serve = model.load().serve
+    counters = Counters()
+    make_protocol = protocol_factory(args.protocol, Limits(max_frame=args.max_frame))
+
+    def stop(signum: int, _frame) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # interrupt the cleanup
+        raise Shutdown(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    host, bound_port = listener.getsockname()[:2]
+    emit({"event": "ready", "model": model.name, "protocol": args.protocol, "host": host,
+          "port": bound_port, "pid": os.getpid(), "backlog": backlog})
+    try:
+        serve(listener, make_protocol, counters)
+    except Shutdown:
+        pass
+    finally:
+        listener.close()
+    emit({"event": "stopped", "model": model.name, **counters.as_dict()})
+    return 0
+
+
+def emit(event: dict) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+def usage_error(message: str) -> int:
+    sys.stderr.write(f"python -m servers: error: {message}\n")
+    return USAGE_ERROR
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "list":
+        return list_models(args.json)
+    return run_model(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One connection's I/O around a sans-IO protocol object, shared by every model.
+
+`Connection` is the non-blocking buffer the multiplexing models (select, poll, epoll,
+selectors) drive from their event loops; `serve_blocking` is the read-answer loop the
+blocking and threaded models run on a blocking socket. `Counters` is what the launcher
+prints when the server stops.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from dataclasses import dataclass, field, fields
+
+from servers.protocol import ServerProtocol
+
+RECV_SIZE = 256 * 1024
+# Stop reading from a connection whose unsent output passes this, until it drains:
+# a client that sends but never reads must not make the server buffer without bound.
+OUTPUT_LIMIT = 1024 * 1024
+ACCEPT_BATCH = 64  # accepts per readiness event, so new arrivals can't starve the rest
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    refused: int = 0  # accepted by the kernel, closed at once by the model
+    protocol_errors: int = 0  # closed because the peer broke the protocol
+    closed: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:  # threads of the threaded models update these too
+            setattr(self, name, getattr(self, name) + n)
+
+    def as_dict(self) -> dict[str, int]:
+        with self._lock:
+            return {f.name: getattr(self, f.name) for f in fields(self) if f.repr}
+
+
+def prepare(sock: socket.socket, blocking: bool) -> socket.socket:
+    """Every model gets the same per-connection socket options."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.setblocking(blocking)
+    return sock
+
+
+def accept_ready(listener: socket.socket, counters: Counters) -> list[socket.socket]:
+    """Accept what is waiting on a non-blocking listener, up to ACCEPT_BATCH."""
+    accepted = []
+    for _ in range(ACCEPT_BATCH):
+        try:
+            sock, _addr = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            break
+        except OSError:  # EMFILE, ECONNABORTED: the listener itself is fine
+            counters.add("refused")
+            break
+        counters.add("accepted")
+        accepted.append(prepare(sock, blocking=False))
+    return accepted
+
+
+class Connection:
+    """A non-blocking socket, its protocol, and the output it still owes the peer."""
+
+    __slots__ = ("sock", "fd", "protocol", "out", "eof", "broken", "counters")
+
+    def __init__(self, sock: socket.socket, protocol: ServerProtocol, counters: Counters):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.protocol = protocol
+        self.out = bytearray()
+        self.eof = False
+        self.broken = False
+        self.counters = counters
+
+    @property
+    def wants_read(self) -> bool:
+        return not (self.eof or self.protocol.closing) and len(self.out) < OUTPUT_LIMIT
+
+    @property
+    def wants_write(self) -> bool:
+        return bool(self.out)
+
+    @property
+    def done(self) -> bool:
+        return self.broken or (not self.out and (self.eof or self.protocol.closing))
+
+    def step(self, readable: bool, writable: bool) -> None:
+        """Handle one readiness report; errors and hang-ups are reported as readable."""
+        if readable:
+            self.on_readable()
+        if writable and not self.broken:
+            self.on_writable()
+
+    def on_readable(self) -> None:
+        try:
+            data = self.sock.recv(RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.broken = True
+            return
+        if data:
+            reply = self.protocol.feed(data)
+        else:
+            self.eof = True
+            reply = self.protocol.eof()
+        if reply:
+            self.send(reply)
+
+    def on_writable(self) -> None:
+        self.send(b"")
+
+    def send(self, reply: bytes) -> None:
+        """Send now what the socket takes; keep the rest for the next writable event."""
+        if not self.out:
+            data = reply  # fast path: nothing queued, no copy into the buffer
+        else:
+            self.out += reply
+            data = self.out
+        try:
+            sent = self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.broken = True
+            return
+        if data is reply:
+            self.out += memoryview(reply)[sent:]
+        else:
+            del self.out[:sent]
+
+    def close(self) -> None:
+        if self.protocol.error:
+            self.counters.add("protocol_errors")
+        self.counters.add("closed")
+        self.sock.close()
+
+
+def close_all(conns: dict[int, Connection]) -> None:
+    for conn in conns.values():
+        conn.close()
+    conns.clear()
+
+
+def serve_blocking(sock: socket.socket, protocol: ServerProtocol, counters: Counters) -> None:
+    """Read, answer, repeat on a blocking socket until the peer or the protocol is done.
+
+    A blocking sendall is the backpressure here: a client that does not read stalls
+    its own handler, never the server's memory.
+    """
+    try:
+        while not protocol.closing:
+            data = sock.recv(RECV_SIZE)
+            reply = protocol.feed(data) if data else protocol.eof()
+            if reply:
+                sock.sendall(reply)
+            if not data:
+                break
+        if protocol.error:
+            counters.add("protocol_errors")
+    except OSError:
+        pass  # reset by the peer, or closed by the launcher at shutdown
+    finally:
+        counters.add("closed")
+        sock.close()

@@ -1,0 +1,121 @@
+"""Start a server model as a child process and stop it again: for the bench and tests.
+
+The child dies with its parent (PR_SET_PDEATHSIG on Linux), so a crashed or killed
+bench leaves no orphan server behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class ServerProcess:
+    model: str
+    protocol: str = "echo"
+    host: str = "127.0.0.1"
+    extra_args: Sequence[str] = ()
+    cpus: Sequence[int] | None = None
+    ready_timeout: float = 10.0
+    proc: subprocess.Popen | None = field(default=None, init=False)
+    ready: dict = field(default_factory=dict, init=False)
+    stopped: dict | None = field(default=None, init=False)
+    stderr: str = field(default="", init=False)
+
+    @property
+    def port(self) -> int:
+        return int(self.ready["port"])
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self) -> ServerProcess:
+        cmd = [sys.executable, "-m", "servers", "run", self.model, "--protocol", self.protocol,
+               "--host", self.host, "--port", "0", *self.extra_args]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True,
+                                     preexec_fn=_die_with_parent)
+        if self.cpus:
+            try:
+                os.sched_setaffinity(self.proc.pid, set(self.cpus))
+            except OSError:
+                pass  # it exited already; the ready wait reports why
+        line = self._read_line(self.ready_timeout)
+        if not line:
+            self.kill()
+            self.stderr += self.proc.communicate()[1] or ""
+            raise ServerStartError(f"{self.model} did not become ready: "
+                                   f"{self.stderr.strip()[-500:] or 'no output'}")
+        self.ready = json.loads(line)
+        return self
+
+    def _read_line(self, timeout: float) -> str:
+        assert self.proc is not None and self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            if sel.select(timeout):
+                return self.proc.stdout.readline()
+        return ""
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """SIGTERM, wait, collect the counters line; SIGKILL if it does not stop."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            out, err = self.proc.communicate()
+        self.stderr += err or ""
+        for line in (out or "").splitlines():
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if event.get("event") == "stopped":
+                self.stopped = event
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wait_stopped(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.proc is not None and self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True

@@ -1,0 +1,51 @@
+"""poll: no FD_SETSIZE limit, but the whole interest set crosses into the kernel per wait.
+
+Non-blocking; the same loop as epoll at O(connections) per wait. A connection is watched
+for POLLOUT only while it has output pending, and for POLLIN only while its backlog is
+under the limit.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+
+from servers.conn import Connection, Counters, accept_ready, close_all
+from servers.protocol import ServerProtocol
+
+READ, WRITE = select.POLLIN, select.POLLOUT
+TROUBLE = select.POLLERR | select.POLLHUP | select.POLLNVAL  # reported as readable: recv tells which
+
+
+def interest(conn: Connection) -> int:
+    return (READ if conn.wants_read else 0) | (WRITE if conn.wants_write else 0)
+
+
+def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+          counters: Counters) -> None:
+    listener.setblocking(False)
+    conns: dict[int, Connection] = {}
+    watched: dict[int, int] = {}  # fd -> the events the kernel watches for it now
+    poller = select.poll()
+    poller.register(listener.fileno(), READ)
+    try:  # a poll object holds no fd: nothing to close but the connections
+        while True:
+            for fd, events in poller.poll():
+                if fd == listener.fileno():
+                    for sock in accept_ready(listener, counters):
+                        conn = conns[sock.fileno()] = Connection(sock, make_protocol(), counters)
+                        poller.register(conn.fd, READ)
+                        watched[conn.fd] = READ
+                    continue
+                conn = conns[fd]
+                conn.step(readable=bool(events & (READ | TROUBLE)), writable=bool(events & WRITE))
+                if conn.done:
+                    poller.unregister(fd)
+                    del conns[fd], watched[fd]
+                    conn.close()
+                elif (wanted := interest(conn)) != watched[fd]:
+                    poller.modify(fd, wanted)
+                    watched[fd] = wanted
+    finally:
+        close_all(conns)

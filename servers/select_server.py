@@ -1,0 +1,45 @@
+"""select: the interest set is rebuilt and copied into the kernel on every wait.
+
+Non-blocking; the same loop as poll and epoll. select() cannot watch a descriptor at
+or above FD_SETSIZE (1024 on Linux), so a connection that lands on one is closed at
+accept and counted as refused while the rest keep being served.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+from collections.abc import Callable
+
+from servers.conn import Connection, Counters, accept_ready, close_all
+from servers.protocol import ServerProtocol
+
+FD_SETSIZE = 1024  # glibc's compile-time limit; CPython raises ValueError beyond it
+
+
+def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+          counters: Counters) -> None:
+    listener.setblocking(False)
+    conns: dict[int, Connection] = {}
+    try:
+        while True:
+            readers = [listener.fileno()] + [fd for fd, c in conns.items() if c.wants_read]
+            writers = [fd for fd, c in conns.items() if c.wants_write]
+            readable, writable, _ = select.select(readers, writers, [])
+            readable, writable = set(readable), set(writable)
+            for fd in readable | writable:
+                if fd == listener.fileno():
+                    for sock in accept_ready(listener, counters):
+                        if sock.fileno() >= FD_SETSIZE:
+                            counters.add("refused")
+                            sock.close()
+                            continue
+                        conn = conns[sock.fileno()] = Connection(sock, make_protocol(), counters)
+                    continue
+                conn = conns[fd]
+                conn.step(readable=fd in readable, writable=fd in writable)
+                if conn.done:
+                    del conns[fd]
+                    conn.close()
+    finally:
+        close_all(conns)

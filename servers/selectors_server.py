@@ -1,0 +1,47 @@
+"""selectors: the standard library's portable wrapper; DefaultSelector is epoll on Linux.
+
+The same loop as epoll, one abstraction up: the selector keeps each fd's events and
+hands back the Connection stored beside it, at the cost of a key object per event.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+from collections.abc import Callable
+
+from servers.conn import Connection, Counters, accept_ready, close_all
+from servers.protocol import ServerProtocol
+
+READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
+
+
+def interest(conn: Connection) -> int:
+    return (READ if conn.wants_read else 0) | (WRITE if conn.wants_write else 0)
+
+
+def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+          counters: Counters) -> None:
+    listener.setblocking(False)
+    conns: dict[int, Connection] = {}
+    poller = selectors.DefaultSelector()
+    poller.register(listener, READ)
+    try:
+        while True:
+            for key, events in poller.select():
+                if key.fileobj is listener:
+                    for sock in accept_ready(listener, counters):
+                        conn = conns[sock.fileno()] = Connection(sock, make_protocol(), counters)
+                        poller.register(conn.fd, READ, conn)
+                    continue
+                conn = key.data
+                conn.step(readable=bool(events & READ), writable=bool(events & WRITE))
+                if conn.done:
+                    poller.unregister(conn.fd)
+                    del conns[conn.fd]
+                    conn.close()
+                elif (wanted := interest(conn)) != key.events:
+                    poller.modify(conn.fd, wanted, conn)
+    finally:
+        poller.close()
+        close_all(conns)

@@ -1,0 +1,54 @@
+"""threaded: one OS thread per connection, each running the blocking loop.
+
+Simple and concurrent, but every connection costs a thread's stack and scheduler
+time, and the GIL lets one thread run Python at a time: it degrades as they multiply.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from servers.conn import Counters, prepare, serve_blocking
+from servers.protocol import ServerProtocol
+
+STACK_SIZE = 512 * 1024  # the default 8 MiB of address space per thread adds up at 10k
+
+
+def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+          counters: Counters) -> None:
+    listener.setblocking(True)
+    threading.stack_size(STACK_SIZE)
+    handlers: dict[socket.socket, threading.Thread] = {}
+
+    def handle(sock: socket.socket, protocol: ServerProtocol) -> None:
+        try:
+            serve_blocking(sock, protocol, counters)
+        finally:
+            handlers.pop(sock, None)
+
+    try:
+        while True:
+            sock, _addr = listener.accept()
+            counters.add("accepted")
+            thread = threading.Thread(target=handle, args=(prepare(sock, blocking=True),
+                                                           make_protocol()), daemon=True)
+            handlers[sock] = thread
+            try:
+                thread.start()
+            except RuntimeError:  # the OS refused another thread
+                handlers.pop(sock, None)
+                counters.add("refused")
+                sock.close()
+    finally:
+        # shutdown() wakes each handler's blocking recv; the handler closes its own fd.
+        for sock in list(handlers):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + 1.0  # the launcher must exit within 2 s
+        for thread in list(handlers.values()):
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
