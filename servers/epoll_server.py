@@ -14,7 +14,7 @@ from servers.conn import Connection, Counters, accept_ready, close_all
 from servers.protocol import ServerProtocol
 
 READ, WRITE = select.EPOLLIN, select.EPOLLOUT
-TROUBLE = select.EPOLLERR | select.EPOLLHUP  # reported as readable: recv tells which
+TROUBLE = select.EPOLLERR | select.EPOLLHUP  # reported as readable
 
 
 def interest(conn: Connection) -> int:

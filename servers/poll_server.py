@@ -15,7 +15,7 @@ from servers.conn import Connection, Counters, accept_ready, close_all
 from servers.protocol import ServerProtocol
 
 READ, WRITE = select.POLLIN, select.POLLOUT
-TROUBLE = select.POLLERR | select.POLLHUP | select.POLLNVAL  # reported as readable: recv tells which
+TROUBLE = select.POLLERR | select.POLLHUP | select.POLLNVAL  # reported as readable
 
 
 def interest(conn: Connection) -> int:
