@@ -1,0 +1,35 @@
+"""Shared fixtures: real servers on 127.0.0.1, port 0, stopped after use."""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Iterator
+
+import pytest
+
+from servers import MODELS
+from servers.launch import ServerProcess
+
+AVAILABLE = [name for name, m in MODELS.items() if m.unavailable_reason() is None]
+TIMEOUT = 10.0
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:  # the select test opens more than FD_SETSIZE connections
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture
+def server_factory() -> Iterator:
+    """Start servers on demand; every one is stopped (or killed) at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(model: str, protocol: str = "echo", *args: str) -> ServerProcess:
+        server = ServerProcess(model, protocol, extra_args=args)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()

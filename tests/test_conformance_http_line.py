@@ -1,0 +1,140 @@
+"""HTTP and line protocols against every model, and the select model past FD_SETSIZE."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from servers.launch import ServerProcess
+from servers.protocol import GET_BODY
+from tests.conftest import AVAILABLE
+from tests.helpers import connect, exchange, recv_exactly, recv_until_eof
+
+GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+GET_REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n"
+             + GET_BODY)
+
+
+def post(body: bytes, extra: bytes = b"") -> bytes:
+    return (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra)
+            + body)
+
+
+def post_reply(body: bytes, close: bool = False) -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n"
+            % (len(body), b"Connection: close\r\n" if close else b"") + body)
+
+
+@pytest.fixture(scope="module", params=AVAILABLE)
+def http_server(request: pytest.FixtureRequest):
+    server = ServerProcess(request.param, "http").start()
+    yield server
+    assert server.stop() == 0, server.stderr
+
+
+@pytest.fixture(scope="module", params=AVAILABLE)
+def line_server(request: pytest.FixtureRequest):
+    server = ServerProcess(request.param, "line").start()
+    yield server
+    assert server.stop() == 0, server.stderr
+
+
+def test_http_get_and_post_echo(http_server: ServerProcess) -> None:
+    body = bytes(range(256)) * 300
+    with connect(http_server.port) as sock:
+        assert exchange(sock, GET, len(GET_REPLY)) == GET_REPLY
+        assert exchange(sock, post(body), len(post_reply(body))) == post_reply(body)
+
+
+def test_http_100_pipelined_requests_in_order(http_server: ServerProcess) -> None:
+    requests = [GET if i % 2 else post(b"body %d" % i) for i in range(100)]
+    replies = [GET_REPLY if i % 2 else post_reply(b"body %d" % i) for i in range(100)]
+    expected = b"".join(replies)
+    with connect(http_server.port) as sock:
+        assert exchange(sock, b"".join(requests), len(expected)) == expected
+
+
+def test_http_connection_close_is_honoured(http_server: ServerProcess) -> None:
+    with connect(http_server.port) as sock:
+        sock.sendall(post(b"bye", b"Connection: close\r\n"))
+        assert recv_until_eof(sock) == post_reply(b"bye", close=True)
+
+
+@pytest.mark.parametrize("bad", [
+    b"NOT HTTP AT ALL\r\n\r\n",
+    b"GET / HTTP/9.9\r\n\r\n",
+    b"POST /echo HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+    b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+])
+def test_http_malformed_gets_400_and_close(http_server: ServerProcess, bad: bytes) -> None:
+    with connect(http_server.port) as sock:
+        try:
+            sock.sendall(bad)
+        except ConnectionResetError:
+            pass  # the server may close before the whole oversized head is sent
+        try:
+            reply = recv_until_eof(sock)
+        except ConnectionResetError:
+            reply = b"HTTP/1.1 400"  # the 400 was sent, then RST for the unread rest
+        assert reply.startswith(b"HTTP/1.1 400")
+    with connect(http_server.port) as sock:  # the server itself is fine
+        assert exchange(sock, GET, len(GET_REPLY)) == GET_REPLY
+
+
+def test_curl_get_and_post(http_server: ServerProcess) -> None:
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed (apt-get install curl)")
+    url = f"http://127.0.0.1:{http_server.port}"
+    got = subprocess.run(["curl", "-sS", "--max-time", "5", url + "/"],
+                         capture_output=True, check=True).stdout
+    assert got == GET_BODY
+    got = subprocess.run(["curl", "-sS", "--max-time", "5", "--data-binary", "curl body",
+                          url + "/echo"], capture_output=True, check=True).stdout
+    assert got == b"curl body"
+
+
+def test_wrk_reports_no_errors(http_server: ServerProcess) -> None:
+    if not shutil.which("wrk"):
+        pytest.skip("wrk is not installed (apt-get install wrk)")
+    conns = "1" if http_server.model == "blocking" else "20"
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", "-d1s", f"http://127.0.0.1:{http_server.port}/"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert "requests in" in out
+    assert "Socket errors" not in out and "Non-2xx" not in out, out
+
+
+def test_line_hello(line_server: ServerProcess) -> None:
+    with connect(line_server.port) as sock:
+        sock.sendall(b"world\n")
+        assert recv_exactly(sock, 13) == b"Hello, world\n"
+        sock.sendall(b"one\r\ntwo\nthr")
+        sock.sendall(b"ee")
+        sock.shutdown(1)  # a last line without newline is answered at EOF
+        assert recv_until_eof(sock) == b"Hello, one\nHello, two\nHello, three\n"
+
+
+def test_select_past_fd_setsize_refuses_and_keeps_serving(server_factory) -> None:
+    server = server_factory("select", "echo")
+    socks = []
+    try:
+        for _ in range(1100):  # enough for the server's descriptors to pass 1024
+            socks.append(connect(server.port))
+        survivors = 0
+        for sock in socks:
+            sock.settimeout(0.5)
+            try:
+                sock.sendall(b"\x00\x00\x00\x01x")
+                if sock.recv(5) == b"\x00\x00\x00\x01x":
+                    survivors += 1
+            except OSError:
+                pass
+        assert 900 < survivors < 1100
+    finally:
+        for sock in socks:
+            sock.close()
+    with connect(server.port) as sock:
+        assert exchange(sock, b"\x00\x00\x00\x02ok", 6) == b"\x00\x00\x00\x02ok"
+    assert server.stop() == 0
+    assert server.stopped["refused"] >= 1100 - survivors
