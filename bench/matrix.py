@@ -1,0 +1,124 @@
+"""Profiles (TOML) plus command-line overrides -> the list of cells to run.
+
+A cell is one point of the matrix (model x protocol x connections x payload x mode x
+backlog x work) at one repeat. Cells run in a shuffled order inside each repeat, so
+that slow drift of the machine (thermal, noisy neighbours) does not favour one model.
+"""
+
+from __future__ import annotations
+
+import random
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from bench.record import CellKey
+from servers import MODELS
+
+PROFILE_DIR = Path(__file__).parent / "profiles"
+MODES = ("persistent", "per-request")
+DRIVERS = ("loadgen", "locust")
+BENCH_PROTOCOLS = ("echo", "http")
+
+
+class MatrixError(ValueError):
+    """A bad profile or flag: reported as a one-line usage error."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: CellKey
+    repeat: int
+
+
+@dataclass(frozen=True)
+class Matrix:
+    profile: str
+    models: tuple[str, ...]
+    protocols: tuple[str, ...] = ("echo",)
+    connections: tuple[int, ...] = (1, 10, 100, 1000)
+    payloads: tuple[int, ...] = (64,)
+    modes: tuple[str, ...] = ("persistent",)
+    backlogs: tuple[int, ...] = (0,)
+    works: tuple[str, ...] = ("",)
+    repeats: int = 1
+    duration: float = 2.0
+    warmup: float = 0.5
+    driver: str = "loadgen"
+    seed: int = 0
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        check = [
+            (not self.models, "no models selected"),
+            (any(m not in MODELS for m in self.models),
+             f"unknown model in {list(self.models)}; known: {', '.join(MODELS)}"),
+            (any(p not in BENCH_PROTOCOLS for p in self.protocols),
+             f"protocols must be among {BENCH_PROTOCOLS} (line is for people, not load)"),
+            (any(m not in MODES for m in self.modes), f"modes must be among {MODES}"),
+            (self.driver not in DRIVERS, f"driver must be one of {DRIVERS}"),
+            (not self.connections or min(self.connections) < 1, "connections must be >= 1"),
+            (not self.payloads or min(self.payloads) < 0, "payloads must be >= 0"),
+            (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
+            (self.repeats < 1, "repeats must be >= 1"),
+            (self.duration <= 0 or self.warmup < 0, "duration must be > 0 and warmup >= 0"),
+        ]
+        for failed, message in check:
+            if failed:
+                raise MatrixError(message)
+
+    def cells(self) -> list[Cell]:
+        keys = [CellKey(model=m, protocol=p, connections=c, payload=b, mode=mode,
+                        driver=self.driver, backlog=bl, work=w)
+                for m, p, c, b, mode, bl, w in product(
+                    self.models, self.protocols, self.connections, self.payloads,
+                    self.modes, self.backlogs, self.works)]
+        cells = []
+        for repeat in range(self.repeats):
+            order = keys[:]
+            random.Random(self.seed * 1000 + repeat).shuffle(order)
+            cells.extend(Cell(key, repeat) for key in order)
+        return cells
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Matrix:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v
+                      for k, v in data.items() if k in known})
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name: str) -> Matrix:
+    """A profile by name (bench/profiles/NAME.toml) or by path to a TOML file."""
+    path = Path(name) if name.endswith(".toml") else PROFILE_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise MatrixError(f"no profile {name!r}; choose from {', '.join(profile_names())} "
+                          "or give a path to a .toml file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"profile {path}: {exc}") from None
+    known = {f.name for f in fields(Matrix)} - {"profile"}
+    if unknown := set(data) - known:
+        raise MatrixError(f"profile {path}: unknown keys {sorted(unknown)}")
+    if data.get("models", "all") == "all":
+        data["models"] = list(MODELS)
+    try:
+        return Matrix(profile=path.stem, **{k: tuple(v) if isinstance(v, list) else v
+                                            for k, v in data.items()})
+    except TypeError as exc:
+        raise MatrixError(f"profile {path}: {exc}") from None
+
+
+def override(matrix: Matrix, **flags: Any) -> Matrix:
+    """Flags given on the command line (not None) replace the profile's values."""
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
+    return replace(matrix, **given)
