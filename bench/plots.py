@@ -1,0 +1,225 @@
+"""Drawing only: functions that draw aggregated cells onto a given matplotlib Axes.
+
+Figures, titles, captions and files belong to `bench.report`. Every chart uses the
+same colour and marker per model (MODEL_STYLES), so a reader learns them once.
+
+The frame passed in is a slice of `bench.report.aggregate()`: one row per cell with
+`cell.model`, `cell.connections`, `status` and, per metric, `<metric>.median`,
+`<metric>.ci_low`, `<metric>.ci_high`.
+"""
+
+from __future__ import annotations
+
+import zlib
+from typing import Any, NamedTuple
+
+import numpy as np
+from matplotlib import ticker, transforms
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+
+
+class Style(NamedTuple):
+    color: str
+    marker: str
+
+
+# One fixed style per known model, in the order tables and legends list them.
+# No model uses "x": that marker means "failed".
+MODEL_STYLES: dict[str, Style] = {
+    "blocking": Style("#7f7f7f", "o"),
+    "threaded": Style("#8c564b", "s"),
+    "select": Style("#bcbd22", "v"),
+    "poll": Style("#e377c2", "^"),
+    "epoll": Style("#1f77b4", "D"),
+    "selectors": Style("#17becf", "<"),
+    "asyncio": Style("#2ca02c", ">"),
+    "uvloop": Style("#d62728", "P"),
+    "gevent": Style("#9467bd", "h"),
+    "threadpool": Style("#ff7f0e", "p"),
+    "prefork": Style("#393b79", "*"),
+}
+_FALLBACK_COLORS = ("#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
+                    "#756bb1", "#636363")
+_FALLBACK_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "*")
+
+FAILED_STRIP = 0.08  # bottom strip for failed cells, as a fraction of the axis height
+_USED = ("ok", "client-bound")
+
+
+def model_style(model: str) -> Style:
+    """The style of a model; unknown names get a stable one derived from the name."""
+    if model in MODEL_STYLES:
+        return MODEL_STYLES[model]
+    h = zlib.crc32(model.encode("utf-8"))  # stable across runs, unlike hash()
+    return Style(_FALLBACK_COLORS[h % len(_FALLBACK_COLORS)],
+                 _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)])
+
+
+def model_sort_key(model: str) -> tuple[int, str]:
+    """Known models in table order first, then the others alphabetically."""
+    order = list(MODEL_STYLES)
+    return (order.index(model), "") if model in order else (len(order), model)
+
+
+def plot_metric(ax: Axes, frame: Any, metric: str, *, ylabel: str, log_y: bool = False,
+                xlabel: str = "Concurrent connections (log scale)") -> None:
+    """Draw `metric` against connections, one line per model, onto `ax`.
+
+    Filled markers are clean cells, hollow markers client-bound ones (the load
+    generator saturated, so the value is a bound); an "x" at the bottom of the axis in
+    the model's colour, in a grey strip below the data, is a cell whose every repeat
+    failed. Error bars are the 95% CI where there are repeats. Models whose cells were
+    all skipped are not drawn.
+    """
+    models = sorted({str(m) for m in frame["cell.model"]}, key=model_sort_key)
+    failed_at_bottom = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    handles: list[Line2D] = []
+    data_artists: list[Artist] = []  # kept out of the failed strip
+    any_failed = any_bound = any_value = False
+    medians: list[float] = []
+    any_ci = False
+    xs_all: set[int] = set()
+
+    for model in models:
+        style = model_style(model)
+        cells = frame[frame["cell.model"] == model].sort_values("cell.connections")
+        used = cells[cells["status"].isin(_USED)]
+        failed = cells[cells["status"] == "failed"]
+        if used.empty and failed.empty:
+            continue
+        x = used["cell.connections"].to_numpy(dtype=float)
+        y = used[f"{metric}.median"].to_numpy(dtype=float)
+        lo = used[f"{metric}.ci_low"].to_numpy(dtype=float)
+        hi = used[f"{metric}.ci_high"].to_numpy(dtype=float)
+        bound = (used["status"] == "client-bound").to_numpy()
+        have = ~np.isnan(y)
+        any_value = any_value or bool(have.any())
+        xs_all.update(int(v) for v in cells["cell.connections"])
+        medians.extend(float(v) for v in y[have])
+
+        data_artists += ax.plot(x[have], y[have], color=style.color, linewidth=1.6, zorder=2)
+        with_ci = have & ~np.isnan(lo) & ~np.isnan(hi)
+        if with_ci.any():
+            any_ci = True
+            bars = ax.errorbar(x[with_ci], y[with_ci],
+                        yerr=[np.maximum(y[with_ci] - lo[with_ci], 0),
+                              np.maximum(hi[with_ci] - y[with_ci], 0)],
+                        fmt="none", ecolor=style.color, elinewidth=1, capsize=3, alpha=0.8,
+                        zorder=2)
+            data_artists += bars.get_children()
+        clean = have & ~bound
+        data_artists += ax.plot(x[clean], y[clean], linestyle="none", marker=style.marker,
+                                markersize=7, color=style.color, zorder=3)
+        if (have & bound).any():
+            any_bound = True
+            data_artists += ax.plot(x[have & bound], y[have & bound], linestyle="none",
+                                    marker=style.marker, markersize=7, markerfacecolor="white",
+                                    markeredgecolor=style.color, markeredgewidth=1.6, zorder=3)
+        if not failed.empty:
+            any_failed = True
+            fx = failed["cell.connections"].to_numpy(dtype=float)
+            ax.plot(fx, np.full(len(fx), FAILED_STRIP / 2), linestyle="none", marker="x",
+                    markersize=9, markeredgewidth=2.2, color=style.color,
+                    transform=failed_at_bottom, clip_on=False, zorder=4)
+        handles.append(Line2D([], [], color=style.color, marker=style.marker, markersize=7,
+                              linewidth=1.6, label=model))
+
+    log_y = log_y and any(v > 0 for v in medians)
+    _format_axes(ax, sorted(xs_all), medians, log_y=log_y, xlabel=xlabel, ylabel=ylabel)
+    if any_failed:
+        _reserve_failed_strip(ax, log=log_y)
+        data_area = Rectangle((0, FAILED_STRIP), 1, 1 - FAILED_STRIP, transform=ax.transAxes)
+        for artist in data_artists:
+            artist.set_clip_path(data_area)
+    if not any_value:
+        ax.set_yticks([])
+        ax.text(0.5, 0.5, "no successful cell to plot", transform=ax.transAxes,
+                ha="center", va="center", color="0.4")
+    if any_ci:
+        handles.append(Line2D([], [], linestyle="none", marker="|", markersize=12,
+                              markeredgewidth=1.2, color="0.35",
+                              label="bar: 95% CI across repeats\n(cut at the plot edge)"))
+    if any_bound:
+        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=7,
+                              markerfacecolor="white", markeredgecolor="0.35",
+                              markeredgewidth=1.6,
+                              label="hollow: client-bound\n(load generator saturated)"))
+    if any_failed:
+        handles.append(Line2D([], [], linestyle="none", marker="x", markersize=8,
+                              markeredgewidth=2, color="0.35",
+                              label="x in grey strip: failed\n(every repeat; no value)"))
+    if handles:
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  borderaxespad=0, frameon=False, fontsize=8.5)
+
+
+def _format_axes(ax: Axes, xs: list[int], medians: list[float], *, log_y: bool, xlabel: str,
+                 ylabel: str) -> None:
+    """Scales, limits, ticks, labels and grid.
+
+    Y limits follow the medians, not the error bars: with two or three repeats a 95%
+    interval can be ten times the value and would flatten every line; bars that reach
+    past the edge are cut there instead.
+    """
+    ax.set_xscale("log")
+    if xs:
+        # Tick exactly the connection counts measured, written plainly (10, not 10^1).
+        ax.xaxis.set_major_locator(ticker.FixedLocator(xs))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.xaxis.set_minor_locator(ticker.NullLocator())
+        low, high = min(xs), max(xs)
+        ax.set_xlim(low / 1.6, high * 1.6)  # room for markers and error bar caps
+    if log_y:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain_number))
+        positive = [v for v in medians if v > 0]
+        low, high = min(positive) / 1.6, max(positive) * 1.6
+        ax.set_ylim(low, high)
+        if high / low < 300:  # under ~2.5 decades: label 2x and 5x too, or few labels show
+            ax.yaxis.set_minor_formatter(ticker.FuncFormatter(_two_and_five))
+    else:
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain_number))
+        top = max(medians, default=0.0)
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1)  # honest zero baseline
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, which="major", color="0.88", linewidth=0.8)
+    ax.grid(True, which="minor", axis="y", color="0.94", linewidth=0.5)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+
+
+def _reserve_failed_strip(ax: Axes, *, log: bool) -> None:
+    """Lower the y range so data stays above a shaded strip that holds the failed marks.
+
+    Failed cells have no value; a mark inside the data area would read as one.
+    """
+    low, high = ax.get_ylim()
+    share = FAILED_STRIP / (1 - FAILED_STRIP)
+    if log:
+        ax.set_ylim(low / (high / low) ** share, high)
+    else:
+        ax.set_ylim(low - share * (high - low), high)
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(
+            lambda v, pos: "" if v < low else _plain_number(v, pos)))
+    ax.add_patch(Rectangle((0, 0), 1, FAILED_STRIP, transform=ax.transAxes,
+                           facecolor="0.93", edgecolor="none", zorder=0))
+
+
+def _two_and_five(value: float, pos: int) -> str:
+    mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
+    return _plain_number(value, pos) if round(mantissa, 6) in (2, 5) else ""
+
+
+def _plain_number(value: float, _pos: int) -> str:
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 1:
+        return f"{value:g}"
+    return f"{value:.2g}"

@@ -1,0 +1,226 @@
+"""bench.report, bench.plots, bench.report_html and bench.pyperf_export on a fixed run.
+
+tests/data/small_run is a small but realistic run: blocking, threaded, epoll and a
+skipped uvloop; echo, 64 B, 1/10/100 connections; epoll repeated 3 times with its 100-
+connection cell client-bound; blocking at 100 connections failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pyperf
+import pytest
+
+from bench import plots
+from bench.pyperf_export import write_pyperf_suite
+from bench.record import Row
+from bench.report import aggregate, build_report, load_frame, t_interval
+from bench.store import RunStore
+
+FIXTURE = Path(__file__).parent / "data" / "small_run"
+CHART_STEMS = ("throughput", "latency_p50", "latency_p99", "cpu_per_request", "peak_rss",
+               "error_share")
+EPOLL_C10 = "epoll/echo/c10/p64/persistent/loadgen"
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fixture run, copied and reported once for the whole module (charts are slow)."""
+    run_dir = tmp_path_factory.mktemp("runs") / "small_run"
+    shutil.copytree(FIXTURE, run_dir)
+    assert build_report(run_dir) == run_dir / "report.md"
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[Row]:
+    return RunStore.open(FIXTURE).rows()
+
+
+def md_table(report: str, title: str) -> dict[tuple[int, str], str]:
+    """{(connections, model): cell text} of the first table under `### title`."""
+    lines = report.split(f"### {title}\n", 1)[1].strip().splitlines()
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    table = {}
+    for line in lines[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        for model, text in zip(header[1:], cells[1:], strict=True):
+            table[(int(cells[0].replace(",", "")), model)] = text
+    return table
+
+
+# -- frames ---------------------------------------------------------------------------
+
+
+def test_load_frame_flattens_rows(rows: list[Row]) -> None:
+    df = load_frame(rows)
+    assert len(df) == 18
+    assert {"load.latency_us.p99", "load.connections.starved", "server.peak_rss_bytes",
+            "cell.model", "key", "errors_total", "error_share"} <= set(df.columns)
+    failed = df[df["status"] == "failed"].iloc[0]
+    assert math.isnan(failed["load.throughput_rps"]) and math.isnan(failed["errors_total"])
+    threaded = df[df["key"] == "threaded/echo/c100/p64/persistent/loadgen"].iloc[0]
+    assert threaded["errors_total"] == 40  # 37 resets + 3 timeouts
+
+
+def test_load_frame_of_no_rows_has_the_columns() -> None:
+    df = load_frame([])
+    assert df.empty and "load.throughput_rps" in df.columns
+    assert aggregate(df).empty
+
+
+def test_aggregate_medians_ci_and_statuses(rows: list[Row]) -> None:
+    cells = aggregate(load_frame(rows)).set_index("key")
+    epoll = cells.loc[EPOLL_C10]
+    assert epoll["status"] == "ok" and epoll["n"] == 3
+    assert epoll["throughput.median"] == 42000  # repeats 41000, 43500, 42000
+    assert epoll["p99.median"] == 402  # repeats 410, 388, 402: a median, never a mean
+    values = [41000, 43500, 42000]
+    half = 4.303 * statistics.stdev(values) / math.sqrt(3)
+    assert epoll["throughput.ci_low"] == pytest.approx(statistics.fmean(values) - half)
+    assert epoll["throughput.ci_high"] == pytest.approx(statistics.fmean(values) + half)
+    single = cells.loc["threaded/echo/c1/p64/persistent/loadgen"]
+    assert single["n"] == 1 and math.isnan(single["throughput.ci_low"])
+    assert cells.loc["blocking/echo/c100/p64/persistent/loadgen", "status"] == "failed"
+    assert cells.loc["epoll/echo/c100/p64/persistent/loadgen", "status"] == "client-bound"
+    assert cells.loc["uvloop/echo/c1/p64/persistent/loadgen", "status"] == "skipped"
+    # Known models in the fixed order, connections ascending within a model.
+    assert list(dict.fromkeys(cells["cell.model"])) == ["blocking", "threaded", "epoll",
+                                                        "uvloop"]
+
+
+def test_t_interval_needs_two_values() -> None:
+    assert all(math.isnan(v) for v in t_interval([5.0]))
+    low, high = t_interval([1.0, 3.0])
+    assert low == pytest.approx(2 - 12.706) and high == pytest.approx(2 + 12.706)
+
+
+# -- report.md ------------------------------------------------------------------------
+
+
+def test_report_header_names_the_machine_and_run(built: Path) -> None:
+    report = (built / "report.md").read_text()
+    assert report.startswith("# sockbench report: 20261129-201500-a1b2\n")
+    for fact in ("AMD EPYC 7B13, 2 cores", "Linux 6.18.44", "CPython 3.11.7",
+                 "server CPUs 0, load generator CPUs 1", "2026-11-29T20:15:00+00:00",
+                 "3da6cc3be7ed", "python -m bench run --profile small", "somaxconn 4096"):
+        assert fact in report
+
+
+def test_report_tables_show_medians_failures_and_markers(built: Path) -> None:
+    report = (built / "report.md").read_text()
+    throughput = md_table(report, "Throughput (req/s)")
+    assert throughput[(10, "epoll")].startswith("42,000 ± ")
+    assert throughput[(1, "threaded")] == "12,100 ± –"  # one repeat: no CI
+    assert throughput[(100, "blocking")] == "failed"
+    assert throughput[(100, "epoll")].endswith(" †")  # client-bound
+    assert throughput[(10, "uvloop")] == "skipped"
+    assert md_table(report, "p99 latency (µs)")[(10, "epoll")].startswith("402 ± ")
+    assert md_table(report, "p99.9 latency (µs)")[(100, "blocking")] == "failed"
+    assert md_table(report, "Errors (all kinds) (count)")[(100, "threaded")] == "40"
+    assert md_table(report, "Starved connections (count)")[(10, "blocking")] == "9"
+    assert md_table(report, "Server peak RSS (MiB)")[(100, "threaded")] == "20.0"
+    assert md_table(report, "Server CPU per request (µs)")[(1, "epoll")].startswith("18.8 ± ")
+    assert "† client-bound" in report  # the legend explains the marker
+    assert "timeout: 99 of 100 connections" in report  # the failure's reason, in Notes
+
+
+def test_every_chart_is_written_as_png_and_svg(built: Path) -> None:
+    for stem in CHART_STEMS:
+        png = built / "charts" / f"{stem}_echo_p64.png"
+        svg = built / "charts" / f"{stem}_echo_p64.svg"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 10_000
+        assert b"<svg" in svg.read_bytes()[:2000]
+        assert f"(charts/{stem}_echo_p64.png)" in (built / "report.md").read_text()
+
+
+def test_report_html_is_self_contained(built: Path) -> None:
+    html = (built / "report.html").read_text()
+    assert "<table" in html and "42,000 ± " in html
+    assert '<td class="failed">failed</td>' in html
+    assert html.count('src="data:image/svg+xml;base64,') == len(CHART_STEMS)
+    assert 'src="charts/' not in html and "http://" not in html.replace(
+        "http://www.w3.org", "")
+
+
+def test_report_of_an_empty_run(tmp_path: Path) -> None:
+    meta = json.loads((FIXTURE / "metadata.json").read_text())
+    store = RunStore.create(tmp_path, "empty", meta)
+    report = build_report(store.path).read_text()
+    assert "Rows:** 0" in report
+    assert not (store.path / "pyperf.json").exists()
+
+
+# -- plots ------------------------------------------------------------------------------
+
+
+def test_model_styles_are_distinct_and_never_the_failed_marker() -> None:
+    styles = list(plots.MODEL_STYLES.values())
+    assert len({s.color for s in styles}) == len({s.marker for s in styles}) == len(styles)
+    assert not {"x", "X"} & {s.marker for s in styles}
+    assert plots.model_style("mystery") == plots.model_style("mystery")
+    assert plots.model_style("mystery").marker != "x"
+    assert sorted(["zeta", "epoll", "blocking"], key=plots.model_sort_key) == [
+        "blocking", "epoll", "zeta"]
+
+
+# -- pyperf ---------------------------------------------------------------------------
+
+
+def slower(rows: list[Row], factor: float) -> list[Row]:
+    """The same rows with throughput / factor and latencies * factor."""
+    out = []
+    for row in rows:
+        if not row.load:
+            out.append(row)
+            continue
+        latency = {k: v * factor for k, v in row.load["latency_us"].items()}
+        load = {**row.load, "throughput_rps": row.load["throughput_rps"] / factor,
+                "latency_us": latency}
+        out.append(dataclasses.replace(row, load=load))
+    return out
+
+
+def test_pyperf_suite_values(built: Path) -> None:
+    suite = pyperf.BenchmarkSuite.load(str(built / "pyperf.json"))
+    names = suite.get_benchmark_names()
+    assert EPOLL_C10 in names and f"{EPOLL_C10}:p99" in names and f"{EPOLL_C10}:p99.9" in names
+    assert not any(name.startswith(("blocking/echo/c100", "uvloop/")) for name in names)
+    bench = suite.get_benchmark(EPOLL_C10)
+    assert bench.get_nrun() == 3 and bench.get_unit() == "second"
+    assert bench.median() == pytest.approx(1 / 42000)
+    assert suite.get_benchmark(f"{EPOLL_C10}:p99").median() == pytest.approx(402e-6)
+    assert suite.get_benchmark("threaded/echo/c1/p64/persistent/loadgen").get_nrun() == 1
+
+
+def test_pyperf_compare_to_and_stats_accept_the_export(rows: list[Row], tmp_path: Path) -> None:
+    meta = RunStore.open(FIXTURE).metadata
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    write_pyperf_suite(rows, meta, a)
+    write_pyperf_suite(slower(rows, 1.04), meta, b)
+    outputs = {}
+    for args in (["compare_to", str(a), str(b)], ["stats", str(a)]):
+        done = subprocess.run([sys.executable, "-m", "pyperf", *args], capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        outputs[args[0]] = done.stdout
+    assert "1.04x slower" in outputs["compare_to"]
+    assert EPOLL_C10 in outputs["stats"]
+
+
+def test_pyperf_export_without_usable_rows_warns(rows: list[Row], tmp_path: Path) -> None:
+    failed = [r for r in rows if r.status in ("failed", "skipped")]
+    with pytest.warns(RuntimeWarning, match="not written"):
+        write_pyperf_suite(failed, {}, tmp_path / "none.json")
+    assert not (tmp_path / "none.json").exists()
