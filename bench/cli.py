@@ -1,0 +1,145 @@
+"""`python -m bench run | report | list`: the product's main command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from bench.cpus import CpuPlanError, parse_cpu_list, plan_cpus
+from bench.matrix import DRIVERS, MODES, Matrix, MatrixError, load_profile, override, profile_names
+from bench.progress import Progress
+from bench.record import Row
+from bench.runner import run_cell
+from bench.store import RunStore, StoreError
+from servers import MODELS
+from servers.args import USAGE_ERROR, ArgumentParser, positive_int
+
+RESULTS = Path("results")
+INTERRUPTED = 130
+
+
+def cpu_list(text: str) -> tuple[int, ...]:
+    try:
+        return parse_cpu_list(text)
+    except CpuPlanError as exc:
+        import argparse
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run a matrix of cells and write the report")
+    run.add_argument("--profile", default="quick",
+                     help=f"one of {', '.join(profile_names())} or a .toml path (default quick)")
+    run.add_argument("--models", nargs="+", metavar="MODEL")
+    run.add_argument("--protocol", "--protocols", dest="protocols", nargs="+",
+                     choices=["echo", "http"])
+    run.add_argument("--connections", nargs="+", type=positive_int, metavar="N")
+    run.add_argument("--payloads", nargs="+", type=int, metavar="BYTES")
+    run.add_argument("--modes", nargs="+", choices=MODES)
+    run.add_argument("--backlogs", nargs="+", type=int, metavar="N",
+                     help="listen() backlog as an axis; 0 is the system maximum")
+    run.add_argument("--work", dest="works", nargs="+", metavar="KIND:US",
+                     help="server-side work per request, e.g. cpu:100 or wait:1000")
+    run.add_argument("--repeats", type=positive_int)
+    run.add_argument("--duration", type=float, metavar="S", help="measured window per cell")
+    run.add_argument("--warmup", type=float, metavar="S")
+    run.add_argument("--driver", choices=DRIVERS)
+    run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
+    run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
+    run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
+    run.add_argument("--out", type=Path, default=RESULTS, metavar="DIR",
+                     help="where run folders go (default results/)")
+    run.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                     help="run only the cells still missing from an interrupted run")
+    run.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
+    report.add_argument("run_dir", type=Path)
+    sub.add_parser("list", help="list profiles and models")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return cmd_run(args, argv if argv is not None else sys.argv[1:])
+        if args.command == "report":
+            return cmd_report(args.run_dir)
+        return cmd_list()
+    except (MatrixError, CpuPlanError, StoreError) as exc:
+        sys.stderr.write(f"python -m bench: error: {exc}\n")
+        return USAGE_ERROR
+
+
+def cmd_list() -> int:
+    print("profiles:")
+    for name in profile_names():
+        print(f"  {name:<10} {load_profile(name).description}")
+    print("models:")
+    for model in MODELS.values():
+        reason = model.unavailable_reason()
+        print(f"  {model.name:<10} {'available' if reason is None else reason}")
+    return 0
+
+
+def resolve_matrix(args) -> Matrix:
+    matrix = load_profile(args.profile)
+    return override(matrix, models=args.models, protocols=args.protocols,
+                    connections=args.connections, payloads=args.payloads, modes=args.modes,
+                    backlogs=args.backlogs, works=args.works, repeats=args.repeats,
+                    duration=args.duration, warmup=args.warmup, driver=args.driver,
+                    seed=args.seed)
+
+
+def cmd_run(args, argv: list[str]) -> int:
+    if args.resume:
+        store = RunStore.open(args.resume)
+        matrix = Matrix.from_dict(store.metadata["matrix"])
+        plan = plan_cpus(tuple(store.metadata["cpu_plan"]["server"]),
+                         tuple(store.metadata["cpu_plan"]["client"]))
+    else:
+        from bench.machine import collect_metadata  # reads /proc and git: only for new runs
+        matrix = resolve_matrix(args)
+        plan = plan_cpus(args.server_cpus, args.client_cpus)
+        metadata = collect_metadata(["python -m bench", *argv], matrix.profile, plan.to_dict())
+        metadata["matrix"] = matrix.to_dict()
+        store = RunStore.create(args.out, args.run_id, metadata)
+    done = {(row.cell, row.repeat) for row in store.rows()}
+    cells = [c for c in matrix.cells() if (c.key, c.repeat) not in done]
+    if plan.note:
+        sys.stderr.write(f"note: {plan.note}\n")
+    sys.stderr.write(f"run {store.path}: {len(cells)} cells to run"
+                     f"{f' ({len(done)} already done)' if done else ''}; server CPUs "
+                     f"{list(plan.server)}, load generator CPUs {list(plan.client)}\n")
+    # The bench process itself (and its psutil sampling) stays off the server's CPUs.
+    os.sched_setaffinity(0, set(plan.client))
+    progress = Progress(len(cells))
+    try:
+        for cell in cells:
+            progress.cell_started(f"{cell.key.key} r{cell.repeat}")
+            row: Row = run_cell(cell, matrix, plan, store.run_id)
+            store.append(row)
+            progress.cell_finished(row)
+    except KeyboardInterrupt:
+        store.update_metadata(interrupted=True)
+        sys.stderr.write(f"\ninterrupted: {progress.done} of {len(cells)} cells kept in "
+                         f"{store.path}\nresume with: python -m bench run --resume "
+                         f"{store.path}\n")
+        return INTERRUPTED
+    store.update_metadata(interrupted=False)
+    if args.no_report:
+        print(store.path)
+        return 0
+    return cmd_report(store.path)
+
+
+def cmd_report(run_dir: Path) -> int:
+    from bench.report import build_report  # pandas and matplotlib load only here
+
+    report = build_report(run_dir)
+    print(f"report: {report}")
+    return 0

@@ -1,0 +1,105 @@
+"""`python -m bench run` end to end: real servers, real load, a temporary results folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+import bench.runner
+from bench import cli
+from bench.store import RunStore
+from servers.launch import ServerProcess
+
+FAST = ["--duration", "0.4", "--warmup", "0.1", "--protocol", "echo", "--payloads", "64"]
+
+
+def run_bench(tmp_path, *args: str) -> int:
+    return cli.main(["run", *FAST, "--out", str(tmp_path), "--run-id", "t", *args])
+
+
+def test_two_cells_end_to_end(tmp_path) -> None:
+    code = run_bench(tmp_path, "--models", "epoll", "threaded", "--connections", "8")
+    assert code == 0
+    store = RunStore.open(tmp_path / "t")
+    rows = store.rows()
+    assert sorted(r.cell.model for r in rows) == ["epoll", "threaded"]
+    for row in rows:
+        assert row.status in ("ok", "client-bound"), row.reason
+        assert row.load["requests"] > 0
+        assert sum(row.load["errors"].values()) == 0
+        assert row.load["connections"]["established"] == 8
+        assert row.server["peak_rss_bytes"] > 0
+        assert row.server["counters"]["accepted"] >= 8
+        assert row.server_cpu_us_per_request > 0
+    assert store.metadata["cpu_plan"]["server"] and store.metadata["matrix"]["models"]
+    assert (tmp_path / "t" / "report.md").is_file()
+
+
+class CrashingServer(ServerProcess):
+    """A real server that is SIGKILLed a moment into its run."""
+
+    def start(self) -> ServerProcess:
+        super().start()
+        threading.Timer(0.2, os.kill, (self.pid, signal.SIGKILL)).start()
+        return self
+
+
+def test_crashed_server_gives_failed_row_and_the_run_goes_on(tmp_path, monkeypatch) -> None:
+    real = bench.runner.ServerProcess
+    monkeypatch.setattr(bench.runner, "ServerProcess",
+                        lambda model, *a, **kw: (CrashingServer if model == "poll" else real)(
+                            model, *a, **kw))
+    code = run_bench(tmp_path, "--models", "poll", "epoll", "--connections", "4",
+                     "--no-report")
+    assert code == 0
+    rows = {r.cell.model: r for r in RunStore.open(tmp_path / "t").rows()}
+    assert rows["poll"].status == "failed"
+    assert "server exited" in rows["poll"].reason
+    assert rows["epoll"].status in ("ok", "client-bound")
+
+
+def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monkeypatch) -> None:
+    real_run_cell = cli.run_cell
+    calls: list[str] = []
+
+    def interrupted_after_first(cell, *args):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(cell.key.key)
+        return real_run_cell(cell, *args)
+
+    monkeypatch.setattr(cli, "run_cell", interrupted_after_first)
+    flags = ["--models", "epoll", "selectors", "--connections", "2", "--no-report"]
+    assert run_bench(tmp_path, *flags) == cli.INTERRUPTED
+    store = RunStore.open(tmp_path / "t")
+    assert [r.cell.key for r in store.rows()] == calls
+    assert store.metadata["interrupted"] is True
+
+    resumed: list[str] = []
+    monkeypatch.setattr(cli, "run_cell",
+                        lambda cell, *a: resumed.append(cell.key.key) or real_run_cell(cell, *a))
+    assert cli.main(["run", "--resume", str(tmp_path / "t"), "--no-report"]) == 0
+    assert len(resumed) == 1 and resumed[0] not in calls
+    assert len(RunStore.open(tmp_path / "t").rows()) == 2
+
+
+def test_bad_flags_exit_2_with_one_line(tmp_path) -> None:
+    for args in (["--models", "nosuch"], ["--profile", "nosuch"], ["--server-cpus", "x"],
+                 ["--server-cpus", "999"]):
+        result = subprocess.run([sys.executable, "-m", "bench", "run", "--out", str(tmp_path),
+                                 *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "-m", "bench", "report", str(tmp_path / "none")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_list_names_profiles_and_models() -> None:
+    out = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True,
+                         text=True, timeout=60, check=True).stdout
+    for name in ("quick", "full", "c10k", "nightly", "blocking", "epoll"):
+        assert name in out
