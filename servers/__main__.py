@@ -7,6 +7,7 @@ closes every connection and prints the counters as a second JSON line.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -19,6 +20,7 @@ from servers import MODELS
 from servers.args import USAGE_ERROR, ArgumentParser, port, positive_int
 from servers.conn import Counters
 from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
+from servers.work import Work, parse_work, with_work
 
 
 class Shutdown(BaseException):
@@ -70,7 +72,18 @@ def build_parser() -> ArgumentParser:
                      help="listen() backlog (default: net.core.somaxconn)")
     run.add_argument("--max-frame", type=positive_int, default=DEFAULT_MAX_FRAME,
                      help="largest echo frame, HTTP body or line, in bytes")
+    run.add_argument("--work", type=work_spec, default=Work(), metavar="KIND:US",
+                     help="per-request work: cpu:US burns CPU, wait:US waits without it")
+    run.add_argument("--inject-delay-us", type=int, default=0, metavar="US",
+                     help="extra CPU microseconds per request, to test the regression gate")
     return parser
+
+
+def work_spec(text: str) -> Work:
+    try:
+        return parse_work(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def list_models(as_json: bool) -> int:
@@ -100,7 +113,11 @@ def run_model(args) -> int:
                            if isinstance(exc, OSError) else f"bad host {args.host!r}")
     serve = model.load().serve
     counters = Counters()
-    make_protocol = protocol_factory(args.protocol, Limits(max_frame=args.max_frame))
+    if args.inject_delay_us < 0:
+        return usage_error("--inject-delay-us must be >= 0")
+    work = Work(args.work.cpu_us + args.inject_delay_us, args.work.wait_us)
+    make_protocol = with_work(protocol_factory(args.protocol, Limits(max_frame=args.max_frame)),
+                              work)
 
     def stop(signum: int, _frame) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not
@@ -111,7 +128,8 @@ def run_model(args) -> int:
     signal.signal(signal.SIGINT, stop)
     host, bound_port = listener.getsockname()[:2]
     emit({"event": "ready", "model": model.name, "protocol": args.protocol, "host": host,
-          "port": bound_port, "pid": os.getpid(), "backlog": backlog})
+          "port": bound_port, "pid": os.getpid(), "backlog": backlog,
+          "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us}})
     try:
         serve(listener, make_protocol, counters)
     except Shutdown:

@@ -8,8 +8,10 @@ prints when the server stops.
 
 from __future__ import annotations
 
+import heapq
 import socket
 import threading
+import time
 from dataclasses import dataclass, field, fields
 
 from servers.protocol import ServerProtocol
@@ -61,23 +63,61 @@ def accept_ready(listener: socket.socket, counters: Counters) -> list[socket.soc
     return accepted
 
 
+class Timers:
+    """Replies held back by `wait:` work (servers.work), released when due.
+
+    The event loops' stand-in for a thread's sleep: a heap of deadlines, whose
+    nearest one becomes the loop's wait timeout.
+    """
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, Connection, bytes]] = []
+        self._seq = 0  # equal deadlines leave in the order they came
+
+    def hold(self, conn: Connection, reply: bytes, at: float) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (at, self._seq, conn, reply))
+
+    def timeout(self) -> float | None:
+        """Seconds until the next deadline, or None to wait for I/O alone."""
+        return max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None
+
+    def due(self) -> list[Connection]:
+        """Send the replies whose time has come; return their connections."""
+        released = []
+        now = time.monotonic()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, conn, reply = heapq.heappop(self._heap)
+            if not conn.closed:
+                conn.release(reply)
+                released.append(conn)
+        return released
+
+
 class Connection:
     """A non-blocking socket, its protocol, and the output it still owes the peer."""
 
-    __slots__ = ("sock", "fd", "protocol", "out", "eof", "broken", "counters")
+    __slots__ = ("sock", "fd", "protocol", "out", "eof", "broken", "closed", "counters",
+                 "timers", "held", "held_until")
 
-    def __init__(self, sock: socket.socket, protocol: ServerProtocol, counters: Counters):
+    def __init__(self, sock: socket.socket, protocol: ServerProtocol, counters: Counters,
+                 timers: Timers):
         self.sock = sock
         self.fd = sock.fileno()
         self.protocol = protocol
         self.out = bytearray()
         self.eof = False
         self.broken = False
+        self.closed = False
         self.counters = counters
+        self.timers = timers
+        self.held = 0  # bytes of replies waiting in the timers
+        self.held_until = 0.0  # the last held reply's deadline: later replies queue behind
 
     @property
     def wants_read(self) -> bool:
-        return not (self.eof or self.protocol.closing) and len(self.out) < OUTPUT_LIMIT
+        return (not (self.eof or self.protocol.closing)
+                and len(self.out) + self.held < OUTPUT_LIMIT)
 
     @property
     def wants_write(self) -> bool:
@@ -85,7 +125,8 @@ class Connection:
 
     @property
     def done(self) -> bool:
-        return self.broken or (not self.out and (self.eof or self.protocol.closing))
+        return self.broken or (not self.out and not self.held
+                               and (self.eof or self.protocol.closing))
 
     def step(self, readable: bool, writable: bool) -> None:
         """Handle one readiness report; errors and hang-ups are reported as readable."""
@@ -107,6 +148,15 @@ class Connection:
         else:
             self.eof = True
             reply = self.protocol.eof()
+        if reply and (self.protocol.hold_s or self.held):
+            self.held += len(reply)
+            self.held_until = max(time.monotonic() + self.protocol.hold_s, self.held_until)
+            self.timers.hold(self, reply, self.held_until)
+        elif reply:
+            self.send(reply)
+
+    def release(self, reply: bytes) -> None:
+        self.held -= len(reply)
         if reply:
             self.send(reply)
 
@@ -133,6 +183,7 @@ class Connection:
             del self.out[:sent]
 
     def close(self) -> None:
+        self.closed = True
         if self.protocol.error:
             self.counters.add("protocol_errors")
         self.counters.add("closed")
@@ -155,6 +206,8 @@ def serve_blocking(sock: socket.socket, protocol: ServerProtocol, counters: Coun
         while not protocol.closing:
             data = sock.recv(RECV_SIZE)
             reply = protocol.feed(data) if data else protocol.eof()
+            if protocol.hold_s:  # `wait:` work: a thread simply sleeps
+                time.sleep(protocol.hold_s)
             if reply:
                 sock.sendall(reply)
             if not data:

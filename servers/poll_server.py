@@ -11,7 +11,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers.conn import Connection, Counters, accept_ready, close_all
+from servers.conn import Connection, Counters, Timers, accept_ready, close_all
 from servers.protocol import ServerProtocol
 
 READ, WRITE = select.POLLIN, select.POLLOUT
@@ -27,25 +27,34 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
     listener.setblocking(False)
     conns: dict[int, Connection] = {}
     watched: dict[int, int] = {}  # fd -> the events the kernel watches for it now
+    timers = Timers()
     poller = select.poll()
     poller.register(listener.fileno(), READ)
+
+    def settle(conn: Connection) -> None:
+        if conn.done:
+            poller.unregister(conn.fd)
+            del conns[conn.fd], watched[conn.fd]
+            conn.close()
+        elif (wanted := interest(conn)) != watched[conn.fd]:
+            poller.modify(conn.fd, wanted)
+            watched[conn.fd] = wanted
+
     try:  # a poll object holds no fd: nothing to close but the connections
         while True:
-            for fd, events in poller.poll():
+            timeout = timers.timeout()  # poll() counts in milliseconds
+            for fd, events in poller.poll(None if timeout is None else timeout * 1000):
                 if fd == listener.fileno():
                     for sock in accept_ready(listener, counters):
-                        conn = conns[sock.fileno()] = Connection(sock, make_protocol(), counters)
+                        conn = Connection(sock, make_protocol(), counters, timers)
+                        conns[conn.fd] = conn
                         poller.register(conn.fd, READ)
                         watched[conn.fd] = READ
                     continue
                 conn = conns[fd]
                 conn.step(readable=bool(events & (READ | TROUBLE)), writable=bool(events & WRITE))
-                if conn.done:
-                    poller.unregister(fd)
-                    del conns[fd], watched[fd]
-                    conn.close()
-                elif (wanted := interest(conn)) != watched[fd]:
-                    poller.modify(fd, wanted)
-                    watched[fd] = wanted
+                settle(conn)
+            for conn in timers.due():
+                settle(conn)
     finally:
         close_all(conns)

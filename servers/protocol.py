@@ -3,7 +3,8 @@
 Each connection gets one protocol object. The server hands it the bytes it read
 (`feed`) and sends back whatever `feed` returns; `eof` is called once when the peer
 half-closes. When `closing` turns true the server flushes what it holds and closes.
-`error` names the protocol violation that caused a close, if any.
+`error` names the protocol violation that caused a close, if any. `answered` counts
+the requests answered so far, so that per-request server work can be applied.
 
 No socket, select or threading here: the state machines are tested on bytes alone.
 """
@@ -30,6 +31,8 @@ class Limits:
 class ServerProtocol(Protocol):
     closing: bool
     error: str | None
+    answered: int
+    hold_s: float  # seconds to hold the last reply before sending it (server-side waits)
 
     def feed(self, data: bytes) -> bytes: ...
 
@@ -43,10 +46,13 @@ class EchoProtocol:
     frame costs no 16 MiB buffer; the bytes sent are still exactly the frame.
     """
 
+    hold_s = 0.0  # only servers.work's wrapper holds replies
+
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
         self.closing = False
         self.error: str | None = None
+        self.answered = 0
         self._header = b""  # partial length prefix
         self._remaining = 0  # payload bytes of the current frame still to come
 
@@ -56,6 +62,7 @@ class EchoProtocol:
         if not self._header and not self._remaining and len(data) >= 4:
             size = int.from_bytes(data[:4], "big")
             if size + 4 == len(data) and size <= self.limits.max_frame:
+                self.answered += 1
                 return data  # the common case: exactly one whole frame, no copy
         out: list[bytes] = []
         view = memoryview(data)
@@ -66,6 +73,8 @@ class EchoProtocol:
                 out.append(view[pos : pos + take])
                 pos += take
                 self._remaining -= take
+                if not self._remaining:
+                    self.answered += 1
                 continue
             need = 4 - len(self._header)
             self._header += bytes(view[pos : pos + need])
@@ -78,6 +87,8 @@ class EchoProtocol:
                 break
             out.append(self._header)
             self._header, self._remaining = b"", size
+            if not size:
+                self.answered += 1
         return b"".join(out)
 
     def eof(self) -> bytes:
@@ -88,10 +99,13 @@ class EchoProtocol:
 class LineProtocol:
     """The seed's teaching protocol: each newline-terminated line gets `Hello, <line>`."""
 
+    hold_s = 0.0  # only servers.work's wrapper holds replies
+
     def __init__(self, limits: Limits = Limits()) -> None:
         self.limits = limits
         self.closing = False
         self.error: str | None = None
+        self.answered = 0
         self._buf = bytearray()
 
     def feed(self, data: bytes) -> bytes:
@@ -106,11 +120,15 @@ class LineProtocol:
         if len(rest) > self.limits.max_frame:
             self.closing, self.error = True, "line-too-long"
         self._buf = bytearray(rest)
+        self.answered += len(lines)
         return b"".join(self._answer(line) for line in lines)
 
     def eof(self) -> bytes:
         # A last line without its newline (`printf world | nc`) still gets its answer.
-        out = self._answer(bytes(self._buf)) if self._buf and not self.closing else b""
+        out = b""
+        if self._buf and not self.closing:
+            out = self._answer(bytes(self._buf))
+            self.answered += 1
         self._buf.clear()
         self.closing = True
         return out
@@ -147,6 +165,8 @@ class HttpProtocol:
     order, `Connection: close` honoured; malformed or oversized input gets 400 and close.
     """
 
+    hold_s = 0.0  # only servers.work's wrapper holds replies
+
     # wrk, ab and locust repeat the same request head; parsing it once per distinct
     # head keeps the protocol cost (shared by every model) small.
     _cache: dict[bytes, _Request] = {}
@@ -156,6 +176,7 @@ class HttpProtocol:
         self.limits = limits
         self.closing = False
         self.error: str | None = None
+        self.answered = 0
         self._buf = bytearray()
         self._request: _Request | None = None  # head parsed, body still arriving
 
@@ -188,6 +209,7 @@ class HttpProtocol:
             del self._buf[: request.content_length]
             self._request = None
             out.append(self._respond(request, body))
+            self.answered += 1
         return b"".join(out)
 
     def eof(self) -> bytes:

@@ -11,7 +11,7 @@ import select
 import socket
 from collections.abc import Callable
 
-from servers.conn import Connection, Counters, accept_ready, close_all
+from servers.conn import Connection, Counters, Timers, accept_ready, close_all
 from servers.protocol import ServerProtocol
 
 FD_SETSIZE = 1024  # glibc's compile-time limit; CPython raises ValueError beyond it
@@ -21,11 +21,18 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
           counters: Counters) -> None:
     listener.setblocking(False)
     conns: dict[int, Connection] = {}
+    timers = Timers()
+
+    def settle(conn: Connection) -> None:
+        if conn.done:  # nothing registered: the next wait simply leaves it out
+            del conns[conn.fd]
+            conn.close()
+
     try:
         while True:
             readers = [listener.fileno()] + [fd for fd, c in conns.items() if c.wants_read]
             writers = [fd for fd, c in conns.items() if c.wants_write]
-            readable, writable, _ = select.select(readers, writers, [])
+            readable, writable, _ = select.select(readers, writers, [], timers.timeout())
             readable, writable = set(readable), set(writable)
             for fd in readable | writable:
                 if fd == listener.fileno():
@@ -34,12 +41,13 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
                             counters.add("refused")
                             sock.close()
                             continue
-                        conn = conns[sock.fileno()] = Connection(sock, make_protocol(), counters)
+                        conn = Connection(sock, make_protocol(), counters, timers)
+                        conns[conn.fd] = conn
                     continue
                 conn = conns[fd]
                 conn.step(readable=fd in readable, writable=fd in writable)
-                if conn.done:
-                    del conns[fd]
-                    conn.close()
+                settle(conn)
+            for conn in timers.due():
+                settle(conn)
     finally:
         close_all(conns)

@@ -10,7 +10,7 @@ import selectors
 import socket
 from collections.abc import Callable
 
-from servers.conn import Connection, Counters, accept_ready, close_all
+from servers.conn import Connection, Counters, Timers, accept_ready, close_all
 from servers.protocol import ServerProtocol
 
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
@@ -24,24 +24,32 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
           counters: Counters) -> None:
     listener.setblocking(False)
     conns: dict[int, Connection] = {}
+    timers = Timers()
     poller = selectors.DefaultSelector()
     poller.register(listener, READ)
+
+    def settle(conn: Connection) -> None:
+        if conn.done:
+            poller.unregister(conn.fd)
+            del conns[conn.fd]
+            conn.close()
+        elif (wanted := interest(conn)) != poller.get_key(conn.fd).events:
+            poller.modify(conn.fd, wanted, conn)
+
     try:
         while True:
-            for key, events in poller.select():
+            for key, events in poller.select(timers.timeout()):
                 if key.fileobj is listener:
                     for sock in accept_ready(listener, counters):
-                        conn = conns[sock.fileno()] = Connection(sock, make_protocol(), counters)
+                        conn = Connection(sock, make_protocol(), counters, timers)
+                        conns[conn.fd] = conn
                         poller.register(conn.fd, READ, conn)
                     continue
                 conn = key.data
                 conn.step(readable=bool(events & READ), writable=bool(events & WRITE))
-                if conn.done:
-                    poller.unregister(conn.fd)
-                    del conns[conn.fd]
-                    conn.close()
-                elif (wanted := interest(conn)) != key.events:
-                    poller.modify(conn.fd, wanted, conn)
+                settle(conn)
+            for conn in timers.due():
+                settle(conn)
     finally:
         poller.close()
         close_all(conns)

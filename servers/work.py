@@ -1,0 +1,78 @@
+"""Server-side work per request, the same for every model.
+
+`cpu:US` burns US microseconds of CPU per request answered; `wait:US` waits US
+microseconds without CPU, the way each model would (a sleep in thread models, a timer
+in event loops), by setting the protocol's `hold_s` for the model to honour.
+`--inject-delay-us` adds CPU work too, outside the cell key: it exists to test the
+regression gate.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from servers.protocol import ServerProtocol
+
+KINDS = ("cpu", "wait")
+
+
+@dataclass(frozen=True)
+class Work:
+    cpu_us: int = 0
+    wait_us: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.cpu_us or self.wait_us)
+
+
+def parse_work(text: str) -> Work:
+    """'cpu:100' or 'wait:1000' (microseconds per request); '' is no work."""
+    if not text:
+        return Work()
+    kind, _, amount = text.partition(":")
+    if kind not in KINDS or not amount.isdigit():
+        raise ValueError(f"bad work {text!r}; expected cpu:US or wait:US, e.g. wait:1000")
+    return Work(cpu_us=int(amount)) if kind == "cpu" else Work(wait_us=int(amount))
+
+
+def spin(us: float) -> None:
+    """Busy CPU, not sleep: the point is to occupy the core (and, in threads, the GIL)."""
+    end = time.perf_counter_ns() + int(us * 1000)
+    while time.perf_counter_ns() < end:
+        pass
+
+
+class WorkingProtocol:
+    """Wraps a protocol: after each feed, does the work owed for the requests answered."""
+
+    def __init__(self, inner: ServerProtocol, work: Work) -> None:
+        self.inner, self.work = inner, work
+        self.hold_s = 0.0
+        self._seen = 0
+
+    closing = property(lambda self: self.inner.closing)
+    error = property(lambda self: self.inner.error)
+    answered = property(lambda self: self.inner.answered)
+
+    def feed(self, data: bytes) -> bytes:
+        return self._after(self.inner.feed(data))
+
+    def eof(self) -> bytes:
+        return self._after(self.inner.eof())
+
+    def _after(self, reply: bytes) -> bytes:
+        requests = self.inner.answered - self._seen
+        self._seen = self.inner.answered
+        if requests and self.work.cpu_us:
+            spin(requests * self.work.cpu_us)
+        self.hold_s = requests * self.work.wait_us / 1e6
+        return reply
+
+
+def with_work(make_protocol: Callable[[], ServerProtocol],
+              work: Work) -> Callable[[], ServerProtocol]:
+    if not work:
+        return make_protocol
+    return lambda: WorkingProtocol(make_protocol(), work)

@@ -1,0 +1,59 @@
+"""Per-request server work: `cpu:US` and `wait:US`, honoured by every model."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from servers.protocol import EchoProtocol
+from servers.work import Work, WorkingProtocol, parse_work
+from tests.conftest import AVAILABLE
+from tests.helpers import connect, exchange, frame
+
+
+def test_parse_work() -> None:
+    assert parse_work("cpu:100") == Work(cpu_us=100)
+    assert parse_work("wait:1000") == Work(wait_us=1000)
+    assert not parse_work("")
+    for bad in ("sleep:1", "cpu:", "cpu:-5", "wait"):
+        with pytest.raises(ValueError):
+            parse_work(bad)
+
+
+def test_working_protocol_holds_per_request_answered() -> None:
+    protocol = WorkingProtocol(EchoProtocol(), Work(wait_us=1000))
+    assert protocol.feed(frame(b"a") + frame(b"b") + b"\x00") == frame(b"a") + frame(b"b")
+    assert protocol.hold_s == pytest.approx(0.002)
+    assert protocol.feed(b"\x00") == b"" and protocol.hold_s == 0
+
+
+def test_cpu_work_burns_cpu_per_request() -> None:
+    protocol = WorkingProtocol(EchoProtocol(), Work(cpu_us=20_000))
+    start = time.process_time()
+    protocol.feed(frame(b"x") * 3)
+    assert time.process_time() - start >= 0.05  # 3 x 20 ms of CPU, not of sleep
+
+
+@pytest.mark.parametrize("model", AVAILABLE)
+def test_wait_work_delays_replies_and_overlaps_except_when_blocking(server_factory, model):
+    server = server_factory(model, "echo", "--work", "wait:300000")  # 300 ms per request
+    assert server.ready["work"] == {"cpu_us": 0, "wait_us": 300000}
+    count = 1 if model == "blocking" else 8
+    socks = [connect(server.port) for _ in range(count)]
+    try:
+        start = time.monotonic()
+        for i, sock in enumerate(socks):
+            sock.sendall(frame(b"%d" % i) + frame(b"second"))
+        for i, sock in enumerate(socks):  # in order: the second reply waits behind the first
+            expected = frame(b"%d" % i) + frame(b"second")
+            assert exchange(sock, b"", len(expected)) == expected
+        elapsed = time.monotonic() - start
+    finally:
+        for sock in socks:
+            sock.close()
+    # Two requests per connection, 300 ms each, run one after the other per connection
+    # (a thread's sleep, or a held reply behind another): at least 0.6 s. Connections
+    # wait side by side: 8 connections in far less than 8 x 0.6 s.
+    assert elapsed >= 0.55
+    assert elapsed < 2.5
