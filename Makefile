@@ -4,7 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean
+.PHONY: install test lint clean bench report nightly
+
+# Options for `make bench`, e.g. make bench PROFILE=full ARGS="--models epoll threaded"
+PROFILE ?= quick
+ARGS ?=
 
 install: $(STAMP)
 
@@ -20,5 +24,28 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
+bench: $(STAMP)
+	$(BIN)/python -m bench run --profile $(PROFILE) $(ARGS)
+
+# Re-render a run's report: make report RUN=results/<run-id>
+report: $(STAMP)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>" >&2; exit 2; }
+	$(BIN)/python -m bench report $(RUN)
+
+# The nightly regression gate: run the nightly profile, compare with a baseline run.
+# BASELINE=path, else the newest run under results/baseline/ or results/reference/nightly/.
+NIGHTLY_ID := nightly-$(shell date -u +%Y%m%d-%H%M%S)
+nightly: $(STAMP)
+	@base="$(BASELINE)"; \
+	[ -n "$$base" ] || base=$$(ls -d results/baseline/*/ results/reference/nightly/*/ 2>/dev/null | tail -n 1); \
+	[ -n "$$base" ] || { echo "make nightly: no baseline; give BASELINE=results/<run-id>" >&2; exit 2; }; \
+	$(BIN)/python -m bench run --profile nightly --run-id $(NIGHTLY_ID) $(ARGS) && \
+	$(BIN)/python -m bench compare "$$base" results/$(NIGHTLY_ID) --out results/$(NIGHTLY_ID)/summary.md
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+# The native load generator against wrk on the epoll server (needs wrk and 2 CPUs).
+.PHONY: crosscheck
+crosscheck: $(STAMP)
+	$(BIN)/python -m clients.crosscheck

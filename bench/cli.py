@@ -48,6 +48,8 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--warmup", type=float, metavar="S")
     run.add_argument("--driver", choices=DRIVERS)
     run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
+    run.add_argument("--inject-delay-us", type=int, metavar="US",
+                     help="extra server CPU per request (tests the regression gate)")
     run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
     run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
     run.add_argument("--out", type=Path, default=RESULTS, metavar="DIR",
@@ -92,7 +94,7 @@ def resolve_matrix(args) -> Matrix:
                     connections=args.connections, payloads=args.payloads, modes=args.modes,
                     backlogs=args.backlogs, works=args.works, repeats=args.repeats,
                     duration=args.duration, warmup=args.warmup, driver=args.driver,
-                    seed=args.seed)
+                    seed=args.seed, inject_delay_us=args.inject_delay_us)
 
 
 def cmd_run(args, argv: list[str]) -> int:

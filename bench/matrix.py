@@ -48,6 +48,7 @@ class Matrix:
     warmup: float = 0.5
     driver: str = "loadgen"
     seed: int = 0
+    inject_delay_us: int = 0  # extra server CPU per request, outside the cell key
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -63,6 +64,7 @@ class Matrix:
             (not self.payloads or min(self.payloads) < 0, "payloads must be >= 0"),
             (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
             (self.repeats < 1, "repeats must be >= 1"),
+            (self.inject_delay_us < 0, "inject-delay-us must be >= 0"),
             (self.duration <= 0 or self.warmup < 0, "duration must be > 0 and warmup >= 0"),
         ]
         for failed, message in check:

@@ -41,8 +41,10 @@ def load_timeout(cell: Cell, matrix: Matrix) -> float:
     return matrix.warmup + matrix.duration + 30 + cell.key.connections / 200
 
 
-def server_args(cell: Cell) -> list[str]:
+def server_args(cell: Cell, matrix: Matrix) -> list[str]:
     args = []
+    if matrix.inject_delay_us:
+        args += ["--inject-delay-us", str(matrix.inject_delay_us)]
     if cell.key.backlog:
         args += ["--backlog", str(cell.key.backlog)]
     if cell.key.work:
@@ -61,7 +63,7 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
 
     if unavailable := MODELS[cell.key.model].unavailable_reason():
         return row("skipped", f"model unavailable here: {unavailable}")
-    server = ServerProcess(cell.key.model, cell.key.protocol, extra_args=server_args(cell),
+    server = ServerProcess(cell.key.model, cell.key.protocol, extra_args=server_args(cell, matrix),
                            cpus=plan.server)
     try:
         server.start()
