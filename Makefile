@@ -37,7 +37,8 @@ report: $(STAMP)
 NIGHTLY_ID := nightly-$(shell date -u +%Y%m%d-%H%M%S)
 nightly: $(STAMP)
 	@base="$(BASELINE)"; \
-	[ -n "$$base" ] || base=$$(ls -d results/baseline/*/ results/reference/nightly/*/ 2>/dev/null | tail -n 1); \
+	[ -n "$$base" ] || base=$$(ls -d results/baseline/*/ 2>/dev/null | tail -n 1); \
+	[ -n "$$base" ] || base=$$(ls -d results/reference/nightly/*/ 2>/dev/null | tail -n 1); \
 	[ -n "$$base" ] || { echo "make nightly: no baseline; give BASELINE=results/<run-id>" >&2; exit 2; }; \
 	$(BIN)/python -m bench run --profile nightly --run-id $(NIGHTLY_ID) $(ARGS) && \
 	$(BIN)/python -m bench compare "$$base" results/$(NIGHTLY_ID) --out results/$(NIGHTLY_ID)/summary.md
