@@ -1,0 +1,270 @@
+"""Locust users for sockbench: a raw-TCP echo user and two HTTP users.
+
+Run through `python -m clients.locust_driver`, or by hand:
+
+    locust -f clients/locustfile.py --headless -u 10 -r 10 -t 10s \
+        --host tcp://127.0.0.1:8000 EchoUser
+
+This is the only module that imports locust: importing it monkey-patches socket and
+select through gevent, so no server or native load-generator module may import it.
+It is self-contained (no `clients.*` imports) because locust imports it by file path.
+
+Options (command line or environment; in distributed mode the master forwards them to
+the workers when the test starts):
+  --sockbench-payload / SOCKBENCH_PAYLOAD    echo payload bytes (default 64); for HTTP,
+                                             0 means `GET /`, N > 0 `POST /echo` of N bytes
+  --sockbench-rate / SOCKBENCH_RATE          requests/s per user via constant_throughput;
+                                             0 (default) is a closed loop with no wait
+  --sockbench-timeout / SOCKBENCH_TIMEOUT    connect and reply timeout in seconds (default 10)
+  --sockbench-final-csv PREFIX               at exit, write PREFIX_stats.csv and
+                                             PREFIX_failures.csv with the final figures
+
+Three changes to locust's bookkeeping, all for trustworthy figures: response times are
+bucketed to 2 significant digits at every scale (locust's default rounds below 100 ms
+to whole milliseconds, so a 50 us loopback echo would read as 0); the final CSV is
+written at exit (locust's own --csv files are rewritten once a second, so they miss
+up to the last second of the run); workers report every second, not every 3 s.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from urllib.parse import urlsplit
+
+import gevent
+from gevent import socket
+from locust import FastHttpUser, User, constant_throughput, events, runners, stats, task
+from locust.runners import WorkerRunner
+
+GET_BODY = b"Hello, world!\n"  # servers/protocol.py answers `GET /` with this body
+CONNECT_BACKOFF_S = 0.05  # after a connection error, so a dead server is not hit in a hot loop
+
+
+# Failure types: locust_driver maps failures to error kinds by these class names, so keep
+# the names stable and the messages constant (locust groups failures by their repr).
+class EchoMismatch(Exception):
+    """The reply was not byte for byte the frame (or HTTP body) that was expected."""
+
+
+class BadStatus(Exception):
+    """An HTTP reply with a status other than 200."""
+
+
+class EchoClosed(ConnectionError):
+    """The server closed the connection before the whole reply arrived."""
+
+
+class ConnectTimeout(TimeoutError):
+    """connect() did not complete within the timeout."""
+
+
+def bucket_2_digits(response_time: float) -> float:
+    """2 significant digits at every scale: 0.05187 -> 0.052, 147 -> 150, 58760 -> 59000."""
+    if response_time <= 0:
+        return 0
+    return round(response_time, 1 - math.floor(math.log10(response_time)))
+
+
+# locust documents bucket_response_time as the hook for custom bucketing; every node
+# (master, workers) imports this file, so all of them bucket alike.
+stats.bucket_response_time = bucket_2_digits
+# Workers report every 3 s by default, and a master gives their final report only 0.5 s
+# when it quits: a busy machine loses it, and with it the run's last interval. Reporting
+# every second bounds that loss (and gives the timeline 1 s steps in distributed runs).
+runners.WORKER_REPORT_INTERVAL = 1.0
+
+
+class _FinalStatsCSV(stats.StatsCSV):
+    """locust's CSV layout, with the percentiles kept as bucketed floats, not cut to int ms."""
+
+    def _percentile_fields(self, entry, use_current: bool = False) -> list:
+        if not entry.num_requests:
+            return self.percentiles_na
+        return [entry.get_response_time_percentile(p) for p in self.percentiles_to_report]
+
+
+def write_final_csv(environment, prefix: str) -> None:
+    writer = _FinalStatsCSV(environment, stats.PERCENTILES_TO_REPORT)
+    with open(f"{prefix}_stats.csv", "w", newline="") as f:
+        writer.requests_csv(csv.writer(f))
+    with open(f"{prefix}_failures.csv", "w", newline="") as f:
+        writer.failures_csv(csv.writer(f))
+
+
+@events.init.add_listener
+def _on_init(environment, **_kwargs) -> None:
+    prefix = getattr(environment.parsed_options, "sockbench_final_csv", None)
+    if prefix and not isinstance(environment.runner, WorkerRunner):
+        # `quit` fires after the runner stopped (and a master got its workers' last
+        # reports), so the stats are final here.
+        environment.events.quit.add_listener(lambda **_kw: write_final_csv(environment, prefix))
+
+
+@events.init_command_line_parser.add_listener
+def _add_arguments(parser) -> None:
+    parser.add_argument("--sockbench-payload", type=int, env_var="SOCKBENCH_PAYLOAD", default=64,
+                        help="payload bytes per echo frame or HTTP POST body (0: HTTP GET)")
+    parser.add_argument("--sockbench-rate", type=float, env_var="SOCKBENCH_RATE", default=0.0,
+                        help="requests per second per user (0: no wait, closed loop)")
+    parser.add_argument("--sockbench-timeout", type=float, env_var="SOCKBENCH_TIMEOUT",
+                        default=10.0, help="connect and reply timeout in seconds")
+    parser.add_argument("--sockbench-final-csv", env_var="SOCKBENCH_FINAL_CSV", default=None,
+                        include_in_web_ui=False,
+                        help="path prefix of the final stats and failures CSV written at exit")
+
+
+def _option(environment, name: str, default: float) -> float:
+    # parsed_options is None when a user runs outside the locust command line.
+    return getattr(environment.parsed_options, name, default)
+
+
+def make_payload(size: int) -> bytes:
+    """A repeating 0..255 pattern: cheap, and a reordered or shifted reply cannot match it."""
+    return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def closed_loop_or_rate(user: User) -> float:
+    """The wait policy of every user: no wait (closed loop, as fast as the server answers),
+    or constant_throughput when --sockbench-rate is set."""
+    rate = _option(user.environment, "sockbench_rate", 0.0)
+    if rate <= 0:
+        return 0.0
+    # constant_throughput keeps its state on the user, so a fresh closure each call is fine.
+    return constant_throughput(rate)(user)
+
+
+class EchoUser(User):
+    """One persistent TCP connection per user, speaking the echo protocol.
+
+    Each task sends one frame (4-byte big-endian length + payload), reads the reply and
+    checks it byte for byte. Request events: `echo` per frame; `connect` for a user's
+    first connection and `reconnect` for later ones, so connect latency and reconnects
+    are reported apart from the echo latency.
+    """
+
+    wait_time = closed_loop_or_rate
+
+    def __init__(self, environment) -> None:
+        super().__init__(environment)
+        payload = make_payload(int(_option(environment, "sockbench_payload", 64)))
+        self.frame = len(payload).to_bytes(4, "big") + payload
+        self.reply = bytearray(len(self.frame))
+        self.timeout = float(_option(environment, "sockbench_timeout", 10.0))
+        self.sock: socket.socket | None = None
+        self.connected_once = False
+
+    def on_stop(self) -> None:
+        self._close()
+
+    @task
+    def echo(self) -> None:
+        if self.sock is None and not self._connect():
+            gevent.sleep(CONNECT_BACKOFF_S)
+            return
+        assert self.sock is not None
+        start = time.perf_counter()
+        try:
+            self.sock.sendall(self.frame)
+            self._read_reply(self.sock)
+            error = None if self.reply == self.frame else EchoMismatch("reply differs from frame")
+        except OSError as exc:  # reset, timeout, closed: all subclasses of OSError
+            error = exc
+        self._fire("echo", start, 0 if error else len(self.frame), error)
+        if error is not None:
+            self._close()  # the stream may be out of step now: start clean
+
+    def _read_reply(self, sock: socket.socket) -> None:
+        view, got, size = memoryview(self.reply), 0, len(self.reply)
+        while got < size:
+            n = sock.recv_into(view[got:])
+            if n == 0:
+                raise EchoClosed("connection closed before the reply")
+            got += n
+
+    def _connect(self) -> bool:
+        name = "reconnect" if self.connected_once else "connect"
+        host, port = self._address()
+        start = time.perf_counter()
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
+                             socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect((host, port))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except TimeoutError:
+            sock.close()
+            self._fire(name, start, 0, ConnectTimeout("connect timed out"))
+            return False
+        except OSError as exc:
+            sock.close()
+            self._fire(name, start, 0, exc)
+            return False
+        self._fire(name, start, 0, None)
+        self.sock, self.connected_once = sock, True
+        return True
+
+    def _address(self) -> tuple[str, int]:
+        text = self.host or ""
+        parts = urlsplit(text if "://" in text else f"tcp://{text}")
+        if not parts.hostname or not parts.port:
+            raise ValueError(f"EchoUser needs --host tcp://HOST:PORT, got {text!r}")
+        return parts.hostname, parts.port
+
+    def _fire(self, name: str, start: float, length: int, error: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type="tcp", name=name, response_time=(time.perf_counter() - start) * 1000,
+            response_length=length, exception=error, context={})
+
+    def _close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+
+class _HttpUser(FastHttpUser):
+    abstract = True
+    wait_time = closed_loop_or_rate
+
+    def __init__(self, environment) -> None:
+        # FastHttpUser builds its client from these in __init__, so set them first.
+        timeout = float(_option(environment, "sockbench_timeout", 10.0))
+        self.connection_timeout = self.network_timeout = timeout
+        super().__init__(environment)
+
+    def _check(self, response, expected: bytes) -> bool:
+        """Mark a wrong reply as failed; False when there was no reply at all."""
+        if not response.status_code:
+            return False  # a connection error: locust reports it with its own exception type
+        if response.status_code != 200:
+            response.failure(BadStatus(f"HTTP {response.status_code}"))
+        elif getattr(response, "error", None) is None and response.content != expected:
+            response.failure(EchoMismatch("body differs from expected"))
+        return True
+
+
+class HttpGetUser(_HttpUser):
+    """`GET /` on a keep-alive connection; the body must be exactly `Hello, world!\\n`."""
+
+    @task
+    def get(self) -> None:
+        with self.client.get("/", name="GET /", catch_response=True) as response:
+            answered = self._check(response, GET_BODY)
+        if not answered:
+            gevent.sleep(CONNECT_BACKOFF_S)
+
+
+class HttpEchoUser(_HttpUser):
+    """`POST /echo` with a payload of --sockbench-payload bytes; the body must echo it."""
+
+    def on_start(self) -> None:
+        self.payload = make_payload(int(_option(self.environment, "sockbench_payload", 64)))
+
+    @task
+    def post_echo(self) -> None:
+        with self.client.post("/echo", name="POST /echo", data=self.payload,
+                              catch_response=True) as response:
+            answered = self._check(response, self.payload)
+        if not answered:
+            gevent.sleep(CONNECT_BACKOFF_S)
