@@ -33,15 +33,21 @@ report: $(STAMP)
 	$(BIN)/python -m bench report $(RUN)
 
 # The nightly regression gate: run the nightly profile, compare with a baseline run.
-# BASELINE=path, else the newest run under results/baseline/ or results/reference/nightly/.
+# BASELINE=path, else the newest run under results/baseline/, else results/reference/nightly/.
+# With no baseline at all (the first night) the run becomes the first baseline: no compare.
+# COMPARE_FLAGS=--force compares runs made on different machines (hosted CI runners).
 NIGHTLY_ID := nightly-$(shell date -u +%Y%m%d-%H%M%S)
+COMPARE_FLAGS ?=
 nightly: $(STAMP)
 	@base="$(BASELINE)"; \
 	[ -n "$$base" ] || base=$$(ls -d results/baseline/*/ 2>/dev/null | tail -n 1); \
 	[ -n "$$base" ] || base=$$(ls -d results/reference/nightly/*/ 2>/dev/null | tail -n 1); \
-	[ -n "$$base" ] || { echo "make nightly: no baseline; give BASELINE=results/<run-id>" >&2; exit 2; }; \
-	$(BIN)/python -m bench run --profile nightly --run-id $(NIGHTLY_ID) $(ARGS) && \
-	$(BIN)/python -m bench compare "$$base" results/$(NIGHTLY_ID) --out results/$(NIGHTLY_ID)/summary.md
+	$(BIN)/python -m bench run --profile nightly --run-id $(NIGHTLY_ID) $(ARGS) || exit $$?; \
+	if [ -z "$$base" ]; then \
+	  echo "make nightly: no baseline yet; results/$(NIGHTLY_ID) can be the first" \
+	    | tee results/$(NIGHTLY_ID)/summary.md; exit 0; fi; \
+	$(BIN)/python -m bench compare "$$base" results/$(NIGHTLY_ID) $(COMPARE_FLAGS) \
+	  --out results/$(NIGHTLY_ID)/summary.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,4 +1,4 @@
-"""`python -m bench run | report | list`: the product's main command line."""
+"""`python -m bench run | report | compare | list`: the product's main command line."""
 
 from __future__ import annotations
 
@@ -61,6 +61,19 @@ def build_parser() -> ArgumentParser:
     report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
     report.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list profiles and models")
+    compare = sub.add_parser("compare", help="compare two runs: the regression gate "
+                             "(exit 1 on a regression)")
+    compare.add_argument("base_run", type=Path, metavar="BASE_RUN")
+    compare.add_argument("new_run", type=Path, metavar="NEW_RUN")
+    compare.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
+                         help="smallest change that counts, in percent (default 5)")
+    compare.add_argument("--alpha", type=float, default=0.05, metavar="A",
+                         help="significance level of the Mann-Whitney U test (default 0.05)")
+    compare.add_argument("--force", action="store_true",
+                         help="compare runs whose machine or CPU plan differ (with a warning)")
+    compare.add_argument("--out", type=Path, metavar="FILE",
+                         help="markdown summary (default NEW_RUN/compare.md); the chart "
+                              "goes beside it")
     return parser
 
 
@@ -71,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, argv if argv is not None else sys.argv[1:])
         if args.command == "report":
             return cmd_report(args.run_dir)
+        if args.command == "compare":
+            return cmd_compare(args)
         return cmd_list()
     except (MatrixError, CpuPlanError, StoreError) as exc:
         sys.stderr.write(f"python -m bench: error: {exc}\n")
@@ -145,3 +160,14 @@ def cmd_report(run_dir: Path) -> int:
     report = build_report(run_dir)
     print(f"report: {report}")
     return 0
+
+
+def cmd_compare(args) -> int:
+    from bench.compare import CompareError, run  # scipy loads only here
+
+    try:
+        return run(args.base_run, args.new_run, threshold_pct=args.threshold, alpha=args.alpha,
+                   force=args.force, out=args.out)
+    except CompareError as exc:
+        sys.stderr.write(f"python -m bench compare: error: {exc}\n")
+        return USAGE_ERROR

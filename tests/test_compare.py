@@ -1,0 +1,275 @@
+"""bench.compare and `python -m bench compare` on synthetic runs written with RunStore.
+
+Every run here is made up: a few cells, 5 repeats each, values chosen so that the
+Mann-Whitney test's answer is known (5 vs 5 fully separated: exact p = 2/252 = 0.008).
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bench import compare as compare_module
+from bench.cli import main
+from bench.compare import (
+    IMPROVEMENT,
+    NO_CHANGE,
+    REGRESSION,
+    CompareError,
+    compare_runs,
+    headline,
+    min_p_value,
+)
+from bench.record import CellKey, Row
+from bench.store import RunStore
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = [CellKey("epoll", connections=10), CellKey("epoll", connections=100),
+        CellKey("poll", connections=10), CellKey("threaded", connections=100)]
+EPOLL10 = KEYS[0].key
+POLL10 = KEYS[2].key
+# ±1% around 1: low noise; five distinct values so no ties.
+LOW_NOISE = (0.99, 0.995, 1.0, 1.005, 1.01)
+
+METADATA: dict[str, Any] = {
+    "host": {"cpu_model": "AMD EPYC 7B13", "cpu_count": 2, "cpus_available": 2,
+             "kernel": "6.18.44", "system": "Linux", "machine": "x86_64", "hostname": "vm"},
+    "python": {"implementation": "CPython", "version": "3.11.7", "executable": "python"},
+    "cpu_plan": {"server": [0], "client": [1], "available": [0, 1], "shared": False,
+                 "note": ""},
+    "started_at": "2026-11-29T20:15:00+00:00",
+}
+
+Values = dict[str, list[tuple[float, float]]]  # key -> [(throughput, p99)] per repeat
+
+
+@pytest.fixture(autouse=True)
+def _no_chart(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rendering costs ~0.5 s a call: only tests asking for `real_chart` draw one."""
+    if "real_chart" not in request.fixturenames:
+        monkeypatch.setattr(compare_module, "write_chart", lambda cmp, stem: None)
+
+
+@pytest.fixture
+def real_chart() -> None:
+    """Marker fixture: this test renders compare.png and compare.svg."""
+
+
+def baseline_values() -> Values:
+    return {key.key: [(10_000 * (1 + i / 10) * f, 500 * f) for f in LOW_NOISE]
+            for i, key in enumerate(KEYS)}
+
+
+def make_run(root: Path, run_id: str, values: Values, *, metadata: dict | None = None,
+             extra_rows: list[Row] = ()) -> Path:
+    store = RunStore.create(root, run_id, metadata or METADATA)
+    cells = {k.key: k for k in KEYS}
+    for key, repeats in values.items():
+        for repeat, (rps, p99) in enumerate(repeats):
+            load = {"throughput_rps": rps, "requests": int(rps * 2),
+                    "latency_us": {"p50": int(p99 / 3), "p99": int(p99)}}
+            store.append(Row(run_id, cells[key], repeat, "ok", load=load))
+    for row in extra_rows:
+        store.append(row)
+    return store.path
+
+
+def scaled(values: Values, key: str, *, rps: float = 1.0, p99: float = 1.0) -> Values:
+    out = dict(values)
+    out[key] = [(r * rps, p * p99) for r, p in values[key]]
+    return out
+
+
+def compare(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
+                                                                                      str]:
+    code = main(["compare", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_identical_runs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                             real_chart: None) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", baseline_values())
+    code, out, err = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 0, err
+    assert "0 regressions, 0 improvements, 4 unchanged of 4 cells" in out
+    assert (new / "compare.md").read_text(encoding="utf-8") == out
+    assert (new / "compare.png").stat().st_size > 0
+    assert (new / "compare.svg").stat().st_size > 0
+
+
+def test_low_noise_throughput_drop_is_a_regression(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", scaled(baseline_values(), POLL10, rps=0.90))
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 1
+    assert "1 regression, 0 improvements, 3 unchanged of 4 cells" in out
+    table = [line for line in out.splitlines() if line.startswith("| **regression**")]
+    assert len(table) == 1 and POLL10 in table[0] and "-10.0%" in table[0]
+
+    cmp = compare_runs(base, new)
+    cell = cmp.cells[0]  # regressions come first
+    assert (cell.key, cell.verdict) == (POLL10, REGRESSION)
+    tput = cell.changes[0]
+    assert tput.ratio == pytest.approx(0.90)
+    assert tput.ci_low <= 0.90 <= tput.ci_high and tput.ci_high < 0.95
+    assert tput.p_value == pytest.approx(2 / 252)
+
+
+def test_improvement_is_symmetric_and_exits_zero(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", scaled(baseline_values(), EPOLL10, rps=1.10))
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 0
+    assert "0 regressions, 1 improvement, 3 unchanged of 4 cells" in out
+    assert compare_runs(base, new).cells[0].verdict == IMPROVEMENT
+
+
+def test_large_noisy_drop_is_not_significant(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    # Mean drop of ~15% but the repeats overlap: ranks 1..10 split {1,3,6,8,10} (base)
+    # vs {2,4,5,7,9} (new), Mann-Whitney p ~ 0.69.
+    values = baseline_values()
+    values[POLL10] = [(r, 500) for r in (6_000, 9_000, 12_000, 16_000, 19_000)]
+    noisy = dict(values)
+    noisy[POLL10] = [(r, 500) for r in (7_000, 10_000, 11_000, 12_500, 12_800)]
+    base = make_run(tmp_path, "base", values)
+    new = make_run(tmp_path, "new", noisy)
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 0
+    cell = next(c for c in compare_runs(base, new).cells if c.key == POLL10)
+    tput = cell.changes[0]
+    assert np.mean(noisy[POLL10], axis=0)[0] / np.mean(values[POLL10], axis=0)[0] < 0.87
+    assert tput.ratio < 0.95 and tput.p_value > 0.05
+    assert cell.verdict == NO_CHANGE
+    assert "not significant" in out
+
+
+def test_p99_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", scaled(baseline_values(), EPOLL10, p99=1.20))
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 1
+    cell = compare_runs(base, new).cells[0]
+    assert cell.key == EPOLL10 and cell.verdict == REGRESSION
+    throughput, p99 = cell.changes
+    assert (throughput.verdict, p99.verdict) == (NO_CHANGE, REGRESSION)
+    assert p99.ratio == pytest.approx(1.20, rel=0.01)
+    assert EPOLL10 in out
+
+
+def test_threshold_and_alpha_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", scaled(baseline_values(), POLL10, rps=0.90))
+    assert compare(tmp_path, capsys, str(base), str(new), "--threshold", "12")[0] == 0
+    assert compare(tmp_path, capsys, str(base), str(new), "--alpha", "0.005")[0] == 0
+    code, _, err = compare(tmp_path, capsys, str(base), str(new), "--alpha", "2")
+    assert code == 2 and "--alpha" in err
+
+
+def test_too_few_repeats_is_no_change_with_a_note(tmp_path: Path) -> None:
+    two = {k: v[:2] for k, v in baseline_values().items()}
+    base = make_run(tmp_path, "base", two)
+    new = make_run(tmp_path, "new", scaled(two, POLL10, rps=0.5))
+    cmp = compare_runs(base, new)
+    assert cmp.exit_code == 0
+    cell = next(c for c in cmp.cells if c.key == POLL10)
+    assert cell.verdict == NO_CHANGE
+    assert any(note.startswith("too few repeats (2 vs 2") for note in cell.notes)
+
+
+def test_min_p_value() -> None:
+    assert min_p_value(2, 2) == pytest.approx(1 / 3)
+    assert min_p_value(3, 3) == pytest.approx(0.1)  # 3 vs 3 cannot reach 0.05 either
+    assert min_p_value(5, 5) == pytest.approx(2 / 252)
+
+
+def test_cells_in_one_run_only_are_listed(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    values = baseline_values()
+    failed = Row("new", KEYS[3], 0, "failed", reason="server did not start")
+    base = make_run(tmp_path, "base", {k: v for k, v in values.items() if k != EPOLL10})
+    new = make_run(tmp_path, "new", {k: v for k, v in values.items() if k != KEYS[3].key},
+                   extra_rows=[failed])
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 0
+    assert "2 unchanged of 2 cells" in out
+    assert f"| `{EPOLL10}` | only in new |" in out
+    assert f"| `{KEYS[3].key}` | only in base | new: 1 failed |" in out
+
+
+def test_intervals_are_reproducible(tmp_path: Path) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", scaled(baseline_values(), POLL10, rps=0.97))
+    first = [(c.ci_low, c.ci_high) for cell in compare_runs(base, new).cells
+             for c in cell.changes]
+    again = [(c.ci_low, c.ci_high) for cell in compare_runs(base, new).cells
+             for c in cell.changes]
+    assert first == again and not any(math.isnan(v) for pair in first for v in pair)
+
+
+@pytest.mark.parametrize(("change", "fields"), [
+    ({"host": {**METADATA["host"], "cpu_model": "Intel Xeon"}}, ["host.cpu_model"]),
+    ({"cpu_plan": {**METADATA["cpu_plan"], "server": [1], "client": [0]}},
+     ["cpu_plan.server", "cpu_plan.client"]),
+])
+def test_different_setups_refused_unless_forced(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str],
+                                                change: dict, fields: list[str]) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", baseline_values(), metadata={**METADATA, **change})
+    code, out, err = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert all(f in err for f in fields) and "--force" in err
+    assert not (new / "compare.md").exists()
+
+    code, out, err = compare(tmp_path, capsys, str(base), str(new), "--force")
+    assert code == 0
+    assert err.startswith("warning:") and all(f in err for f in fields)
+    assert "Warning:" in out and all(f in out for f in fields)
+
+
+def test_out_writes_the_summary_there(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                      real_chart: None) -> None:
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", baseline_values())
+    summary = new / "summary.md"
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new), "--out", str(summary))
+    assert code == 0
+    assert summary.read_text(encoding="utf-8") == out
+    assert headline(compare_runs(base, new)) in out.splitlines()[2]
+    assert not (new / "compare.md").exists()
+    assert (new / "compare.png").exists()
+
+
+def test_no_common_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    values = baseline_values()
+    base = make_run(tmp_path, "base", {EPOLL10: values[EPOLL10]})
+    new = make_run(tmp_path, "new", {POLL10: values[POLL10]})
+    with pytest.raises(CompareError, match="no cell has usable repeats in both"):
+        compare_runs(base, new)
+    empty = make_run(tmp_path, "empty", {})
+    code, out, err = compare(tmp_path, capsys, str(base), str(empty))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+
+
+def test_missing_run_folder_from_the_command_line(tmp_path: Path) -> None:
+    """Run as a user would: one line on stderr, exit 2, no traceback."""
+    base = make_run(tmp_path, "base", baseline_values())
+    done = subprocess.run([sys.executable, "-m", "bench", "compare", str(tmp_path / "missing"),
+                           str(base)], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"python -m bench compare: error: base run: no run folder at {tmp_path / 'missing'}"]
