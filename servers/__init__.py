@@ -1,9 +1,10 @@
 """Server models, one module each, listed in one explicit table.
 
-Each model module has one entry point, `serve(listener, make_protocol, counters)`,
-which runs until the launcher's stop signal interrupts it. Modules are imported only
-when a model is run; a model is available when the platform feature it needs exists
-(as CPython's `selectors` picks its backends with `hasattr(select, ...)`).
+Each model module has one entry point, `serve(listener, make_protocol, counters)`, plus
+`backlog=` or `workers=` where its row's options say so. It runs until the launcher's
+stop signal interrupts it, or returns after stopping itself on SIGTERM/SIGINT. Modules
+are imported only when a model is run; a model is available when the platform feature
+it needs exists (as CPython's `selectors` picks its backends with `hasattr(select, ...)`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ class Model:
     module: str
     needs: str | None  # "module" or "module.attribute" that must exist here
     summary: str
+    reuseport: bool = False  # the launcher sets SO_REUSEPORT (several processes bind)
+    options: tuple[str, ...] = ()  # launcher options serve() takes: "backlog", "workers"
 
     def unavailable_reason(self) -> str | None:
         """None when the model can run here, else why not."""
@@ -44,4 +47,14 @@ MODELS: dict[str, Model] = {m.name: m for m in [
     Model("epoll", "servers.epoll_server", "select.epoll", "epoll loop, level-triggered"),
     Model("selectors", "servers.selectors_server", "selectors.DefaultSelector",
           "stdlib selectors.DefaultSelector loop"),
+    Model("asyncio", "servers.asyncio_server", None, "asyncio protocols, stdlib loop",
+          options=("backlog",)),
+    Model("uvloop", "servers.uvloop_server", "uvloop", "the asyncio code on uvloop's loop",
+          options=("backlog",)),
+    Model("gevent", "servers.gevent_server", "gevent", "gevent StreamServer, greenlets"),
+    Model("threadpool", "servers.threadpool_server", None,
+          "bounded ThreadPoolExecutor of blocking handlers", options=("workers",)),
+    Model("prefork", "servers.prefork_server", "select.epoll",
+          "N processes with SO_REUSEPORT, each an epoll loop", reuseport=True,
+          options=("backlog", "workers")),
 ]}

@@ -43,12 +43,15 @@ def raise_fd_limit() -> int:
     return hard
 
 
-def make_listener(host: str, port_number: int, backlog: int) -> socket.socket:
+def make_listener(host: str, port_number: int, backlog: int,
+                  reuseport: bool = False) -> socket.socket:
     family, kind, proto, _, address = socket.getaddrinfo(
         host, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
     listener = socket.socket(family, kind, proto)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuseport:  # only for models whose processes each bind the port
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listener.bind(address)
         listener.listen(backlog)
@@ -74,6 +77,8 @@ def build_parser() -> ArgumentParser:
                      help="largest echo frame, HTTP body or line, in bytes")
     run.add_argument("--work", type=work_spec, default=Work(), metavar="KIND:US",
                      help="per-request work: cpu:US burns CPU, wait:US waits without it")
+    run.add_argument("--workers", type=positive_int, default=None, metavar="N",
+                     help="processes (prefork) or pool threads (threadpool)")
     run.add_argument("--inject-delay-us", type=int, default=0, metavar="US",
                      help="extra CPU microseconds per request, to test the regression gate")
     return parser
@@ -87,14 +92,16 @@ def work_spec(text: str) -> Work:
 
 
 def list_models(as_json: bool) -> int:
+    if not as_json:
+        print(f"{'model':<11} {'here':<4} what it is")
     for model in MODELS.values():
         reason = model.unavailable_reason()
         if as_json:
             print(json.dumps({"model": model.name, "available": reason is None,
                               "reason": reason, "summary": model.summary}))
         else:
-            state = "available" if reason is None else f"unavailable ({reason})"
-            print(f"{model.name:<10} {state:<12} {model.summary}")
+            note = "" if reason is None else f"  [unavailable: {reason}]"
+            print(f"{model.name:<11} {'yes' if reason is None else 'no':<4} {model.summary}{note}")
     return 0
 
 
@@ -104,10 +111,12 @@ def run_model(args) -> int:
         return usage_error(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
     if reason := model.unavailable_reason():
         return usage_error(f"model {args.model!r} is unavailable here: {reason}")
+    if args.workers is not None and "workers" not in model.options:
+        return usage_error(f"model {model.name!r} takes no --workers")
     raise_fd_limit()
     backlog = args.backlog or system_backlog()
     try:
-        listener = make_listener(args.host, args.port, backlog)
+        listener = make_listener(args.host, args.port, backlog, model.reuseport)
     except (OSError, UnicodeError) as exc:
         return usage_error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
                            if isinstance(exc, OSError) else f"bad host {args.host!r}")
@@ -130,8 +139,10 @@ def run_model(args) -> int:
     emit({"event": "ready", "model": model.name, "protocol": args.protocol, "host": host,
           "port": bound_port, "pid": os.getpid(), "backlog": backlog,
           "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us}})
+    given = {"backlog": backlog, "workers": args.workers}
+    options = {name: given[name] for name in model.options if given[name] is not None}
     try:
-        serve(listener, make_protocol, counters)
+        serve(listener, make_protocol, counters, **options)
     except Shutdown:
         pass
     finally:

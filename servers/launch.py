@@ -30,6 +30,16 @@ def _die_with_parent() -> None:
         pass
 
 
+def _child_setup(cpus: Sequence[int] | None):
+    """Runs in the child before exec: pinned from its first instruction, so a model
+    that sizes itself by its CPU set (prefork) sees the plan, not the whole machine."""
+    def setup() -> None:
+        _die_with_parent()
+        if cpus:
+            os.sched_setaffinity(0, set(cpus))
+    return setup
+
+
 @dataclass
 class ServerProcess:
     model: str
@@ -57,12 +67,7 @@ class ServerProcess:
                "--host", self.host, "--port", "0", *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=_die_with_parent)
-        if self.cpus:
-            try:
-                os.sched_setaffinity(self.proc.pid, set(self.cpus))
-            except OSError:
-                pass  # it exited already; the ready wait reports why
+                                     preexec_fn=_child_setup(self.cpus))
         line = self._read_line(self.ready_timeout)
         if not line:
             self.kill()

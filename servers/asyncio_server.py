@@ -1,0 +1,142 @@
+"""asyncio: the standard library's event loop calls us back; no loop of our own.
+
+The loop owns the sockets and their output buffers. `Adapter` turns its callbacks into
+calls on our sans-IO protocol: data_received -> feed -> transport.write. Backpressure is
+the transport's: past its high-water mark asyncio calls pause_writing, and we stop
+reading from that peer until resume_writing. `wait:` work holds replies with call_at,
+in order per connection. SIGTERM/SIGINT stop the loop (loop.add_signal_handler), every
+transport is aborted, and serve() returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+from collections import deque
+from collections.abc import Callable
+
+from servers.conn import OUTPUT_LIMIT, Counters
+from servers.protocol import ServerProtocol
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+CLOSE_GRACE = 0.5  # seconds for aborted transports to report connection_lost
+
+
+class Adapter(asyncio.Protocol):
+    """One connection: asyncio's callbacks in, our protocol's replies out."""
+
+    def __init__(self, protocol: ServerProtocol, counters: Counters,
+                 live: set[asyncio.BaseTransport]) -> None:
+        self.protocol, self.counters, self.live = protocol, counters, live
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport
+        self.held: deque[tuple[float, bytes]] = deque()  # (due, reply) for `wait:` work
+        self.held_bytes = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.eof = self.write_paused = False
+        self.reading = True
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=OUTPUT_LIMIT)  # same cap as epoll's
+        self.live.add(transport)
+        self.counters.add("accepted")  # both loops set TCP_NODELAY themselves
+
+    def data_received(self, data: bytes) -> None:
+        self.answer(self.protocol.feed(data))
+
+    def eof_received(self) -> bool:
+        self.eof = True
+        self.answer(self.protocol.eof())
+        return True  # stay half-open: we close once our replies are written
+
+    def answer(self, reply: bytes) -> None:
+        if reply and (self.protocol.hold_s or self.held):
+            last = self.held[-1][0] if self.held else 0.0  # a reply never overtakes one held
+            self.held.append((max(self.loop.time() + self.protocol.hold_s, last), reply))
+            self.held_bytes += len(reply)
+            if self.timer is None:
+                self.timer = self.loop.call_at(self.held[0][0], self.release)
+        elif reply:
+            self.transport.write(reply)
+        self.settle()
+
+    def release(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        while self.held and self.held[0][0] <= now:
+            _, reply = self.held.popleft()
+            self.held_bytes -= len(reply)
+            self.transport.write(reply)
+        if self.held:
+            self.timer = self.loop.call_at(self.held[0][0], self.release)
+        self.settle()
+
+    def settle(self) -> None:
+        if (self.eof or self.protocol.closing) and not self.held:
+            self.transport.close()  # after the write buffer drains
+        else:
+            self.flow()
+
+    def flow(self) -> None:
+        """Read only while the peer reads our output and the held replies are few."""
+        wanted = (not (self.write_paused or self.eof or self.protocol.closing)
+                  and self.held_bytes < OUTPUT_LIMIT)
+        if wanted != self.reading:
+            self.reading = wanted
+            (self.transport.resume_reading if wanted else self.transport.pause_reading)()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        self.flow()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        self.flow()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.live.discard(self.transport)
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.protocol.error:
+            self.counters.add("protocol_errors")
+        self.counters.add("closed")
+
+
+async def _serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+                 counters: Counters, backlog: int) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    live: set[asyncio.BaseTransport] = set()
+    server = await loop.create_server(lambda: Adapter(make_protocol(), counters, live),
+                                      sock=listener, backlog=backlog)
+    try:
+        await stop.wait()
+        # From here on a second signal is ignored, as the launcher does: swap the loop's
+        # handlers for SIG_IGN with the signals blocked, so none lands in between.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    finally:
+        server.close()  # closes the listener; live connections are ours to close
+        for transport in list(live):
+            transport.abort()  # unsent output is dropped, as close_all does in epoll
+        deadline = loop.time() + CLOSE_GRACE
+        while live and loop.time() < deadline:  # let connection_lost count them
+            await asyncio.sleep(0.01)
+
+
+def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+          counters: Counters, backlog: int = socket.SOMAXCONN,
+          loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT, then return; `loop_factory` picks the loop (uvloop).
+
+    create_server() calls listen() again (with 100 unless told): hence the launcher's
+    backlog here."""
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(_serve(listener, make_protocol, counters, backlog))

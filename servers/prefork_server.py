@@ -1,0 +1,139 @@
+"""prefork: N processes, each an epoll loop on its own SO_REUSEPORT listening socket.
+
+The kernel spreads new connections over the sockets bound to the port (by a hash of
+the addresses), so N processes use N cores with no GIL and no shared state. The parent
+is worker 0: it serves on the launcher's listener, which it must not close (connections
+queued there since the ready line would be reset). Workers 1..N-1 are forked children,
+each pinned to one CPU of the set, dying with the parent (PR_SET_PDEATHSIG). On stop the
+parent SIGTERMs them, waits at most 1.5 s, SIGKILLs stragglers, and adds the counters
+each child sent back over a pipe (JSON) to its own.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import NoReturn
+
+from servers import epoll_server
+from servers.conn import Counters
+from servers.protocol import ServerProtocol
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+STOP_WAIT = 1.5  # seconds for children to stop before SIGKILL: the launcher has 2 s
+PR_SET_PDEATHSIG = 1
+
+
+class _Stop(BaseException):
+    """A child's SIGTERM: ends its epoll loop through the loop's own cleanup."""
+
+
+def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
+          counters: Counters, backlog: int = socket.SOMAXCONN,
+          workers: int | None = None) -> None:
+    cpus = sorted(os.sched_getaffinity(0))  # the plan's CPU set (launch.py pins it)
+    children: dict[int, int] = {}  # pid -> read end of its counters pipe
+    try:
+        for index in range(1, workers or len(cpus)):
+            _fork(index, cpus, listener, backlog, make_protocol, children)
+        _pin(0, cpus)
+        epoll_server.serve(listener, make_protocol, counters)
+    finally:
+        _stop(children, counters)
+
+
+def _fork(index: int, cpus: list[int], listener: socket.socket, backlog: int,
+          make_protocol: Callable[[], ServerProtocol], children: dict[int, int]) -> None:
+    read_fd, write_fd = os.pipe()
+    parent = os.getpid()
+    # Signals stay blocked until the child has its own handler and the parent has the
+    # pid on record: a stop in between would leave a child nobody waits for.
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os.close(read_fd)
+            _child(index, cpus, parent, listener, backlog, make_protocol, write_fd, blocked)
+        children[pid] = read_fd
+        os.close(write_fd)  # the child's end: EOF once it exits
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
+def _child(index: int, cpus: list[int], parent: int, listener: socket.socket, backlog: int,
+           make_protocol: Callable[[], ServerProtocol], write_fd: int,
+           mask: set[signal.Signals]) -> NoReturn:
+    counters, code = Counters(), 1
+    try:
+        signal.signal(signal.SIGTERM, _raise_stop)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            raise _Stop
+        _pin(index, cpus)
+        sock = _listen_like(listener, backlog)
+        listener.close()  # the parent's socket: leave it to the parent
+        epoll_server.serve(sock, make_protocol, counters)
+    except _Stop:
+        code = 0
+    except BaseException:  # noqa: BLE001 - a child must never unwind into the launcher
+        traceback.print_exc()
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        try:
+            os.write(write_fd, json.dumps(counters.as_dict()).encode())
+        finally:
+            sys.stderr.flush()
+            os._exit(code)
+
+
+def _raise_stop(_signum: int, _frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
+    raise _Stop
+
+
+def _listen_like(listener: socket.socket, backlog: int) -> socket.socket:
+    """A socket of our own in the listener's SO_REUSEPORT group, set up as the launcher's."""
+    sock = socket.socket(listener.family, listener.type, listener.proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(listener.getsockname())
+    sock.listen(backlog)
+    return sock
+
+
+def _pin(index: int, cpus: list[int]) -> None:
+    if len(cpus) > 1:  # one CPU each, round-robin; alone on one CPU there is nothing to do
+        os.sched_setaffinity(0, {cpus[index % len(cpus)]})
+
+
+def _stop(children: dict[int, int], counters: Counters) -> None:
+    for pid in children:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    running, deadline = set(children), time.monotonic() + STOP_WAIT
+    while running and time.monotonic() < deadline:
+        running -= {pid for pid in running if os.waitpid(pid, os.WNOHANG)[0]}
+        time.sleep(0.005)
+    for pid in running:  # a stuck child: its counters are lost
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    for pipe in children.values():
+        with os.fdopen(pipe, "rb") as reader:
+            data = reader.read()
+        try:
+            for name, n in json.loads(data).items():
+                counters.add(name, n)
+        except ValueError:
+            pass  # killed before it wrote them
