@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.cpus import CpuPlanError, parse_cpu_list, plan_cpus
@@ -147,7 +148,8 @@ def cmd_run(args, argv: list[str]) -> int:
                          f"{store.path}\nresume with: python -m bench run --resume "
                          f"{store.path}\n")
         return INTERRUPTED
-    store.update_metadata(interrupted=False)
+    store.update_metadata(interrupted=False,
+                          finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
     if args.no_report:
         print(store.path)
         return 0
