@@ -1,0 +1,449 @@
+"""sockbench's native load generator: one JSON document per run.
+
+    python -m clients.loadgen --target 127.0.0.1:PORT --protocol http --connections 100
+
+The parent splits the connections over worker processes (clients.worker), each one
+epoll loop pinned to its CPUs when --cpus is given. Every worker connects first (paced),
+then all warm up from the same instant, then measure the same window; the parent merges
+their HdrHistograms, counters and per-connection counts into one result. A run that
+met errors is still a result (exit 0): failures are data. Exit 2 is a usage error,
+exit 1 a failure of the load generator itself. Requests, bytes and latencies count
+only the window; errors count the whole run, from the first connect to the window's
+end (a connection the server drops during warm-up is an error, and starved).
+
+Closed loop by default: each connection sends, waits for the whole reply, sends again.
+--rate R is an open loop at R requests/s in total: every request has an intended send
+time and its latency counts from then (the wrk2 correction for coordinated omission).
+
+--mode per-request opens a new connection per request and closes it (the client
+closes first, so TIME_WAIT lands on the client's side). To keep clear of ephemeral
+port exhaustion against an IPv4 loopback target, connects are spread over the source
+addresses 127.0.0.1 to 127.0.0.SOURCES (every 127/8 address is local on Linux, no set-up
+needed), each socket bound with IP_BIND_ADDRESS_NO_PORT so that the port is chosen at
+connect() on the whole 4-tuple, where Linux's net.ipv4.tcp_tw_reuse (default 2: on for
+loopback) may reuse a TIME_WAIT port older than a second. Each source address gives
+about 28k ports (ip_local_port_range), so 16 of them sustain far more connections per
+second than one Python client can open. SO_LINGER {on, 0} is not used: it would turn
+every close into a reset and change what is being measured.
+
+With --cpus and at most one worker per CPU, a closed-loop worker busy-polls for up to
+100 us before it sleeps in epoll, so that it is awake when a reply arrives (measured
+5-15% more requests/s from the Python servers on a 2-core VM); the busy-polling is left
+out of client.cpu_percent, which counts only the work done. Do not give the load
+generator CPUs the server runs on.
+
+Only loopback targets unless --allow-remote: the check runs before any name lookup
+or connect, so a mistyped address sends nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import math
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+from clients import hist
+from clients.worker import CONNECT_WINDOW, ERROR_KINDS, WorkerPlan, raise_fd_limit, worker_main
+from servers.args import ArgumentParser, positive_int
+
+PROTOCOLS = ("echo", "http")
+MODES = ("persistent", "per-request")
+SOURCES = 16  # source addresses for per-request mode (see the module docstring)
+SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.worker)
+MAX_PAYLOAD = 256 * 1024 * 1024
+START_MARGIN_S = 0.05  # time for the start message to reach every worker
+RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
+FD_RESERVE = 64  # descriptors a worker needs besides its connections
+SATURATED_PERCENT = 90.0
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line for the user."""
+
+
+class LoadgenError(RuntimeError):
+    """The load generator itself failed (a worker crashed or hung)."""
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    target: str  # HOST:PORT, [V6]:PORT
+    protocol: str = "echo"
+    connections: int = 10
+    processes: int | None = None  # default: one per CPU, never more than connections
+    duration: float = 10.0  # seconds measured
+    warmup: float = 1.0  # seconds before the window, not counted
+    payload: int = 64
+    rate: float | None = None  # requests/s in total; None is a closed loop
+    mode: str = "persistent"
+    timeout: float = 5.0  # connect and reply timeout, seconds
+    cpus: tuple[int, ...] | None = None
+    allow_remote: bool = False
+
+
+def split_target(target: str) -> tuple[str, int]:
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not host:
+        raise ConfigError(f"target {target!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"target {target!r} has no valid port") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"target port {port} is outside 1-65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # any other name: we would have to resolve it to know
+
+
+def resolve(config: LoadConfig) -> tuple[int, tuple]:
+    """(family, sockaddr) of the target; refuses non-loopback before any lookup."""
+    host, port = split_target(config.target)
+    if not config.allow_remote and not is_loopback(host):
+        raise ConfigError(f"target {host} is not a loopback address; "
+                          "pass --allow-remote to load another machine")
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise ConfigError(f"cannot resolve {host!r}: {exc}") from None
+    # "localhost" often resolves to ::1 first, but the servers listen on 127.0.0.1
+    found.sort(key=lambda info: info[0] != socket.AF_INET)
+    family, _, _, _, address = found[0]
+    if not config.allow_remote and not ipaddress.ip_address(address[0]).is_loopback:
+        raise ConfigError(f"{host} resolves to {address[0]}, not a loopback address")
+    return family, address
+
+
+def validate(config: LoadConfig) -> None:
+    if config.protocol not in PROTOCOLS:
+        raise ConfigError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if config.mode not in MODES:
+        raise ConfigError(f"mode {config.mode!r} is not one of {', '.join(MODES)}")
+    if config.connections < 1:
+        raise ConfigError("connections must be at least 1")
+    if config.processes is not None and config.processes < 1:
+        raise ConfigError("processes must be at least 1")
+    for name in ("duration", "timeout"):
+        if not (getattr(config, name) > 0 and math.isfinite(getattr(config, name))):
+            raise ConfigError(f"{name} must be a positive number of seconds")
+    if not (config.warmup >= 0 and math.isfinite(config.warmup)):
+        raise ConfigError("warmup must be zero or more seconds")
+    if config.rate is not None and not (config.rate > 0 and math.isfinite(config.rate)):
+        raise ConfigError("rate must be a positive number of requests per second")
+    if not 0 <= config.payload <= MAX_PAYLOAD:
+        raise ConfigError(f"payload must be 0 to {MAX_PAYLOAD} bytes")
+    if config.cpus is not None:
+        if not config.cpus:
+            raise ConfigError("cpus is empty")
+        allowed = os.sched_getaffinity(0)
+        if missing := sorted(set(config.cpus) - allowed):
+            raise ConfigError(f"cpu {missing[0]} is not available here "
+                              f"(allowed: {','.join(map(str, sorted(allowed)))})")
+
+
+def make_plans(config: LoadConfig, family: int, address: tuple) -> list[WorkerPlan]:
+    cpus = sorted(set(config.cpus)) if config.cpus else None
+    available = len(cpus) if cpus else len(os.sched_getaffinity(0))
+    processes = min(config.processes or available, config.connections)
+    hard = raise_fd_limit()
+    share = -(-config.connections // processes)
+    if share + FD_RESERVE > hard:
+        raise ConfigError(f"{share} connections per process exceed RLIMIT_NOFILE "
+                          f"({hard}); use more --processes")
+    # Busy-polling pays only on a CPU nobody else needs: pinned, one worker per CPU.
+    spin_us = SPIN_US if cpus and processes <= len(cpus) else 0
+    sources: tuple[str, ...] = ()
+    if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith(
+            "127."):
+        sources = tuple(f"127.0.0.{i}" for i in range(1, SOURCES + 1))
+    plans, first = [], 0
+    for index in range(processes):
+        count = config.connections // processes + (index < config.connections % processes)
+        if cpus is None:
+            mine = None
+        elif processes <= len(cpus):
+            mine = tuple(cpus[index::processes])
+        else:
+            mine = (cpus[index % len(cpus)],)
+        plans.append(WorkerPlan(
+            index=index, family=family, address=address, protocol=config.protocol,
+            payload=config.payload, mode=config.mode, connections=count, first=first,
+            total=config.connections, rate=config.rate, timeout=config.timeout, cpus=mine,
+            parent_pid=os.getpid(), sources=sources, spin_us=spin_us))
+        first += count
+    return plans
+
+
+def run(config: LoadConfig) -> dict:
+    """Run one load test and return its result document (see `build_result`).
+
+    Raises ConfigError for a bad configuration (nothing was sent) and LoadgenError when
+    a worker crashed; errors of the target (refused, reset, mismatch...) are counted.
+    """
+    validate(config)
+    family, address = resolve(config)
+    plans = make_plans(config, family, address)
+    return build_result(config, plans, _drive(config, plans))
+
+
+def _drive(config: LoadConfig, plans: Sequence[WorkerPlan]) -> list[dict]:
+    context = multiprocessing.get_context("fork")
+    workers: list[tuple[multiprocessing.process.BaseProcess, object]] = []
+    try:
+        for plan in plans:
+            ours, theirs = context.Pipe()
+            process = context.Process(target=worker_main, args=(plan, theirs), daemon=True,
+                                      name=f"loadgen-worker-{plan.index}")
+            process.start()
+            theirs.close()
+            workers.append((process, ours))
+        share = max(plan.connections for plan in plans)
+        connect_limit = (share / CONNECT_WINDOW + 1) * config.timeout + RESULT_GRACE_S
+        _gather(workers, "connected", connect_limit)
+        t0 = time.monotonic_ns() + int(START_MARGIN_S * 1e9)
+        window_start = t0 + int(config.warmup * 1e9)
+        end = window_start + int(config.duration * 1e9)
+        for _process, pipe in workers:
+            pipe.send(("start", t0, window_start, end))
+        limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
+        return _gather(workers, "result", limit)
+    finally:
+        for process, pipe in workers:
+            pipe.close()
+            if process.is_alive():
+                process.terminate()
+        for process, _pipe in workers:
+            process.join(2)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def _gather(workers: Sequence[tuple], kind: str, limit_s: float) -> list:
+    """One `kind` message from every worker, in worker order."""
+    deadline = time.monotonic() + limit_s
+    got: dict[int, object] = {}
+    while len(got) < len(workers):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LoadgenError(f"workers did not report {kind!r} within {limit_s:.0f} s")
+        pending = [i for i in range(len(workers)) if i not in got]
+        by_handle = {}
+        for i in pending:
+            process, pipe = workers[i]
+            by_handle[pipe] = by_handle[process.sentinel] = i
+        for ready in wait(list(by_handle), left):
+            index = by_handle[ready]
+            process, pipe = workers[index]
+            if index in got:
+                continue
+            message = None
+            if pipe.poll():  # a message first: a worker may exit right after its result
+                try:
+                    message = pipe.recv()
+                except EOFError:
+                    process.join(1)
+            if message is None:
+                if process.is_alive():
+                    continue
+                raise LoadgenError(f"worker {index} died (exit code {process.exitcode})")
+            if message[0] == "error":
+                raise LoadgenError(f"worker {index} failed:\n{message[1].rstrip()}")
+            got[index] = message[1]
+    return [got[i] for i in range(len(workers))]
+
+
+def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
+                 results: Sequence[dict]) -> dict:
+    latency = hist.merge(r["latency"] for r in results)
+    connect = hist.merge(r["connect"] for r in results)
+    requests = sum(r["requests"] for r in results)
+    duration = config.duration
+    per_conn = [n for r in results for n in r["per_conn"]]
+    timeline = [0] * max((len(r["timeline"]) for r in results), default=0)
+    for r in results:
+        for i, n in enumerate(r["timeline"]):
+            timeline[i] += n
+    cpu_percent = [round(100.0 * r["cpu_s"] / duration, 1) for r in results]
+    return {
+        "schema": 1,
+        "tool": "sockbench.loadgen",
+        "params": {
+            "target": config.target, "protocol": config.protocol,
+            "connections": config.connections, "processes": len(plans),
+            "duration": config.duration, "warmup": config.warmup, "payload": config.payload,
+            "rate": config.rate, "mode": config.mode, "timeout": config.timeout,
+            "cpus": sorted(set(config.cpus)) if config.cpus else None,
+        },
+        "requests": requests,
+        "throughput_rps": round(requests / duration, 1),
+        "bytes": sum(r["bytes"] for r in results),
+        "duration_s": duration,
+        "latency_us": hist.latency_summary(latency),
+        "connect_us": hist.connect_summary(connect),
+        "errors": {kind: sum(r["errors"][kind] for r in results) for kind in ERROR_KINDS},
+        "connections": {
+            "asked": config.connections,
+            "established": sum(r["established"] for r in results),
+            "starved": sum(r["starved"] for r in results),
+        },
+        "fairness": round(hist.jain_index(per_conn), 4),
+        "timeline": timeline,
+        "rate": {"asked": config.rate, "achieved": round(requests / duration, 1)},
+        "client": {
+            "cpu_percent": cpu_percent,
+            "saturated": any(p > SATURATED_PERCENT for p in cpu_percent),
+        },
+        "histogram": hist.encode(latency),
+    }
+
+
+def summary_line(result: dict) -> str:
+    lat, err, conns = result["latency_us"], result["errors"], result["connections"]
+    errors = sum(err.values())
+    line = (f"loadgen: {result['requests']} requests in {result['duration_s']:g} s = "
+            f"{result['throughput_rps']:.0f} req/s; latency p50 {lat['p50']} us, "
+            f"p99 {lat['p99']} us, max {lat['max']} us; "
+            f"connections {conns['established']}/{conns['asked']}, starved {conns['starved']}; "
+            f"errors {errors}; client cpu "
+            + "/".join(f"{p:.0f}%" for p in result["client"]["cpu_percent"]))
+    if errors:
+        line += " (" + ", ".join(f"{k} {v}" for k, v in err.items() if v) + ")"
+    if result["client"]["saturated"]:
+        line += "; CLIENT SATURATED: the figure may be client-bound"
+    return line
+
+
+# -- command line ----------------------------------------------------------------------
+
+
+def cpu_list(text: str) -> tuple[int, ...]:
+    """'1', '0,2', '2-5' or '0,4-7'."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.partition("-")
+            first, last = int(low), int(high or low)
+            if first < 0 or last < first:
+                raise ValueError
+            cpus.update(range(first, last + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid CPU list {text!r}") from None
+    return tuple(sorted(cpus))
+
+
+def _number(kind, minimum: float, inclusive: bool):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+        ok = value >= minimum if inclusive else value > minimum
+        if not ok or not math.isfinite(value):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
+        return value
+    return parse
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="python -m clients.loadgen",
+        description="Drive a sockbench server and print one JSON result on stdout.",
+        epilog="per-request mode: a new connection per request, closed by the client; "
+               f"connects are spread over source addresses 127.0.0.1-{SOURCES} (IPv4 "
+               "loopback targets) with IP_BIND_ADDRESS_NO_PORT, so the 4-tuple space is "
+               f"{SOURCES}x larger and net.ipv4.tcp_tw_reuse can recycle TIME_WAIT ports; "
+               "no SO_LINGER tricks. Exit status: 0 a result (even with errors), "
+               "1 the load generator failed, 2 bad usage.")
+    parser.add_argument("--target", required=True, help="HOST:PORT of the server")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="echo")
+    parser.add_argument("--connections", type=positive_int, default=10)
+    parser.add_argument("--processes", type=positive_int, default=None,
+                        help="worker processes (default: one per CPU, at most connections)")
+    parser.add_argument("--duration", type=_number(float, 0, False), default=10.0,
+                        help="seconds measured (default 10)")
+    parser.add_argument("--warmup", type=_number(float, 0, True), default=1.0,
+                        help="seconds of load before the window, not counted (default 1)")
+    parser.add_argument("--payload", type=_number(int, 0, True), default=None,
+                        help="bytes per request: echo payload, or the HTTP POST body "
+                             "(0 = GET /); default 64 for echo, 0 for http")
+    parser.add_argument("--rate", type=_number(float, 0, False), default=None,
+                        help="open loop at this many requests/s in total, latency from "
+                             "each request's intended send time (default: closed loop)")
+    parser.add_argument("--mode", choices=MODES, default="persistent",
+                        help="persistent connections, or a new connection per request")
+    parser.add_argument("--timeout", type=_number(float, 0, False), default=5.0,
+                        help="seconds before a connect or a reply counts as timed out")
+    parser.add_argument("--cpus", type=cpu_list, default=None,
+                        help="pin the workers (and this process) to these CPUs, e.g. 1 or "
+                             "2-3; a worker with a CPU of its own then busy-polls up to "
+                             f"{SPIN_US} us before sleeping (keep them off the server's CPUs)")
+    parser.add_argument("--allow-remote", action="store_true",
+                        help="allow a target outside loopback")
+    parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    return parser
+
+
+def _interrupted(signum: int, _frame) -> None:
+    raise KeyboardInterrupt  # the same clean-up path as Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    payload = args.payload if args.payload is not None else (64 if args.protocol == "echo"
+                                                              else 0)
+    config = LoadConfig(
+        target=args.target, protocol=args.protocol, connections=args.connections,
+        processes=args.processes, duration=args.duration, warmup=args.warmup,
+        payload=payload, rate=args.rate, mode=args.mode, timeout=args.timeout,
+        cpus=args.cpus, allow_remote=args.allow_remote)
+    try:
+        validate(config)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    previous = signal.signal(signal.SIGTERM, _interrupted)
+    try:
+        if config.cpus:
+            # the parent only waits and merges, but keep it off the server's CPUs too
+            os.sched_setaffinity(0, config.cpus)
+        result = run(config)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    except LoadgenError as exc:
+        sys.stderr.write(f"{parser.prog}: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{parser.prog}: interrupted\n")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.flush()
+    if not args.quiet:
+        sys.stderr.write(summary_line(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
