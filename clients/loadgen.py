@@ -202,10 +202,11 @@ def run(config: LoadConfig) -> dict:
     validate(config)
     family, address = resolve(config)
     plans = make_plans(config, family, address)
-    return build_result(config, plans, _drive(config, plans))
+    results, window = _drive(config, plans)
+    return build_result(config, plans, results, window)
 
 
-def _drive(config: LoadConfig, plans: Sequence[WorkerPlan]) -> list[dict]:
+def _drive(config: LoadConfig, plans: Sequence[WorkerPlan]) -> tuple[list[dict], dict]:
     context = multiprocessing.get_context("fork")
     workers: list[tuple[multiprocessing.process.BaseProcess, object]] = []
     try:
@@ -224,8 +225,12 @@ def _drive(config: LoadConfig, plans: Sequence[WorkerPlan]) -> list[dict]:
         end = window_start + int(config.duration * 1e9)
         for _process, pipe in workers:
             pipe.send(("start", t0, window_start, end))
+        # The window in wall-clock time too, so the bench can cut the server's CPU to it.
+        offset = time.time() - time.monotonic_ns() / 1e9
+        window = {"start_unix": round(window_start / 1e9 + offset, 6),
+                  "end_unix": round(end / 1e9 + offset, 6)}
         limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
-        return _gather(workers, "result", limit)
+        return _gather(workers, "result", limit), window
     finally:
         for process, pipe in workers:
             pipe.close()
@@ -273,7 +278,7 @@ def _gather(workers: Sequence[tuple], kind: str, limit_s: float) -> list:
 
 
 def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
-                 results: Sequence[dict]) -> dict:
+                 results: Sequence[dict], window: dict | None = None) -> dict:
     latency = hist.merge(r["latency"] for r in results)
     connect = hist.merge(r["connect"] for r in results)
     requests = sum(r["requests"] for r in results)
@@ -298,6 +303,7 @@ def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
         "throughput_rps": round(requests / duration, 1),
         "bytes": sum(r["bytes"] for r in results),
         "duration_s": duration,
+        "window": window,
         "latency_us": hist.latency_summary(latency),
         "connect_us": hist.connect_summary(connect),
         "errors": {kind: sum(r["errors"][kind] for r in results) for kind in ERROR_KINDS},

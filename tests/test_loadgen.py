@@ -25,7 +25,7 @@ from servers.protocol import _GET_RESPONSE, EchoProtocol, HttpProtocol
 
 RESULT_KEYS = {"schema", "tool", "params", "requests", "throughput_rps", "bytes", "duration_s",
                "latency_us", "connect_us", "errors", "connections", "fairness", "timeline",
-               "rate", "client", "histogram"}
+               "rate", "client", "histogram", "window"}
 
 
 def loadgen(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -138,6 +138,9 @@ def test_echo_run_against_epoll(echo_server: ServerProcess) -> None:
     assert result["fairness"] > 0.5
     assert sum(result["timeline"]) == result["requests"]
     assert len(result["client"]["cpu_percent"]) == 2
+    window = result["window"]
+    assert window["end_unix"] - window["start_unix"] == pytest.approx(0.5, abs=1e-3)
+    assert window["start_unix"] < time.time() < window["end_unix"] + 30
     lat = result["latency_us"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
     merged = hist.merge([result["histogram"]])
