@@ -36,7 +36,7 @@ MODEL_STYLES: dict[str, Style] = {
     "epoll": Style("#1f77b4", "D"),
     "selectors": Style("#17becf", "<"),
     "asyncio": Style("#2ca02c", ">"),
-    "uvloop": Style("#d62728", "P"),
+    "uvloop": Style("#d62728", "d"),  # hollow when client-bound: an open shape reads best
     "gevent": Style("#9467bd", "h"),
     "threadpool": Style("#ff7f0e", "p"),
     "prefork": Style("#393b79", "*"),

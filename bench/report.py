@@ -6,7 +6,7 @@ rendered by Agg, SVGs by the SVG backend.
 
 Statistics: a cell's value is the median over its usable repeats (status ok or
 client-bound); its uncertainty is the 95% t-interval of the mean across those repeats,
-NaN (shown "–") with a single repeat. Percentiles are never averaged across repeats:
+NaN (left out of the tables) with a single repeat. Percentiles are never averaged across repeats:
 each repeat's p99 is a value, and the table shows their median.
 """
 
@@ -47,7 +47,6 @@ PYPERF_JSON = "pyperf.json"
 
 CLIENT_BOUND_MARK = "†"
 PARTIAL_MARK = "‡"
-NO_CI = "–"
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("p999", "load.latency_us.p999", "p99.9 latency", "µs", ",.0f", ci=True),
     Metric("errors", "errors_total", "Errors (all kinds)", "count", ",.0f"),
     Metric("starved", "load.connections.starved", "Starved connections", "count", ",.0f"),
+    Metric("starved_share", "starved_share", "Starved connections", "% of connections",
+           ",.1f", table=False, chart="starved"),
     Metric("cpu_per_request", "cpu_us_per_request", "Server CPU per request", "µs", ",.1f",
            ci=True, chart="cpu_per_request"),
     Metric("peak_rss", "peak_rss_mib", "Server peak RSS", "MiB", ",.1f", chart="peak_rss"),
@@ -106,7 +107,7 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     df = pd.json_normalize(records) if records else pd.DataFrame()
     needed = [*CELL_COLUMNS, "key", "run_id", "repeat", "status", "reason",
               "server_cpu_us_per_request", "load.requests", "server.cpu_user_s",
-              "server.cpu_sys_s", "server.peak_rss_bytes",
+              "server.cpu_sys_s", "server.peak_rss_bytes", "load.connections.asked",
               *(m.source for m in METRICS if m.source.startswith("load."))]
     for column in needed:
         if column not in df.columns:
@@ -123,6 +124,9 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     df["cpu_us_per_request"] = num("server_cpu_us_per_request").fillna(
         cpu_s * 1e6 / requests.where(requests > 0))
     df["peak_rss_mib"] = num("server.peak_rss_bytes") / 2**20
+    # Starved: connected but no reply in the window (blocking, a full pool, select's cap).
+    asked = num("load.connections.asked")
+    df["starved_share"] = 100.0 * num("load.connections.starved") / asked.where(asked > 0)
     return df
 
 
@@ -258,7 +262,8 @@ def format_cell(cell: pd.Series, metric: Metric) -> str:
     if metric.ci:
         low, high = cell[f"{metric.name}.ci_low"], cell[f"{metric.name}.ci_high"]
         half = (high - low) / 2
-        text += f" ± {NO_CI}" if pd.isna(half) else f" ± {format(half, metric.fmt)}"
+        if not pd.isna(half):  # a single repeat has no interval: show the value alone
+            text += f" ± {format(half, metric.fmt)}"
     if cell["status"] == "client-bound":
         text += f" {CLIENT_BOUND_MARK}"
     if cell["n_failed"]:
@@ -365,7 +370,7 @@ def caption(meta: dict[str, Any]) -> str:
 
 LEGEND = [
     "Each value is the median over a cell's repeats; \"± x\" is the half-width of the 95% "
-    f"t-interval of the mean across repeats ({NO_CI} with a single repeat).",
+    "t-interval of the mean across repeats (absent with a single repeat).",
     f"{CLIENT_BOUND_MARK} client-bound: the load generator saturated a CPU, so throughput is "
     "a lower bound on what the server can do.",
     f"{PARTIAL_MARK} some repeats of this cell failed; the value uses the others.",
