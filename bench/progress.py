@@ -30,7 +30,7 @@ class Progress:
         load = row.load or {}
         figure = (f"{load.get('throughput_rps', 0):>10,.0f} req/s"
                   if load.get("requests") else " " * 16)
-        status = row.status if row.status == "ok" else f"{row.status}: {row.reason}"
+        status = f"failed: {row.reason}" if row.status == "failed" else row.status
         width = len(str(self.total))
         line = (f"[{self.done:>{width}}/{self.total}] {row.cell.key} r{row.repeat} {figure}  "
                 f"ETA {_duration(eta)}  {status}")
