@@ -43,7 +43,7 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--backlogs", nargs="+", type=int, metavar="N",
                      help="listen() backlog as an axis; 0 is the system maximum")
     run.add_argument("--work", dest="works", nargs="+", metavar="KIND:US",
-                     help="server-side work per request, e.g. cpu:100 or wait:1000")
+                     help="server-side work per request as an axis: none, cpu:US, wait:US")
     run.add_argument("--repeats", type=positive_int)
     run.add_argument("--duration", type=float, metavar="S", help="measured window per cell")
     run.add_argument("--warmup", type=float, metavar="S")
@@ -108,7 +108,8 @@ def resolve_matrix(args) -> Matrix:
     matrix = load_profile(args.profile)
     return override(matrix, models=args.models, protocols=args.protocols,
                     connections=args.connections, payloads=args.payloads, modes=args.modes,
-                    backlogs=args.backlogs, works=args.works, repeats=args.repeats,
+                    backlogs=args.backlogs, repeats=args.repeats,
+                    works=[("" if w == "none" else w) for w in args.works] if args.works else None,
                     duration=args.duration, warmup=args.warmup, driver=args.driver,
                     seed=args.seed, inject_delay_us=args.inject_delay_us)
 

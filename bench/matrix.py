@@ -16,6 +16,7 @@ from typing import Any
 
 from bench.record import CellKey
 from servers import MODELS
+from servers.work import parse_work
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MODES = ("persistent", "per-request")
@@ -70,6 +71,11 @@ class Matrix:
         for failed, message in check:
             if failed:
                 raise MatrixError(message)
+        for work in self.works:
+            try:
+                parse_work(work)
+            except ValueError as exc:
+                raise MatrixError(str(exc)) from None
 
     def cells(self) -> list[Cell]:
         keys = [CellKey(model=m, protocol=p, connections=c, payload=b, mode=mode,

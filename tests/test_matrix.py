@@ -56,6 +56,7 @@ def test_matrix_roundtrips_through_metadata() -> None:
     ({"repeats": 0}, "repeats"),
     ({"duration": 0.0}, "duration"),
     ({"modes": ["sideways"]}, "modes"),
+    ({"works": ["sleep:5"]}, "bad work"),
 ])
 def test_bad_values_are_refused(flags: dict, message: str) -> None:
     with pytest.raises(MatrixError, match=message):
