@@ -53,6 +53,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 
 from clients import hist
+from clients.target import is_loopback
+from clients.target import split_target as target_address
 from clients.worker import CONNECT_WINDOW, ERROR_KINDS, WorkerPlan, raise_fd_limit, worker_main
 from servers.args import ArgumentParser, positive_int
 
@@ -92,27 +94,10 @@ class LoadConfig:
 
 
 def split_target(target: str) -> tuple[str, int]:
-    host, sep, port_text = target.rpartition(":")
-    if not sep or not host:
-        raise ConfigError(f"target {target!r} is not HOST:PORT")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
     try:
-        port = int(port_text)
-    except ValueError:
-        raise ConfigError(f"target {target!r} has no valid port") from None
-    if not 0 < port < 65536:
-        raise ConfigError(f"target port {port} is outside 1-65535")
-    return host, port
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # any other name: we would have to resolve it to know
+        return target_address(target)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def resolve(config: LoadConfig) -> tuple[int, tuple]:

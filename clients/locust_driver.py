@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import ipaddress
 import json
 import math
 import os
@@ -28,10 +27,10 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import psutil
 
+from clients.target import is_loopback, split_target
 from servers.args import ArgumentParser, positive_int
 from servers.launch import _die_with_parent
 
@@ -204,25 +203,10 @@ def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict,
 
 
 def parse_target(text: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[IPv6]:PORT` -> (host, port)."""
-    parts = urlsplit(f"//{text}")
     try:
-        port = parts.port
-    except ValueError:
-        port = None
-    if not parts.hostname or port is None or port == 0:
-        raise UsageError(f"target must be HOST:PORT with a port in 1-65535, got {text!r}")
-    return parts.hostname, port
-
-
-def is_loopback(host: str) -> bool:
-    """Decided without a DNS lookup: a loopback address, or `localhost`."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+        return split_target(text)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def user_class(protocol: str, payload: int) -> str:
