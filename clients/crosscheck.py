@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=positive_int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--duration", type=positive_int, default=3, help="seconds per run")
     parser.add_argument("--rounds", type=positive_int, default=5,
-                        help="runs of each tool per connection count (default 3)")
+                        help="runs of each tool per connection count (default 5)")
     parser.add_argument("--min-ratio", type=float, default=0.9,
                         help="lowest acceptable ours/wrk ratio of medians (default 0.9)")
     args = parser.parse_args(argv)
