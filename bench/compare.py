@@ -111,10 +111,12 @@ class CellComparison:
         return next((v for v in (REGRESSION, IMPROVEMENT) if v in verdicts), NO_CHANGE)
 
 
+FAILED_IN_NEW = "failed in new"  # usable in the base, no usable repeat in the new run
+
 @dataclass(frozen=True)
 class Unmatched:
     key: str
-    where: str  # "only in base" or "only in new"
+    where: str  # "only in base", "only in new", or FAILED_IN_NEW
     note: str
 
 
@@ -132,8 +134,13 @@ class Comparison:
         return sum(c.verdict == verdict for c in self.cells)
 
     @property
+    def failed_in_new(self) -> int:
+        return sum(u.where == FAILED_IN_NEW for u in self.unmatched)
+
+    @property
     def exit_code(self) -> int:
-        return 1 if self.count(REGRESSION) else 0
+        # A cell that worked in the base and fails every repeat now is the worst regression.
+        return 1 if self.count(REGRESSION) or self.failed_in_new else 0
 
 
 # -- the statistics ---------------------------------------------------------------------
@@ -282,7 +289,8 @@ def compare_runs(base_dir: Path, new_dir: Path, *, threshold_pct: float = DEFAUL
     cells, unmatched = [], []
     for key in sorted(set(base_side.values) | set(new_side.values)):
         if key not in new_side.values:
-            unmatched.append(Unmatched(key, "only in base", f"new: {new_side.status_text(key)}"))
+            where = FAILED_IN_NEW if key in new_side.statuses else "only in base"
+            unmatched.append(Unmatched(key, where, f"new: {new_side.status_text(key)}"))
             continue
         if key not in base_side.values:
             unmatched.append(Unmatched(key, "only in new", f"base: {base_side.status_text(key)}"))
@@ -338,9 +346,12 @@ def _plural(n: int, word: str) -> str:
 
 def headline(cmp: Comparison) -> str:
     """'N regressions, M improvements, K unchanged of T cells'."""
-    return (f"{_plural(cmp.count(REGRESSION), 'regression')}, "
+    text = (f"{_plural(cmp.count(REGRESSION), 'regression')}, "
             f"{_plural(cmp.count(IMPROVEMENT), 'improvement')}, "
             f"{cmp.count(NO_CHANGE)} unchanged of {_plural(len(cmp.cells), 'cell')}")
+    if cmp.failed_in_new:
+        text += f"; {_plural(cmp.failed_in_new, 'cell')} failed in every new repeat"
+    return text
 
 
 def render_markdown(cmp: Comparison, chart: str | None = None) -> str:

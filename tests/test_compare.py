@@ -195,16 +195,14 @@ def test_min_p_value() -> None:
 
 def test_cells_in_one_run_only_are_listed(tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    values = baseline_values()
-    failed = Row("new", KEYS[3], 0, "failed", reason="server did not start")
+    values = baseline_values()  # a cell the new run did not run at all is not a failure
     base = make_run(tmp_path, "base", {k: v for k, v in values.items() if k != EPOLL10})
-    new = make_run(tmp_path, "new", {k: v for k, v in values.items() if k != KEYS[3].key},
-                   extra_rows=[failed])
+    new = make_run(tmp_path, "new", {k: v for k, v in values.items() if k != KEYS[3].key})
     code, out, _ = compare(tmp_path, capsys, str(base), str(new))
     assert code == 0
     assert "2 unchanged of 2 cells" in out
     assert f"| `{EPOLL10}` | only in new |" in out
-    assert f"| `{KEYS[3].key}` | only in base | new: 1 failed |" in out
+    assert f"| `{KEYS[3].key}` | only in base | new: not in the run |" in out
 
 
 def test_intervals_are_reproducible(tmp_path: Path) -> None:
@@ -273,3 +271,17 @@ def test_missing_run_folder_from_the_command_line(tmp_path: Path) -> None:
     assert done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         f"python -m bench compare: error: base run: no run folder at {tmp_path / 'missing'}"]
+
+
+def test_cell_failing_every_new_repeat_fails_the_gate(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    values = baseline_values()
+    base = make_run(tmp_path, "base", values)
+    broken = next(k for k in KEYS if k.key == POLL10)
+    failed = [Row("new", broken, r, "failed", reason="server exited") for r in range(5)]
+    new = make_run(tmp_path, "new", {k: v for k, v in values.items() if k != POLL10},
+                   extra_rows=failed)
+    code, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 1
+    assert "1 cell failed in every new repeat" in out
+    assert f"| `{POLL10}` | failed in new | new: 5 failed |" in out
