@@ -450,14 +450,7 @@ def _save_chart(cells: pd.DataFrame, metric: Metric, title: str, caption_text: s
         ax = fig.add_subplot()
         plots.plot_metric(ax, cells, metric.name, ylabel=metric.label, log_y=metric.log_y)
         ax.set_title(title, fontsize=11.5, loc="left")
-        fig.supxlabel(caption_text, fontsize=7, color="0.35", x=0.01, ha="left",
-                      multialignment="left")
-        # No timestamps in files: re-rendering an unchanged run gives identical bytes.
-        # bbox "tight": nothing (long legend or caption) is cut off at the edges.
-        fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight",
-                    metadata={"Software": None})
-        fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight",
-                    metadata={"Date": None, "Creator": None})
+        _save(fig, stem, caption_text)
 
 
 def render_markdown(doc: Document) -> str:
@@ -516,9 +509,18 @@ def save_comparison_chart(records: list[dict[str, Any]], panels: list[tuple[str,
         fig.legend(handles, labels, loc="outside upper right", ncols=len(labels),
                    frameon=False, fontsize=8.5)
         fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
-        fig.supxlabel(caption_text, fontsize=7, color="0.35", x=0.01, ha="left",
-                      multialignment="left")
-        fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight",
-                    metadata={"Software": None})
-        fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight",
-                    metadata={"Date": None, "Creator": None})
+        _save(fig, stem, caption_text)
+
+
+def _save(fig: Figure, stem: Path, caption_text: str) -> None:
+    """Caption, then PNG and SVG beside each other.
+
+    No timestamps in files: re-rendering an unchanged run gives identical bytes.
+    bbox "tight": nothing (a long legend or caption) is cut off at the edges.
+    """
+    fig.supxlabel(caption_text, fontsize=7, color="0.35", x=0.01, ha="left",
+                  multialignment="left")
+    fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight",
+                metadata={"Software": None})
+    fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight",
+                metadata={"Date": None, "Creator": None})
