@@ -90,11 +90,12 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
                    f"{server.stderr.strip()[-200:] or 'no output'}")
     sample["counters"] = {k: v for k, v in (server.stopped or {}).items()
                           if k not in ("event", "model")}
-    if failure is None and stop_code != 0:
-        failure = f"server did not stop cleanly (exit code {stop_code})"
     cpu_us = cpu_per_request(sampler, load)
     if failure is None and not load.get("requests"):
         failure = "no request completed in the window (server hung or refused every connection)"
+    if stop_code != 0 and crashed is None:  # the server had to be killed at the end
+        stop_note = f"server did not stop within 5 s of SIGTERM (exit code {stop_code})"
+        failure = f"{failure}; {stop_note}" if failure else stop_note
     if failure:
         return row("failed", failure.strip(), load=load, server=sample,
                    server_cpu_us_per_request=cpu_us)
