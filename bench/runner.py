@@ -93,8 +93,11 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
     cpu_us = cpu_per_request(sampler, load)
     if failure is None and not load.get("requests"):
         failure = "no request completed in the window (server hung or refused every connection)"
-    if stop_code != 0 and crashed is None:  # the server had to be killed at the end
-        stop_note = f"server did not stop within 5 s of SIGTERM (exit code {stop_code})"
+    if stop_code != 0 and crashed is None:  # the stop at the end went wrong
+        stop_note = ("server did not stop within 5 s of SIGTERM and was killed"
+                     if stop_code == -9 else
+                     f"server exited with code {stop_code} on SIGTERM: "
+                     f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}")
         failure = f"{failure}; {stop_note}" if failure else stop_note
     if failure:
         return row("failed", failure.strip(), load=load, server=sample,

@@ -51,4 +51,5 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
                 pass
         deadline = time.monotonic() + 1.0  # the launcher must exit within 2 s
         for thread in list(handlers.values()):
-            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:  # a stop can land between Thread() and start()
+                thread.join(timeout=max(0.0, deadline - time.monotonic()))
