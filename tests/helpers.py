@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 
 TIMEOUT = 10.0
 
@@ -62,3 +63,21 @@ def exchange(sock: socket.socket, data: bytes, reply_len: int) -> bytes:
 def echo_roundtrip(port: int, payload: bytes = b"ping") -> None:
     with connect(port) as sock:
         assert exchange(sock, frame(payload), 4 + len(payload)) == frame(payload)
+
+
+def send_until_stalled(sock: socket.socket, payload: bytes, limit_s: float,
+                       stall_s: float = 0.5) -> tuple[int, bool]:
+    """Send echo frames without reading until the peer stops taking bytes for stall_s
+    (or limit_s passes). Returns (bytes sent, whether it stalled)."""
+    stream = memoryview(frame(payload) * 4)
+    sent, last_progress = 0, time.monotonic()
+    sock.setblocking(False)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and time.monotonic() - last_progress < stall_s:
+        try:
+            at = sent % len(stream)  # partial sends must keep the frames aligned
+            sent += sock.send(stream[at:] if at else stream)
+            last_progress = time.monotonic()
+        except BlockingIOError:
+            time.sleep(0.01)
+    return sent, time.monotonic() - last_progress >= stall_s

@@ -23,6 +23,7 @@ from tests.helpers import (
     frame,
     recv_exactly,
     recv_until_eof,
+    send_until_stalled,
 )
 
 
@@ -128,20 +129,10 @@ def test_served_while_100_connections_hold_partial_requests(echo_server) -> None
 
 def test_slow_reader_does_not_make_the_server_buffer_without_bound(echo_server) -> None:
     """A client that sends but never reads must stall, not grow the server."""
-    stream = memoryview(frame(b"z" * 65536) * 4)
-    sent, last_progress = 0, time.monotonic()
     with connect(echo_server.port) as sock:
-        sock.setblocking(False)
-        deadline = time.monotonic() + 5.0
-        while time.monotonic() < deadline and time.monotonic() - last_progress < 0.5:
-            try:
-                at = sent % len(stream)  # partial sends must keep the frames aligned
-                sent += sock.send(stream[at:] if at else stream)
-                last_progress = time.monotonic()
-            except BlockingIOError:
-                time.sleep(0.01)
+        sent, stalled = send_until_stalled(sock, b"z" * 65536, limit_s=5.0)
         # kernel buffers on both sides plus the server's 1 MiB output limit: well under 64 MiB
-        assert time.monotonic() - last_progress >= 0.5, f"still accepting after {sent} bytes"
+        assert stalled, f"still accepting after {sent} bytes"
         assert sent < 64 * 1024 * 1024
         if echo_server.model != "blocking":
             echo_roundtrip(echo_server.port)

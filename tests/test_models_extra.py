@@ -17,7 +17,15 @@ import pytest
 
 from servers.launch import ServerProcess
 from tests.conftest import AVAILABLE
-from tests.helpers import connect, echo_roundtrip, exchange, frame, recv_exactly, recv_until_eof
+from tests.helpers import (
+    connect,
+    echo_roundtrip,
+    exchange,
+    frame,
+    recv_exactly,
+    recv_until_eof,
+    send_until_stalled,
+)
 
 NEW_MODELS = [m for m in ("asyncio", "uvloop", "gevent", "threadpool", "prefork")
               if m in AVAILABLE]
@@ -177,19 +185,9 @@ def test_held_replies_are_bounded_too(server_factory, model: str) -> None:
     """A client pipelining into `wait:` work without reading: the server must stop
     reading once it holds about a megabyte of replies, not hold every reply."""
     server = server_factory(model, "echo", "--work", "wait:2000000")
-    stream = memoryview(frame(b"h" * 65536) * 4)
-    sent, last_progress = 0, time.monotonic()
     with connect(server.port) as sock:
-        sock.setblocking(False)
-        deadline = time.monotonic() + 8.0
-        while time.monotonic() < deadline and time.monotonic() - last_progress < 0.5:
-            try:
-                at = sent % len(stream)
-                sent += sock.send(stream[at:] if at else stream)
-                last_progress = time.monotonic()
-            except BlockingIOError:
-                time.sleep(0.01)
-        assert time.monotonic() - last_progress >= 0.5, f"still accepting after {sent} bytes"
+        sent, stalled = send_until_stalled(sock, b"h" * 65536, limit_s=8.0)
+        assert stalled, f"still accepting after {sent} bytes"
         assert sent < 32 * 1024 * 1024
 
 
