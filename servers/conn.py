@@ -87,6 +87,8 @@ class Timers:
 
     def due(self) -> list[Connection]:
         """Send the replies whose time has come; return their connections."""
+        if not self._heap:  # every loop iteration asks: without `wait:` work, no clock read
+            return []
         released = []
         now = time.monotonic()
         while self._heap and self._heap[0][0] <= now:
