@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from datetime import UTC, datetime
@@ -24,7 +25,6 @@ def cpu_list(text: str) -> tuple[int, ...]:
     try:
         return parse_cpu_list(text)
     except CpuPlanError as exc:
-        import argparse
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
