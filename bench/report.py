@@ -60,19 +60,25 @@ class Metric:
     ci: bool = False  # show "± half-width" in tables
     chart: str | None = None  # chart file stem, None for no chart
     log_y: bool = False
+    note: str = ""  # a line under the chart, where the figure alone would mislead
 
     @property
     def label(self) -> str:
         return f"{self.title} ({self.unit})"
 
 
+# A starved connection adds no latency sample: blocking at 1000 connections shows one
+# connection's fast replies. The starved chart tells the rest.
+ANSWERED_ONLY = ("Latency of answered requests only: starved connections (see the starved "
+                 "chart) add no samples.")
+
 METRICS: tuple[Metric, ...] = (
     Metric("throughput", "load.throughput_rps", "Throughput", "req/s", ",.0f", ci=True,
            chart="throughput"),
     Metric("p50", "load.latency_us.p50", "p50 latency", "µs", ",.0f", ci=True,
-           chart="latency_p50", log_y=True),
+           chart="latency_p50", log_y=True, note=ANSWERED_ONLY),
     Metric("p99", "load.latency_us.p99", "p99 latency", "µs", ",.0f", ci=True,
-           chart="latency_p99", log_y=True),
+           chart="latency_p99", log_y=True, note=ANSWERED_ONLY),
     Metric("p999", "load.latency_us.p999", "p99.9 latency", "µs", ",.0f", ci=True),
     Metric("errors", "errors_total", "Errors (all kinds)", "count", ",.0f"),
     Metric("starved", "load.connections.starved", "Starved connections", "count", ",.0f"),
@@ -435,7 +441,8 @@ def _section(cells: pd.DataFrame, meta: dict[str, Any], charts_dir: Path) -> Sec
             continue
         stem = f"{metric.chart}_{slug}"
         chart_title = f"{metric.title} vs connections: {title}"
-        _save_chart(drawable, metric, chart_title, caption(meta), charts_dir / stem)
+        note = f"{metric.note}\n" if metric.note else ""
+        _save_chart(drawable, metric, chart_title, note + caption(meta), charts_dir / stem)
         section.charts.append((chart_title, f"{CHARTS_DIR}/{stem}"))
     return section
 
