@@ -55,4 +55,4 @@ clean:
 # The native load generator against wrk on the epoll server (needs wrk and 2 CPUs).
 .PHONY: crosscheck
 crosscheck: $(STAMP)
-	$(BIN)/python -m clients.crosscheck
+	$(BIN)/python -m bench.crosscheck $(ARGS)

@@ -10,6 +10,17 @@ import psutil
 INTERVAL = 0.25  # listing 10k fds in /proc costs milliseconds: don't sample too often
 
 
+def interpolate(samples: list[tuple[float, ...]], t: float) -> tuple[float, ...]:
+    """The values at unix time t, linearly between the (time, *values) samples around it."""
+    if t <= samples[0][0]:
+        return samples[0][1:]
+    for before, after in zip(samples, samples[1:], strict=False):
+        if before[0] <= t <= after[0]:
+            f = (t - before[0]) / (after[0] - before[0]) if after[0] > before[0] else 0.0
+            return tuple(a + f * (b - a) for a, b in zip(before[1:], after[1:], strict=True))
+    return samples[-1][1:]
+
+
 class ServerSampler:
     """A background thread recording the server's peaks and CPU time over a run.
 
@@ -62,14 +73,7 @@ class ServerSampler:
         return at_end[0] - at_start[0], at_end[1] - at_start[1]
 
     def _at(self, t: float) -> tuple[float, float]:
-        samples = self.samples
-        if t <= samples[0][0]:
-            return samples[0][1:]
-        for (t0, u0, s0), (t1, u1, s1) in zip(samples, samples[1:], strict=False):
-            if t0 <= t <= t1:
-                f = (t - t0) / (t1 - t0) if t1 > t0 else 0.0
-                return u0 + f * (u1 - u0), s0 + f * (s1 - s0)
-        return samples[-1][1:]
+        return interpolate(self.samples, t)
 
     def summary(self) -> dict:
         first, last = (self.samples[0], self.samples[-1]) if self.samples else ((0, 0, 0),) * 2
@@ -81,3 +85,51 @@ class ServerSampler:
                 "cpu_sys_s": round(last[2] - first[2], 4),
                 "peak_rss_bytes": self.peak_rss, "peak_threads": self.peak_threads,
                 "peak_fds": self.peak_fds, **ctx}
+
+
+class CoreSampler:
+    """How busy some CPUs are, from /proc/stat: idle against everything else.
+
+    A server process's own CPU time leaves out the softirq time the kernel spends on
+    its CPU (about a quarter of it for loopback traffic), so "is the server's core
+    saturated" is read from the core, not the process.
+    """
+
+    def __init__(self, cpus: list[int], interval: float = 0.1) -> None:
+        self.names = {f"cpu{c}" for c in cpus}
+        self.interval = interval
+        self.samples: list[tuple[float, float, float]] = []  # (unix time, busy, total) ticks
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> CoreSampler:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        busy = total = 0
+        with open("/proc/stat") as stat:
+            for line in stat:
+                fields = line.split()
+                if fields and fields[0] in self.names:
+                    ticks = [int(v) for v in fields[1:9]]  # up to steal; guest is in user
+                    total += sum(ticks)
+                    busy += sum(ticks) - ticks[3] - ticks[4]  # minus idle and iowait
+        self.samples.append((time.time(), busy, total))
+
+    def busy_percent(self, start: float, end: float) -> float | None:
+        """Share of the CPUs' time between two unix times that was not idle."""
+        if len(self.samples) < 2 or end <= start:
+            return None
+        busy0, total0 = interpolate(self.samples, start)
+        busy1, total1 = interpolate(self.samples, end)
+        return 100.0 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else None

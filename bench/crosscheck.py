@@ -1,0 +1,298 @@
+"""`make crosscheck`: does the native load generator drive a server as hard as wrk?
+
+One epoll HTTP server pinned to the first CPU; wrk (`-t1`) and `clients.loadgen` (one
+worker) take turns on the second CPU against that same server. At each connection count
+the runs alternate, wrk first and last (w o w o ... w), and each of our runs is compared
+with the mean of the two wrk runs on either side of it; the verdict is the median of
+those ratios. On a shared virtual machine throughput jumps by a third from one
+few-second stretch to the next; bracketing each run between two of the other tool
+cancels most of that, where comparing medians taken over the whole session does not.
+
+The table also shows how busy the server's core was while each tool measured (from
+/proc/stat, softirq included): near 100% under both means the server, not the load
+generator, set the pace, so a ratio near 1.0 is the expected result, and the 1.0
+target says that our generator loads the server at least as well as wrk does.
+Raw runs go to results/crosscheck/<time>.json.
+Exit 0 when every median ratio reaches --min-ratio, 1 otherwise, 2 on bad arguments or
+when wrk is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench.sampler import CoreSampler
+from servers.args import ArgumentParser, positive_int
+from servers.launch import ServerProcess, _die_with_parent
+
+_UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
+OUT_DIR = Path("results/crosscheck")
+
+
+def parse_wrk(text: str) -> dict:
+    """Requests/sec, p50 and p99 (us) and the error count from `wrk --latency` output."""
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
+    if rps is None:
+        raise ValueError(f"no Requests/sec in wrk output: {text.strip()[-300:]!r}")
+    result = {"rps": float(rps.group(1)), "p50": None, "p99": None, "errors": 0}
+    for name in ("50", "99"):
+        found = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
+        if found:
+            result[f"p{name}"] = float(found.group(1)) * _UNITS_US[found.group(2)]
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                              r"timeout (\d+)", text)
+    if socket_errors:
+        result["errors"] += sum(int(n) for n in socket_errors.groups())
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if non_2xx:
+        result["errors"] += int(non_2xx.group(1))
+    return result
+
+
+class Children:
+    """The tool processes started here; all of them are killed on the way out."""
+
+    def __init__(self) -> None:
+        self.running: list[subprocess.Popen] = []
+
+    def run(self, cmd: Sequence[str], cpus: set[int] | None, timeout: float) -> str:
+        def prepare() -> None:
+            _die_with_parent()
+            if cpus:
+                os.sched_setaffinity(0, cpus)
+
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, preexec_fn=prepare)
+        self.running.append(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{cmd[0]} ran past {timeout:.0f} s") from None
+        finally:
+            self.kill(proc)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {err.strip()[-300:]}")
+        return out
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc in self.running:
+            self.running.remove(proc)
+
+    def kill_all(self) -> None:
+        for proc in list(self.running):
+            self.kill(proc)
+
+
+Tool = Callable[[Children, int, int, int, "set[int] | None"], dict]
+
+
+def run_wrk(children: Children, port: int, connections: int, duration: int,
+            cpus: set[int] | None) -> dict:
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
+           f"http://127.0.0.1:{port}/"]
+    start = time.time()
+    result = parse_wrk(children.run(cmd, cpus, timeout=duration + 30))
+    # wrk counts from its start, connects included: its whole run is its window.
+    return {**result, "window": (start, time.time()), "cpu": None}
+
+
+def run_ours(children: Children, port: int, connections: int, duration: int,
+             cpus: set[int] | None) -> dict:
+    cmd = [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{port}",
+           "--protocol", "http", "--payload", "0", "--connections", str(connections),
+           "--processes", "1", "--duration", str(duration), "--warmup", "0.5", "--quiet"]
+    if cpus:
+        cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
+    result = json.loads(children.run(cmd, None, timeout=duration + 60))
+    window = result["window"]
+    return {"rps": result["throughput_rps"], "p50": result["latency_us"]["p50"],
+            "p99": result["latency_us"]["p99"], "errors": sum(result["errors"].values()),
+            "window": (window["start_unix"], window["end_unix"]),
+            "cpu": max(result["client"]["cpu_percent"], default=0.0)}
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def bracketed_ratios(wrk: Sequence[dict], ours: Sequence[dict]) -> list[float]:
+    """ours[i] against the mean of wrk[i] and wrk[i + 1], the runs either side of it."""
+    ratios = []
+    for i, run in enumerate(ours):
+        around = (wrk[i]["rps"] + wrk[i + 1]["rps"]) / 2 if i + 1 < len(wrk) else wrk[i]["rps"]
+        if around > 0:
+            ratios.append(run["rps"] / around)
+    return ratios
+
+
+def summarize(wrk: Sequence[dict], ours: Sequence[dict]) -> dict:
+    """One table row from the alternating runs at one connection count."""
+    ratios = bracketed_ratios(wrk, ours)
+    row = {"ratio": _median(ratios), "ratio_min": min(ratios, default=None),
+           "ratio_max": max(ratios, default=None), "rounds": len(ratios),
+           # Interference only ever slows a run down, so each tool's best run is the
+           # closest to an undisturbed one (timeit's reasoning): a second opinion.
+           "best_ratio": (max(r["rps"] for r in ours) / max(r["rps"] for r in wrk)
+                          if ours and wrk and max(r["rps"] for r in wrk) > 0 else None)}
+    for runs, name in ((wrk, "wrk"), (ours, "ours")):
+        for key in ("rps", "p50", "p99", "server_cpu", "cpu"):
+            row[f"{name}_{key}"] = _median([run[key] for run in runs])
+        row[f"{name}_errors"] = sum(run["errors"] for run in runs)
+    return row
+
+
+def below(rows: Sequence[tuple[int, dict]], min_ratio: float) -> list[int]:
+    """The connection counts whose median ratio misses min_ratio (or has none)."""
+    return [c for c, row in rows if row["ratio"] is None or row["ratio"] < min_ratio]
+
+
+def _us(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 1000:
+        return f"{value / 1000:.2f}ms"
+    return f"{value:.0f}us"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
+
+
+def table(rows: Sequence[tuple[int, dict]]) -> str:
+    head = (f"{'conns':>6} {'wrk rps':>9} {'ours rps':>9} {'ours/wrk':>8} {'(min-max)':>11} "
+            f"{'best':>5} {'wrk p50':>8} {'wrk p99':>8} {'ours p50':>8} {'ours p99':>8} "
+            f"{'server core w/o':>16} {'our cpu':>7} {'errors w/o':>10}")
+    lines = [head, "-" * len(head)]
+    for connections, r in rows:
+        ratio = _ratio(r["ratio"])
+        spread = "-" if r["ratio"] is None else f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}"
+        lines.append(
+            f"{connections:>6} {r['wrk_rps']:>9,.0f} {r['ours_rps']:>9,.0f} {ratio:>8} "
+            f"{spread:>11} {_ratio(r['best_ratio']):>5} {_us(r['wrk_p50']):>8} "
+            f"{_us(r['wrk_p99']):>8} {_us(r['ours_p50']):>8} {_us(r['ours_p99']):>8} "
+            f"{_pct(r['wrk_server_cpu']) + ' / ' + _pct(r['ours_server_cpu']):>16} "
+            f"{_pct(r['ours_cpu']):>7} {r['wrk_errors']:>5}/{r['ours_errors']:<4}")
+    return "\n".join(lines)
+
+
+def _interrupted(signum: int, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="python -m bench.crosscheck",
+                            description=__doc__.split("\n\n")[0])
+    parser.add_argument("--connections", type=positive_int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--duration", type=positive_int, default=2,
+                        help="seconds each tool measures per round (default 2)")
+    parser.add_argument("--rounds", type=positive_int, default=9,
+                        help="pairs of runs per connection count (default 9)")
+    parser.add_argument("--min-ratio", type=float, default=1.0,
+                        help="lowest acceptable median ours/wrk ratio (default 1.0)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="where to write the raw runs (default results/crosscheck/<time>.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if shutil.which("wrk") is None:
+        sys.stderr.write("crosscheck: wrk is not installed; apt-get install wrk\n")
+        return 2
+    out = args.out or OUT_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) >= 2:
+        server_cpus, client_cpus = [cpus[0]], set(cpus[1:2])
+        print(f"server (epoll, http) on CPU {cpus[0]}; wrk -t1 and loadgen (1 worker) "
+              f"on CPU {cpus[1]}", flush=True)
+    else:
+        server_cpus, client_cpus = None, None
+        print("only one CPU: nothing pinned, server and load generator share it; "
+              "the ratio says little", flush=True)
+    signal.signal(signal.SIGTERM, _interrupted)
+    children = Children()
+    server = ServerProcess(model="epoll", protocol="http", cpus=server_cpus)
+    runs: dict[int, dict[str, list[dict]]] = {c: {"wrk": [], "ours": []} for c in args.connections}
+    code = 0
+    sampler: CoreSampler | None = None
+    try:
+        server.start()
+        if client_cpus:
+            os.sched_setaffinity(0, client_cpus)  # sample from off the server's CPU
+        sampler = CoreSampler(server_cpus or cpus).start()
+
+        def measure(name: str, tool: Tool, connections: int) -> dict:
+            run = tool(children, server.port, connections, args.duration, client_cpus)
+            run["server_cpu"] = sampler.busy_percent(*run["window"])
+            runs[connections][name].append(run)
+            return run
+
+        for connections in args.connections:
+            before = measure("wrk", run_wrk, connections)
+            for round_ in range(1, args.rounds + 1):
+                ours = measure("ours", run_ours, connections)
+                after = measure("wrk", run_wrk, connections)
+                around = (before["rps"] + after["rps"]) / 2
+                print(f"  {connections} connections, round {round_}/{args.rounds}: "
+                      f"ours {ours['rps']:,.0f} req/s, wrk {before['rps']:,.0f} before and "
+                      f"{after['rps']:,.0f} after ({ours['rps'] / max(around, 1):.2f})",
+                      flush=True)
+                before = after
+    except KeyboardInterrupt:
+        sys.stderr.write("crosscheck: interrupted\n")
+        code = 130
+    except (RuntimeError, ValueError, OSError) as exc:
+        sys.stderr.write(f"crosscheck: {exc}\n")
+        code = 1
+    finally:
+        children.kill_all()
+        server.stop()
+        if sampler is not None:
+            sampler.stop()
+    rows = [(c, summarize(r["wrk"], r["ours"])) for c, r in runs.items() if r["ours"]]
+    if rows:
+        _save(out, args, rows, runs)
+    if code:
+        return code
+    print(f"{args.rounds} rounds of {args.duration} s per tool. Medians; ours/wrk is the "
+          f"median of the bracketed ratios, then their range, then best run against best run:")
+    print(table(rows))
+    low = below(rows, args.min_ratio)
+    if low:
+        print(f"ours/wrk below {args.min_ratio} at {', '.join(map(str, low))} connections")
+        return 1
+    print(f"ours/wrk at least {args.min_ratio} at every connection count")
+    return 0
+
+
+def _save(out: Path, args, rows: Sequence[tuple[int, dict]],
+          runs: dict[int, dict[str, list[dict]]]) -> None:
+    doc = {"schema": 1, "duration_s": args.duration, "rounds": args.rounds,
+           "summary": {str(c): row for c, row in rows},
+           "runs": {str(c): r for c, r in runs.items() if r["ours"]}}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=1) + "\n")
+    print(f"raw runs: {out}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

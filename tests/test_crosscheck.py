@@ -1,0 +1,132 @@
+"""`make crosscheck`: wrk's output parsed, the bracketed ratios, the core sampler, and
+one short real round of wrk and the load generator against the epoll server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.crosscheck import below, bracketed_ratios, parse_wrk, summarize
+from bench.sampler import CoreSampler, interpolate
+
+WRK_OUTPUT = """\
+Running 1s test @ http://127.0.0.1:35617/
+  1 threads and 10 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    97.71us  100.55us   2.38ms   97.19%
+    Req/Sec   101.77k     8.82k  113.41k    54.55%
+  Latency Distribution
+     50%   82.00us
+     75%  105.00us
+     90%  132.00us
+     99%    2.67ms
+  110831 requests in 1.10s, 8.35MB read
+  Socket errors: connect 0, read 3, write 1, timeout 2
+  Non-2xx or 3xx responses: 5
+Requests/sec: 100783.67
+Transfer/sec:      7.59MB
+"""
+
+
+def run(rps: float, **extra: float) -> dict:
+    return {"rps": rps, "p50": 100.0, "p99": 300.0, "errors": 0, "server_cpu": 99.0,
+            "cpu": None, **extra}
+
+
+def test_parse_wrk_reads_rate_percentiles_in_us_and_every_error() -> None:
+    got = parse_wrk(WRK_OUTPUT)
+    assert got == {"rps": 100783.67, "p50": 82.0, "p99": 2670.0, "errors": 3 + 1 + 2 + 5}
+
+
+def test_parse_wrk_without_a_rate_says_what_it_saw() -> None:
+    with pytest.raises(ValueError, match="no Requests/sec.*unable to connect"):
+        parse_wrk("unable to connect to 127.0.0.1:1 Connection refused\n")
+
+
+def test_each_of_our_runs_is_compared_with_the_wrk_runs_either_side() -> None:
+    wrk = [run(100), run(140), run(60)]
+    ours = [run(120), run(110)]
+    assert bracketed_ratios(wrk, ours) == [120 / 120, 110 / 100]
+
+
+def test_summary_takes_the_median_ratio_its_range_and_best_against_best() -> None:
+    wrk = [run(100), run(100), run(200), run(100)]
+    ours = [run(90), run(150), run(105)]
+    row = summarize(wrk, ours)
+    assert row["ratio"] == pytest.approx(0.9)  # of 90/100, 150/150 and 105/150
+    assert (row["ratio_min"], row["ratio_max"]) == (pytest.approx(0.7), pytest.approx(1.0))
+    assert row["best_ratio"] == pytest.approx(150 / 200)
+    assert row["wrk_rps"] == 100 and row["ours_rps"] == 105
+    assert below([(10, row)], 0.9) == [] and below([(10, row)], 0.91) == [10]
+
+
+def test_interpolate_between_samples_and_clamps_outside() -> None:
+    samples = [(10.0, 0.0, 100.0), (20.0, 50.0, 200.0)]
+    assert interpolate(samples, 15.0) == (25.0, 150.0)
+    assert interpolate(samples, 5.0) == (0.0, 100.0)
+    assert interpolate(samples, 25.0) == (50.0, 200.0)
+
+
+def test_core_sampler_sees_a_spinning_process_as_a_busy_core() -> None:
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    sampler = CoreSampler([cpu], interval=0.05).start()
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.0\n"
+                             "while time.time() < end: pass"],
+                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    try:
+        start = time.time() + 0.3  # past the interpreter's start-up
+        spin.wait(timeout=10)
+        end = time.time() - 0.1
+    finally:
+        if spin.poll() is None:
+            spin.kill()
+            spin.wait()
+        sampler.stop()
+    assert sampler.busy_percent(start, end) > 80
+
+
+def crosscheck(*args: str, env: dict | None = None,
+               timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "bench.crosscheck", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.parametrize("args", [["--rounds", "0"], ["--connections", "ten"],
+                                  ["--min-ratio", "x"], ["--bogus"]])
+def test_bad_arguments_are_one_line_and_exit_2(args: list[str]) -> None:
+    done = crosscheck(*args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "error:" in done.stderr and not done.stdout
+
+
+def test_missing_wrk_is_said_and_exits_2(tmp_path: Path) -> None:
+    done = crosscheck(env={**os.environ, "PATH": str(tmp_path)})
+    assert done.returncode == 2
+    assert "wrk is not installed" in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
+def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> None:
+    out = tmp_path / "cc.json"
+    done = crosscheck("--connections", "10", "--rounds", "1", "--duration", "1",
+                      "--min-ratio", "0", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "ours/wrk at least 0.0 at every connection count" in done.stdout
+    doc = json.loads(out.read_text())
+    runs = doc["runs"]["10"]
+    assert len(runs["wrk"]) == 2 and len(runs["ours"]) == 1  # w o w
+    for each in runs["wrk"] + runs["ours"]:
+        assert each["rps"] > 1000 and each["errors"] == 0
+        assert 0 < each["server_cpu"] <= 100
+    row = doc["summary"]["10"]
+    expected = runs["ours"][0]["rps"] / ((runs["wrk"][0]["rps"] + runs["wrk"][1]["rps"]) / 2)
+    assert row["ratio"] == pytest.approx(expected)
+    table_line = next(line for line in done.stdout.splitlines() if line.split()[:1] == ["10"])
+    assert f"{row['ratio']:.2f}" in table_line
