@@ -131,10 +131,11 @@ def _median(values: Sequence[float | None]) -> float | None:
 
 
 def bracketed_ratios(wrk: Sequence[dict], ours: Sequence[dict]) -> list[float]:
-    """ours[i] against the mean of wrk[i] and wrk[i + 1], the runs either side of it."""
+    """ours[i] against the mean of wrk[i] and wrk[i + 1], the runs either side of it
+    (a last run of ours without a wrk run after it, when interrupted, is left out)."""
     ratios = []
-    for i, run in enumerate(ours):
-        around = (wrk[i]["rps"] + wrk[i + 1]["rps"]) / 2 if i + 1 < len(wrk) else wrk[i]["rps"]
+    for i, run in enumerate(ours[:len(wrk) - 1]):
+        around = (wrk[i]["rps"] + wrk[i + 1]["rps"]) / 2
         if around > 0:
             ratios.append(run["rps"] / around)
     return ratios

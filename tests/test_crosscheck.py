@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from bench.crosscheck import below, bracketed_ratios, parse_wrk, summarize
@@ -54,6 +56,7 @@ def test_each_of_our_runs_is_compared_with_the_wrk_runs_either_side() -> None:
     wrk = [run(100), run(140), run(60)]
     ours = [run(120), run(110)]
     assert bracketed_ratios(wrk, ours) == [120 / 120, 110 / 100]
+    assert bracketed_ratios(wrk[:2], ours) == [120 / 120]  # interrupted before wrk[2]
 
 
 def test_summary_takes_the_median_ratio_its_range_and_best_against_best() -> None:
@@ -130,3 +133,25 @@ def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> N
     assert row["ratio"] == pytest.approx(expected)
     table_line = next(line for line in done.stdout.splitlines() if line.split()[:1] == ["10"])
     assert f"{row['ratio']:.2f}" in table_line
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
+def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.crosscheck", "--out",
+                             str(tmp_path / "cc.json")], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and "server (epoll" in proc.stdout.readline()
+        time.sleep(1.5)  # wrk's first run is under way
+        children = psutil.Process(proc.pid).children(recursive=True)
+        assert len(children) >= 2  # the server and wrk
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert "crosscheck: interrupted" in err
+    _gone, alive = psutil.wait_procs(children, timeout=5)
+    assert alive == []
