@@ -134,7 +134,9 @@ def cmd_run(args, argv: list[str]) -> int:
     sys.stderr.write(f"run {store.path}: {len(cells)} cells to run"
                      f"{f' ({len(done)} already done)' if done else ''}; server CPUs "
                      f"{list(plan.server)}, load generator CPUs {list(plan.client)}\n")
-    # The bench process itself (and its psutil sampling) stays off the server's CPUs.
+    # The bench process itself (and its psutil sampling) stays off the server's CPUs;
+    # put back afterwards, for a caller running this in-process (the tests).
+    affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, set(plan.client))
     progress = Progress(len(cells))
     try:
@@ -149,6 +151,8 @@ def cmd_run(args, argv: list[str]) -> int:
                          f"{store.path}\nresume with: python -m bench run --resume "
                          f"{store.path}\n")
         return INTERRUPTED
+    finally:
+        os.sched_setaffinity(0, affinity)
     store.update_metadata(interrupted=False,
                           finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
     if args.no_report:

@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[int, dict[str, list[dict]]] = {c: {"wrk": [], "ours": []} for c in args.connections}
     code = 0
     sampler: CoreSampler | None = None
+    affinity = os.sched_getaffinity(0)
     try:
         server.start()
         if client_cpus:
@@ -269,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
         if sampler is not None:
             sampler.stop()
+        os.sched_setaffinity(0, affinity)
     rows = [(c, summarize(r["wrk"], r["ours"])) for c, r in runs.items() if r["ours"]]
     if rows:
         _save(out, args, rows, runs)

@@ -414,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         parser.error(str(exc))
     previous = signal.signal(signal.SIGTERM, _interrupted)
+    affinity = os.sched_getaffinity(0)  # put back at the end, for in-process callers
     try:
         if config.cpus:
             # the parent only waits and merges, but keep it off the server's CPUs too
@@ -429,6 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
+        os.sched_setaffinity(0, affinity)
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     if not args.quiet:

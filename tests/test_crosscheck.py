@@ -141,7 +141,7 @@ def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path: Path) -> None:
                              str(tmp_path / "cc.json")], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
-        assert proc.stdout is not None and "server (epoll" in proc.stdout.readline()
+        assert proc.stdout is not None and "server" in proc.stdout.readline()  # CPU plan
         time.sleep(1.5)  # wrk's first run is under way
         children = psutil.Process(proc.pid).children(recursive=True)
         assert len(children) >= 2  # the server and wrk
