@@ -1,4 +1,4 @@
-"""Samples the server process with psutil while a cell runs."""
+"""Samples the server (its process and any children) and its CPUs while a cell runs."""
 
 from __future__ import annotations
 
@@ -22,7 +22,8 @@ def interpolate(samples: list[tuple[float, ...]], t: float) -> tuple[float, ...]
 
 
 class ServerSampler:
-    """A background thread recording the server's peaks and CPU time over a run.
+    """A background thread recording the server's peaks and CPU time over a run,
+    summed over the server process and its children.
 
     CPU seconds are taken between `start()` and `stop()`; `cpu_at(t)` interpolates
     the CPU time at a wall-clock instant so the runner can cut out the window the
@@ -54,16 +55,40 @@ class ServerSampler:
             self._sample()
 
     def _sample(self) -> None:
+        """One reading of the server summed over its processes: a forking server
+        (prefork) serves from children, whose CPU and memory are the server's too."""
+        now = time.time()
         try:
-            with self.process.oneshot():
-                cpu = self.process.cpu_times()
-                self.samples.append((time.time(), cpu.user, cpu.system))
-                self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
-                self.peak_threads = max(self.peak_threads, self.process.num_threads())
-                self.peak_fds = max(self.peak_fds, self.process.num_fds())
-                self._ctx_last = self.process.num_ctx_switches()
+            procs = [self.process, *self.process.children(recursive=True)]
         except psutil.Error:
-            pass  # the server exited: the runner notices and says so
+            return  # the server exited: the runner notices and says so
+        user = system = 0.0
+        rss = threads = fds = voluntary = involuntary = 0
+        for proc in procs:
+            try:
+                with proc.oneshot():
+                    cpu = proc.cpu_times()
+                    user, system = user + cpu.user, system + cpu.system
+                    if proc is self.process:
+                        # children that already exited and were reaped
+                        user, system = user + cpu.children_user, system + cpu.children_system
+                        rss += proc.memory_info().rss
+                    else:  # pages shared with the parent since fork count once
+                        rss += proc.memory_full_info().uss
+                    threads += proc.num_threads()
+                    fds += proc.num_fds()
+                    ctx = proc.num_ctx_switches()
+                    voluntary += ctx.voluntary
+                    involuntary += ctx.involuntary
+            except psutil.Error:
+                if proc is self.process:
+                    return
+                # a child that exited between the listing and the reading: skipped once
+        self.samples.append((now, user, system))
+        self.peak_rss = max(self.peak_rss, rss)
+        self.peak_threads = max(self.peak_threads, threads)
+        self.peak_fds = max(self.peak_fds, fds)
+        self._ctx_last = (voluntary, involuntary)
 
     def cpu_between(self, start: float, end: float) -> tuple[float, float] | None:
         """(user, sys) CPU seconds spent between two unix times, interpolated."""
@@ -79,8 +104,8 @@ class ServerSampler:
         first, last = (self.samples[0], self.samples[-1]) if self.samples else ((0, 0, 0),) * 2
         ctx = {}
         if self._ctx_first and self._ctx_last:
-            ctx = {"ctx_voluntary": self._ctx_last.voluntary - self._ctx_first.voluntary,
-                   "ctx_involuntary": self._ctx_last.involuntary - self._ctx_first.involuntary}
+            ctx = {"ctx_voluntary": self._ctx_last[0] - self._ctx_first[0],
+                   "ctx_involuntary": self._ctx_last[1] - self._ctx_first[1]}
         return {"cpu_user_s": round(last[1] - first[1], 4),
                 "cpu_sys_s": round(last[2] - first[2], 4),
                 "peak_rss_bytes": self.peak_rss, "peak_threads": self.peak_threads,

@@ -1,4 +1,4 @@
-"""`make crosscheck`: wrk's output parsed, the bracketed ratios, the core sampler, and
+"""`make crosscheck`: wrk's output parsed, the bracketed ratios, bad input, Ctrl-C, and
 one short real round of wrk and the load generator against the epoll server."""
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import psutil
 import pytest
 
 from bench.crosscheck import below, bracketed_ratios, parse_wrk, summarize
-from bench.sampler import CoreSampler, interpolate
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:35617/
@@ -68,31 +67,6 @@ def test_summary_takes_the_median_ratio_its_range_and_best_against_best() -> Non
     assert row["best_ratio"] == pytest.approx(150 / 200)
     assert row["wrk_rps"] == 100 and row["ours_rps"] == 105
     assert below([(10, row)], 0.9) == [] and below([(10, row)], 0.91) == [10]
-
-
-def test_interpolate_between_samples_and_clamps_outside() -> None:
-    samples = [(10.0, 0.0, 100.0), (20.0, 50.0, 200.0)]
-    assert interpolate(samples, 15.0) == (25.0, 150.0)
-    assert interpolate(samples, 5.0) == (0.0, 100.0)
-    assert interpolate(samples, 25.0) == (50.0, 200.0)
-
-
-def test_core_sampler_sees_a_spinning_process_as_a_busy_core() -> None:
-    cpu = sorted(os.sched_getaffinity(0))[-1]
-    sampler = CoreSampler([cpu], interval=0.05).start()
-    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.0\n"
-                             "while time.time() < end: pass"],
-                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
-    try:
-        start = time.time() + 0.3  # past the interpreter's start-up
-        spin.wait(timeout=10)
-        end = time.time() - 0.1
-    finally:
-        if spin.poll() is None:
-            spin.kill()
-            spin.wait()
-        sampler.stop()
-    assert sampler.busy_percent(start, end) > 80
 
 
 def crosscheck(*args: str, env: dict | None = None,
