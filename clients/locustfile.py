@@ -24,12 +24,16 @@ bucketed to 2 significant digits at every scale (locust's default rounds below 1
 to whole milliseconds, so a 50 us loopback echo would read as 0); the final CSV is
 written at exit (locust's own --csv files are rewritten once a second, so they miss
 up to the last second of the run); workers report every second, not every 3 s.
+Workers forked by `--processes` die with the locust process that forked them.
 """
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import math
+import os
+import signal
 import time
 from urllib.parse import urlsplit
 
@@ -38,6 +42,8 @@ from gevent import socket
 from locust import FastHttpUser, User, constant_throughput, events, runners, stats, task
 from locust.runners import WorkerRunner
 
+# This file is imported before `--processes` forks the workers: the pid they must outlive.
+LOCUST_MAIN_PID = os.getpid()
 GET_BODY = b"Hello, world!\n"  # servers/protocol.py answers `GET /` with this body
 CONNECT_BACKOFF_S = 0.05  # after a connection error, so a dead server is not hit in a hot loop
 
@@ -93,8 +99,25 @@ def write_final_csv(environment, prefix: str) -> None:
         writer.failures_csv(csv.writer(f))
 
 
+def _die_with_locust_main() -> None:
+    """In a worker forked by `--processes`: die with the process that forked it.
+
+    The driver's locust dies with the driver (PR_SET_PDEATHSIG), but that setting is not
+    inherited across fork, so without this a killed driver left the forked workers
+    running. A worker whose parent is already gone exits at once."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != LOCUST_MAIN_PID:
+        os._exit(1)
+
+
 @events.init.add_listener
 def _on_init(environment, **_kwargs) -> None:
+    forked = getattr(environment.parsed_options, "processes", None)
+    if isinstance(environment.runner, WorkerRunner) and forked and os.getpid() != LOCUST_MAIN_PID:
+        _die_with_locust_main()
     prefix = getattr(environment.parsed_options, "sockbench_final_csv", None)
     if prefix and not isinstance(environment.runner, WorkerRunner):
         # `quit` fires after the runner stopped (and a master got its workers' last

@@ -12,6 +12,7 @@ import socketserver
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,3 +281,35 @@ def test_servers_and_loadgen_never_import_locust() -> None:
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert "servers.epoll_server" in done.stdout
+
+
+def test_a_killed_driver_takes_locust_and_its_forked_workers_with_it(server_factory) -> None:
+    server = server_factory("epoll", "echo")
+    driver = subprocess.Popen([sys.executable, "-m", "clients.locust_driver", "--target",
+                               f"127.0.0.1:{server.port}", "--users", "4", "--duration", "20",
+                               "--processes", "2", "--quiet"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, family = time.monotonic() + 30, []
+        while time.monotonic() < deadline:  # locust, then the two workers it forks
+            family = psutil.Process(driver.pid).children(recursive=True)
+            if len(family) >= 3:
+                break
+            time.sleep(0.1)
+        assert len(family) >= 3, f"locust and 2 workers did not start: {family}"
+        driver.kill()  # a crash: no finally, no cleanup of its own
+        driver.wait()
+        psutil.wait_procs(family, timeout=10)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        leftovers = []
+        for proc in family:  # whatever this test started and is still there
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    leftovers.append(proc.pid)
+                    proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+    assert leftovers == []
