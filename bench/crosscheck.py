@@ -1,7 +1,8 @@
 """`make crosscheck`: does the native load generator drive a server as hard as wrk?
 
-One epoll HTTP server pinned to the first CPU; wrk (`-t1`) and `clients.loadgen` (one
-worker) take turns on the second CPU against that same server. At each connection count
+One epoll HTTP server pinned to the first CPU; wrk and `clients.loadgen` take turns on
+the other CPUs (one wrk thread and one loadgen worker per CPU, at most one per
+connection) against that same server. At each connection count
 the runs alternate, wrk first and last (w o w o ... w), and each of our runs is compared
 with the mean of the two wrk runs on either side of it; the verdict is the median of
 those ratios. On a shared virtual machine throughput jumps by a third from one
@@ -100,10 +101,15 @@ class Children:
 Tool = Callable[[Children, int, int, int, "set[int] | None"], dict]
 
 
+def _threads(cpus: set[int] | None, connections: int) -> int:
+    """wrk threads, or loadgen workers: one per client CPU, no more than connections."""
+    return max(1, min(len(cpus or ()), connections))
+
+
 def run_wrk(children: Children, port: int, connections: int, duration: int,
             cpus: set[int] | None) -> dict:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency",
-           f"http://127.0.0.1:{port}/"]
+    cmd = ["wrk", f"-t{_threads(cpus, connections)}", f"-c{connections}", f"-d{duration}s",
+           "--latency", f"http://127.0.0.1:{port}/"]
     start = time.time()
     result = parse_wrk(children.run(cmd, cpus, timeout=duration + 30))
     # wrk counts from its start, connects included: its whole run is its window.
@@ -114,7 +120,8 @@ def run_ours(children: Children, port: int, connections: int, duration: int,
              cpus: set[int] | None) -> dict:
     cmd = [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{port}",
            "--protocol", "http", "--payload", "0", "--connections", str(connections),
-           "--processes", "1", "--duration", str(duration), "--warmup", "0.5", "--quiet"]
+           "--processes", str(_threads(cpus, connections)), "--duration", str(duration),
+           "--warmup", "0.5", "--quiet"]
     if cpus:
         cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
     result = json.loads(children.run(cmd, None, timeout=duration + 60))
@@ -222,9 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or OUT_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
-        server_cpus, client_cpus = [cpus[0]], set(cpus[1:2])
-        print(f"server (epoll, http) on CPU {cpus[0]}; wrk -t1 and loadgen (1 worker) "
-              f"on CPU {cpus[1]}", flush=True)
+        server_cpus, client_cpus = [cpus[0]], set(cpus[1:])
+        print(f"server (epoll, http) on CPU {cpus[0]}; wrk and loadgen on CPUs "
+              f"{','.join(map(str, cpus[1:]))}, a thread or worker per CPU", flush=True)
     else:
         server_cpus, client_cpus = None, None
         print("only one CPU: nothing pinned, server and load generator share it; "
