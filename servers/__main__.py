@@ -18,7 +18,7 @@ from pathlib import Path
 
 from servers import MODELS
 from servers.args import USAGE_ERROR, ArgumentParser, port, positive_int
-from servers.conn import Counters
+from servers.conn import Counters, reserve_descriptor
 from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
 from servers.work import Work, parse_work, with_work
 
@@ -114,6 +114,7 @@ def run_model(args) -> int:
     if args.workers is not None and "workers" not in model.options:
         return usage_error(f"model {model.name!r} takes no --workers")
     raise_fd_limit()
+    reserve_descriptor()  # our accept loops shed connections with it when fds run out
     backlog = args.backlog or system_backlog()
     try:
         listener = make_listener(args.host, args.port, backlog, model.reuseport)

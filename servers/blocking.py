@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from servers.conn import Counters, prepare, serve_blocking
+from servers.conn import Counters, accept, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
 
@@ -17,6 +17,6 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
           counters: Counters) -> None:
     listener.setblocking(True)
     while True:
-        sock, _addr = listener.accept()
-        counters.add("accepted")
-        serve_blocking(prepare(sock, blocking=True), make_protocol(), counters)
+        sock = accept(listener, counters)
+        if sock is not None:
+            serve_blocking(prepare(sock, blocking=True), make_protocol(), counters)

@@ -8,7 +8,9 @@ prints when the server stops.
 
 from __future__ import annotations
 
+import errno
 import heapq
+import os
 import socket
 import threading
 import time
@@ -50,19 +52,63 @@ def prepare(sock: socket.socket, blocking: bool) -> socket.socket:
     return sock
 
 
+_reserve: int | None = None  # a descriptor kept free for shedding (see accept)
+
+
+def reserve_descriptor() -> None:
+    """Set a descriptor aside at start-up, for accept() to free when the rest run out."""
+    global _reserve
+    if _reserve is None:
+        _reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+def accept(listener: socket.socket, counters: Counters) -> socket.socket | None:
+    """One accept() for every model of ours: the socket, or None when the connection
+    was shed or aborted; BlockingIOError passes through (nothing is waiting).
+
+    Out of descriptors (EMFILE, ENFILE), the connection stays queued and the listener
+    stays readable: an event loop would spin on it and a blocking loop fail. Like
+    libuv, we free the reserve descriptor, accept the connection, close it at once
+    (counted as refused: its client sees the connection closed) and take it back.
+    """
+    global _reserve
+    try:
+        sock, _addr = listener.accept()
+    except (BlockingIOError, InterruptedError):
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            return None  # ECONNABORTED and the like: that connection is gone already
+        if _reserve is None:  # nothing to free: let descriptors close before trying again
+            time.sleep(0.001)
+            return None
+        os.close(_reserve)
+        _reserve = None
+        try:
+            listener.accept()[0].close()
+            counters.add("refused")
+        except OSError:
+            pass
+        finally:
+            try:
+                _reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                _reserve = None
+        return None
+    counters.add("accepted")
+    return sock
+
+
 def accept_ready(listener: socket.socket, counters: Counters) -> list[socket.socket]:
     """Accept what is waiting on a non-blocking listener, up to ACCEPT_BATCH."""
     accepted = []
     for _ in range(ACCEPT_BATCH):
         try:
-            sock, _addr = listener.accept()
+            sock = accept(listener, counters)
         except (BlockingIOError, InterruptedError):
             break
-        except OSError:  # EMFILE, ECONNABORTED: the listener itself is fine
-            counters.add("refused")
-            break
-        counters.add("accepted")
-        accepted.append(prepare(sock, blocking=False))
+        if sock is not None:
+            accepted.append(prepare(sock, blocking=False))
     return accepted
 
 

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from servers.conn import Counters, prepare, serve_blocking
+from servers.conn import Counters, accept, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
 STACK_SIZE = 512 * 1024  # the default 8 MiB of address space per thread adds up at 10k
@@ -31,8 +31,9 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
 
     try:
         while True:
-            sock, _addr = listener.accept()
-            counters.add("accepted")
+            sock = accept(listener, counters)
+            if sock is None:
+                continue
             thread = threading.Thread(target=handle, args=(prepare(sock, blocking=True),
                                                            make_protocol()), daemon=True)
             handlers[sock] = thread

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from servers.conn import Counters, prepare, serve_blocking
+from servers.conn import Counters, accept, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
 # ThreadPoolExecutor's own ceiling (min(32, cpus + 4)), fixed so that a figure does not
@@ -47,8 +47,9 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
 
     try:
         while True:
-            sock, _addr = listener.accept()
-            counters.add("accepted")
+            sock = accept(listener, counters)
+            if sock is None:
+                continue
             with state:
                 queued.add(prepare(sock, blocking=True))
             pool.submit(handle, sock, make_protocol())
