@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.crosscheck import below, bracketed_ratios, parse_wrk, summarize
+from bench.crosscheck import below, bracketed_ratios, parse_wrk, server_bound, summarize
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:35617/
@@ -67,6 +67,8 @@ def test_summary_takes_the_median_ratio_its_range_and_best_against_best() -> Non
     assert row["best_ratio"] == pytest.approx(150 / 200)
     assert row["wrk_rps"] == 100 and row["ours_rps"] == 105
     assert below([(10, row)], 0.9) == [] and below([(10, row)], 0.91) == [10]
+    assert server_bound(row)  # 99% under both
+    assert not server_bound(summarize([run(100, server_cpu=80.0)] * 2, [run(100)]))
 
 
 def crosscheck(*args: str, env: dict | None = None,
