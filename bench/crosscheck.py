@@ -221,8 +221,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--connections", type=positive_int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--duration", type=positive_int, default=2,
                         help="seconds each tool measures per round (default 2)")
-    parser.add_argument("--rounds", type=positive_int, default=9,
-                        help="pairs of runs per connection count (default 9)")
+    parser.add_argument("--rounds", type=positive_int, default=25,
+                        help="runs of ours per connection count, each between two runs "
+                             "of wrk (default 25)")
     parser.add_argument("--min-ratio", type=float, default=1.0,
                         help="lowest acceptable median ours/wrk ratio (default 1.0)")
     parser.add_argument("--out", type=Path, default=None,
