@@ -1,13 +1,13 @@
 """`make crosscheck`: does the native load generator drive a server as hard as wrk?
 
 One epoll HTTP server pinned to the first CPU; wrk and `clients.loadgen` take turns on
-the other CPUs (one wrk thread and one loadgen worker per CPU, at most one per
-connection) against that same server. At each connection count
-the runs alternate, wrk first and last (w o w o ... w), and each of our runs is compared
-with the mean of the two wrk runs on either side of it; the verdict is the median of
-those ratios. On a shared virtual machine throughput jumps by a third from one
-few-second stretch to the next; bracketing each run between two of the other tool
-cancels most of that, where comparing medians taken over the whole session does not.
+the other CPUs (a wrk thread or loadgen worker per CPU, at most one per connection)
+against that same server. At each connection count the runs alternate, wrk first and
+last (w o w o ... w), and each of our runs is compared with the mean of the two wrk
+runs on either side of it; the verdict is the median of those ratios. On a shared
+virtual machine throughput jumps by a third from one few-second stretch to the next;
+bracketing each run between two of the other tool cancels some of that, and many
+rounds the rest, where comparing medians taken over the whole session does not.
 
 The table also shows how busy the server's core was while each tool measured (from
 /proc/stat, softirq included): near 100% under both means the server, not the load
