@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import resource
 import selectors
 import signal
 import subprocess
@@ -30,13 +31,16 @@ def _die_with_parent() -> None:
         pass
 
 
-def _child_setup(cpus: Sequence[int] | None):
+def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None):
     """Runs in the child before exec: pinned from its first instruction, so a model
-    that sizes itself by its CPU set (prefork) sees the plan, not the whole machine."""
+    that sizes itself by its CPU set (prefork) sees the plan, not the whole machine.
+    fd_limit caps RLIMIT_NOFILE (soft and hard: the launcher raises soft to hard)."""
     def setup() -> None:
         _die_with_parent()
         if cpus:
             os.sched_setaffinity(0, set(cpus))
+        if fd_limit:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
     return setup
 
 
@@ -48,6 +52,7 @@ class ServerProcess:
     extra_args: Sequence[str] = ()
     cpus: Sequence[int] | None = None
     ready_timeout: float = 10.0
+    fd_limit: int | None = None  # to run the server out of descriptors (tests)
     proc: subprocess.Popen | None = field(default=None, init=False)
     ready: dict = field(default_factory=dict, init=False)
     stopped: dict | None = field(default=None, init=False)
@@ -67,7 +72,7 @@ class ServerProcess:
                "--host", self.host, "--port", "0", *self.extra_args]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=_child_setup(self.cpus))
+                                     preexec_fn=_child_setup(self.cpus, self.fd_limit))
         line = self._read_line(self.ready_timeout)
         if not line:
             self.kill()

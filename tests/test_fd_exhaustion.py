@@ -6,25 +6,17 @@ on EMFILE. asyncio, uvloop and gevent accept inside their own loops: not covered
 
 from __future__ import annotations
 
-import json
-import resource
-import signal
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
+from servers.launch import ServerProcess
 from tests.helpers import connect, frame, recv_exactly
 
 FD_LIMIT = 64
 CONNECTIONS = 100
 OUR_ACCEPT_LOOPS = ["threaded", "threadpool", "select", "poll", "epoll", "selectors", "prefork"]
-
-
-def _low_fd_limit() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
@@ -52,46 +44,36 @@ def _echo_or_closed(sock: socket.socket) -> bool:
 
 @pytest.mark.parametrize("model", OUR_ACCEPT_LOOPS)
 def test_connections_past_the_fd_limit_are_closed_once_each(model: str) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "servers", "run", model, "--protocol",
-                             "echo", "--port", "0"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_low_fd_limit)
     socks: list[socket.socket] = []
-    try:
-        assert proc.stdout is not None
-        port = json.loads(proc.stdout.readline())["port"]
-        socks = [connect(port, timeout=5) for _ in range(CONNECTIONS)]
-        # Until the server has run out and shed one: a thread model accepts slowly
-        # enough that echoing and closing at once would free descriptors in time.
-        deadline = time.monotonic() + 10
-        while not any(_closed_by_server(s) for s in socks) and time.monotonic() < deadline:
-            time.sleep(0.01)
-        served = shed = 0
-        for sock in socks:  # one at a time, closed after: the pool's threads come free
-            if _echo_or_closed(sock):
-                served += 1
-            else:
-                shed += 1
-            sock.close()
-        # Served again once the handlers have closed their ends (threads do it later).
-        deadline, recovered = time.monotonic() + 10, False
-        while not recovered and time.monotonic() < deadline:
-            with connect(port, timeout=5) as again:
-                recovered = _echo_or_closed(again)
-            if not recovered:
-                shed += 1
-                time.sleep(0.05)
-        assert recovered
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    finally:
-        for sock in socks:
-            sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    assert proc.returncode == 0, err
-    stopped = json.loads(out.strip().splitlines()[-1])
+    with ServerProcess(model, "echo", fd_limit=FD_LIMIT) as server:
+        try:
+            socks = [connect(server.port, timeout=5) for _ in range(CONNECTIONS)]
+            # Until the server has run out and shed one: a thread model accepts slowly
+            # enough that echoing and closing at once would free descriptors in time.
+            deadline = time.monotonic() + 10
+            while not any(_closed_by_server(s) for s in socks) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            served = shed = 0
+            for sock in socks:  # one at a time, closed after: the pool's threads come free
+                if _echo_or_closed(sock):
+                    served += 1
+                else:
+                    shed += 1
+                sock.close()
+            # Served again once the handlers have closed their ends (threads do it later).
+            deadline, recovered = time.monotonic() + 10, False
+            while not recovered and time.monotonic() < deadline:
+                with connect(server.port, timeout=5) as again:
+                    recovered = _echo_or_closed(again)
+                if not recovered:
+                    shed += 1
+                    time.sleep(0.05)
+            assert recovered
+        finally:
+            for sock in socks:
+                sock.close()
+        assert server.stop() == 0, server.stderr
     assert served > 0 and shed > 0
-    assert stopped["refused"] == shed  # once per connection, not per failed accept()
-    assert stopped["accepted"] == served + 1
+    assert server.stopped is not None
+    assert server.stopped["refused"] == shed  # once per connection, not per failed accept()
+    assert server.stopped["accepted"] == served + 1
