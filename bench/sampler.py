@@ -21,38 +21,55 @@ def interpolate(samples: list[tuple[float, ...]], t: float) -> tuple[float, ...]
     return samples[-1][1:]
 
 
-class ServerSampler:
+class _Periodic:
+    """Takes one sample at once, then one every `interval` seconds on a daemon thread."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _begin(self) -> None:
+        self._sample()
+        self._thread.start()
+
+    def _halt(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        raise NotImplementedError
+
+
+class ServerSampler(_Periodic):
     """A background thread recording the server's peaks and CPU time over a run,
     summed over the server process and its children.
 
-    CPU seconds are taken between `start()` and `stop()`; `cpu_at(t)` interpolates
-    the CPU time at a wall-clock instant so the runner can cut out the window the
-    load generator measured.
+    CPU seconds are taken between `start()` and `stop()`; `cpu_between()` interpolates
+    the CPU time at wall-clock instants so the runner can cut out the window the load
+    generator measured.
     """
 
     def __init__(self, pid: int) -> None:
+        super().__init__(INTERVAL)
         self.process = psutil.Process(pid)
         self.samples: list[tuple[float, float, float]] = []  # (unix time, user s, sys s)
         self.peak_rss = self.peak_threads = self.peak_fds = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ctx_first = self._ctx_last = None
+        self._ctx_first: tuple[int, int] | None = None
+        self._ctx_last: tuple[int, int] | None = None
 
     def start(self) -> ServerSampler:
-        self._sample()
-        self._ctx_first = self._ctx_last
-        self._thread.start()
+        self._begin()
         return self
 
     def stop(self) -> dict:
-        self._stop.set()
-        self._thread.join()
+        self._halt()
         self._sample()
         return self.summary()
-
-    def _run(self) -> None:
-        while not self._stop.wait(INTERVAL):
-            self._sample()
 
     def _sample(self) -> None:
         """One reading of the server summed over its processes: a forking server
@@ -89,6 +106,8 @@ class ServerSampler:
         self.peak_threads = max(self.peak_threads, threads)
         self.peak_fds = max(self.peak_fds, fds)
         self._ctx_last = (voluntary, involuntary)
+        if self._ctx_first is None:
+            self._ctx_first = self._ctx_last
 
     def cpu_between(self, start: float, end: float) -> tuple[float, float] | None:
         """(user, sys) CPU seconds spent between two unix times, interpolated."""
@@ -112,7 +131,7 @@ class ServerSampler:
                 "peak_fds": self.peak_fds, **ctx}
 
 
-class CoreSampler:
+class CoreSampler(_Periodic):
     """How busy some CPUs are, from /proc/stat: idle against everything else.
 
     A server process's own CPU time leaves out the softirq time the kernel spends on
@@ -121,24 +140,16 @@ class CoreSampler:
     """
 
     def __init__(self, cpus: list[int], interval: float = 0.1) -> None:
+        super().__init__(interval)
         self.names = {f"cpu{c}" for c in cpus}
-        self.interval = interval
         self.samples: list[tuple[float, float, float]] = []  # (unix time, busy, total) ticks
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def start(self) -> CoreSampler:
-        self._sample()
-        self._thread.start()
+        self._begin()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._sample()
+        self._halt()
 
     def _sample(self) -> None:
         busy = total = 0
