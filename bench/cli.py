@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.cpus import CpuPlanError, parse_cpu_list, plan_cpus
+from bench.cpus import CpuPlanError, plan_cpus
 from bench.matrix import DRIVERS, MODES, Matrix, MatrixError, load_profile, override, profile_names
 from bench.progress import Progress
 from bench.record import Row
 from bench.runner import run_cell
 from bench.store import RunStore, StoreError
+from common.cli import (
+    USAGE_ERROR,
+    ArgumentParser,
+    cpu_list,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
 from servers import MODELS
-from servers.args import USAGE_ERROR, ArgumentParser, positive_int
 
 RESULTS = Path("results")
 INTERRUPTED = 130
-
-
-def cpu_list(text: str) -> tuple[int, ...]:
-    try:
-        return parse_cpu_list(text)
-    except CpuPlanError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> ArgumentParser:
@@ -45,8 +44,9 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--work", dest="works", nargs="+", metavar="KIND:US",
                      help="server-side work per request as an axis: none, cpu:US, wait:US")
     run.add_argument("--repeats", type=positive_int)
-    run.add_argument("--duration", type=float, metavar="S", help="measured window per cell")
-    run.add_argument("--warmup", type=float, metavar="S")
+    run.add_argument("--duration", type=positive_float, metavar="S",
+                     help="measured window per cell")
+    run.add_argument("--warmup", type=non_negative_float, metavar="S")
     run.add_argument("--driver", choices=DRIVERS)
     run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
     run.add_argument("--inject-delay-us", type=int, metavar="US",

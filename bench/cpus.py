@@ -5,27 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+from common.cpus import format_cpu_list
+
 
 class CpuPlanError(ValueError):
     pass
-
-
-def parse_cpu_list(text: str) -> tuple[int, ...]:
-    """'0,2-3' -> (0, 2, 3), as taskset and /sys/devices/system/cpu spell it."""
-    cpus: set[int] = set()
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            cpus.update(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise CpuPlanError(f"bad CPU list {text!r}; expected e.g. 0 or 1-3 or 0,2") from None
-    if not cpus or min(cpus) < 0:
-        raise CpuPlanError(f"bad CPU list {text!r}")
-    return tuple(sorted(cpus))
-
-
-def format_cpu_list(cpus: tuple[int, ...]) -> str:
-    return ",".join(map(str, cpus))
 
 
 @dataclass(frozen=True)

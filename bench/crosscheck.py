@@ -34,8 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.sampler import CoreSampler
-from servers.args import ArgumentParser, positive_int
-from servers.launch import ServerProcess, _die_with_parent
+from bench.server_process import ServerProcess
+from common.cli import ArgumentParser, positive_int
+from common.process import die_with_parent
 
 _UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 OUT_DIR = Path("results/crosscheck")
@@ -69,7 +70,7 @@ class Children:
 
     def run(self, cmd: Sequence[str], cpus: set[int] | None, timeout: float) -> str:
         def prepare() -> None:
-            _die_with_parent()
+            die_with_parent()
             if cpus:
                 os.sched_setaffinity(0, cpus)
 

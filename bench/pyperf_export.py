@@ -59,18 +59,18 @@ def _values(row: Row) -> list[tuple[str, float]]:
     """(benchmark name, seconds) pairs of one row; missing or zero figures are left out."""
     key = row.cell.key
     out = []
-    rps = _number(row.load.get("throughput_rps"))
+    rps = _as_float(row.load.get("throughput_rps"))
     if rps and rps > 0:
         out.append((key, 1.0 / rps))
     latency = row.load.get("latency_us") or {}
     for field, suffix in PERCENTILES:
-        us = _number(latency.get(field))
+        us = _as_float(latency.get(field))
         if us and us > 0:  # pyperf values must be > 0
             out.append((f"{key}:{suffix}", us / 1e6))
     return out
 
 
-def _number(value: Any) -> float | None:
+def _as_float(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
@@ -84,7 +84,7 @@ def _row_metadata(row: Row) -> dict[str, Any]:
         meta["date"] = started.replace(tzinfo=None).isoformat(sep=" ")
     except ValueError:
         pass
-    duration = _number(row.load.get("duration_s"))
+    duration = _as_float(row.load.get("duration_s"))
     if duration is not None and duration >= 0:
         meta["duration"] = duration
     return meta

@@ -18,8 +18,8 @@ from bench.cpus import CpuPlan, format_cpu_list
 from bench.matrix import Cell, Matrix
 from bench.record import Row
 from bench.sampler import ServerSampler
+from bench.server_process import ServerProcess, ServerStartError
 from servers import MODELS
-from servers.launch import ServerProcess, ServerStartError
 
 SATURATED = "client-bound: a load-generator worker was over 90% CPU in the window"
 

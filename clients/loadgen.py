@@ -38,7 +38,6 @@ or connect, so a mistyped address sends nothing.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import math
@@ -51,12 +50,24 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import wait
+from typing import Any
 
 from clients import hist
+from clients.connections import CONNECT_WINDOW
+from clients.errors import ERROR_KINDS
+from clients.plan import WorkerPlan
 from clients.target import is_loopback
 from clients.target import split_target as target_address
-from clients.worker import CONNECT_WINDOW, ERROR_KINDS, WorkerPlan, raise_fd_limit, worker_main
-from servers.args import ArgumentParser, positive_int
+from clients.worker import WorkerResult, worker_main
+from common.cli import (
+    ArgumentParser,
+    cpu_list,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from common.process import raise_fd_limit
 
 PROTOCOLS = ("echo", "http")
 MODES = ("persistent", "per-request")
@@ -191,7 +202,8 @@ def run(config: LoadConfig) -> dict:
     return build_result(config, plans, results, window)
 
 
-def _drive(config: LoadConfig, plans: Sequence[WorkerPlan]) -> tuple[list[dict], dict]:
+def _drive(config: LoadConfig,
+           plans: Sequence[WorkerPlan]) -> tuple[list[WorkerResult], dict[str, float]]:
     context = multiprocessing.get_context("fork")
     workers: list[tuple[multiprocessing.process.BaseProcess, object]] = []
     try:
@@ -263,17 +275,18 @@ def _gather(workers: Sequence[tuple], kind: str, limit_s: float) -> list:
 
 
 def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
-                 results: Sequence[dict], window: dict | None = None) -> dict:
-    latency = hist.merge(r["latency"] for r in results)
-    connect = hist.merge(r["connect"] for r in results)
-    requests = sum(r["requests"] for r in results)
+                 results: Sequence[WorkerResult],
+                 window: dict[str, float] | None = None) -> dict[str, Any]:
+    latency = hist.merge(r.latency for r in results)
+    connect = hist.merge(r.connect for r in results)
+    requests = sum(r.requests for r in results)
     duration = config.duration
-    per_conn = [n for r in results for n in r["per_conn"]]
-    timeline = [0] * max((len(r["timeline"]) for r in results), default=0)
+    per_conn = [n for r in results for n in r.per_conn]
+    timeline = [0] * max((len(r.timeline) for r in results), default=0)
     for r in results:
-        for i, n in enumerate(r["timeline"]):
+        for i, n in enumerate(r.timeline):
             timeline[i] += n
-    cpu_percent = [round(100.0 * r["cpu_s"] / duration, 1) for r in results]
+    cpu_percent = [round(100.0 * r.cpu_s / duration, 1) for r in results]
     return {
         "schema": 1,
         "tool": "sockbench.loadgen",
@@ -286,16 +299,16 @@ def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
         },
         "requests": requests,
         "throughput_rps": round(requests / duration, 1),
-        "bytes": sum(r["bytes"] for r in results),
+        "bytes": sum(r.bytes for r in results),
         "duration_s": duration,
         "window": window,
         "latency_us": hist.latency_summary(latency),
         "connect_us": hist.connect_summary(connect),
-        "errors": {kind: sum(r["errors"][kind] for r in results) for kind in ERROR_KINDS},
+        "errors": {kind: sum(r.errors[kind] for r in results) for kind in ERROR_KINDS},
         "connections": {
             "asked": config.connections,
-            "established": sum(r["established"] for r in results),
-            "starved": sum(r["starved"] for r in results),
+            "established": sum(r.established for r in results),
+            "starved": sum(r.starved for r in results),
         },
         "fairness": round(hist.jain_index(per_conn), 4),
         "timeline": timeline,
@@ -327,35 +340,6 @@ def summary_line(result: dict) -> str:
 # -- command line ----------------------------------------------------------------------
 
 
-def cpu_list(text: str) -> tuple[int, ...]:
-    """'1', '0,2', '2-5' or '0,4-7'."""
-    cpus: set[int] = set()
-    try:
-        for part in text.split(","):
-            low, _, high = part.partition("-")
-            first, last = int(low), int(high or low)
-            if first < 0 or last < first:
-                raise ValueError
-            cpus.update(range(first, last + 1))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid CPU list {text!r}") from None
-    return tuple(sorted(cpus))
-
-
-def _number(kind, minimum: float, inclusive: bool):
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
-        ok = value >= minimum if inclusive else value > minimum
-        if not ok or not math.isfinite(value):
-            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
-            raise argparse.ArgumentTypeError(f"expected a number {bound}, got {text!r}")
-        return value
-    return parse
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m clients.loadgen",
@@ -371,19 +355,19 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--connections", type=positive_int, default=10)
     parser.add_argument("--processes", type=positive_int, default=None,
                         help="worker processes (default: one per CPU, at most connections)")
-    parser.add_argument("--duration", type=_number(float, 0, False), default=10.0,
+    parser.add_argument("--duration", type=positive_float, default=10.0,
                         help="seconds measured (default 10)")
-    parser.add_argument("--warmup", type=_number(float, 0, True), default=1.0,
+    parser.add_argument("--warmup", type=non_negative_float, default=1.0,
                         help="seconds of load before the window, not counted (default 1)")
-    parser.add_argument("--payload", type=_number(int, 0, True), default=None,
+    parser.add_argument("--payload", type=non_negative_int, default=None,
                         help="bytes per request: echo payload, or the HTTP POST body "
                              "(0 = GET /); default 64 for echo, 0 for http")
-    parser.add_argument("--rate", type=_number(float, 0, False), default=None,
+    parser.add_argument("--rate", type=positive_float, default=None,
                         help="open loop at this many requests/s in total, latency from "
                              "each request's intended send time (default: closed loop)")
     parser.add_argument("--mode", choices=MODES, default="persistent",
                         help="persistent connections, or a new connection per request")
-    parser.add_argument("--timeout", type=_number(float, 0, False), default=5.0,
+    parser.add_argument("--timeout", type=positive_float, default=5.0,
                         help="seconds before a connect or a reply counts as timed out")
     parser.add_argument("--cpus", type=cpu_list, default=None,
                         help="pin the workers (and this process) to these CPUs, e.g. 1 or "

@@ -12,10 +12,8 @@ fields as `clients.loadgen` prints; it is a pure function of the files.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import math
 import os
 import signal
 import socket
@@ -31,8 +29,8 @@ from pathlib import Path
 import psutil
 
 from clients.target import is_loopback, split_target
-from servers.args import ArgumentParser, positive_int
-from servers.launch import _die_with_parent
+from common.cli import ArgumentParser, non_negative_int, positive_float, positive_int
+from common.process import die_with_parent
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USER_CLASSES = {"echo": "EchoUser", "http-get": "HttpGetUser", "http-post": "HttpEchoUser"}
@@ -75,7 +73,7 @@ class UsageError(ValueError):
 # The adapter: locust CSV -> sockbench load JSON (pure)
 
 
-def _number(text: str | None) -> float | None:
+def _csv_float(text: str | None) -> float | None:
     if text in (None, "", "N/A"):
         return None
     return float(text)
@@ -101,15 +99,15 @@ def _latency(row: dict[str, str] | None) -> dict[str, float | None]:
     # the figures would describe only failures, so there are none.
     if not row or int(row["Request Count"]) == int(row["Failure Count"]):
         row = {}
-    top = _us(_number(row.get("Max Response Time")))
+    top = _us(_csv_float(row.get("Max Response Time")))
     summary = {}
     for key, column in (("p50", "50%"), ("p90", "90%"), ("p99", "99%"), ("p999", "99.9%")):
-        value = _us(_number(row.get(column)))
+        value = _us(_csv_float(row.get(column)))
         # A bucket rounds up as well as down: 64.993 ms is counted as 65 ms, above the
         # exact maximum; no percentile can be above the maximum.
         summary[key] = value if value is None or top is None else min(value, top)
     summary["max"] = top
-    mean = _number(row.get("Average Response Time"))
+    mean = _csv_float(row.get("Average Response Time"))
     summary["mean"] = None if mean is None else round(mean * 1000, 1)
     return summary
 
@@ -158,9 +156,9 @@ def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict,
     ok = count - failed
     # locust's Requests/s is count / (last request of the run - first of that name).
     durations = [int(r["Request Count"]) / rps for r in requests_rows
-                 if (rps := _number(r["Requests/s"]))]
+                 if (rps := _csv_float(r["Requests/s"]))]
     duration = max(durations, default=0.0)
-    received = sum(int(r["Request Count"]) * (_number(r["Average Content Size"]) or 0)
+    received = sum(int(r["Request Count"]) * (_csv_float(r["Average Content Size"]) or 0)
                    for r in requests_rows)
 
     errors = dict.fromkeys(ERROR_KEYS, 0)
@@ -397,7 +395,7 @@ def _run(cmd: Sequence[str], cwd: Path, limit: float,
     # cwd is the empty temporary folder, so no locust.conf or pyproject.toml is picked up.
     proc = subprocess.Popen(cmd, cwd=cwd, env=_locust_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, preexec_fn=_die_with_parent)
+                            start_new_session=True, preexec_fn=die_with_parent)
     watcher = _LogWatcher(proc.stdout, quiet)
     sampler = _CpuSampler(proc.pid, watcher)
     try:
@@ -435,22 +433,6 @@ def _client(sampler: _CpuSampler, watcher: _LogWatcher, processes: int | None,
 # Command line
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not value > 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return int(text)
-
-
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m clients.locust_driver",
                             description=__doc__.splitlines()[0])
@@ -458,14 +440,14 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--protocol", choices=("echo", "http"), default="echo")
     parser.add_argument("--users", type=positive_int, default=10,
                         help="locust users, one connection each")
-    parser.add_argument("--spawn-rate", type=_positive_float, default=None,
+    parser.add_argument("--spawn-rate", type=positive_float, default=None,
                         help="users started per second (default: all in the first second)")
     parser.add_argument("--duration", type=positive_int, default=10, help="seconds of load")
-    parser.add_argument("--payload", type=_non_negative_int, default=64,
+    parser.add_argument("--payload", type=non_negative_int, default=64,
                         help="echo payload bytes; for http, 0 is GET / and N > 0 POST /echo")
-    parser.add_argument("--rate", type=_positive_float, default=None,
+    parser.add_argument("--rate", type=positive_float, default=None,
                         help="total requests/s, shared by the users (default: closed loop)")
-    parser.add_argument("--timeout", type=_positive_float, default=10.0,
+    parser.add_argument("--timeout", type=positive_float, default=10.0,
                         help="connect and reply timeout in seconds")
     parser.add_argument("--processes", type=positive_int, default=None,
                         help="locust worker processes on this machine (locust --processes)")

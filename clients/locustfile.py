@@ -7,7 +7,8 @@ Run through `python -m clients.locust_driver`, or by hand:
 
 This is the only module that imports locust: importing it monkey-patches socket and
 select through gevent, so no server or native load-generator module may import it.
-It is self-contained (no `clients.*` imports) because locust imports it by file path.
+It imports no `clients.*` module, since locust imports it by file path; `common` (installed
+with the project) is plain plumbing that is safe to import under gevent.
 
 Options (command line or environment; in distributed mode the master forwards them to
 the workers when the test starts):
@@ -30,10 +31,8 @@ Workers forked by `--processes` die with the locust process that forked them.
 from __future__ import annotations
 
 import csv
-import ctypes
 import math
 import os
-import signal
 import time
 from urllib.parse import urlsplit
 
@@ -41,6 +40,8 @@ import gevent
 from gevent import socket
 from locust import FastHttpUser, User, constant_throughput, events, runners, stats, task
 from locust.runners import WorkerRunner
+
+from common.process import die_with_parent
 
 # This file is imported before `--processes` forks the workers: the pid they must outlive.
 LOCUST_MAIN_PID = os.getpid()
@@ -105,12 +106,7 @@ def _die_with_locust_main() -> None:
     The driver's locust dies with the driver (PR_SET_PDEATHSIG), but that setting is not
     inherited across fork, so without this a killed driver left the forked workers
     running. A worker whose parent is already gone exits at once."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != LOCUST_MAIN_PID:
-        os._exit(1)
+    die_with_parent(LOCUST_MAIN_PID)
 
 
 @events.init.add_listener

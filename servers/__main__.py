@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import signal
-import socket
 import sys
-from pathlib import Path
 
+from common.cli import USAGE_ERROR, ArgumentParser, port, positive_int
+from common.process import raise_fd_limit
 from servers import MODELS
-from servers.args import USAGE_ERROR, ArgumentParser, port, positive_int
 from servers.conn import Counters, reserve_descriptor
+from servers.listener import make_listener, system_backlog
 from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
 from servers.work import Work, parse_work, with_work
 
@@ -26,39 +25,6 @@ from servers.work import Work, parse_work, with_work
 class Shutdown(BaseException):
     """Raised by the signal handler in the main thread; BaseException so that no
     model's `except Exception` swallows it."""
-
-
-def system_backlog() -> int:
-    """The kernel caps listen() at net.core.somaxconn; ask for all of it."""
-    try:
-        return int(Path("/proc/sys/net/core/somaxconn").read_text())
-    except (OSError, ValueError):
-        return socket.SOMAXCONN
-
-
-def raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
-
-
-def make_listener(host: str, port_number: int, backlog: int,
-                  reuseport: bool = False) -> socket.socket:
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port_number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    listener = socket.socket(family, kind, proto)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if reuseport:  # only for models whose processes each bind the port
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        listener.bind(address)
-        listener.listen(backlog)
-    except OSError:
-        listener.close()
-        raise
-    return listener
 
 
 def build_parser() -> ArgumentParser:

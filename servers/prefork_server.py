@@ -11,7 +11,6 @@ each child sent back over a pipe (JSON) to its own.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import signal
@@ -22,13 +21,14 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
+from common.process import die_with_parent
 from servers import epoll_server
 from servers.conn import Counters
+from servers.listener import open_listener
 from servers.protocol import ServerProtocol
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 STOP_WAIT = 1.5  # seconds for children to stop before SIGKILL: the launcher has 2 s
-PR_SET_PDEATHSIG = 1
 
 
 class _Stop(BaseException):
@@ -75,11 +75,10 @@ def _child(index: int, cpus: list[int], parent: int, listener: socket.socket, ba
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            raise _Stop
+        die_with_parent(parent)
         _pin(index, cpus)
-        sock = _listen_like(listener, backlog)
+        # a socket of our own in the listener's SO_REUSEPORT group
+        sock = open_listener(listener.family, listener.getsockname(), backlog, reuseport=True)
         listener.close()  # the parent's socket: leave it to the parent
         epoll_server.serve(sock, make_protocol, counters)
     except _Stop:
@@ -98,17 +97,6 @@ def _child(index: int, cpus: list[int], parent: int, listener: socket.socket, ba
 def _raise_stop(_signum: int, _frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the cleanup
     raise _Stop
-
-
-def _listen_like(listener: socket.socket, backlog: int) -> socket.socket:
-    """A socket of our own in the listener's SO_REUSEPORT group, set up as the launcher's."""
-    sock = socket.socket(listener.family, listener.type, listener.proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(listener.getsockname())
-    sock.listen(backlog)
-    return sock
 
 
 def _pin(index: int, cpus: list[int]) -> None:

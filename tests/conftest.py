@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from bench.server_process import ServerProcess
 from servers import MODELS
-from servers.launch import ServerProcess
 
 AVAILABLE = [name for name, m in MODELS.items() if m.unavailable_reason() is None]
 TIMEOUT = 10.0

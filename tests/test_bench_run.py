@@ -10,8 +10,8 @@ import threading
 
 import bench.runner
 from bench import cli
+from bench.server_process import ServerProcess
 from bench.store import RunStore
-from servers.launch import ServerProcess
 
 FAST = ["--duration", "0.4", "--warmup", "0.1", "--protocol", "echo", "--payloads", "64"]
 

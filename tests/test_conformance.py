@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from servers.launch import ServerProcess
+from bench.server_process import ServerProcess
 from tests.conftest import AVAILABLE
 from tests.helpers import (
     connect,

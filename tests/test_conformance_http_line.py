@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from servers.launch import ServerProcess
+from bench.server_process import ServerProcess
 from servers.protocol import GET_BODY
 from tests.conftest import AVAILABLE
 from tests.helpers import connect, exchange, recv_exactly, recv_until_eof

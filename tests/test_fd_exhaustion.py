@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from servers.launch import ServerProcess
+from bench.server_process import ServerProcess
 from tests.helpers import connect, frame, recv_exactly
 
 FD_LIMIT = 64

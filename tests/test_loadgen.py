@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
+from bench.server_process import ServerProcess
 from clients import hist, wire
+from clients.errors import ERROR_KINDS
 from clients.loadgen import ConfigError, LoadConfig, LoadgenError, is_loopback, main, run
-from clients.worker import ERROR_KINDS
-from servers.launch import ServerProcess
 from servers.protocol import _GET_RESPONSE, EchoProtocol, HttpProtocol
 
 RESULT_KEYS = {"schema", "tool", "params", "requests", "throughput_rps", "bytes", "duration_s",
@@ -287,7 +287,8 @@ def _die(self) -> None:
 @pytest.mark.parametrize("how, message", [(_crash, "boom"), (_die, "exit code 3")])
 def test_a_failing_worker_is_reported_not_hung(echo_server: ServerProcess, monkeypatch,
                                                 how, message: str) -> None:
-    monkeypatch.setattr("clients.worker.Worker.connect_all", how)  # forked workers inherit it
+    # forked workers inherit it
+    monkeypatch.setattr("clients.connections.Connections.connect_all", how)
     with pytest.raises(LoadgenError, match=message):
         run(LoadConfig(target=f"127.0.0.1:{echo_server.port}", connections=2, processes=2,
                        duration=0.2, warmup=0))

@@ -7,8 +7,9 @@ from collections import Counter
 
 import pytest
 
-from bench.cpus import CpuPlanError, parse_cpu_list, plan_cpus
+from bench.cpus import CpuPlanError, plan_cpus
 from bench.matrix import Matrix, MatrixError, load_profile, override, profile_names
+from common.cpus import parse_cpu_list
 from servers import MODELS
 
 
@@ -78,8 +79,10 @@ def test_unknown_profile_and_bad_toml(tmp_path) -> None:
 
 def test_cpu_lists_and_plan() -> None:
     assert parse_cpu_list("0,2-3") == (0, 2, 3)
-    with pytest.raises(CpuPlanError):
+    with pytest.raises(ValueError, match="bad CPU list"):
         parse_cpu_list("a-b")
+    with pytest.raises(ValueError, match="bad CPU list"):
+        parse_cpu_list("3-1")
     available = sorted(os.sched_getaffinity(0))
     plan = plan_cpus()
     if len(available) > 1:

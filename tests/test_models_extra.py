@@ -15,7 +15,7 @@ import time
 import psutil
 import pytest
 
-from servers.launch import ServerProcess
+from bench.server_process import ServerProcess
 from tests.conftest import AVAILABLE
 from tests.helpers import (
     connect,

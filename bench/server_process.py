@@ -1,4 +1,7 @@
-"""Start a server model as a child process and stop it again: for the bench and tests.
+"""A server model as a child process (`python -m servers run`): start, stop, counters.
+
+For the bench, the crosscheck and the tests: it talks to the launcher only through its
+command line and its two JSON lines (ready, stopped), so it imports nothing of servers.
 
 The child dies with its parent (PR_SET_PDEATHSIG on Linux), so a crashed or killed
 bench leaves no orphan server behind.
@@ -6,7 +9,6 @@ bench leaves no orphan server behind.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import resource
@@ -18,17 +20,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from common.process import die_with_parent
+
 
 class ServerStartError(RuntimeError):
     pass
-
-
-def _die_with_parent() -> None:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None):
@@ -36,7 +32,7 @@ def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None):
     that sizes itself by its CPU set (prefork) sees the plan, not the whole machine.
     fd_limit caps RLIMIT_NOFILE (soft and hard: the launcher raises soft to hard)."""
     def setup() -> None:
-        _die_with_parent()
+        die_with_parent()
         if cpus:
             os.sched_setaffinity(0, set(cpus))
         if fd_limit:

@@ -1,0 +1,237 @@
+"""A worker's connections: per-descriptor tables, connecting, sending, failing, closing.
+
+State lives in lists indexed by file descriptor (grown on demand) rather than in an
+object per connection: the closed loop (clients.loops) binds them to locals, which is
+cheaper per request than attribute lookups. A connection's *slot* is its place in the
+worker's share; in per-request mode one slot goes through many descriptors.
+"""
+
+from __future__ import annotations
+
+import errno
+import heapq
+import os
+import select
+import socket
+import time
+from array import array
+from collections import deque
+from typing import Any
+
+from clients import wire
+from clients.errors import ERROR_KINDS, error_kind
+from clients.plan import WorkerPlan
+
+CONNECT_WINDOW = 64  # connects in flight per worker
+POLL_S = 0.05  # longest sleep in epoll, so phase changes are noticed when nothing happens
+SECOND_NS = 1_000_000_000
+RECV_CAP = 256 * 1024
+RETRY_NS = 10_000_000  # per-request mode: pause before reconnecting after a failed connect
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux >= 4.2
+IN, OUT = select.EPOLLIN, select.EPOLLOUT
+
+
+class Connections:
+    """One epoll set over a worker's connections, with what each still owes or expects."""
+
+    def __init__(self, plan: WorkerPlan) -> None:
+        self.plan = plan
+        self.ep = select.epoll()
+        self.timeout_ns = int(plan.timeout * SECOND_NS)
+        self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.connect_lat = array("q")  # connect latencies, ns
+        n_variants = wire.variants(plan.payload) if plan.protocol == "echo" else 1
+        self.exchanges = [wire.exchange(plan.protocol, plan.payload, v)
+                          for v in range(n_variants)]
+        self.reqlen = len(self.exchanges[0][0])
+        self.explen = len(self.exchanges[0][1])
+        # Read one byte more than a reply, so that a trailing extra byte is a mismatch.
+        self.rsize = min(self.explen + 1, RECV_CAP)
+        self.socks: list[socket.socket | None] = []
+        self.reqs: list[bytes] = []
+        self.fulls: list[bytes] = []  # the whole expected reply
+        self.exps: list[bytes | None] = []  # what the hot path compares with; None: slow
+        self.offs: list[int] = []  # bytes of the current reply received so far
+        self.outs: list[memoryview | None] = []  # request bytes the socket did not take
+        self.sents: list[int] = []  # latency origin: send time, or intended send time
+        self.issued: list[int] = []  # actual send time; 0 when nothing is outstanding
+        self.counts: list[int] = []  # requests completed, per fd (persistent mode)
+        self.slot_of: list[int] = []  # fd -> connection slot
+        self._per_fd: tuple[tuple[list[Any], Any], ...] = (
+            (self.socks, None), (self.reqs, b""), (self.fulls, b""), (self.exps, None),
+            (self.offs, 0), (self.outs, None), (self.sents, 0), (self.issued, 0),
+            (self.counts, 0), (self.slot_of, -1))
+        self.live: set[int] = set()  # connected descriptors
+        self.connecting: dict[int, int] = {}  # fd -> connect start time
+        n = plan.connections
+        self.slot_fd = [-1] * n  # persistent mode: the slot's one connection
+        self.slot_count = [0] * n  # per-request mode: requests completed per slot
+        self.slot_ok = [False] * n  # connected at least once
+        self.src_next = plan.first
+        self.heap: list[tuple[int, int]] = []  # (time, fd or slot) of scheduled sends
+
+    @property
+    def established(self) -> int:
+        return sum(self.slot_ok)
+
+    def _ensure(self, fd: int) -> None:
+        if fd >= len(self.socks):
+            grow = fd + 1025 - len(self.socks)
+            for values, default in self._per_fd:
+                values.extend([default] * grow)
+
+    # -- connecting and closing ----------------------------------------------------------
+
+    def connect_all(self) -> None:
+        """Persistent mode: connect every connection, at most CONNECT_WINDOW at a time."""
+        if self.plan.mode != "persistent":
+            return
+        todo = deque(range(self.plan.connections))
+        now = time.monotonic_ns
+        while todo or self.connecting:
+            while todo and len(self.connecting) < CONNECT_WINDOW:
+                self._open(todo.popleft(), now())
+            events = self.ep.poll(POLL_S)
+            t = now()
+            for fd, _ev in events:
+                self._connected(fd, t)
+            self._expire_connects(t)
+
+    def _open(self, slot: int, t: int) -> int:
+        """Start a non-blocking connect for `slot`; the fd, or -1 if it failed at once."""
+        plan = self.plan
+        try:
+            sock = socket.socket(plan.family, socket.SOCK_STREAM)
+        except OSError:  # EMFILE, ENFILE
+            self.errors["connect_refused"] += 1
+            return -1
+        fd = sock.fileno()
+        self._ensure(fd)
+        request, expected = self.exchanges[(plan.first + slot) % len(self.exchanges)]
+        self.socks[fd], self.reqs[fd], self.fulls[fd] = sock, request, expected
+        self.exps[fd], self.offs[fd], self.outs[fd] = None, 0, None
+        self.sents[fd] = self.issued[fd] = self.counts[fd] = 0
+        self.slot_of[fd] = slot
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if plan.sources:
+                # Leave the port choice to connect(), where the whole 4-tuple is known
+                # and TIME_WAIT reuse applies, and spread over several source addresses.
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                sock.bind((plan.sources[self.src_next % len(plan.sources)], 0))
+                self.src_next += 1
+            err = sock.connect_ex(plan.address)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        if err not in (0, errno.EINPROGRESS):
+            # ECONNREFUSED, or EADDRNOTAVAIL when no source port is left
+            self.errors["connect_refused"] += 1
+            self._close(fd)
+            return -1
+        self.connecting[fd] = t
+        self.ep.register(fd, OUT)
+        return fd
+
+    def _connected(self, fd: int, t: int) -> bool:
+        """The connect of fd finished (writable or failed): count it either way."""
+        started = self.connecting.pop(fd, None)
+        sock = self.socks[fd]
+        if started is None or sock is None:
+            return False
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            kind = "connect_timeout" if err == errno.ETIMEDOUT else "connect_refused"
+            self.errors[kind] += 1
+            self._close(fd)
+            return False
+        self.connect_lat.append(t - started)
+        slot = self.slot_of[fd]
+        self.slot_ok[slot] = True
+        self.slot_fd[slot] = fd
+        self.live.add(fd)
+        self.ep.modify(fd, IN)
+        return True
+
+    def _expire_connects(self, t: int) -> list[int]:
+        expired = [fd for fd, started in self.connecting.items()
+                   if t - started > self.timeout_ns]
+        for fd in expired:
+            self.errors["connect_timeout"] += 1
+            self._close(fd)
+        return expired
+
+    def _close(self, fd: int) -> None:
+        """Close fd; the counts of its slot stay (a dead connection keeps what it did)."""
+        sock = self.socks[fd]
+        if sock is None:
+            return
+        self.socks[fd] = self.exps[fd] = self.outs[fd] = None
+        self.issued[fd] = 0
+        self.live.discard(fd)
+        self.connecting.pop(fd, None)
+        sock.close()  # also leaves the epoll set: the descriptor is never shared
+
+    def close(self) -> None:
+        for fd in [*self.live, *self.connecting]:
+            self._close(fd)
+        self.ep.close()
+
+    def _fail(self, fd: int, kind: str) -> None:
+        if self.socks[fd] is None:
+            return
+        self.errors[kind] += 1
+        self._close(fd)
+        self._retry(self.slot_of[fd], time.monotonic_ns())
+
+    def _retry(self, slot: int, when: int) -> None:
+        """Persistent mode goes on with the connections it has; per-request mode
+        starts the slot's next connection."""
+        if self.plan.mode == "per-request":
+            heapq.heappush(self.heap, (when, slot))
+
+    # -- sending -------------------------------------------------------------------------
+
+    def _send(self, fd: int, t: int) -> None:
+        """Send fd's request; what the socket does not take waits for EPOLLOUT."""
+        self.issued[fd] = t
+        sent: int | OSError
+        try:
+            sent = os.write(fd, self.reqs[fd])
+        except OSError as exc:
+            sent = exc
+        self._sent(fd, sent)
+
+    def _sent(self, fd: int, sent: int | OSError) -> None:
+        """After a write of fd's whole request that returned `sent`."""
+        request = self.reqs[fd]
+        if isinstance(sent, BlockingIOError):
+            sent = 0
+        elif isinstance(sent, OSError):
+            self._fail(fd, error_kind(sent))
+            return
+        if sent == len(request):
+            self.exps[fd] = self.fulls[fd]
+            return
+        self.outs[fd] = memoryview(request)[sent:]
+        self.exps[fd] = None
+        self.ep.modify(fd, IN | OUT)
+
+    def _flush(self, fd: int) -> None:
+        out = self.outs[fd]
+        assert out is not None
+        try:
+            sent = os.write(fd, out)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(fd, error_kind(exc))
+            return
+        if sent < len(out):
+            self.outs[fd] = out[sent:]
+            return
+        self.outs[fd] = None
+        self.ep.modify(fd, IN)
+        if self.offs[fd] == 0:
+            self.exps[fd] = self.fulls[fd]
+
