@@ -168,7 +168,8 @@ class HttpProtocol:
     hold_s = 0.0  # only servers.work's wrapper holds replies
 
     # wrk, ab and locust repeat the same request head; parsing it once per distinct
-    # head keeps the protocol cost (shared by every model) small.
+    # head keeps the protocol cost (shared by every model) small. Shared by every
+    # instance, so what is cached depends on the head alone: limits are checked after.
     _cache: dict[bytes, _Request] = {}
     _CACHE_SIZE = 256
 
@@ -200,6 +201,9 @@ class HttpProtocol:
                 request = self._parse(head)
                 if request.error:
                     out.append(self._fail(request.error))
+                    break
+                if request.content_length > self.limits.max_frame:
+                    out.append(self._fail("body-too-large"))
                     break
                 self._request = request
             request = self._request
@@ -239,42 +243,42 @@ class HttpProtocol:
         cached = self._cache.get(head)
         if cached is not None:
             return cached
-        request = self._parse_head(head)
+        request = _parse_head(head)
         if len(self._cache) >= self._CACHE_SIZE:
             self._cache.clear()
         self._cache[head] = request
         return request
 
-    def _parse_head(self, head: bytes) -> _Request:
-        lines = head[:-4].split(b"\r\n")
-        parts = lines[0].split(b" ")
-        if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith(b"/"):
-            return _Request(b"", b"", False, 0, "bad-request-line")
-        method, target, version = parts
-        if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-            return _Request(b"", b"", False, 0, "bad-version")
-        keep_alive = version == b"HTTP/1.1"
-        length = 0
-        for line in lines[1:]:
-            name, sep, value = line.partition(b":")
-            if not sep or not name or name != name.strip():
-                return _Request(b"", b"", False, 0, "bad-header")
-            name, value = name.lower(), value.strip().lower()
-            if name == b"content-length":
-                if not value.isdigit():
-                    return _Request(b"", b"", False, 0, "bad-content-length")
-                length = int(value)
-                if length > self.limits.max_frame:
-                    return _Request(b"", b"", False, 0, "body-too-large")
-            elif name == b"transfer-encoding":
-                return _Request(b"", b"", False, 0, "transfer-encoding-unsupported")
-            elif name == b"connection":
-                tokens = {t.strip() for t in value.split(b",")}
-                if b"close" in tokens:
-                    keep_alive = False
-                elif b"keep-alive" in tokens:
-                    keep_alive = True
-        return _Request(method, target, keep_alive, length)
+
+def _parse_head(head: bytes) -> _Request:
+    """A request head ending in a blank line -> _Request; a function of the bytes alone."""
+    lines = head[:-4].split(b"\r\n")
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith(b"/"):
+        return _Request(b"", b"", False, 0, "bad-request-line")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return _Request(b"", b"", False, 0, "bad-version")
+    keep_alive = version == b"HTTP/1.1"
+    length = 0
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            return _Request(b"", b"", False, 0, "bad-header")
+        name, value = name.lower(), value.strip().lower()
+        if name == b"content-length":
+            if not value.isdigit():
+                return _Request(b"", b"", False, 0, "bad-content-length")
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return _Request(b"", b"", False, 0, "transfer-encoding-unsupported")
+        elif name == b"connection":
+            tokens = {t.strip() for t in value.split(b",")}
+            if b"close" in tokens:
+                keep_alive = False
+            elif b"keep-alive" in tokens:
+                keep_alive = True
+    return _Request(method, target, keep_alive, length)
 
 
 PROTOCOLS: dict[str, type] = {

@@ -142,3 +142,14 @@ def test_factory_makes_fresh_objects() -> None:
     make = protocol_factory("echo", Limits(max_frame=5))
     a, b = make(), make()
     assert a is not b and a.limits.max_frame == 5
+
+
+def test_http_limits_are_each_instances_own_despite_the_shared_parse_cache() -> None:
+    """The parse cache is shared by every instance; the body limit is per instance."""
+    post = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n" + b"b" * 50
+    roomy = HttpProtocol(Limits(max_frame=1000))
+    assert roomy.feed(post).startswith(b"HTTP/1.1 200 OK")
+    tight = HttpProtocol(Limits(max_frame=10))  # the same head, now over the limit
+    assert tight.feed(post).startswith(b"HTTP/1.1 400 Bad Request")
+    assert tight.error == "body-too-large"
+    assert HttpProtocol(Limits(max_frame=1000)).feed(post).startswith(b"HTTP/1.1 200 OK")
