@@ -43,8 +43,6 @@ from locust.runners import WorkerRunner
 
 from common.process import die_with_parent
 
-# This file is imported before `--processes` forks the workers: the pid they must outlive.
-LOCUST_MAIN_PID = os.getpid()
 GET_BODY = b"Hello, world!\n"  # servers/protocol.py answers `GET /` with this body
 CONNECT_BACKOFF_S = 0.05  # after a connection error, so a dead server is not hit in a hot loop
 
@@ -100,20 +98,29 @@ def write_final_csv(environment, prefix: str) -> None:
         writer.failures_csv(csv.writer(f))
 
 
-def _die_with_locust_main() -> None:
-    """In a worker forked by `--processes`: die with the process that forked it.
+_forker = 0  # the pid of the process that last forked, as its child sees it
 
-    The driver's locust dies with the driver (PR_SET_PDEATHSIG), but that setting is not
-    inherited across fork, so without this a killed driver left the forked workers
-    running. A worker whose parent is already gone exits at once."""
-    die_with_parent(LOCUST_MAIN_PID)
+
+def _before_fork() -> None:
+    global _forker
+    _forker = os.getpid()
+
+
+def _after_fork_in_child() -> None:
+    """A worker forked by `--processes` dies with the process that forked it.
+
+    PR_SET_PDEATHSIG is not inherited across fork, so without this a killed driver left
+    the forked workers running. It is set at the fork itself, not in locust's init
+    event: a worker killed between the two (it waits for its master first) was left
+    behind. A child whose parent is already gone exits at once."""
+    die_with_parent(_forker)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
 @events.init.add_listener
 def _on_init(environment, **_kwargs) -> None:
-    forked = getattr(environment.parsed_options, "processes", None)
-    if isinstance(environment.runner, WorkerRunner) and forked and os.getpid() != LOCUST_MAIN_PID:
-        _die_with_locust_main()
     prefix = getattr(environment.parsed_options, "sockbench_final_csv", None)
     if prefix and not isinstance(environment.runner, WorkerRunner):
         # `quit` fires after the runner stopped (and a master got its workers' last
