@@ -36,10 +36,9 @@ from typing import Any
 import numpy as np
 from scipy.stats import mannwhitneyu
 
-from bench.record import Row
+from bench.record import USABLE, Row
 from bench.store import RunStore, StoreError, write_text_atomic
 
-USABLE = ("ok", "client-bound")
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
 VERDICT_ORDER = (REGRESSION, IMPROVEMENT, NO_CHANGE)
 
@@ -419,7 +418,8 @@ def _md(text: str) -> str:
 
 def write_chart(cmp: Comparison, stem: Path) -> None:
     """compare.png and compare.svg: one forest-plot panel per metric."""
-    from bench.report import caption, save_comparison_chart  # matplotlib loads only here
+    from bench.charts import save_comparison_chart  # matplotlib loads only here
+    from bench.facts import caption
 
     records = [{"key": cell.key, "metric": change.metric.name, "ratio": change.ratio,
                 "ci_low": change.ci_low, "ci_high": change.ci_high, "verdict": change.verdict}

@@ -1,9 +1,9 @@
 """Drawing only: functions that draw aggregated cells onto a given matplotlib Axes.
 
-Figures, titles, captions and files belong to `bench.report`. Every chart uses the
+Figures, titles, captions and files belong to `bench.charts`. Every chart uses the
 same colour and marker per model (MODEL_STYLES), so a reader learns them once.
 
-The frame passed in is a slice of `bench.report.aggregate()`: one row per cell with
+The frame passed in is a slice of `bench.frame.aggregate()`: one row per cell with
 `cell.model`, `cell.connections`, `status` and, per metric, `<metric>.median`,
 `<metric>.ci_low`, `<metric>.ci_high`.
 """
@@ -19,6 +19,9 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+
+from bench.frame import model_sort_key
+from bench.record import USABLE
 
 
 class Style(NamedTuple):
@@ -46,7 +49,6 @@ _FALLBACK_COLORS = ("#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a
 _FALLBACK_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "*")
 
 FAILED_STRIP = 0.08  # bottom strip for failed cells, as a fraction of the axis height
-_USED = ("ok", "client-bound")
 
 
 def model_style(model: str) -> Style:
@@ -56,12 +58,6 @@ def model_style(model: str) -> Style:
     h = zlib.crc32(model.encode("utf-8"))  # stable across runs, unlike hash()
     return Style(_FALLBACK_COLORS[h % len(_FALLBACK_COLORS)],
                  _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)])
-
-
-def model_sort_key(model: str) -> tuple[int, str]:
-    """Known models in table order first, then the others alphabetically."""
-    order = list(MODEL_STYLES)
-    return (order.index(model), "") if model in order else (len(order), model)
 
 
 def plot_metric(ax: Axes, frame: Any, metric: str, *, ylabel: str, log_y: bool = False,
@@ -86,7 +82,7 @@ def plot_metric(ax: Axes, frame: Any, metric: str, *, ylabel: str, log_y: bool =
     for model in models:
         style = model_style(model)
         cells = frame[frame["cell.model"] == model].sort_values("cell.connections")
-        used = cells[cells["status"].isin(_USED)]
+        used = cells[cells["status"].isin(USABLE)]
         failed = cells[cells["status"] == "failed"]
         if used.empty and failed.empty:
             continue

@@ -26,10 +26,9 @@ from typing import Any
 
 import pyperf
 
-from bench.record import Row
+from bench.record import USABLE, Row
 from bench.store import write_text_atomic
 
-USABLE = ("ok", "client-bound")
 PERCENTILES = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))  # (load field, suffix)
 
 

@@ -2,7 +2,7 @@
 
 A row is what `bench run` appends to results/<run-id>/results.jsonl. Metric groups
 (`load`, `server`) stay nested as the load generator and the sampler produced them;
-`bench.report` flattens them with pandas (`load.latency_us.p99`, ...).
+`bench.frame` flattens them with pandas (`load.latency_us.p99`, ...).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "failed", "client-bound", "skipped")
+USABLE = ("ok", "client-bound")  # the statuses whose figures count
 
 
 @dataclass(frozen=True)

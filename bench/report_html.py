@@ -9,10 +9,8 @@ from __future__ import annotations
 import base64
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from bench.report import Document, Table
+from bench.document import Document, Table
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
@@ -28,7 +26,8 @@ th { background: #f4f4f4; }
 table.numeric td { text-align: right; font-variant-numeric: tabular-nums; }
 table.numeric td:first-child { text-align: left; }
 td.failed { color: #b00020; font-weight: 600; } td.skipped { color: #888; }
-figure { margin: 1em 0 2em; } img { max-width: 100%; height: auto; }
+figure { margin: 1em 0 2em; } figure img { width: 100%; max-width: 68em; height: auto; }
+table:not(.numeric) td:not(:last-child) { white-space: nowrap; }
 """
 
 

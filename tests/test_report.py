@@ -1,4 +1,5 @@
-"""bench.report, bench.plots, bench.report_html and bench.pyperf_export on a fixed run.
+"""bench.report and the modules it drives (frame, document, charts, plots, report_md,
+report_html, pyperf_export) on a fixed run.
 
 tests/data/small_run is a small but realistic run: blocking, threaded, epoll and a
 skipped uvloop; echo, 64 B, 1/10/100 connections; epoll repeated 3 times with its 100-
@@ -20,9 +21,10 @@ import pyperf
 import pytest
 
 from bench import plots
+from bench.frame import aggregate, load_frame, model_sort_key, t_interval
 from bench.pyperf_export import write_pyperf_suite
 from bench.record import Row
-from bench.report import aggregate, build_report, load_frame, t_interval
+from bench.report import build_report
 from bench.store import RunStore
 
 FIXTURE = Path(__file__).parent / "data" / "small_run"
@@ -127,7 +129,7 @@ def test_report_tables_show_medians_failures_and_markers(built: Path) -> None:
     assert throughput[(10, "uvloop")] == "skipped"
     assert md_table(report, "p99 latency (µs)")[(10, "epoll")].startswith("402 ± ")
     assert md_table(report, "p99.9 latency (µs)")[(100, "blocking")] == "failed"
-    assert md_table(report, "Errors (all kinds) (count)")[(100, "threaded")] == "40"
+    assert md_table(report, "Errors (count, all kinds)")[(100, "threaded")] == "40"
     assert md_table(report, "Starved connections (count)")[(10, "blocking")] == "9"
     assert md_table(report, "Server peak RSS (MiB)")[(100, "threaded")] == "20.0"
     assert md_table(report, "Server CPU per request (µs)")[(1, "epoll")].startswith("18.8 ± ")
@@ -171,7 +173,7 @@ def test_model_styles_are_distinct_and_never_the_failed_marker() -> None:
     assert not {"x", "X"} & {s.marker for s in styles}
     assert plots.model_style("mystery") == plots.model_style("mystery")
     assert plots.model_style("mystery").marker != "x"
-    assert sorted(["zeta", "epoll", "blocking"], key=plots.model_sort_key) == [
+    assert sorted(["zeta", "epoll", "blocking"], key=model_sort_key) == [
         "blocking", "epoll", "zeta"]
 
 

@@ -1,0 +1,75 @@
+"""Chart files: a figure per metric and group, and the regression gate's comparison.
+
+Figures are made with `matplotlib.figure.Figure` directly (no pyplot, no global figure
+state); PNGs are rendered by Agg, SVGs by the SVG backend. What goes on the axes is
+bench.plots's; titles, captions and files are here.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
+
+from bench import plots
+from bench.frame import Metric
+
+
+def save_metric_chart(cells: pd.DataFrame, metric: Metric, title: str, caption_text: str,
+                stem: Path) -> None:
+    rc = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
+    with matplotlib.rc_context(rc), warnings.catch_warnings():
+        # Log axes with one value per model warn about limits; that is not news here.
+        warnings.simplefilter("ignore", UserWarning)
+        fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
+        ax = fig.add_subplot()
+        plots.plot_metric(ax, cells, metric.name, ylabel=metric.label, log_y=metric.log_y)
+        ax.set_title(title, fontsize=11.5, loc="left")
+        _save(fig, stem, caption_text)
+
+
+def save_comparison_chart(records: list[dict[str, Any]], panels: list[tuple[str, str]], *,
+                          threshold: float, title: str, caption_text: str, stem: Path) -> None:
+    """`stem`.png and .svg for `bench.compare`: one forest-plot panel per (metric, xlabel).
+
+    `records` are one dict per cell and metric: key, metric, ratio, ci_low, ci_high, verdict.
+    """
+    frame = pd.DataFrame.from_records(records, columns=["key", "metric", "ratio", "ci_low",
+                                                        "ci_high", "verdict"])
+    n_cells = frame["key"].nunique()
+    rc = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
+    with matplotlib.rc_context(rc):
+        fig = Figure(figsize=(4.2 * len(panels) + 3, 1.8 + 0.32 * n_cells), dpi=150,
+                     layout="constrained")
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for i, (ax, (metric, xlabel)) in enumerate(zip(axes, panels, strict=True)):
+            plots.plot_comparison(ax, frame[frame["metric"] == metric].reset_index(drop=True),
+                                  threshold=threshold, xlabel=xlabel, labels=i == 0)
+        handles, labels = axes[0].get_legend_handles_labels()
+        for ax in axes[1:]:  # one legend for all panels, each verdict once
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label not in labels:
+                    handles.append(handle)
+                    labels.append(label)
+        fig.legend(handles, labels, loc="outside upper right", ncols=len(labels),
+                   frameon=False, fontsize=8.5)
+        fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
+        _save(fig, stem, caption_text)
+
+
+def _save(fig: Figure, stem: Path, caption_text: str) -> None:
+    """Caption, then PNG and SVG beside each other.
+
+    No timestamps in files: re-rendering an unchanged run gives identical bytes.
+    bbox "tight": nothing (a long legend or caption) is cut off at the edges.
+    """
+    fig.supxlabel(caption_text, fontsize=7, color="0.35", x=0.01, ha="left",
+                  multialignment="left")
+    fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight",
+                metadata={"Software": None})
+    fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight",
+                metadata={"Date": None, "Creator": None})
