@@ -11,7 +11,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 
 from bench.cpus import CpuPlan, format_cpu_list
@@ -133,8 +132,3 @@ def cpu_per_request(sampler: ServerSampler, load: dict) -> float | None:
         spent = summary["cpu_user_s"], summary["cpu_sys_s"]
     return round(sum(spent) * 1e6 / requests, 3)
 
-
-def run_cells(cells: Iterable[Cell], matrix: Matrix, plan: CpuPlan, run_id: str,
-              on_row: Callable[[Row], None]) -> None:
-    for cell in cells:
-        on_row(run_cell(cell, matrix, plan, run_id))

@@ -1,4 +1,4 @@
-"""blocking: the seed's iterative server. One connection at a time, start to finish.
+"""blocking: the classic iterative server. One connection at a time, start to finish.
 
 Every other client waits in the kernel's accept queue until the current one leaves;
 a single idle client stops the whole server. That is the lesson, not a bug.

@@ -38,7 +38,7 @@ class _Stop(BaseException):
 def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
           counters: Counters, backlog: int = socket.SOMAXCONN,
           workers: int | None = None) -> None:
-    cpus = sorted(os.sched_getaffinity(0))  # the plan's CPU set (launch.py pins it)
+    cpus = sorted(os.sched_getaffinity(0))  # the plan's CPU set (pinned before exec)
     children: dict[int, int] = {}  # pid -> read end of its counters pipe
     try:
         for index in range(1, workers or len(cpus)):
@@ -83,7 +83,7 @@ def _child(index: int, cpus: list[int], parent: int, listener: socket.socket, ba
         epoll_server.serve(sock, make_protocol, counters)
     except _Stop:
         code = 0
-    except BaseException:  # noqa: BLE001 - a child must never unwind into the launcher
+    except BaseException:  # a child must never unwind into the launcher
         traceback.print_exc()
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -97,7 +97,8 @@ class EchoProtocol:
 
 
 class LineProtocol:
-    """The seed's teaching protocol: each newline-terminated line gets `Hello, <line>`."""
+    """The teaching protocol: each newline-terminated line gets `Hello, <line>`, so a
+    learner can talk to any model with `nc`."""
 
     hold_s = 0.0  # only servers.work's wrapper holds replies
 
