@@ -9,10 +9,6 @@ from collections.abc import Iterator
 import pytest
 
 from bench.server_process import ServerProcess
-from servers import MODELS
-
-AVAILABLE = [name for name, m in MODELS.items() if m.unavailable_reason() is None]
-TIMEOUT = 10.0
 
 
 def pytest_configure(config: pytest.Config) -> None:

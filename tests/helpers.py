@@ -1,4 +1,4 @@
-"""Socket helpers for tests that talk to real servers."""
+"""Constants and socket helpers for tests that talk to real servers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import struct
 import threading
 import time
 
-TIMEOUT = 10.0
+from servers import MODELS
+
+TIMEOUT = 10.0  # seconds for any one socket operation of a test
+# the models that run on this machine (uvloop and gevent are optional packages)
+AVAILABLE = [name for name, m in MODELS.items() if m.unavailable_reason() is None]
 
 
 def connect(port: int, timeout: float = TIMEOUT) -> socket.socket:
@@ -46,7 +50,7 @@ def exchange(sock: socket.socket, data: bytes, reply_len: int) -> bytes:
     def send() -> None:
         try:
             sock.sendall(data)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+        except BaseException as exc:  # re-raised in the caller
             errors.append(exc)
 
     sender = threading.Thread(target=send)

@@ -8,10 +8,14 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 import bench.runner
 from bench import cli
 from bench.server_process import ServerProcess
 from bench.store import RunStore
+
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 FAST = ["--duration", "0.4", "--warmup", "0.1", "--protocol", "echo", "--payloads", "64"]
 

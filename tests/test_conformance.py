@@ -15,8 +15,8 @@ import time
 import pytest
 
 from bench.server_process import ServerProcess
-from tests.conftest import AVAILABLE
 from tests.helpers import (
+    AVAILABLE,
     connect,
     echo_roundtrip,
     exchange,
@@ -25,6 +25,8 @@ from tests.helpers import (
     recv_until_eof,
     send_until_stalled,
 )
+
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 
 @pytest.fixture(scope="module", params=AVAILABLE)

@@ -9,8 +9,9 @@ import pytest
 
 from bench.server_process import ServerProcess
 from servers.protocol import GET_BODY
-from tests.conftest import AVAILABLE
-from tests.helpers import connect, exchange, recv_exactly, recv_until_eof
+from tests.helpers import AVAILABLE, connect, exchange, recv_exactly, recv_until_eof
+
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
 GET_REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n"

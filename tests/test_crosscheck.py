@@ -91,6 +91,7 @@ def test_missing_wrk_is_said_and_exits_2(tmp_path: Path) -> None:
     assert "wrk is not installed" in done.stderr
 
 
+@pytest.mark.real
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
 def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> None:
     out = tmp_path / "cc.json"
@@ -111,6 +112,7 @@ def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> N
     assert f"{row['ratio']:.2f}" in table_line
 
 
+@pytest.mark.real
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
 def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path: Path) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "bench.crosscheck", "--out",

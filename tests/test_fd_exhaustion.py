@@ -14,6 +14,8 @@ import pytest
 from bench.server_process import ServerProcess
 from tests.helpers import connect, frame, recv_exactly
 
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
+
 FD_LIMIT = 64
 CONNECTIONS = 100
 OUR_ACCEPT_LOOPS = ["threaded", "threadpool", "select", "poll", "epoll", "selectors", "prefork"]

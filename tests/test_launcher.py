@@ -12,8 +12,9 @@ import time
 import pytest
 
 from servers import MODELS
-from tests.conftest import AVAILABLE
-from tests.helpers import connect, echo_roundtrip
+from tests.helpers import AVAILABLE, connect, echo_roundtrip
+
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 
 def run_servers(*args: str) -> subprocess.CompletedProcess:

@@ -127,6 +127,7 @@ class TinyEchoServer:
 # -- correct runs against the real servers ----------------------------------------------
 
 
+@pytest.mark.real
 def test_echo_run_against_epoll(echo_server: ServerProcess) -> None:
     result = run(LoadConfig(target=f"127.0.0.1:{echo_server.port}", connections=8,
                             processes=2, duration=0.5, warmup=0.2, payload=64))
@@ -147,6 +148,7 @@ def test_echo_run_against_epoll(echo_server: ServerProcess) -> None:
     assert merged.get_total_count() == result["requests"]
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("payload", [0, 1000])
 def test_http_get_and_post(http_server: ServerProcess, payload: int) -> None:
     result = loadgen_json("--target", f"127.0.0.1:{http_server.port}", "--protocol", "http",
@@ -158,6 +160,7 @@ def test_http_get_and_post(http_server: ServerProcess, payload: int) -> None:
     assert result["params"]["payload"] == payload
 
 
+@pytest.mark.real
 def test_large_echo_payload_streams_in_pieces(echo_server: ServerProcess) -> None:
     result = loadgen_json("--target", f"127.0.0.1:{echo_server.port}", "--payload", "3000000",
                           "--connections", "2", "--processes", "1", "--duration", "0.5",
@@ -166,6 +169,7 @@ def test_large_echo_payload_streams_in_pieces(echo_server: ServerProcess) -> Non
     assert result["requests"] > 0
 
 
+@pytest.mark.real
 def test_per_request_mode(echo_server: ServerProcess) -> None:
     result = loadgen_json("--target", f"127.0.0.1:{echo_server.port}", "--mode", "per-request",
                           "--connections", "4", "--processes", "1", "--duration", "0.5",
@@ -176,6 +180,7 @@ def test_per_request_mode(echo_server: ServerProcess) -> None:
     assert result["connect_us"]["p50"] > 0
 
 
+@pytest.mark.real
 def test_open_loop_reaches_the_asked_rate(echo_server: ServerProcess) -> None:
     result = loadgen_json("--target", f"127.0.0.1:{echo_server.port}", "--rate", "2000",
                           "--connections", "4", "--processes", "2", "--duration", "1",
@@ -185,6 +190,7 @@ def test_open_loop_reaches_the_asked_rate(echo_server: ServerProcess) -> None:
     assert 1800 <= result["rate"]["achieved"] <= 2100
 
 
+@pytest.mark.real
 def test_pinned_worker_busy_polls_but_reports_only_its_work() -> None:
     # Replies come ~60 us late: a pinned worker spins through each wait (its raw CPU
     # use is near 100%), and that spinning must not make it look saturated.
@@ -216,6 +222,7 @@ def _spoil(kind: str) -> Callable[[int, bytes], bytes]:
     return reply
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("kind", ["flip", "extra"])
 def test_mismatch_is_detected_and_counted(kind: str) -> None:
     with TinyEchoServer(_spoil(kind)) as server:
@@ -226,6 +233,7 @@ def test_mismatch_is_detected_and_counted(kind: str) -> None:
     assert 0 < result["requests"] <= 2 * 49
 
 
+@pytest.mark.real
 def test_server_killed_mid_run_is_a_result() -> None:
     with ServerProcess(model="epoll", protocol="echo") as server:
         child = subprocess.Popen(
@@ -248,6 +256,7 @@ def test_server_killed_mid_run_is_a_result() -> None:
         result["errors"]["connect_refused"] > 0
 
 
+@pytest.mark.real
 def test_refused_connects_are_counted() -> None:
     with socket.socket() as probe:  # a port with nobody listening
         probe.bind(("127.0.0.1", 0))
@@ -259,6 +268,7 @@ def test_refused_connects_are_counted() -> None:
     assert result["requests"] == 0 and result["fairness"] == 0.0
 
 
+@pytest.mark.real
 def test_connect_and_reply_timeouts_are_counted() -> None:
     # A listener that never accepts: its one-slot accept queue takes a connection or
     # two, the kernel drops the other SYNs (connect timeout), and nothing is answered.
@@ -284,6 +294,7 @@ def _die(self) -> None:
     os._exit(3)
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("how, message", [(_crash, "boom"), (_die, "exit code 3")])
 def test_a_failing_worker_is_reported_not_hung(echo_server: ServerProcess, monkeypatch,
                                                 how, message: str) -> None:
@@ -311,6 +322,7 @@ def _stall_once(after_s: float = 0.3, stall_s: float = 0.2) -> Callable[[int, by
     return reply
 
 
+@pytest.mark.real
 def test_open_loop_sees_a_stall_that_closed_loop_hides() -> None:
     # One connection, window from the first request, one 200 ms stall 300 ms in.
     # Open loop at 500/s: the ~100 requests due during the stall all wait for it, so
@@ -448,6 +460,7 @@ def _gone(procs: list[psutil.Process], timeout: float) -> bool:
     return all(p.status() == psutil.STATUS_ZOMBIE for p in alive)
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_workers_never_outlive_the_parent(echo_server: ServerProcess, how: int) -> None:
     child = subprocess.Popen(

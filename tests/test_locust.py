@@ -76,7 +76,7 @@ def assert_clean(result: dict) -> None:
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
 
 
-@pytest.mark.slow
+@pytest.mark.real
 def test_echo_run_against_epoll(server_factory, locust_sessions) -> None:
     server = server_factory("epoll", "echo")
     result = run_locust(f"127.0.0.1:{server.port}", protocol="echo", users=10, duration=5,
@@ -94,7 +94,7 @@ def test_echo_run_against_epoll(server_factory, locust_sessions) -> None:
     assert server.proc.poll() is None  # the server outlived the run
 
 
-@pytest.mark.slow
+@pytest.mark.real
 def test_http_get_against_epoll(server_factory, locust_sessions) -> None:
     server = server_factory("epoll", "http")
     result = run_locust(f"127.0.0.1:{server.port}", protocol="http", users=5, duration=2,
@@ -104,7 +104,7 @@ def test_http_get_against_epoll(server_factory, locust_sessions) -> None:
     assert result["bytes"] == result["requests"] * len(b"Hello, world!\n")
 
 
-@pytest.mark.slow
+@pytest.mark.real
 def test_distributed_master_and_one_worker(server_factory, locust_sessions) -> None:
     """--master with one worker started by hand, as on two machines; the payload option
     reaches the worker only through the master, so the byte count shows it did."""
@@ -144,6 +144,7 @@ class _CorruptingEcho(socketserver.BaseRequestHandler):
             pass  # the user hung up after seeing the mismatch, as it should
 
 
+@pytest.mark.real
 def test_echo_mismatch_is_a_failure(locust_sessions) -> None:
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CorruptingEcho) as fake:
         fake.daemon_threads = True
@@ -160,6 +161,7 @@ def test_echo_mismatch_is_a_failure(locust_sessions) -> None:
     assert result["connections"]["established"] == 2
 
 
+@pytest.mark.real
 def test_timeout_kills_locust(locust_sessions, monkeypatch) -> None:
     monkeypatch.setattr(locust_driver, "STARTUP_GRACE_S", -0.5)  # a 0.5 s limit
     port = locust_driver.free_port()
@@ -283,6 +285,7 @@ def test_servers_and_loadgen_never_import_locust() -> None:
     assert "servers.epoll_server" in done.stdout
 
 
+@pytest.mark.real
 def test_a_killed_driver_takes_locust_and_its_forked_workers_with_it(server_factory) -> None:
     server = server_factory("epoll", "echo")
     driver = subprocess.Popen([sys.executable, "-m", "clients.locust_driver", "--target",

@@ -16,8 +16,8 @@ import psutil
 import pytest
 
 from bench.server_process import ServerProcess
-from tests.conftest import AVAILABLE
 from tests.helpers import (
+    AVAILABLE,
     connect,
     echo_roundtrip,
     exchange,
@@ -26,6 +26,8 @@ from tests.helpers import (
     recv_until_eof,
     send_until_stalled,
 )
+
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 NEW_MODELS = [m for m in ("asyncio", "uvloop", "gevent", "threadpool", "prefork")
               if m in AVAILABLE]

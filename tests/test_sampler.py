@@ -9,9 +9,12 @@ import sys
 import time
 
 import psutil
+import pytest
 
 from bench.sampler import CoreSampler, ServerSampler, interpolate
 from clients.loadgen import LoadConfig, run
+
+pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 
 def test_a_prefork_servers_children_count_in_its_cpu_memory_and_fds(server_factory) -> None:

@@ -8,8 +8,7 @@ import pytest
 
 from servers.protocol import EchoProtocol
 from servers.work import Work, WorkingProtocol, parse_work
-from tests.conftest import AVAILABLE
-from tests.helpers import connect, exchange, frame
+from tests.helpers import AVAILABLE, connect, exchange, frame
 
 
 def test_parse_work() -> None:
@@ -35,6 +34,7 @@ def test_cpu_work_burns_cpu_per_request() -> None:
     assert time.process_time() - start >= 0.05  # 3 x 20 ms of CPU, not of sleep
 
 
+@pytest.mark.real
 @pytest.mark.parametrize("model", AVAILABLE)
 def test_wait_work_delays_replies_and_overlaps_except_when_blocking(server_factory, model):
     server = server_factory(model, "echo", "--work", "wait:300000")  # 300 ms per request
