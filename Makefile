@@ -1,10 +1,10 @@
 # The two commands a new user needs: `make bench` and `make test`.
 PYTHON ?= python3
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint clean bench report nightly
+.PHONY: install test test-fast lint format clean bench report nightly
 
 # Options for `make bench`, e.g. make bench PROFILE=full ARGS="--models epoll threaded"
 PROFILE ?= quick
@@ -21,8 +21,17 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# The tests that start no server and send no traffic: parsers, statistics, report, store.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not real and not browser"
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
 
 bench: $(STAMP)
 	$(BIN)/python -m bench run --profile $(PROFILE) $(ARGS)
@@ -50,7 +59,7 @@ nightly: $(STAMP)
 	  --out results/$(NIGHTLY_ID)/summary.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
 # The native load generator against wrk on the epoll server (needs wrk and 2 CPUs).
 .PHONY: crosscheck

@@ -18,11 +18,13 @@ from matplotlib.figure import Figure
 from bench import plots
 from bench.frame import Metric
 
+# Stable SVG ids and text kept as text, so an unchanged run re-renders to the same bytes.
+RC: Any = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
+
 
 def save_metric_chart(cells: pd.DataFrame, metric: Metric, title: str, caption_text: str,
                 stem: Path) -> None:
-    rc = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
-    with matplotlib.rc_context(rc), warnings.catch_warnings():
+    with matplotlib.rc_context(RC), warnings.catch_warnings():
         # Log axes with one value per model warn about limits; that is not news here.
         warnings.simplefilter("ignore", UserWarning)
         fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
@@ -41,8 +43,7 @@ def save_comparison_chart(records: list[dict[str, Any]], panels: list[tuple[str,
     frame = pd.DataFrame.from_records(records, columns=["key", "metric", "ratio", "ci_low",
                                                         "ci_high", "verdict"])
     n_cells = frame["key"].nunique()
-    rc = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
-    with matplotlib.rc_context(rc):
+    with matplotlib.rc_context(RC):
         fig = Figure(figsize=(4.2 * len(panels) + 3, 1.8 + 0.32 * n_cells), dpi=150,
                      layout="constrained")
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]

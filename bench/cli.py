@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from datetime import UTC, datetime
@@ -104,7 +105,7 @@ def cmd_list() -> int:
     return 0
 
 
-def resolve_matrix(args) -> Matrix:
+def resolve_matrix(args: argparse.Namespace) -> Matrix:
     matrix = load_profile(args.profile)
     return override(matrix, models=args.models, protocols=args.protocols,
                     connections=args.connections, payloads=args.payloads, modes=args.modes,
@@ -114,7 +115,7 @@ def resolve_matrix(args) -> Matrix:
                     seed=args.seed, inject_delay_us=args.inject_delay_us)
 
 
-def cmd_run(args, argv: list[str]) -> int:
+def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         store = RunStore.open(args.resume)
         matrix = Matrix.from_dict(store.metadata["matrix"])
@@ -169,7 +170,7 @@ def cmd_report(run_dir: Path) -> int:
     return 0
 
 
-def cmd_compare(args) -> int:
+def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import CompareError, run  # scipy loads only here
 
     try:

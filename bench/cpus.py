@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from common.cpus import format_cpu_list
 
@@ -23,7 +24,7 @@ class CpuPlan:
     def shared(self) -> bool:
         return bool(set(self.server) & set(self.client))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "shared": self.shared}
 
 

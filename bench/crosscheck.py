@@ -20,6 +20,7 @@ when wrk is missing.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -32,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.sampler import CoreSampler
 from bench.server_process import ServerProcess
@@ -42,12 +44,12 @@ _UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 OUT_DIR = Path("results/crosscheck")
 
 
-def parse_wrk(text: str) -> dict:
+def parse_wrk(text: str) -> dict[str, Any]:
     """Requests/sec, p50 and p99 (us) and the error count from `wrk --latency` output."""
     rps = re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M)
     if rps is None:
         raise ValueError(f"no Requests/sec in wrk output: {text.strip()[-300:]!r}")
-    result = {"rps": float(rps.group(1)), "p50": None, "p99": None, "errors": 0}
+    result: dict[str, Any] = {"rps": float(rps.group(1)), "p50": None, "p99": None, "errors": 0}
     for name in ("50", "99"):
         found = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
         if found:
@@ -66,7 +68,7 @@ class Children:
     """The tool processes started here; all of them are killed on the way out."""
 
     def __init__(self) -> None:
-        self.running: list[subprocess.Popen] = []
+        self.running: list[subprocess.Popen[str]] = []
 
     def run(self, cmd: Sequence[str], cpus: set[int] | None, timeout: float) -> str:
         def prepare() -> None:
@@ -87,7 +89,7 @@ class Children:
             raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {err.strip()[-300:]}")
         return out
 
-    def kill(self, proc: subprocess.Popen) -> None:
+    def kill(self, proc: subprocess.Popen[str]) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -99,7 +101,7 @@ class Children:
             self.kill(proc)
 
 
-Tool = Callable[[Children, int, int, int, "set[int] | None"], dict]
+Tool = Callable[[Children, int, int, int, "set[int] | None"], dict[str, Any]]
 
 
 def _threads(cpus: set[int] | None, connections: int) -> int:
@@ -108,7 +110,7 @@ def _threads(cpus: set[int] | None, connections: int) -> int:
 
 
 def run_wrk(children: Children, port: int, connections: int, duration: int,
-            cpus: set[int] | None) -> dict:
+            cpus: set[int] | None) -> dict[str, Any]:
     cmd = ["wrk", f"-t{_threads(cpus, connections)}", f"-c{connections}", f"-d{duration}s",
            "--latency", f"http://127.0.0.1:{port}/"]
     start = time.time()
@@ -118,7 +120,7 @@ def run_wrk(children: Children, port: int, connections: int, duration: int,
 
 
 def run_ours(children: Children, port: int, connections: int, duration: int,
-             cpus: set[int] | None) -> dict:
+             cpus: set[int] | None) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{port}",
            "--protocol", "http", "--payload", "0", "--connections", str(connections),
            "--processes", str(_threads(cpus, connections)), "--duration", str(duration),
@@ -138,7 +140,7 @@ def _median(values: Sequence[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def bracketed_ratios(wrk: Sequence[dict], ours: Sequence[dict]) -> list[float]:
+def bracketed_ratios(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]) -> list[float]:
     """ours[i] against the mean of wrk[i] and wrk[i + 1], the runs either side of it
     (a last run of ours without a wrk run after it, when interrupted, is left out)."""
     ratios = []
@@ -149,7 +151,7 @@ def bracketed_ratios(wrk: Sequence[dict], ours: Sequence[dict]) -> list[float]:
     return ratios
 
 
-def summarize(wrk: Sequence[dict], ours: Sequence[dict]) -> dict:
+def summarize(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One table row from the alternating runs at one connection count."""
     ratios = bracketed_ratios(wrk, ours)
     row = {"ratio": _median(ratios), "ratio_min": min(ratios, default=None),
@@ -168,13 +170,13 @@ def summarize(wrk: Sequence[dict], ours: Sequence[dict]) -> dict:
 SATURATED = 95.0  # % busy: the server's core, not the load generator, set the pace
 
 
-def server_bound(row: dict) -> bool:
+def server_bound(row: dict[str, Any]) -> bool:
     """Whether the server's core was saturated under both tools (medians)."""
     return all(row[f"{name}_server_cpu"] is not None and row[f"{name}_server_cpu"] >= SATURATED
                for name in ("wrk", "ours"))
 
 
-def below(rows: Sequence[tuple[int, dict]], min_ratio: float) -> list[int]:
+def below(rows: Sequence[tuple[int, dict[str, Any]]], min_ratio: float) -> list[int]:
     """The connection counts whose median ratio misses min_ratio (or has none)."""
     return [c for c, row in rows if row["ratio"] is None or row["ratio"] < min_ratio]
 
@@ -195,7 +197,7 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:.0f}%"
 
 
-def table(rows: Sequence[tuple[int, dict]]) -> str:
+def table(rows: Sequence[tuple[int, dict[str, Any]]]) -> str:
     head = (f"{'conns':>6} {'wrk rps':>9} {'ours rps':>9} {'ours/wrk':>8} {'(min-max)':>11} "
             f"{'best':>5} {'wrk p50':>8} {'wrk p99':>8} {'ours p50':>8} {'ours p99':>8} "
             f"{'server core w/o':>16} {'our cpu':>7} {'errors w/o':>10}")
@@ -212,7 +214,7 @@ def table(rows: Sequence[tuple[int, dict]]) -> str:
     return "\n".join(lines)
 
 
-def _interrupted(signum: int, _frame) -> None:
+def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -250,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupted)
     children = Children()
     server = ServerProcess(model="epoll", protocol="http", cpus=server_cpus)
-    runs: dict[int, dict[str, list[dict]]] = {c: {"wrk": [], "ours": []} for c in args.connections}
+    runs: dict[int, dict[str, list[dict[str, Any]]]] = {
+        c: {"wrk": [], "ours": []} for c in args.connections}
     code = 0
     sampler: CoreSampler | None = None
     affinity = os.sched_getaffinity(0)
@@ -260,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             os.sched_setaffinity(0, client_cpus)  # sample from off the server's CPU
         sampler = CoreSampler(server_cpus or cpus).start()
 
-        def measure(name: str, tool: Tool, connections: int) -> dict:
+        def measure(name: str, tool: Tool, connections: int) -> dict[str, Any]:
             run = tool(children, server.port, connections, args.duration, client_cpus)
             run["server_cpu"] = sampler.busy_percent(*run["window"])
             runs[connections][name].append(run)
@@ -311,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _save(out: Path, args, rows: Sequence[tuple[int, dict]],
-          runs: dict[int, dict[str, list[dict]]]) -> None:
+def _save(out: Path, args: argparse.Namespace, rows: Sequence[tuple[int, dict[str, Any]]],
+          runs: dict[int, dict[str, list[dict[str, Any]]]]) -> None:
     doc = {"schema": 1, "duration_s": args.duration, "rounds": args.rounds,
            "summary": {str(c): row for c, row in rows},
            "runs": {str(c): r for c, r in runs.items() if r["ours"]}}

@@ -33,7 +33,8 @@ SYSCTLS = {
 }
 
 
-def collect_metadata(command_line: list[str], profile: str, cpu_plan: dict) -> dict[str, Any]:
+def collect_metadata(command_line: list[str], profile: str,
+                     cpu_plan: dict[str, Any]) -> dict[str, Any]:
     """The metadata dict for `RunStore.create`; see results/README.md for each field."""
     sha, dirty = git_state(REPO_ROOT)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -83,7 +83,7 @@ class Matrix:
                 for m, p, c, b, mode, bl, w in product(
                     self.models, self.protocols, self.connections, self.payloads,
                     self.modes, self.backlogs, self.works)]
-        cells = []
+        cells: list[Cell] = []
         for repeat in range(self.repeats):
             order = keys[:]
             random.Random(self.seed * 1000 + repeat).shuffle(order)
@@ -96,8 +96,9 @@ class Matrix:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Matrix:
         known = {f.name for f in fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v
-                      for k, v in data.items() if k in known})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items() if k in known}
+        return cls(**values)
 
 
 def profile_names() -> list[str]:
@@ -120,13 +121,15 @@ def load_profile(name: str) -> Matrix:
     if data.get("models", "all") == "all":
         data["models"] = list(MODELS)
     try:
-        return Matrix(profile=path.stem, **{k: tuple(v) if isinstance(v, list) else v
-                                            for k, v in data.items()})
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items()}
+        return Matrix(profile=path.stem, **values)
     except TypeError as exc:
         raise MatrixError(f"profile {path}: {exc}") from None
 
 
 def override(matrix: Matrix, **flags: Any) -> Matrix:
     """Flags given on the command line (not None) replace the profile's values."""
-    given = {k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None}
+    given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                             for k, v in flags.items() if v is not None}
     return replace(matrix, **given)

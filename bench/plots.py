@@ -166,7 +166,7 @@ def _format_axes(ax: Axes, xs: list[int], medians: list[float], *, log_y: bool, 
         ax.xaxis.set_major_locator(ticker.FixedLocator(xs))
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
         ax.xaxis.set_minor_locator(ticker.NullLocator())
-        low, high = min(xs), max(xs)
+        low, high = float(min(xs)), float(max(xs))
         ax.set_xlim(low / 1.6, high * 1.6)  # room for markers and error bar caps
     if log_y:
         ax.set_yscale("log")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TextIO
 
 from bench.record import Row
 
@@ -14,7 +15,7 @@ def _duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, stream=sys.stderr) -> None:
+    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
         self.total, self.done, self.stream = total, 0, stream
         self.started = time.monotonic()
 

@@ -32,7 +32,7 @@ from bench.store import write_text_atomic
 PERCENTILES = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))  # (load field, suffix)
 
 
-def write_pyperf_suite(rows: list[Row], metadata: dict, path: Path) -> None:
+def write_pyperf_suite(rows: list[Row], metadata: dict[str, Any], path: Path) -> None:
     """Write the suite to `path` (atomically). With no usable row: warn, write nothing."""
     common = _common_metadata(metadata)
     series: dict[str, list[pyperf.Run]] = {}
@@ -89,7 +89,7 @@ def _row_metadata(row: Row) -> dict[str, Any]:
     return meta
 
 
-def _common_metadata(metadata: dict) -> dict[str, Any]:
+def _common_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """pyperf-valid metadata from the run's metadata.json, invalid entries dropped."""
     candidates: dict[str, Any] = {}
     for name, value in (metadata.get("pyperf") or {}).items():

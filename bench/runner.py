@@ -12,12 +12,14 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from typing import Any
 
-from bench.cpus import CpuPlan, format_cpu_list
+from bench.cpus import CpuPlan
 from bench.matrix import Cell, Matrix
 from bench.record import Row
 from bench.sampler import ServerSampler
 from bench.server_process import ServerProcess, ServerStartError
+from common.cpus import format_cpu_list
 from servers import MODELS
 
 SATURATED = "client-bound: a load-generator worker was over 90% CPU in the window"
@@ -55,7 +57,7 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
 
-    def row(status: str, reason: str | None = None, **fields) -> Row:
+    def row(status: str, reason: str | None = None, **fields: Any) -> Row:
         return Row(run_id=run_id, cell=cell.key, repeat=cell.repeat, status=status,
                    reason=reason, started_at=started_at,
                    wall_s=round(time.monotonic() - t0, 3), **fields)
@@ -68,7 +70,7 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
         server.start()
     except ServerStartError as exc:
         return row("failed", f"server did not start: {exc}")
-    load: dict = {}
+    load: dict[str, Any] = {}
     failure = None
     try:
         sampler = ServerSampler(server.pid).start()
@@ -81,6 +83,7 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
             failure = f"load generator did not finish within {exc.timeout:.0f} s"
         finally:
             sample = sampler.stop()
+        assert server.proc is not None  # started
         crashed = server.proc.poll()
     finally:
         stop_code = server.stop()
@@ -106,7 +109,7 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
                load=load, server=sample, server_cpu_us_per_request=cpu_us)
 
 
-def parse_load(done: subprocess.CompletedProcess) -> tuple[dict, str | None]:
+def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any], str | None]:
     try:
         load = json.loads(done.stdout)
     except ValueError:
@@ -117,7 +120,7 @@ def parse_load(done: subprocess.CompletedProcess) -> tuple[dict, str | None]:
     return load, None
 
 
-def cpu_per_request(sampler: ServerSampler, load: dict) -> float | None:
+def cpu_per_request(sampler: ServerSampler, load: dict[str, Any]) -> float | None:
     """Server CPU microseconds per request, over the load generator's window when it
     says when that was, else over the whole run (an overestimate by the warm-up)."""
     requests = load.get("requests") or 0

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import psutil
 
 INTERVAL = 0.25  # listing 10k fds in /proc costs milliseconds: don't sample too often
 
 
-def interpolate(samples: list[tuple[float, ...]], t: float) -> tuple[float, ...]:
+def interpolate(samples: Sequence[tuple[float, ...]], t: float) -> tuple[float, ...]:
     """The values at unix time t, linearly between the (time, *values) samples around it."""
     if t <= samples[0][0]:
         return samples[0][1:]
@@ -66,7 +68,7 @@ class ServerSampler(_Periodic):
         self._begin()
         return self
 
-    def stop(self) -> dict:
+    def stop(self) -> dict[str, Any]:
         self._halt()
         self._sample()
         return self.summary()
@@ -116,10 +118,10 @@ class ServerSampler(_Periodic):
         at_start, at_end = self._at(start), self._at(end)
         return at_end[0] - at_start[0], at_end[1] - at_start[1]
 
-    def _at(self, t: float) -> tuple[float, float]:
+    def _at(self, t: float) -> tuple[float, ...]:
         return interpolate(self.samples, t)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         first, last = (self.samples[0], self.samples[-1]) if self.samples else ((0, 0, 0),) * 2
         ctx = {}
         if self._ctx_first and self._ctx_last:

@@ -17,8 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.process import die_with_parent
 
@@ -27,7 +28,8 @@ class ServerStartError(RuntimeError):
     pass
 
 
-def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None):
+def _child_setup(cpus: Sequence[int] | None,
+                 fd_limit: int | None = None) -> Callable[[], None]:
     """Runs in the child before exec: pinned from its first instruction, so a model
     that sizes itself by its CPU set (prefork) sees the plan, not the whole machine.
     fd_limit caps RLIMIT_NOFILE (soft and hard: the launcher raises soft to hard)."""
@@ -49,9 +51,9 @@ class ServerProcess:
     cpus: Sequence[int] | None = None
     ready_timeout: float = 10.0
     fd_limit: int | None = None  # to run the server out of descriptors (tests)
-    proc: subprocess.Popen | None = field(default=None, init=False)
-    ready: dict = field(default_factory=dict, init=False)
-    stopped: dict | None = field(default=None, init=False)
+    proc: subprocess.Popen[str] | None = field(default=None, init=False)
+    ready: dict[str, Any] = field(default_factory=dict, init=False)
+    stopped: dict[str, Any] | None = field(default=None, init=False)
     stderr: str = field(default="", init=False)
 
     @property
@@ -83,7 +85,8 @@ class ServerProcess:
         with selectors.DefaultSelector() as sel:
             sel.register(self.proc.stdout, selectors.EVENT_READ)
             if sel.select(timeout):
-                return self.proc.stdout.readline()
+                line: str = self.proc.stdout.readline()
+                return line
         return ""
 
     def stop(self, timeout: float = 5.0) -> int:
@@ -115,7 +118,7 @@ class ServerProcess:
     def __enter__(self) -> ServerProcess:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def wait_stopped(self, timeout: float) -> bool:

@@ -35,7 +35,8 @@ def from_values(values: Iterable[int], divisor: int = 1) -> HdrHistogram:
 
 
 def encode(histogram: HdrHistogram) -> str:
-    return histogram.encode().decode("ascii")
+    blob: bytes = histogram.encode()
+    return blob.decode("ascii")
 
 
 def merge(blobs: Iterable[str]) -> HdrHistogram:

@@ -3,37 +3,17 @@
     python -m clients.loadgen --target 127.0.0.1:PORT --protocol http --connections 100
 
 The parent splits the connections over worker processes (clients.worker), each one
-epoll loop pinned to its CPUs when --cpus is given. Every worker connects first (paced),
-then all warm up from the same instant, then measure the same window; the parent merges
-their HdrHistograms, counters and per-connection counts into one result. A run that
-met errors is still a result (exit 0): failures are data. Exit 2 is a usage error,
-exit 1 a failure of the load generator itself. Requests, bytes and latencies count
-only the window; errors count the whole run, from the first connect to the window's
-end (a connection the server drops during warm-up is an error, and starved).
+epoll loop (clients.loops) pinned to its CPUs when --cpus is given. Every worker
+connects first (paced), then all warm up from the same instant, then measure the same
+window; the parent merges their HdrHistograms, counters and per-connection counts into
+one result. A run that met errors is still a result (exit 0): failures are data. Exit
+2 is a usage error, exit 1 a failure of the load generator itself. Requests, bytes and
+latencies count only the window; errors count the whole run.
 
-Closed loop by default: each connection sends, waits for the whole reply, sends again.
---rate R is an open loop at R requests/s in total: every request has an intended send
-time and its latency counts from then (the wrk2 correction for coordinated omission).
-
---mode per-request opens a new connection per request and closes it (the client
-closes first, so TIME_WAIT lands on the client's side). To keep clear of ephemeral
-port exhaustion against an IPv4 loopback target, connects are spread over the source
-addresses 127.0.0.1 to 127.0.0.SOURCES (every 127/8 address is local on Linux, no set-up
-needed), each socket bound with IP_BIND_ADDRESS_NO_PORT so that the port is chosen at
-connect() on the whole 4-tuple, where Linux's net.ipv4.tcp_tw_reuse (default 2: on for
-loopback) may reuse a TIME_WAIT port older than a second. Each source address gives
-about 28k ports (ip_local_port_range), so 16 of them sustain far more connections per
-second than one Python client can open. SO_LINGER {on, 0} is not used: it would turn
-every close into a reset and change what is being measured.
-
-With --cpus and at most one worker per CPU, a closed-loop worker busy-polls for up to
-100 us before it sleeps in epoll, so that it is awake when a reply arrives (measured
-5-15% more requests/s from the Python servers on a 2-core VM); the busy-polling is left
-out of client.cpu_percent, which counts only the work done. Do not give the load
-generator CPUs the server runs on.
-
-Only loopback targets unless --allow-remote: the check runs before any name lookup
-or connect, so a mistyped address sends nothing.
+Closed loop by default; --rate R is an open loop at R requests/s in total, timed from
+each request's intended send time. --mode per-request opens a connection per request.
+Only loopback targets unless --allow-remote, checked before any lookup or connect.
+Why it is built this way (source addresses, busy-polling, what counts): docs/loadgen.md.
 """
 
 from __future__ import annotations
@@ -49,7 +29,8 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from clients import hist
@@ -72,12 +53,15 @@ from common.process import raise_fd_limit
 PROTOCOLS = ("echo", "http")
 MODES = ("persistent", "per-request")
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
-SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.worker)
+SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loops)
 MAX_PAYLOAD = 256 * 1024 * 1024
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
 SATURATED_PERCENT = 90.0
+
+
+Worker = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe
 
 
 class ConfigError(ValueError):
@@ -111,7 +95,7 @@ def split_target(target: str) -> tuple[str, int]:
         raise ConfigError(str(exc)) from None
 
 
-def resolve(config: LoadConfig) -> tuple[int, tuple]:
+def resolve(config: LoadConfig) -> tuple[int, tuple[Any, ...]]:
     """(family, sockaddr) of the target; refuses non-loopback before any lookup."""
     host, port = split_target(config.target)
     if not config.allow_remote and not is_loopback(host):
@@ -156,7 +140,8 @@ def validate(config: LoadConfig) -> None:
                               f"(allowed: {','.join(map(str, sorted(allowed)))})")
 
 
-def make_plans(config: LoadConfig, family: int, address: tuple) -> list[WorkerPlan]:
+def make_plans(config: LoadConfig, family: int,
+               address: tuple[Any, ...]) -> list[WorkerPlan]:
     cpus = sorted(set(config.cpus)) if config.cpus else None
     available = len(cpus) if cpus else len(os.sched_getaffinity(0))
     processes = min(config.processes or available, config.connections)
@@ -189,7 +174,7 @@ def make_plans(config: LoadConfig, family: int, address: tuple) -> list[WorkerPl
     return plans
 
 
-def run(config: LoadConfig) -> dict:
+def run(config: LoadConfig) -> dict[str, Any]:
     """Run one load test and return its result document (see `build_result`).
 
     Raises ConfigError for a bad configuration (nothing was sent) and LoadgenError when
@@ -205,7 +190,7 @@ def run(config: LoadConfig) -> dict:
 def _drive(config: LoadConfig,
            plans: Sequence[WorkerPlan]) -> tuple[list[WorkerResult], dict[str, float]]:
     context = multiprocessing.get_context("fork")
-    workers: list[tuple[multiprocessing.process.BaseProcess, object]] = []
+    workers: list[Worker] = []
     try:
         for plan in plans:
             ours, theirs = context.Pipe()
@@ -229,27 +214,27 @@ def _drive(config: LoadConfig,
         limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
         return _gather(workers, "result", limit), window
     finally:
-        for process, pipe in workers:
+        for worker_process, pipe in workers:
             pipe.close()
-            if process.is_alive():
-                process.terminate()
-        for process, _pipe in workers:
-            process.join(2)
-            if process.is_alive():
-                process.kill()
-                process.join()
+            if worker_process.is_alive():
+                worker_process.terminate()
+        for worker_process, _pipe in workers:
+            worker_process.join(2)
+            if worker_process.is_alive():
+                worker_process.kill()
+                worker_process.join()
 
 
-def _gather(workers: Sequence[tuple], kind: str, limit_s: float) -> list:
+def _gather(workers: Sequence[Worker], kind: str, limit_s: float) -> list[Any]:
     """One `kind` message from every worker, in worker order."""
     deadline = time.monotonic() + limit_s
-    got: dict[int, object] = {}
+    got: dict[int, Any] = {}
     while len(got) < len(workers):
         left = deadline - time.monotonic()
         if left <= 0:
             raise LoadgenError(f"workers did not report {kind!r} within {limit_s:.0f} s")
         pending = [i for i in range(len(workers)) if i not in got]
-        by_handle = {}
+        by_handle: dict[Any, int] = {}
         for i in pending:
             process, pipe = workers[i]
             by_handle[pipe] = by_handle[process.sentinel] = i
@@ -321,7 +306,7 @@ def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
     }
 
 
-def summary_line(result: dict) -> str:
+def summary_line(result: dict[str, Any]) -> str:
     lat, err, conns = result["latency_us"], result["errors"], result["connections"]
     errors = sum(err.values())
     line = (f"loadgen: {result['requests']} requests in {result['duration_s']:g} s = "
@@ -379,7 +364,7 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _interrupted(signum: int, _frame) -> None:
+def _interrupted(signum: int, _frame: object) -> None:
     raise KeyboardInterrupt  # the same clean-up path as Ctrl-C
 
 

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import IO, Any
 
 import psutil
 
@@ -100,7 +101,7 @@ def _latency(row: dict[str, str] | None) -> dict[str, float | None]:
     if not row or int(row["Request Count"]) == int(row["Failure Count"]):
         row = {}
     top = _us(_csv_float(row.get("Max Response Time")))
-    summary = {}
+    summary: dict[str, float | None] = {}
     for key, column in (("p50", "50%"), ("p90", "90%"), ("p99", "99%"), ("p999", "99.9%")):
         value = _us(_csv_float(row.get(column)))
         # A bucket rounds up as well as down: 64.993 ms is counted as 65 ms, above the
@@ -136,8 +137,8 @@ def _timeline(history: list[dict[str, str]], name: str) -> list[int]:
     return timeline
 
 
-def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict,
-                      failures_csv: Path | None) -> dict:
+def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict[str, Any],
+                      failures_csv: Path | None) -> dict[str, Any]:
     """Convert locust's `_stats.csv` (+ `_stats_history.csv`, `_failures.csv`) into the
     fields of clients.loadgen's JSON. `requests` counts verified replies only; every
     failure is in `errors`, by kind (unclassified ones under `other`)."""
@@ -216,7 +217,8 @@ def user_class(protocol: str, payload: int) -> str:
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def locust_command(*, host: str, port: int, protocol: str, users: int, spawn_rate: float,
@@ -251,7 +253,7 @@ class _LogWatcher(threading.Thread):
     """Reads locust's merged stdout/stderr: keeps it, echoes it unless quiet, and notes
     when the users were all spawned and when the run-time limit hit (the load window)."""
 
-    def __init__(self, stream, quiet: bool) -> None:
+    def __init__(self, stream: IO[str], quiet: bool) -> None:
         super().__init__(daemon=True)
         self.stream, self.quiet = stream, quiet
         self.lines: list[str] = []
@@ -310,7 +312,7 @@ class _CpuSampler(threading.Thread):
         return [round(sum(v) / len(v), 1) for v in self.samples.values() if v]
 
 
-def _stop_group(proc: subprocess.Popen, wait: float = 5.0) -> None:
+def _stop_group(proc: subprocess.Popen[str], wait: float = 5.0) -> None:
     """SIGTERM locust's process group (a session of its own: only locust and the
     workers it forked), then SIGKILL what is left. Nothing to do when all exited."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -341,7 +343,7 @@ def run_locust(target: str, *, protocol: str = "echo", users: int = 10,
                processes: int | None = None, master: bool = False,
                expect_workers: int | None = None, master_bind_host: str = "127.0.0.1",
                master_bind_port: int | None = None, allow_remote: bool = False,
-               quiet: bool = True) -> dict:
+               quiet: bool = True) -> dict[str, Any]:
     """Run locust headless against `target` (HOST:PORT) and return loadgen-style JSON.
 
     Raises UsageError (a ValueError) for bad arguments, such as a non-loopback target
@@ -396,6 +398,7 @@ def _run(cmd: Sequence[str], cwd: Path, limit: float,
     proc = subprocess.Popen(cmd, cwd=cwd, env=_locust_env(), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, preexec_fn=die_with_parent)
+    assert proc.stdout is not None  # stdout=PIPE
     watcher = _LogWatcher(proc.stdout, quiet)
     sampler = _CpuSampler(proc.pid, watcher)
     try:
@@ -416,7 +419,7 @@ def _run(cmd: Sequence[str], cwd: Path, limit: float,
 
 
 def _client(sampler: _CpuSampler, watcher: _LogWatcher, processes: int | None,
-            master: bool) -> dict:
+            master: bool) -> dict[str, Any]:
     cpu = sampler.means()
     # With --processes the first process is the master, which generates no load.
     load_cpu = cpu[1:] if processes else cpu

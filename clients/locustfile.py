@@ -34,12 +34,15 @@ import csv
 import math
 import os
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import gevent
 from gevent import socket
 from locust import FastHttpUser, User, constant_throughput, events, runners, stats, task
+from locust.env import Environment
 from locust.runners import WorkerRunner
+from locust.stats import StatsEntry
 
 from common.process import die_with_parent
 
@@ -74,7 +77,7 @@ def bucket_2_digits(response_time: float) -> float:
 
 # locust documents bucket_response_time as the hook for custom bucketing; every node
 # (master, workers) imports this file, so all of them bucket alike.
-stats.bucket_response_time = bucket_2_digits
+stats.bucket_response_time = bucket_2_digits  # type: ignore[assignment]  # floats kept
 # Workers report every 3 s by default, and a master gives their final report only 0.5 s
 # when it quits: a busy machine loses it, and with it the run's last interval. Reporting
 # every second bounds that loss (and gives the timeline 1 s steps in distributed runs).
@@ -84,13 +87,13 @@ runners.WORKER_REPORT_INTERVAL = 1.0
 class _FinalStatsCSV(stats.StatsCSV):
     """locust's CSV layout, with the percentiles kept as bucketed floats, not cut to int ms."""
 
-    def _percentile_fields(self, entry, use_current: bool = False) -> list:
+    def _percentile_fields(self, entry: StatsEntry, use_current: bool = False) -> list[Any]:
         if not entry.num_requests:
             return self.percentiles_na
         return [entry.get_response_time_percentile(p) for p in self.percentiles_to_report]
 
 
-def write_final_csv(environment, prefix: str) -> None:
+def write_final_csv(environment: Environment, prefix: str) -> None:
     writer = _FinalStatsCSV(environment, stats.PERCENTILES_TO_REPORT)
     with open(f"{prefix}_stats.csv", "w", newline="") as f:
         writer.requests_csv(csv.writer(f))
@@ -119,17 +122,18 @@ def _after_fork_in_child() -> None:
 os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 
-@events.init.add_listener
-def _on_init(environment, **_kwargs) -> None:
+@events.init.add_listener  # type: ignore[untyped-decorator]
+def _on_init(environment: Environment, **_kwargs: Any) -> None:
     prefix = getattr(environment.parsed_options, "sockbench_final_csv", None)
     if prefix and not isinstance(environment.runner, WorkerRunner):
         # `quit` fires after the runner stopped (and a master got its workers' last
         # reports), so the stats are final here.
-        environment.events.quit.add_listener(lambda **_kw: write_final_csv(environment, prefix))
+        environment.events.quit.add_listener(  # type: ignore[no-untyped-call]
+            lambda **_kw: write_final_csv(environment, prefix))
 
 
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser) -> None:
+@events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
+def _add_arguments(parser: Any) -> None:  # locust's configargparse parser
     parser.add_argument("--sockbench-payload", type=int, env_var="SOCKBENCH_PAYLOAD", default=64,
                         help="payload bytes per echo frame or HTTP POST body (0: HTTP GET)")
     parser.add_argument("--sockbench-rate", type=float, env_var="SOCKBENCH_RATE", default=0.0,
@@ -141,9 +145,9 @@ def _add_arguments(parser) -> None:
                         help="path prefix of the final stats and failures CSV written at exit")
 
 
-def _option(environment, name: str, default: float) -> float:
+def _option(environment: Environment, name: str, default: float) -> float:
     # parsed_options is None when a user runs outside the locust command line.
-    return getattr(environment.parsed_options, name, default)
+    return float(getattr(environment.parsed_options, name, default))
 
 
 def make_payload(size: int) -> bytes:
@@ -172,7 +176,7 @@ class EchoUser(User):
 
     wait_time = closed_loop_or_rate
 
-    def __init__(self, environment) -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         payload = make_payload(int(_option(environment, "sockbench_payload", 64)))
         self.frame = len(payload).to_bytes(4, "big") + payload
@@ -190,6 +194,7 @@ class EchoUser(User):
             gevent.sleep(CONNECT_BACKOFF_S)
             return
         assert self.sock is not None
+        error: Exception | None
         start = time.perf_counter()
         try:
             self.sock.sendall(self.frame)
@@ -253,13 +258,13 @@ class _HttpUser(FastHttpUser):
     abstract = True
     wait_time = closed_loop_or_rate
 
-    def __init__(self, environment) -> None:
+    def __init__(self, environment: Environment) -> None:
         # FastHttpUser builds its client from these in __init__, so set them first.
         timeout = float(_option(environment, "sockbench_timeout", 10.0))
         self.connection_timeout = self.network_timeout = timeout
         super().__init__(environment)
 
-    def _check(self, response, expected: bytes) -> bool:
+    def _check(self, response: Any, expected: bytes) -> bool:  # a FastResponse
         """Mark a wrong reply as failed; False when there was no reply at all."""
         if not response.status_code:
             return False  # a connection error: locust reports it with its own exception type
@@ -289,7 +294,8 @@ class HttpEchoUser(_HttpUser):
 
     @task
     def post_echo(self) -> None:
-        with self.client.post("/echo", name="POST /echo", data=self.payload,
+        with self.client.post("/echo", name="POST /echo",
+                              data=self.payload,  # type: ignore[arg-type]  # bytes are sent as is
                               catch_response=True) as response:
             answered = self._check(response, self.payload)
         if not answered:

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import sys
+from typing import Any
 
 from common.cli import USAGE_ERROR, ArgumentParser, port, positive_int
 from common.process import raise_fd_limit
@@ -71,7 +72,7 @@ def list_models(as_json: bool) -> int:
     return 0
 
 
-def run_model(args) -> int:
+def run_model(args: argparse.Namespace) -> int:
     model = MODELS.get(args.model)
     if model is None:
         return usage_error(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
@@ -95,7 +96,7 @@ def run_model(args) -> int:
     make_protocol = with_work(protocol_factory(args.protocol, Limits(max_frame=args.max_frame)),
                               work)
 
-    def stop(signum: int, _frame) -> None:
+    def stop(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # interrupt the cleanup
         raise Shutdown(signum)
@@ -118,7 +119,7 @@ def run_model(args) -> int:
     return 0
 
 
-def emit(event: dict) -> None:
+def emit(event: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
 

@@ -27,7 +27,7 @@ class Adapter(asyncio.Protocol):
     """One connection: asyncio's callbacks in, our protocol's replies out."""
 
     def __init__(self, protocol: ServerProtocol, counters: Counters,
-                 live: set[asyncio.BaseTransport]) -> None:
+                 live: set[asyncio.Transport]) -> None:
         self.protocol, self.counters, self.live = protocol, counters, live
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport
@@ -40,7 +40,7 @@ class Adapter(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.transport.set_write_buffer_limits(high=OUTPUT_LIMIT)  # same cap as epoll's
-        self.live.add(transport)
+        self.live.add(self.transport)
         self.counters.add("accepted")  # both loops set TCP_NODELAY themselves
 
     def data_received(self, data: bytes) -> None:
@@ -110,7 +110,7 @@ async def _serve(listener: socket.socket, make_protocol: Callable[[], ServerProt
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
-    live: set[asyncio.BaseTransport] = set()
+    live: set[asyncio.Transport] = set()
     server = await loop.create_server(lambda: Adapter(make_protocol(), counters, live),
                                       sock=listener, backlog=backlog)
     try:

@@ -216,6 +216,7 @@ class Connection:
 
     def send(self, reply: bytes) -> None:
         """Send now what the socket takes; keep the rest for the next writable event."""
+        data: bytes | bytearray
         if not self.out:
             data = reply  # fast path: nothing queued, no copy into the buffer
         else:

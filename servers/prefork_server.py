@@ -69,7 +69,7 @@ def _fork(index: int, cpus: list[int], listener: socket.socket, backlog: int,
 
 def _child(index: int, cpus: list[int], parent: int, listener: socket.socket, backlog: int,
            make_protocol: Callable[[], ServerProtocol], write_fd: int,
-           mask: set[signal.Signals]) -> NoReturn:
+           mask: set[int | signal.Signals]) -> NoReturn:
     counters, code = Counters(), 1
     try:
         signal.signal(signal.SIGTERM, _raise_stop)

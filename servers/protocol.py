@@ -64,7 +64,7 @@ class EchoProtocol:
             if size + 4 == len(data) and size <= self.limits.max_frame:
                 self.answered += 1
                 return data  # the common case: exactly one whole frame, no copy
-        out: list[bytes] = []
+        out: list[bytes | memoryview] = []
         view = memoryview(data)
         pos, end = 0, len(data)
         while pos < end:
@@ -135,7 +135,7 @@ class LineProtocol:
         return out
 
     @staticmethod
-    def _answer(line: bytes) -> bytes:
+    def _answer(line: bytes | bytearray) -> bytes:
         return b"Hello, " + line.rstrip(b"\r") + b"\n"
 
 

@@ -32,8 +32,8 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
         while True:
             readers = [listener.fileno()] + [fd for fd, c in conns.items() if c.wants_read]
             writers = [fd for fd, c in conns.items() if c.wants_write]
-            readable, writable, _ = select.select(readers, writers, [], timers.timeout())
-            readable, writable = set(readable), set(writable)
+            ready_r, ready_w, _ = select.select(readers, writers, [], timers.timeout())
+            readable, writable = set(ready_r), set(ready_w)
             for fd in readable | writable:
                 if fd == listener.fileno():
                     for sock in accept_ready(listener, counters):

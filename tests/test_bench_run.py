@@ -7,11 +7,14 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import Any
 
 import pytest
 
-import bench.runner
 from bench import cli
+from bench.matrix import Cell
+from bench.record import Row
+from bench.runner import run_cell
 from bench.server_process import ServerProcess
 from bench.store import RunStore
 
@@ -37,7 +40,7 @@ def test_two_cells_end_to_end(tmp_path) -> None:
         assert row.load["connections"]["established"] == 8
         assert row.server["peak_rss_bytes"] > 0
         assert row.server["counters"]["accepted"] >= 8
-        assert row.server_cpu_us_per_request > 0
+        assert row.server_cpu_us_per_request is not None and row.server_cpu_us_per_request > 0
     assert store.metadata["cpu_plan"]["server"] and store.metadata["matrix"]["models"]
     assert (tmp_path / "t" / "report.md").is_file()
 
@@ -52,8 +55,8 @@ class CrashingServer(ServerProcess):
 
 
 def test_crashed_server_gives_failed_row_and_the_run_goes_on(tmp_path, monkeypatch) -> None:
-    real = bench.runner.ServerProcess
-    monkeypatch.setattr(bench.runner, "ServerProcess",
+    real = ServerProcess
+    monkeypatch.setattr("bench.runner.ServerProcess",
                         lambda model, *a, **kw: (CrashingServer if model == "poll" else real)(
                             model, *a, **kw))
     code = run_bench(tmp_path, "--models", "poll", "epoll", "--connections", "4",
@@ -61,12 +64,12 @@ def test_crashed_server_gives_failed_row_and_the_run_goes_on(tmp_path, monkeypat
     assert code == 0
     rows = {r.cell.model: r for r in RunStore.open(tmp_path / "t").rows()}
     assert rows["poll"].status == "failed"
-    assert "server exited" in rows["poll"].reason
+    assert "server exited" in (rows["poll"].reason or "")
     assert rows["epoll"].status in ("ok", "client-bound")
 
 
 def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monkeypatch) -> None:
-    real_run_cell = cli.run_cell
+    real_run_cell = run_cell
     calls: list[str] = []
 
     def interrupted_after_first(cell, *args):
@@ -83,8 +86,12 @@ def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monke
     assert store.metadata["interrupted"] is True
 
     resumed: list[str] = []
-    monkeypatch.setattr(cli, "run_cell",
-                        lambda cell, *a: resumed.append(cell.key.key) or real_run_cell(cell, *a))
+
+    def recording(cell: Cell, *args: Any) -> Row:
+        resumed.append(cell.key.key)
+        return real_run_cell(cell, *args)
+
+    monkeypatch.setattr(cli, "run_cell", recording)
     assert cli.main(["run", "--resume", str(tmp_path / "t"), "--no-report"]) == 0
     assert len(resumed) == 1 and resumed[0] not in calls
     assert len(RunStore.open(tmp_path / "t").rows()) == 2

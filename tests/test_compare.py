@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def baseline_values() -> Values:
 
 
 def make_run(root: Path, run_id: str, values: Values, *, metadata: dict | None = None,
-             extra_rows: list[Row] = ()) -> Path:
+             extra_rows: Sequence[Row] = ()) -> Path:
     store = RunStore.create(root, run_id, metadata or METADATA)
     cells = {k.key: k for k in KEYS}
     for key, repeats in values.items():

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -20,7 +21,8 @@ import pytest
 from bench.server_process import ServerProcess
 from clients import hist, wire
 from clients.errors import ERROR_KINDS
-from clients.loadgen import ConfigError, LoadConfig, LoadgenError, is_loopback, main, run
+from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, run
+from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, EchoProtocol, HttpProtocol
 
 RESULT_KEYS = {"schema", "tool", "params", "requests", "throughput_rps", "bytes", "duration_s",
@@ -309,7 +311,7 @@ def test_a_failing_worker_is_reported_not_hung(echo_server: ServerProcess, monke
 
 
 def _stall_once(after_s: float = 0.3, stall_s: float = 0.2) -> Callable[[int, bytes], bytes]:
-    state = {"first": None, "stalled": False}
+    state: dict[str, Any] = {"first": None, "stalled": False}
 
     def reply(n: int, frame: bytes) -> bytes:
         now = time.monotonic()

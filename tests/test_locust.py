@@ -48,7 +48,7 @@ def locust_sessions(monkeypatch) -> Iterator[list[int]]:
             sessions.append(proc.pid)  # a session leader: its pid is the session id
         return proc
 
-    monkeypatch.setattr(locust_driver.subprocess, "Popen", recording_popen)
+    monkeypatch.setattr("clients.locust_driver.subprocess.Popen", recording_popen)
     yield sessions
     assert sessions, "the driver started no locust"
     assert not alive_in_sessions(sessions)

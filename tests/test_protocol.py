@@ -141,6 +141,7 @@ def test_http_limits() -> None:
 def test_factory_makes_fresh_objects() -> None:
     make = protocol_factory("echo", Limits(max_frame=5))
     a, b = make(), make()
+    assert isinstance(a, EchoProtocol)
     assert a is not b and a.limits.max_frame == 5
 
 

@@ -22,7 +22,7 @@ def load(name: str) -> dict[str, Any]:
 
 
 def triggers(workflow: dict[str, Any]) -> dict[str, Any]:
-    on = workflow.get("on", workflow.get(True))
+    on = workflow.get("on", workflow.get(True))  # type: ignore[call-overload]  # YAML 1.1 reads `on:` as True
     if isinstance(on, str):
         return {on: None}
     if isinstance(on, list):
