@@ -22,8 +22,9 @@ from bench.frame import Metric
 RC: Any = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
 
 
-def save_metric_chart(cells: pd.DataFrame, metric: Metric, title: str, caption_text: str,
-                stem: Path) -> None:
+def save_metric_chart(
+    cells: pd.DataFrame, metric: Metric, title: str, caption_text: str, stem: Path
+) -> None:
     with matplotlib.rc_context(RC), warnings.catch_warnings():
         # Log axes with one value per model warn about limits; that is not news here.
         warnings.simplefilter("ignore", UserWarning)
@@ -34,30 +35,50 @@ def save_metric_chart(cells: pd.DataFrame, metric: Metric, title: str, caption_t
         _save(fig, stem, caption_text)
 
 
-def save_comparison_chart(records: list[dict[str, Any]], panels: list[tuple[str, str]], *,
-                          threshold: float, title: str, caption_text: str, stem: Path) -> None:
+def save_comparison_chart(
+    records: list[dict[str, Any]],
+    panels: list[tuple[str, str]],
+    *,
+    threshold: float,
+    title: str,
+    caption_text: str,
+    stem: Path,
+) -> None:
     """`stem`.png and .svg for `bench.compare`: one forest-plot panel per (metric, xlabel).
 
     `records` are one dict per cell and metric: key, metric, ratio, ci_low, ci_high, verdict.
     """
-    frame = pd.DataFrame.from_records(records, columns=["key", "metric", "ratio", "ci_low",
-                                                        "ci_high", "verdict"])
+    frame = pd.DataFrame.from_records(
+        records, columns=["key", "metric", "ratio", "ci_low", "ci_high", "verdict"]
+    )
     n_cells = frame["key"].nunique()
     with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(4.2 * len(panels) + 3, 1.8 + 0.32 * n_cells), dpi=150,
-                     layout="constrained")
+        fig = Figure(
+            figsize=(4.2 * len(panels) + 3, 1.8 + 0.32 * n_cells), dpi=150, layout="constrained"
+        )
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for i, (ax, (metric, xlabel)) in enumerate(zip(axes, panels, strict=True)):
-            plots.plot_comparison(ax, frame[frame["metric"] == metric].reset_index(drop=True),
-                                  threshold=threshold, xlabel=xlabel, labels=i == 0)
+            plots.plot_comparison(
+                ax,
+                frame[frame["metric"] == metric].reset_index(drop=True),
+                threshold=threshold,
+                xlabel=xlabel,
+                labels=i == 0,
+            )
         handles, labels = axes[0].get_legend_handles_labels()
         for ax in axes[1:]:  # one legend for all panels, each verdict once
             for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
                 if label not in labels:
                     handles.append(handle)
                     labels.append(label)
-        fig.legend(handles, labels, loc="outside upper right", ncols=len(labels),
-                   frameon=False, fontsize=8.5)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside upper right",
+            ncols=len(labels),
+            frameon=False,
+            fontsize=8.5,
+        )
         fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
         _save(fig, stem, caption_text)
 
@@ -68,9 +89,8 @@ def _save(fig: Figure, stem: Path, caption_text: str) -> None:
     No timestamps in files: re-rendering an unchanged run gives identical bytes.
     bbox "tight": nothing (a long legend or caption) is cut off at the edges.
     """
-    fig.supxlabel(caption_text, fontsize=7, color="0.35", x=0.01, ha="left",
-                  multialignment="left")
-    fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight",
-                metadata={"Software": None})
-    fig.savefig(stem.with_suffix(".svg"), bbox_inches="tight",
-                metadata={"Date": None, "Creator": None})
+    fig.supxlabel(caption_text, fontsize=7, color="0.35", x=0.01, ha="left", multialignment="left")
+    fig.savefig(stem.with_suffix(".png"), dpi=150, bbox_inches="tight", metadata={"Software": None})
+    fig.savefig(
+        stem.with_suffix(".svg"), bbox_inches="tight", metadata={"Date": None, "Creator": None}
+    )

@@ -32,50 +32,95 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run a matrix of cells and write the report")
-    run.add_argument("--profile", default="quick",
-                     help=f"one of {', '.join(profile_names())} or a .toml path (default quick)")
+    run.add_argument(
+        "--profile",
+        default="quick",
+        help=f"one of {', '.join(profile_names())} or a .toml path (default quick)",
+    )
     run.add_argument("--models", nargs="+", metavar="MODEL")
-    run.add_argument("--protocol", "--protocols", dest="protocols", nargs="+",
-                     choices=["echo", "http"])
+    run.add_argument(
+        "--protocol", "--protocols", dest="protocols", nargs="+", choices=["echo", "http"]
+    )
     run.add_argument("--connections", nargs="+", type=positive_int, metavar="N")
     run.add_argument("--payloads", nargs="+", type=int, metavar="BYTES")
     run.add_argument("--modes", nargs="+", choices=MODES)
-    run.add_argument("--backlogs", nargs="+", type=int, metavar="N",
-                     help="listen() backlog as an axis; 0 is the system maximum")
-    run.add_argument("--work", dest="works", nargs="+", metavar="KIND:US",
-                     help="server-side work per request as an axis: none, cpu:US, wait:US")
+    run.add_argument(
+        "--backlogs",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="listen() backlog as an axis; 0 is the system maximum",
+    )
+    run.add_argument(
+        "--work",
+        dest="works",
+        nargs="+",
+        metavar="KIND:US",
+        help="server-side work per request as an axis: none, cpu:US, wait:US",
+    )
     run.add_argument("--repeats", type=positive_int)
-    run.add_argument("--duration", type=positive_float, metavar="S",
-                     help="measured window per cell")
+    run.add_argument(
+        "--duration", type=positive_float, metavar="S", help="measured window per cell"
+    )
     run.add_argument("--warmup", type=non_negative_float, metavar="S")
     run.add_argument("--driver", choices=DRIVERS)
     run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
-    run.add_argument("--inject-delay-us", type=int, metavar="US",
-                     help="extra server CPU per request (tests the regression gate)")
+    run.add_argument(
+        "--inject-delay-us",
+        type=int,
+        metavar="US",
+        help="extra server CPU per request (tests the regression gate)",
+    )
     run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
     run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
-    run.add_argument("--out", type=Path, default=RESULTS, metavar="DIR",
-                     help="where run folders go (default results/)")
+    run.add_argument(
+        "--out",
+        type=Path,
+        default=RESULTS,
+        metavar="DIR",
+        help="where run folders go (default results/)",
+    )
     run.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                     help="run only the cells still missing from an interrupted run")
+    run.add_argument(
+        "--resume",
+        type=Path,
+        metavar="RUN_DIR",
+        help="run only the cells still missing from an interrupted run",
+    )
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
     report.add_argument("run_dir", type=Path)
     sub.add_parser("list", help="list profiles and models")
-    compare = sub.add_parser("compare", help="compare two runs: the regression gate "
-                             "(exit 1 on a regression)")
+    compare = sub.add_parser(
+        "compare", help="compare two runs: the regression gate (exit 1 on a regression)"
+    )
     compare.add_argument("base_run", type=Path, metavar="BASE_RUN")
     compare.add_argument("new_run", type=Path, metavar="NEW_RUN")
-    compare.add_argument("--threshold", type=float, default=5.0, metavar="PCT",
-                         help="smallest change that counts, in percent (default 5)")
-    compare.add_argument("--alpha", type=float, default=0.05, metavar="A",
-                         help="significance level of the Mann-Whitney U test (default 0.05)")
-    compare.add_argument("--force", action="store_true",
-                         help="compare runs whose machine or CPU plan differ (with a warning)")
-    compare.add_argument("--out", type=Path, metavar="FILE",
-                         help="markdown summary (default NEW_RUN/compare.md); the chart "
-                              "goes beside it")
+    compare.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="PCT",
+        help="smallest change that counts, in percent (default 5)",
+    )
+    compare.add_argument(
+        "--alpha",
+        type=float,
+        default=0.05,
+        metavar="A",
+        help="significance level of the Mann-Whitney U test (default 0.05)",
+    )
+    compare.add_argument(
+        "--force",
+        action="store_true",
+        help="compare runs whose machine or CPU plan differ (with a warning)",
+    )
+    compare.add_argument(
+        "--out",
+        type=Path,
+        metavar="FILE",
+        help="markdown summary (default NEW_RUN/compare.md); the chart goes beside it",
+    )
     return parser
 
 
@@ -107,22 +152,34 @@ def cmd_list() -> int:
 
 def resolve_matrix(args: argparse.Namespace) -> Matrix:
     matrix = load_profile(args.profile)
-    return override(matrix, models=args.models, protocols=args.protocols,
-                    connections=args.connections, payloads=args.payloads, modes=args.modes,
-                    backlogs=args.backlogs, repeats=args.repeats,
-                    works=[("" if w == "none" else w) for w in args.works] if args.works else None,
-                    duration=args.duration, warmup=args.warmup, driver=args.driver,
-                    seed=args.seed, inject_delay_us=args.inject_delay_us)
+    return override(
+        matrix,
+        models=args.models,
+        protocols=args.protocols,
+        connections=args.connections,
+        payloads=args.payloads,
+        modes=args.modes,
+        backlogs=args.backlogs,
+        repeats=args.repeats,
+        works=[("" if w == "none" else w) for w in args.works] if args.works else None,
+        duration=args.duration,
+        warmup=args.warmup,
+        driver=args.driver,
+        seed=args.seed,
+        inject_delay_us=args.inject_delay_us,
+    )
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         store = RunStore.open(args.resume)
         matrix = Matrix.from_dict(store.metadata["matrix"])
-        plan = plan_cpus(tuple(store.metadata["cpu_plan"]["server"]),
-                         tuple(store.metadata["cpu_plan"]["client"]))
+        plan = plan_cpus(
+            tuple(store.metadata["cpu_plan"]["server"]), tuple(store.metadata["cpu_plan"]["client"])
+        )
     else:
         from bench.machine import collect_metadata  # reads /proc and git: only for new runs
+
         matrix = resolve_matrix(args)
         plan = plan_cpus(args.server_cpus, args.client_cpus)
         metadata = collect_metadata(["python -m bench", *argv], matrix.profile, plan.to_dict())
@@ -132,9 +189,11 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     cells = [c for c in matrix.cells() if (c.key, c.repeat) not in done]
     if plan.note:
         sys.stderr.write(f"note: {plan.note}\n")
-    sys.stderr.write(f"run {store.path}: {len(cells)} cells to run"
-                     f"{f' ({len(done)} already done)' if done else ''}; server CPUs "
-                     f"{list(plan.server)}, load generator CPUs {list(plan.client)}\n")
+    sys.stderr.write(
+        f"run {store.path}: {len(cells)} cells to run"
+        f"{f' ({len(done)} already done)' if done else ''}; server CPUs "
+        f"{list(plan.server)}, load generator CPUs {list(plan.client)}\n"
+    )
     # The bench process itself (and its psutil sampling) stays off the server's CPUs;
     # put back afterwards, for a caller running this in-process (the tests).
     affinity = os.sched_getaffinity(0)
@@ -148,14 +207,17 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             progress.cell_finished(row)
     except KeyboardInterrupt:
         store.update_metadata(interrupted=True)
-        sys.stderr.write(f"\ninterrupted: {progress.done} of {len(cells)} cells kept in "
-                         f"{store.path}\nresume with: python -m bench run --resume "
-                         f"{store.path}\n")
+        sys.stderr.write(
+            f"\ninterrupted: {progress.done} of {len(cells)} cells kept in "
+            f"{store.path}\nresume with: python -m bench run --resume "
+            f"{store.path}\n"
+        )
         return INTERRUPTED
     finally:
         os.sched_setaffinity(0, affinity)
-    store.update_metadata(interrupted=False,
-                          finished_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    store.update_metadata(
+        interrupted=False, finished_at=datetime.now(UTC).isoformat(timespec="seconds")
+    )
     if args.no_report:
         print(store.path)
         return 0
@@ -174,8 +236,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from bench.compare import CompareError, run  # scipy loads only here
 
     try:
-        return run(args.base_run, args.new_run, threshold_pct=args.threshold, alpha=args.alpha,
-                   force=args.force, out=args.out)
+        return run(
+            args.base_run,
+            args.new_run,
+            threshold_pct=args.threshold,
+            alpha=args.alpha,
+            force=args.force,
+            out=args.out,
+        )
     except CompareError as exc:
         sys.stderr.write(f"python -m bench compare: error: {exc}\n")
         return USAGE_ERROR

@@ -112,6 +112,7 @@ class CellComparison:
 
 FAILED_IN_NEW = "failed in new"  # usable in the base, no usable repeat in the new run
 
+
 @dataclass(frozen=True)
 class Unmatched:
     key: str
@@ -152,9 +153,13 @@ def min_p_value(n: int, m: int) -> float:
     return min(1.0, 2 / math.comb(n + m, n))
 
 
-def bootstrap_ratio_ci(base: tuple[float, ...], new: tuple[float, ...],
-                       rng: np.random.Generator, resamples: int = RESAMPLES,
-                       confidence: float = CONFIDENCE) -> tuple[float, float]:
+def bootstrap_ratio_ci(
+    base: tuple[float, ...],
+    new: tuple[float, ...],
+    rng: np.random.Generator,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile-bootstrap interval of median(new) / median(base), sides resampled apart."""
     b = np.asarray(base, dtype=float)
     n = np.asarray(new, dtype=float)
@@ -170,28 +175,55 @@ def bootstrap_ratio_ci(base: tuple[float, ...], new: tuple[float, ...],
     return float(low), float(high)
 
 
-def compare_metric(spec: MetricSpec, key: str, base: tuple[float, ...],
-                   new: tuple[float, ...], *, threshold: float, alpha: float) -> MetricChange:
+def compare_metric(
+    spec: MetricSpec,
+    key: str,
+    base: tuple[float, ...],
+    new: tuple[float, ...],
+    *,
+    threshold: float,
+    alpha: float,
+) -> MetricChange:
     """The change of one metric of one cell, with its interval, p-value and verdict."""
     if not base or not new:
         side = "base" if not base else "new"
-        return MetricChange(spec, base, new, math.nan, math.nan, math.nan, math.nan, NO_CHANGE,
-                            f"{spec.title}: no value in {side}")
+        return MetricChange(
+            spec,
+            base,
+            new,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            NO_CHANGE,
+            f"{spec.title}: no value in {side}",
+        )
     base_median, new_median = statistics.median(base), statistics.median(new)
     ratio = new_median / base_median if base_median > 0 else math.nan
     rng = np.random.default_rng([SEED, zlib.crc32(f"{key}|{spec.name}".encode())])
     low, high = bootstrap_ratio_ci(base, new, rng)
     p = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
     if math.isnan(ratio):
-        return MetricChange(spec, base, new, ratio, low, high, p, NO_CHANGE,
-                            f"{spec.title}: base median is 0, no ratio")
+        return MetricChange(
+            spec,
+            base,
+            new,
+            ratio,
+            low,
+            high,
+            p,
+            NO_CHANGE,
+            f"{spec.title}: base median is 0, no ratio",
+        )
 
     worse = ratio < 1 - threshold if spec.higher_is_better else ratio > 1 + threshold
     better = ratio > 1 + threshold if spec.higher_is_better else ratio < 1 - threshold
     floor = min_p_value(len(base), len(new))
     if floor >= alpha or min(len(base), len(new)) < 3:
-        note = (f"too few repeats ({len(base)} vs {len(new)}: p cannot go below "
-                f"{floor:.2g}, alpha {alpha:g})")
+        note = (
+            f"too few repeats ({len(base)} vs {len(new)}: p cannot go below "
+            f"{floor:.2g}, alpha {alpha:g})"
+        )
         return MetricChange(spec, base, new, ratio, low, high, p, NO_CHANGE, note)
     significant = p < alpha
     if significant and worse:
@@ -267,8 +299,14 @@ def _open(path: Path, role: str) -> RunStore:
         raise CompareError(f"{role} run: {exc}") from None
 
 
-def compare_runs(base_dir: Path, new_dir: Path, *, threshold_pct: float = DEFAULT_THRESHOLD_PCT,
-                 alpha: float = DEFAULT_ALPHA, force: bool = False) -> Comparison:
+def compare_runs(
+    base_dir: Path,
+    new_dir: Path,
+    *,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    alpha: float = DEFAULT_ALPHA,
+    force: bool = False,
+) -> Comparison:
     """Compare two run folders; CompareError on bad input or differing machines."""
     if not 0 <= threshold_pct < 100:
         raise CompareError(f"--threshold must be a percentage in [0, 100), got {threshold_pct:g}")
@@ -277,8 +315,10 @@ def compare_runs(base_dir: Path, new_dir: Path, *, threshold_pct: float = DEFAUL
     base, new = _open(base_dir, "base"), _open(new_dir, "new")
     differences = metadata_differences(base.metadata, new.metadata)
     if differences and not force:
-        raise CompareError("runs from different setups, refusing to compare (--force to go on): "
-                           + "; ".join(differences))
+        raise CompareError(
+            "runs from different setups, refusing to compare (--force to go on): "
+            + "; ".join(differences)
+        )
     try:
         base_side, new_side = _Side.of(base.rows()), _Side.of(new.rows())
     except StoreError as exc:
@@ -295,32 +335,41 @@ def compare_runs(base_dir: Path, new_dir: Path, *, threshold_pct: float = DEFAUL
             unmatched.append(Unmatched(key, "only in new", f"base: {base_side.status_text(key)}"))
             continue
         changes = tuple(
-            compare_metric(spec, key, tuple(base_side.values[key][spec.name]),
-                           tuple(new_side.values[key][spec.name]),
-                           threshold=threshold, alpha=alpha)
-            for spec in METRICS)
-        cells.append(CellComparison(key, changes, _cell_notes(key, changes, base_side,
-                                                               new_side)))
+            compare_metric(
+                spec,
+                key,
+                tuple(base_side.values[key][spec.name]),
+                tuple(new_side.values[key][spec.name]),
+                threshold=threshold,
+                alpha=alpha,
+            )
+            for spec in METRICS
+        )
+        cells.append(CellComparison(key, changes, _cell_notes(key, changes, base_side, new_side)))
     if not cells:
         raise CompareError(f"no cell has usable repeats in both {base.path} and {new.path}")
     cells.sort(key=lambda c: VERDICT_ORDER.index(c.verdict))  # stable: keys stay sorted
-    return Comparison(base, new, threshold, alpha, cells, unmatched,
-                      differences if force else [])
+    return Comparison(base, new, threshold, alpha, cells, unmatched, differences if force else [])
 
 
-def _cell_notes(key: str, changes: tuple[MetricChange, ...], base: _Side,
-                new: _Side) -> tuple[str, ...]:
+def _cell_notes(
+    key: str, changes: tuple[MetricChange, ...], base: _Side, new: _Side
+) -> tuple[str, ...]:
     notes = []
     too_few = [c.note for c in changes if c.note.startswith("too few")]
     if too_few:
         notes.append(too_few[0])  # the same for every metric of the cell
     notes += [c.note for c in changes if c.note and not c.note.startswith("too few")]
-    bound = [name for name, side in (("base", base), ("new", new))
-             if side.statuses[key]["client-bound"]]
+    bound = [
+        name for name, side in (("base", base), ("new", new)) if side.statuses[key]["client-bound"]
+    ]
     if bound:
         notes.append(f"client-bound in {' and '.join(bound)}: throughput is a lower bound")
-    failed = [f"{name} {side.statuses[key]['failed']}" for name, side in
-              (("base", base), ("new", new)) if side.statuses[key]["failed"]]
+    failed = [
+        f"{name} {side.statuses[key]['failed']}"
+        for name, side in (("base", base), ("new", new))
+        if side.statuses[key]["failed"]
+    ]
     if failed:
         notes.append(f"failed repeats left out: {', '.join(failed)}")
     return tuple(notes)
@@ -345,9 +394,11 @@ def _plural(n: int, word: str) -> str:
 
 def headline(cmp: Comparison) -> str:
     """'N regressions, M improvements, K unchanged of T cells'."""
-    text = (f"{_plural(cmp.count(REGRESSION), 'regression')}, "
-            f"{_plural(cmp.count(IMPROVEMENT), 'improvement')}, "
-            f"{cmp.count(NO_CHANGE)} unchanged of {_plural(len(cmp.cells), 'cell')}")
+    text = (
+        f"{_plural(cmp.count(REGRESSION), 'regression')}, "
+        f"{_plural(cmp.count(IMPROVEMENT), 'improvement')}, "
+        f"{cmp.count(NO_CHANGE)} unchanged of {_plural(len(cmp.cells), 'cell')}"
+    )
     if cmp.failed_in_new:
         text += f"; {_plural(cmp.failed_in_new, 'cell')} failed in every new repeat"
     return text
@@ -356,24 +407,38 @@ def headline(cmp: Comparison) -> str:
 def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
     """The summary: headline, method line, table (regressions first), unmatched cells."""
     pct = f"{cmp.threshold * 100:g}%"
-    out = [f"# sockbench compare: `{cmp.base.run_id}` → `{cmp.new.run_id}`", "",
-           f"**{headline(cmp)}**" + (f" ({_plural(len(cmp.unmatched), 'cell')} in one run "
-                                     "only, listed below)" if cmp.unmatched else ""), "",
-           f"A regression is a change beyond ±{pct} (throughput down or p99 up) that is also "
-           f"significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
-           "Values are medians over usable repeats (ok and client-bound); the change is "
-           f"new/base − 1 of the medians with a {CONFIDENCE:.0%} bootstrap interval.", ""]
+    out = [
+        f"# sockbench compare: `{cmp.base.run_id}` → `{cmp.new.run_id}`",
+        "",
+        f"**{headline(cmp)}**"
+        + (
+            f" ({_plural(len(cmp.unmatched), 'cell')} in one run only, listed below)"
+            if cmp.unmatched
+            else ""
+        ),
+        "",
+        f"A regression is a change beyond ±{pct} (throughput down or p99 up) that is also "
+        f"significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
+        "Values are medians over usable repeats (ok and client-bound); the change is "
+        f"new/base − 1 of the medians with a {CONFIDENCE:.0%} bootstrap interval.",
+        "",
+    ]
     if cmp.metadata_differences:
-        out += [f"> **Warning:** compared with --force although the setups differ: "
-                f"{_md('; '.join(cmp.metadata_differences))}", ""]
+        out += [
+            f"> **Warning:** compared with --force although the setups differ: "
+            f"{_md('; '.join(cmp.metadata_differences))}",
+            "",
+        ]
     header = ["verdict", "cell"]
     for spec in METRICS:
         header += [f"{spec.title} ({spec.unit}) base → new", "change [95% CI]", "p"]
     header += ["repeats", "notes"]
     out += _table_head(header, numeric_from=2, last_text=1)
     for cell in cmp.cells:
-        entries = [f"**{cell.verdict}**" if cell.verdict != NO_CHANGE else cell.verdict,
-                   f"`{cell.key}`"]
+        entries = [
+            f"**{cell.verdict}**" if cell.verdict != NO_CHANGE else cell.verdict,
+            f"`{cell.key}`",
+        ]
         for change in cell.changes:
             entries += [_medians(change), _change_text(change), _p_text(change.p_value)]
         first = cell.changes[0]
@@ -381,16 +446,25 @@ def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
         out.append("| " + " | ".join(entries) + " |")
     out.append("")
     if cmp.unmatched:
-        out += ["## Not compared", "", *_table_head(["cell", "where", "other run"]),
-                *[f"| `{u.key}` | {u.where} | {_md(u.note)} |" for u in cmp.unmatched], ""]
+        out += [
+            "## Not compared",
+            "",
+            *_table_head(["cell", "where", "other run"]),
+            *[f"| `{u.key}` | {u.where} | {_md(u.note)} |" for u in cmp.unmatched],
+            "",
+        ]
     if chart:
-        out += [f"Chart: `{chart}.png` (and `.svg`) beside this file: the change of each "
-                "metric with its interval, the ±threshold band shaded, regressions in red.", ""]
+        out += [
+            f"Chart: `{chart}.png` (and `.svg`) beside this file: the change of each "
+            "metric with its interval, the ±threshold band shaded, regressions in red.",
+            "",
+        ]
     return "\n".join(out)
 
 
-def _table_head(header: list[str], numeric_from: int | None = None,
-                last_text: int = 0) -> list[str]:
+def _table_head(
+    header: list[str], numeric_from: int | None = None, last_text: int = 0
+) -> list[str]:
     rules = []
     for i in range(len(header)):
         numeric = numeric_from is not None and numeric_from <= i < len(header) - last_text
@@ -402,8 +476,10 @@ def _medians(change: MetricChange) -> str:
     if not change.base or not change.new:
         return "n/a"
     fmt = change.metric.fmt
-    return (f"{format(statistics.median(change.base), fmt)} → "
-            f"{format(statistics.median(change.new), fmt)}")
+    return (
+        f"{format(statistics.median(change.base), fmt)} → "
+        f"{format(statistics.median(change.new), fmt)}"
+    )
 
 
 def _change_text(change: MetricChange) -> str:
@@ -421,23 +497,47 @@ def write_chart(cmp: Comparison, stem: Path) -> None:
     from bench.charts import save_comparison_chart  # matplotlib loads only here
     from bench.facts import caption
 
-    records = [{"key": cell.key, "metric": change.metric.name, "ratio": change.ratio,
-                "ci_low": change.ci_low, "ci_high": change.ci_high, "verdict": change.verdict}
-               for cell in cmp.cells for change in cell.changes]
-    panels = [(spec.name, f"Change in {spec.title}, new vs base")
-              for spec in METRICS]
+    records = [
+        {
+            "key": cell.key,
+            "metric": change.metric.name,
+            "ratio": change.ratio,
+            "ci_low": change.ci_low,
+            "ci_high": change.ci_high,
+            "verdict": change.verdict,
+        }
+        for cell in cmp.cells
+        for change in cell.changes
+    ]
+    panels = [(spec.name, f"Change in {spec.title}, new vs base") for spec in METRICS]
     title = f"Change vs baseline: {cmp.base.run_id} → {cmp.new.run_id}"
-    save_comparison_chart(records, panels, threshold=cmp.threshold, title=title,
-                          caption_text=caption(cmp.new.metadata), stem=stem)
+    save_comparison_chart(
+        records,
+        panels,
+        threshold=cmp.threshold,
+        title=title,
+        caption_text=caption(cmp.new.metadata),
+        stem=stem,
+    )
 
 
-def run(base_dir: Path, new_dir: Path, *, threshold_pct: float = DEFAULT_THRESHOLD_PCT,
-        alpha: float = DEFAULT_ALPHA, force: bool = False, out: Path | None = None) -> int:
+def run(
+    base_dir: Path,
+    new_dir: Path,
+    *,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    alpha: float = DEFAULT_ALPHA,
+    force: bool = False,
+    out: Path | None = None,
+) -> int:
     """The `compare` command: stdout and `out` get the markdown; returns the exit status."""
     cmp = compare_runs(base_dir, new_dir, threshold_pct=threshold_pct, alpha=alpha, force=force)
     if cmp.metadata_differences:
-        sys.stderr.write("warning: comparing different setups (--force): "
-                         + "; ".join(cmp.metadata_differences) + "\n")
+        sys.stderr.write(
+            "warning: comparing different setups (--force): "
+            + "; ".join(cmp.metadata_differences)
+            + "\n"
+        )
     out = Path(out) if out is not None else cmp.new.path / COMPARE_MD
     if not out.parent.is_dir():
         raise CompareError(f"cannot write {out}: no folder {out.parent}")

@@ -28,8 +28,9 @@ class CpuPlan:
         return {**asdict(self), "shared": self.shared}
 
 
-def plan_cpus(server: tuple[int, ...] | None = None,
-              client: tuple[int, ...] | None = None) -> CpuPlan:
+def plan_cpus(
+    server: tuple[int, ...] | None = None, client: tuple[int, ...] | None = None
+) -> CpuPlan:
     """Default: the server on the first usable CPU, the load generator on the rest.
 
     One CPU for the server keeps single-threaded and multi-threaded models on equal
@@ -38,11 +39,17 @@ def plan_cpus(server: tuple[int, ...] | None = None,
     available = tuple(sorted(os.sched_getaffinity(0)))
     for name, cpus in (("server", server), ("client", client)):
         if cpus and not set(cpus) <= set(available):
-            raise CpuPlanError(f"--{name}-cpus {format_cpu_list(cpus)} not among the usable "
-                               f"CPUs {format_cpu_list(available)}")
+            raise CpuPlanError(
+                f"--{name}-cpus {format_cpu_list(cpus)} not among the usable "
+                f"CPUs {format_cpu_list(available)}"
+            )
     if len(available) == 1:
-        return CpuPlan(available, available, available,
-                       "one CPU: server and load generator share it; figures are indicative")
+        return CpuPlan(
+            available,
+            available,
+            available,
+            "one CPU: server and load generator share it; figures are indicative",
+        )
     server = server or (available[0],)
     client = client or tuple(c for c in available if c not in server) or available
     plan = CpuPlan(server, client, available)

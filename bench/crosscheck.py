@@ -54,8 +54,11 @@ def parse_wrk(text: str) -> dict[str, Any]:
         found = re.search(rf"^\s+{name}%\s+([\d.]+)(us|ms|s|m)\s*$", text, re.M)
         if found:
             result[f"p{name}"] = float(found.group(1)) * _UNITS_US[found.group(2)]
-    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), "
-                              r"timeout (\d+)", text)
+    socket_errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+        r"timeout (\d+)",
+        text,
+    )
     if socket_errors:
         result["errors"] += sum(int(n) for n in socket_errors.groups())
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
@@ -76,8 +79,14 @@ class Children:
             if cpus:
                 os.sched_setaffinity(0, cpus)
 
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, preexec_fn=prepare)
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=prepare,
+        )
         self.running.append(proc)
         try:
             out, err = proc.communicate(timeout=timeout)
@@ -109,30 +118,58 @@ def _threads(cpus: set[int] | None, connections: int) -> int:
     return max(1, min(len(cpus or ()), connections))
 
 
-def run_wrk(children: Children, port: int, connections: int, duration: int,
-            cpus: set[int] | None) -> dict[str, Any]:
-    cmd = ["wrk", f"-t{_threads(cpus, connections)}", f"-c{connections}", f"-d{duration}s",
-           "--latency", f"http://127.0.0.1:{port}/"]
+def run_wrk(
+    children: Children, port: int, connections: int, duration: int, cpus: set[int] | None
+) -> dict[str, Any]:
+    cmd = [
+        "wrk",
+        f"-t{_threads(cpus, connections)}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        f"http://127.0.0.1:{port}/",
+    ]
     start = time.time()
     result = parse_wrk(children.run(cmd, cpus, timeout=duration + 30))
     # wrk counts from its start, connects included: its whole run is its window.
     return {**result, "window": (start, time.time()), "cpu": None}
 
 
-def run_ours(children: Children, port: int, connections: int, duration: int,
-             cpus: set[int] | None) -> dict[str, Any]:
-    cmd = [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{port}",
-           "--protocol", "http", "--payload", "0", "--connections", str(connections),
-           "--processes", str(_threads(cpus, connections)), "--duration", str(duration),
-           "--warmup", "0.5", "--quiet"]
+def run_ours(
+    children: Children, port: int, connections: int, duration: int, cpus: set[int] | None
+) -> dict[str, Any]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "clients.loadgen",
+        "--target",
+        f"127.0.0.1:{port}",
+        "--protocol",
+        "http",
+        "--payload",
+        "0",
+        "--connections",
+        str(connections),
+        "--processes",
+        str(_threads(cpus, connections)),
+        "--duration",
+        str(duration),
+        "--warmup",
+        "0.5",
+        "--quiet",
+    ]
     if cpus:
         cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
     result = json.loads(children.run(cmd, None, timeout=duration + 60))
     window = result["window"]
-    return {"rps": result["throughput_rps"], "p50": result["latency_us"]["p50"],
-            "p99": result["latency_us"]["p99"], "errors": sum(result["errors"].values()),
-            "window": (window["start_unix"], window["end_unix"]),
-            "cpu": max(result["client"]["cpu_percent"], default=0.0)}
+    return {
+        "rps": result["throughput_rps"],
+        "p50": result["latency_us"]["p50"],
+        "p99": result["latency_us"]["p99"],
+        "errors": sum(result["errors"].values()),
+        "window": (window["start_unix"], window["end_unix"]),
+        "cpu": max(result["client"]["cpu_percent"], default=0.0),
+    }
 
 
 def _median(values: Sequence[float | None]) -> float | None:
@@ -144,7 +181,7 @@ def bracketed_ratios(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any
     """ours[i] against the mean of wrk[i] and wrk[i + 1], the runs either side of it
     (a last run of ours without a wrk run after it, when interrupted, is left out)."""
     ratios = []
-    for i, run in enumerate(ours[:len(wrk) - 1]):
+    for i, run in enumerate(ours[: len(wrk) - 1]):
         around = (wrk[i]["rps"] + wrk[i + 1]["rps"]) / 2
         if around > 0:
             ratios.append(run["rps"] / around)
@@ -154,12 +191,19 @@ def bracketed_ratios(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any
 def summarize(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One table row from the alternating runs at one connection count."""
     ratios = bracketed_ratios(wrk, ours)
-    row = {"ratio": _median(ratios), "ratio_min": min(ratios, default=None),
-           "ratio_max": max(ratios, default=None), "rounds": len(ratios),
-           # Interference only ever slows a run down, so each tool's best run is the
-           # closest to an undisturbed one (timeit's reasoning): a second opinion.
-           "best_ratio": (max(r["rps"] for r in ours) / max(r["rps"] for r in wrk)
-                          if ours and wrk and max(r["rps"] for r in wrk) > 0 else None)}
+    row = {
+        "ratio": _median(ratios),
+        "ratio_min": min(ratios, default=None),
+        "ratio_max": max(ratios, default=None),
+        "rounds": len(ratios),
+        # Interference only ever slows a run down, so each tool's best run is the
+        # closest to an undisturbed one (timeit's reasoning): a second opinion.
+        "best_ratio": (
+            max(r["rps"] for r in ours) / max(r["rps"] for r in wrk)
+            if ours and wrk and max(r["rps"] for r in wrk) > 0
+            else None
+        ),
+    }
     for runs, name in ((wrk, "wrk"), (ours, "ours")):
         for key in ("rps", "p50", "p99", "server_cpu", "cpu"):
             row[f"{name}_{key}"] = _median([run[key] for run in runs])
@@ -172,8 +216,10 @@ SATURATED = 95.0  # % busy: the server's core, not the load generator, set the p
 
 def server_bound(row: dict[str, Any]) -> bool:
     """Whether the server's core was saturated under both tools (medians)."""
-    return all(row[f"{name}_server_cpu"] is not None and row[f"{name}_server_cpu"] >= SATURATED
-               for name in ("wrk", "ours"))
+    return all(
+        row[f"{name}_server_cpu"] is not None and row[f"{name}_server_cpu"] >= SATURATED
+        for name in ("wrk", "ours")
+    )
 
 
 def below(rows: Sequence[tuple[int, dict[str, Any]]], min_ratio: float) -> list[int]:
@@ -198,9 +244,11 @@ def _pct(value: float | None) -> str:
 
 
 def table(rows: Sequence[tuple[int, dict[str, Any]]]) -> str:
-    head = (f"{'conns':>6} {'wrk rps':>9} {'ours rps':>9} {'ours/wrk':>8} {'(min-max)':>11} "
-            f"{'best':>5} {'wrk p50':>8} {'wrk p99':>8} {'ours p50':>8} {'ours p99':>8} "
-            f"{'server core w/o':>16} {'our cpu':>7} {'errors w/o':>10}")
+    head = (
+        f"{'conns':>6} {'wrk rps':>9} {'ours rps':>9} {'ours/wrk':>8} {'(min-max)':>11} "
+        f"{'best':>5} {'wrk p50':>8} {'wrk p99':>8} {'ours p50':>8} {'ours p99':>8} "
+        f"{'server core w/o':>16} {'our cpu':>7} {'errors w/o':>10}"
+    )
     lines = [head, "-" * len(head)]
     for connections, r in rows:
         ratio = _ratio(r["ratio"])
@@ -210,7 +258,8 @@ def table(rows: Sequence[tuple[int, dict[str, Any]]]) -> str:
             f"{spread:>11} {_ratio(r['best_ratio']):>5} {_us(r['wrk_p50']):>8} "
             f"{_us(r['wrk_p99']):>8} {_us(r['ours_p50']):>8} {_us(r['ours_p99']):>8} "
             f"{_pct(r['wrk_server_cpu']) + ' / ' + _pct(r['ours_server_cpu']):>16} "
-            f"{_pct(r['ours_cpu']):>7} {r['wrk_errors']:>5}/{r['ours_errors']:<4}")
+            f"{_pct(r['ours_cpu']):>7} {r['wrk_errors']:>5}/{r['ours_errors']:<4}"
+        )
     return "\n".join(lines)
 
 
@@ -219,18 +268,32 @@ def _interrupted(signum: int, _frame: object) -> None:
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m bench.crosscheck",
-                            description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(prog="python -m bench.crosscheck", description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=positive_int, nargs="+", default=[10, 100, 1000])
-    parser.add_argument("--duration", type=positive_int, default=2,
-                        help="seconds each tool measures per round (default 2)")
-    parser.add_argument("--rounds", type=positive_int, default=25,
-                        help="runs of ours per connection count, each between two runs "
-                             "of wrk (default 25)")
-    parser.add_argument("--min-ratio", type=float, default=1.0,
-                        help="lowest acceptable median ours/wrk ratio (default 1.0)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where to write the raw runs (default results/crosscheck/<time>.json)")
+    parser.add_argument(
+        "--duration",
+        type=positive_int,
+        default=2,
+        help="seconds each tool measures per round (default 2)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=25,
+        help="runs of ours per connection count, each between two runs of wrk (default 25)",
+    )
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        default=1.0,
+        help="lowest acceptable median ours/wrk ratio (default 1.0)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the raw runs (default results/crosscheck/<time>.json)",
+    )
     return parser
 
 
@@ -243,17 +306,24 @@ def main(argv: list[str] | None = None) -> int:
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         server_cpus, client_cpus = [cpus[0]], set(cpus[1:])
-        print(f"server (epoll, http) on CPU {cpus[0]}; wrk and loadgen on CPUs "
-              f"{','.join(map(str, cpus[1:]))}, a thread or worker per CPU", flush=True)
+        print(
+            f"server (epoll, http) on CPU {cpus[0]}; wrk and loadgen on CPUs "
+            f"{','.join(map(str, cpus[1:]))}, a thread or worker per CPU",
+            flush=True,
+        )
     else:
         server_cpus, client_cpus = None, None
-        print("only one CPU: nothing pinned, server and load generator share it; "
-              "the ratio says little", flush=True)
+        print(
+            "only one CPU: nothing pinned, server and load generator share it; "
+            "the ratio says little",
+            flush=True,
+        )
     signal.signal(signal.SIGTERM, _interrupted)
     children = Children()
     server = ServerProcess(model="epoll", protocol="http", cpus=server_cpus)
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {
-        c: {"wrk": [], "ours": []} for c in args.connections}
+        c: {"wrk": [], "ours": []} for c in args.connections
+    }
     code = 0
     sampler: CoreSampler | None = None
     affinity = os.sched_getaffinity(0)
@@ -275,10 +345,12 @@ def main(argv: list[str] | None = None) -> int:
                 ours = measure("ours", run_ours, connections)
                 after = measure("wrk", run_wrk, connections)
                 around = (before["rps"] + after["rps"]) / 2
-                print(f"  {connections} connections, round {round_}/{args.rounds}: "
-                      f"ours {ours['rps']:,.0f} req/s, wrk {before['rps']:,.0f} before and "
-                      f"{after['rps']:,.0f} after ({ours['rps'] / max(around, 1):.2f})",
-                      flush=True)
+                print(
+                    f"  {connections} connections, round {round_}/{args.rounds}: "
+                    f"ours {ours['rps']:,.0f} req/s, wrk {before['rps']:,.0f} before and "
+                    f"{after['rps']:,.0f} after ({ours['rps'] / max(around, 1):.2f})",
+                    flush=True,
+                )
                 before = after
     except KeyboardInterrupt:
         sys.stderr.write("crosscheck: interrupted\n")
@@ -297,28 +369,40 @@ def main(argv: list[str] | None = None) -> int:
         _save(out, args, rows, runs)
     if code:
         return code
-    print(f"{args.rounds} rounds of {args.duration} s per tool. Medians; ours/wrk is the "
-          f"median of the bracketed ratios, then their range, then best run against best run:")
+    print(
+        f"{args.rounds} rounds of {args.duration} s per tool. Medians; ours/wrk is the "
+        f"median of the bracketed ratios, then their range, then best run against best run:"
+    )
     print(table(rows))
     low = below(rows, args.min_ratio)
     if low:
         print(f"ours/wrk below {args.min_ratio} at {', '.join(map(str, low))} connections")
         saturated = [c for c, row in rows if c in low and server_bound(row)]
         if saturated:
-            print(f"at {', '.join(map(str, saturated))}: the server's core was at least "
-                  f"{SATURATED:.0f}% busy under both tools, so both drove the server as hard "
-                  "as it goes and the ratio sits near 1.0, within the range of the rounds "
-                  "shown; more --rounds narrow it")
+            print(
+                f"at {', '.join(map(str, saturated))}: the server's core was at least "
+                f"{SATURATED:.0f}% busy under both tools, so both drove the server as hard "
+                "as it goes and the ratio sits near 1.0, within the range of the rounds "
+                "shown; more --rounds narrow it"
+            )
         return 1
     print(f"ours/wrk at least {args.min_ratio} at every connection count")
     return 0
 
 
-def _save(out: Path, args: argparse.Namespace, rows: Sequence[tuple[int, dict[str, Any]]],
-          runs: dict[int, dict[str, list[dict[str, Any]]]]) -> None:
-    doc = {"schema": 1, "duration_s": args.duration, "rounds": args.rounds,
-           "summary": {str(c): row for c, row in rows},
-           "runs": {str(c): r for c, r in runs.items() if r["ours"]}}
+def _save(
+    out: Path,
+    args: argparse.Namespace,
+    rows: Sequence[tuple[int, dict[str, Any]]],
+    runs: dict[int, dict[str, list[dict[str, Any]]]],
+) -> None:
+    doc = {
+        "schema": 1,
+        "duration_s": args.duration,
+        "rounds": args.rounds,
+        "summary": {str(c): row for c, row in rows},
+        "runs": {str(c): r for c, r in runs.items() if r["ours"]},
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1) + "\n")
     print(f"raw runs: {out}")

@@ -101,12 +101,12 @@ def metric_table(cells: pd.DataFrame, metric: Metric) -> Table:
 
 
 LEGEND = [
-    "Each value is the median over a cell's repeats; \"± x\" is the half-width of the 95% "
+    'Each value is the median over a cell\'s repeats; "± x" is the half-width of the 95% '
     "t-interval of the mean across repeats (absent with a single repeat).",
     f"{CLIENT_BOUND_MARK} client-bound: the load generator saturated a CPU, so throughput is "
     "a lower bound on what the server can do.",
     f"{PARTIAL_MARK} some repeats of this cell failed; the value uses the others.",
-    "\"failed\": every repeat failed (see Notes); \"skipped\": not runnable on this machine; "
+    '"failed": every repeat failed (see Notes); "skipped": not runnable on this machine; '
     "empty: not in the matrix.",
 ]
 
@@ -116,8 +116,18 @@ def notes_table(df: pd.DataFrame) -> Table | None:
     odd = df[df["status"] != "ok"]
     if odd.empty:
         return None
-    rows = [[str(r["key"]), str(int(r["repeat"])), str(r["status"]),
-             str(r["reason"]) if isinstance(r["reason"], str) else ""]
-            for _, r in odd.iterrows()]
-    return Table("Notes: failed, skipped and client-bound repeats",
-                 ["cell", "repeat", "status", "reason"], rows, numeric=False)
+    rows = [
+        [
+            str(r["key"]),
+            str(int(r["repeat"])),
+            str(r["status"]),
+            str(r["reason"]) if isinstance(r["reason"], str) else "",
+        ]
+        for _, r in odd.iterrows()
+    ]
+    return Table(
+        "Notes: failed, skipped and client-bound repeats",
+        ["cell", "repeat", "status", "reason"],
+        rows,
+        numeric=False,
+    )

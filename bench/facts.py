@@ -34,18 +34,22 @@ def machine_line(meta: dict[str, Any]) -> str:
     host, py = meta.get("host", {}), meta.get("python", {})
     cores = host.get("cpu_count")
     avail = host.get("cpus_available")
-    cores_text = f"{cores} cores" + (f" ({avail} available)" if avail not in (None, cores)
-                                     else "")
-    return (f"{host.get('cpu_model') or 'unknown CPU'}, {cores_text}, "
-            f"{host.get('system', 'Linux')} {host.get('kernel', '?')}, "
-            f"{py.get('implementation', 'Python')} {py.get('version', '?')}")
+    cores_text = f"{cores} cores" + (f" ({avail} available)" if avail not in (None, cores) else "")
+    return (
+        f"{host.get('cpu_model') or 'unknown CPU'}, {cores_text}, "
+        f"{host.get('system', 'Linux')} {host.get('kernel', '?')}, "
+        f"{py.get('implementation', 'Python')} {py.get('version', '?')}"
+    )
 
 
 def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
     git = meta.get("git") or {}
     sha = git.get("sha")
-    git_text = "not a git checkout" if not sha else sha[:12] + (
-        " (dirty working tree)" if git.get("dirty") else "")
+    git_text = (
+        "not a git checkout"
+        if not sha
+        else sha[:12] + (" (dirty working tree)" if git.get("dirty") else "")
+    )
     dates = str(meta.get("started_at", "?"))
     if meta.get("finished_at"):
         dates += f" → {meta['finished_at']}"
@@ -53,8 +57,9 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
         dates += f" → last cell started {max(r.started_at for r in rows)}"
     if meta.get("interrupted"):
         dates += " (interrupted: partial run)"
-    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "client-bound", "failed",
-                                                            "skipped")}
+    counts = {
+        s: sum(r.status == s for r in rows) for s in ("ok", "client-bound", "failed", "skipped")
+    }
     limits = meta.get("limits") or {}
     command = meta.get("command_line")
     return [
@@ -66,10 +71,15 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
         ("Command", _command_text(command)),
         ("Profile", _plain(meta.get("profile"))),
         ("Rows", f"{len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"),
-        ("Limits", f"somaxconn {_plain(limits.get('somaxconn'))}, RLIMIT_NOFILE "
-                   f"{_plain(limits.get('nofile_soft'))}/{_plain(limits.get('nofile_hard'))}"),
-        ("Packages", ", ".join(f"{k} {v}" for k, v in sorted((meta.get("packages") or {})
-                                                             .items())) or "n/a"),
+        (
+            "Limits",
+            f"somaxconn {_plain(limits.get('somaxconn'))}, RLIMIT_NOFILE "
+            f"{_plain(limits.get('nofile_soft'))}/{_plain(limits.get('nofile_hard'))}",
+        ),
+        (
+            "Packages",
+            ", ".join(f"{k} {v}" for k, v in sorted((meta.get("packages") or {}).items())) or "n/a",
+        ),
     ]
 
 
@@ -84,5 +94,7 @@ def caption(meta: dict[str, Any]) -> str:
     """Two lines under every chart: the machine, then plan, date and run."""
     date = str(meta.get("started_at", ""))[:10] or "undated"
     sha = ((meta.get("git") or {}).get("sha") or "")[:8]
-    return (f"{machine_line(meta)}\nCPU plan: {cpu_plan_text(meta.get('cpu_plan'))} · {date} · "
-            f"run {meta.get('run_id', '?')}" + (f" @ {sha}" if sha else ""))
+    return (
+        f"{machine_line(meta)}\nCPU plan: {cpu_plan_text(meta.get('cpu_plan'))} · {date} · "
+        f"run {meta.get('run_id', '?')}" + (f" @ {sha}" if sha else "")
+    )

@@ -20,11 +20,25 @@ import pandas as pd
 from bench.record import USABLE, Row
 from servers import MODELS
 
-CELL_COLUMNS = ["cell.model", "cell.protocol", "cell.connections", "cell.payload",
-                "cell.mode", "cell.driver", "cell.backlog", "cell.work"]
+CELL_COLUMNS = [
+    "cell.model",
+    "cell.protocol",
+    "cell.connections",
+    "cell.payload",
+    "cell.mode",
+    "cell.driver",
+    "cell.backlog",
+    "cell.work",
+]
 # One table set and one figure per metric for each combination of these:
-GROUP_COLUMNS = ["cell.protocol", "cell.payload", "cell.mode", "cell.driver",
-                 "cell.backlog", "cell.work"]
+GROUP_COLUMNS = [
+    "cell.protocol",
+    "cell.payload",
+    "cell.mode",
+    "cell.driver",
+    "cell.backlog",
+    "cell.work",
+]
 
 
 def model_sort_key(model: str) -> tuple[int, str]:
@@ -53,32 +67,102 @@ class Metric:
 
 # A starved connection adds no latency sample: blocking at 1000 connections shows one
 # connection's fast replies. The starved chart tells the rest.
-ANSWERED_ONLY = ("Latency of answered requests only: starved connections (see the starved "
-                 "chart) add no samples.")
+ANSWERED_ONLY = (
+    "Latency of answered requests only: starved connections (see the starved chart) add no samples."
+)
 
 METRICS: tuple[Metric, ...] = (
-    Metric("throughput", "load.throughput_rps", "Throughput", "req/s", ",.0f", ci=True,
-           chart="throughput"),
-    Metric("p50", "load.latency_us.p50", "p50 latency", "µs", ",.0f", ci=True,
-           chart="latency_p50", log_y=True, note=ANSWERED_ONLY),
-    Metric("p99", "load.latency_us.p99", "p99 latency", "µs", ",.0f", ci=True,
-           chart="latency_p99", log_y=True, note=ANSWERED_ONLY),
+    Metric(
+        "throughput",
+        "load.throughput_rps",
+        "Throughput",
+        "req/s",
+        ",.0f",
+        ci=True,
+        chart="throughput",
+    ),
+    Metric(
+        "p50",
+        "load.latency_us.p50",
+        "p50 latency",
+        "µs",
+        ",.0f",
+        ci=True,
+        chart="latency_p50",
+        log_y=True,
+        note=ANSWERED_ONLY,
+    ),
+    Metric(
+        "p99",
+        "load.latency_us.p99",
+        "p99 latency",
+        "µs",
+        ",.0f",
+        ci=True,
+        chart="latency_p99",
+        log_y=True,
+        note=ANSWERED_ONLY,
+    ),
     Metric("p999", "load.latency_us.p999", "p99.9 latency", "µs", ",.0f", ci=True),
     Metric("errors", "errors_total", "Errors", "count, all kinds", ",.0f"),
     Metric("starved", "load.connections.starved", "Starved connections", "count", ",.0f"),
-    Metric("starved_share", "starved_share", "Starved connections", "% of connections",
-           ",.1f", table=False, chart="starved"),
-    Metric("cpu_per_request", "cpu_us_per_request", "Server CPU per request", "µs", ",.1f",
-           ci=True, chart="cpu_per_request"),
+    Metric(
+        "starved_share",
+        "starved_share",
+        "Starved connections",
+        "% of connections",
+        ",.1f",
+        table=False,
+        chart="starved",
+    ),
+    Metric(
+        "cpu_per_request",
+        "cpu_us_per_request",
+        "Server CPU per request",
+        "µs",
+        ",.1f",
+        ci=True,
+        chart="cpu_per_request",
+    ),
     Metric("peak_rss", "peak_rss_mib", "Server peak RSS", "MiB", ",.1f", chart="peak_rss"),
-    Metric("error_share", "error_share", "Error share", "%", ",.2f",
-           table=False, chart="error_share"),
+    Metric(
+        "error_share", "error_share", "Error share", "%", ",.2f", table=False, chart="error_share"
+    ),
 )
 
 # Two-sided 95% Student t quantiles for 1..30 degrees of freedom (no scipy dependency).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def _numeric(df: pd.DataFrame, column: str) -> pd.Series:
@@ -94,23 +178,38 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     """
     records = [json.loads(row.to_json()) for row in rows]
     df = pd.json_normalize(records) if records else pd.DataFrame()
-    needed = [*CELL_COLUMNS, "key", "run_id", "repeat", "status", "reason",
-              "server_cpu_us_per_request", "load.requests", "server.cpu_user_s",
-              "server.cpu_sys_s", "server.peak_rss_bytes", "load.connections.asked",
-              *(m.source for m in METRICS if m.source.startswith("load."))]
+    needed = [
+        *CELL_COLUMNS,
+        "key",
+        "run_id",
+        "repeat",
+        "status",
+        "reason",
+        "server_cpu_us_per_request",
+        "load.requests",
+        "server.cpu_user_s",
+        "server.cpu_sys_s",
+        "server.peak_rss_bytes",
+        "load.connections.asked",
+        *(m.source for m in METRICS if m.source.startswith("load.")),
+    ]
     for column in needed:
         if column not in df.columns:
             df[column] = pd.Series(dtype="float64")
     kinds = [c for c in df.columns if c.startswith("load.errors.")]  # every kind counted
     # min_count=1: a row without an errors group has unknown errors, not zero.
-    errors = (df[kinds].apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
-              if kinds else pd.Series(math.nan, index=df.index))
+    errors = (
+        df[kinds].apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
+        if kinds
+        else pd.Series(math.nan, index=df.index)
+    )
     requests = _numeric(df, "load.requests")
     df["errors_total"] = errors
     df["error_share"] = 100.0 * errors / (requests + errors).where(requests + errors > 0)
     cpu_s = _numeric(df, "server.cpu_user_s") + _numeric(df, "server.cpu_sys_s")
     df["cpu_us_per_request"] = _numeric(df, "server_cpu_us_per_request").fillna(
-        cpu_s * 1e6 / requests.where(requests > 0))
+        cpu_s * 1e6 / requests.where(requests > 0)
+    )
     df["peak_rss_mib"] = _numeric(df, "server.peak_rss_bytes") / 2**20
     # Starved: connected but no reply in the window (blocking, a full pool, select's cap).
     asked = _numeric(df, "load.connections.asked")
@@ -147,9 +246,16 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     if not df.empty:
         for _, group in df.groupby([*CELL_COLUMNS, "key"], sort=False, dropna=False):
             records.append(_aggregate_cell(group))
-    columns = [*CELL_COLUMNS, "key", "status", "n", "n_failed", "n_skipped", "reason",
-               *(f"{m.name}.{stat}" for m in METRICS
-                 for stat in ("median", "mean", "ci_low", "ci_high"))]
+    columns = [
+        *CELL_COLUMNS,
+        "key",
+        "status",
+        "n",
+        "n_failed",
+        "n_skipped",
+        "reason",
+        *(f"{m.name}.{stat}" for m in METRICS for stat in ("median", "mean", "ci_low", "ci_high")),
+    ]
     out = pd.DataFrame.from_records(records, columns=columns)
     if out.empty:
         return out
@@ -169,12 +275,19 @@ def _aggregate_cell(group: pd.DataFrame) -> dict[str, Any]:
         cell_status = "failed" if n_failed else "skipped"
     reasons = [r for r in group["reason"] if isinstance(r, str) and r]
     record: dict[str, Any] = {c: first[c] for c in [*CELL_COLUMNS, "key"]}
-    record.update(status=cell_status, n=len(usable), n_failed=n_failed,
-                  n_skipped=int((status == "skipped").sum()),
-                  reason=reasons[0] if reasons else None)
+    record.update(
+        status=cell_status,
+        n=len(usable),
+        n_failed=n_failed,
+        n_skipped=int((status == "skipped").sum()),
+        reason=reasons[0] if reasons else None,
+    )
     for metric in METRICS:
-        values = [float(v) for v in pd.to_numeric(usable[metric.source], errors="coerce")
-                  if not math.isnan(v)]
+        values = [
+            float(v)
+            for v in pd.to_numeric(usable[metric.source], errors="coerce")
+            if not math.isnan(v)
+        ]
         low, high = t_interval(values)
         if low < 0:  # every metric here is non-negative, so its CI is too
             low = 0.0

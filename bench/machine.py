@@ -21,8 +21,18 @@ from bench.store import METADATA_SCHEMA
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Distributions whose version can change a figure; absent ones are left out.
-PACKAGES = ("sockbench", "pandas", "matplotlib", "pyperf", "psutil", "hdrhistogram",
-            "locust", "uvloop", "gevent", "numpy")
+PACKAGES = (
+    "sockbench",
+    "pandas",
+    "matplotlib",
+    "pyperf",
+    "psutil",
+    "hdrhistogram",
+    "locust",
+    "uvloop",
+    "gevent",
+    "numpy",
+)
 
 # Kernel settings that bound accept queues and connection counts.
 SYSCTLS = {
@@ -33,8 +43,9 @@ SYSCTLS = {
 }
 
 
-def collect_metadata(command_line: list[str], profile: str,
-                     cpu_plan: dict[str, Any]) -> dict[str, Any]:
+def collect_metadata(
+    command_line: list[str], profile: str, cpu_plan: dict[str, Any]
+) -> dict[str, Any]:
     """The metadata dict for `RunStore.create`; see results/README.md for each field."""
     sha, dirty = git_state(REPO_ROOT)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -49,7 +60,8 @@ def collect_metadata(command_line: list[str], profile: str,
             "hostname": platform.node(),
             "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(),
-            "cpus_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            "cpus_available": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
             else os.cpu_count(),
             "kernel": platform.release(),
             "system": platform.system(),
@@ -76,10 +88,16 @@ def _limit(value: int) -> int | None:
 
 def git_state(repo: Path) -> tuple[str | None, bool | None]:
     """(HEAD sha, working tree dirty?) or (None, None) outside a git checkout."""
+
     def git(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
-                                  text=True, timeout=2, check=False)
+            done = subprocess.run(
+                ["git", "-C", str(repo), *args],
+                capture_output=True,
+                text=True,
+                timeout=2,
+                check=False,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return done.stdout.strip() if done.returncode == 0 else None
@@ -131,6 +149,7 @@ def pyperf_metadata() -> dict[str, Any]:
     """
     try:
         from pyperf._collect_metadata import collect_metadata as collect
+
         return dict(collect(process=False))
     except Exception as exc:  # best effort by design
         return {"error": f"{type(exc).__name__}: {exc}"}

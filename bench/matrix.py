@@ -55,10 +55,14 @@ class Matrix:
     def __post_init__(self) -> None:
         check = [
             (not self.models, "no models selected"),
-            (any(m not in MODELS for m in self.models),
-             f"unknown model in {list(self.models)}; known: {', '.join(MODELS)}"),
-            (any(p not in BENCH_PROTOCOLS for p in self.protocols),
-             f"protocols must be among {BENCH_PROTOCOLS} (line is for people, not load)"),
+            (
+                any(m not in MODELS for m in self.models),
+                f"unknown model in {list(self.models)}; known: {', '.join(MODELS)}",
+            ),
+            (
+                any(p not in BENCH_PROTOCOLS for p in self.protocols),
+                f"protocols must be among {BENCH_PROTOCOLS} (line is for people, not load)",
+            ),
             (any(m not in MODES for m in self.modes), f"modes must be among {MODES}"),
             (self.driver not in DRIVERS, f"driver must be one of {DRIVERS}"),
             (not self.connections or min(self.connections) < 1, "connections must be >= 1"),
@@ -78,11 +82,27 @@ class Matrix:
                 raise MatrixError(str(exc)) from None
 
     def cells(self) -> list[Cell]:
-        keys = [CellKey(model=m, protocol=p, connections=c, payload=b, mode=mode,
-                        driver=self.driver, backlog=bl, work=w)
-                for m, p, c, b, mode, bl, w in product(
-                    self.models, self.protocols, self.connections, self.payloads,
-                    self.modes, self.backlogs, self.works)]
+        keys = [
+            CellKey(
+                model=m,
+                protocol=p,
+                connections=c,
+                payload=b,
+                mode=mode,
+                driver=self.driver,
+                backlog=bl,
+                work=w,
+            )
+            for m, p, c, b, mode, bl, w in product(
+                self.models,
+                self.protocols,
+                self.connections,
+                self.payloads,
+                self.modes,
+                self.backlogs,
+                self.works,
+            )
+        ]
         cells: list[Cell] = []
         for repeat in range(self.repeats):
             order = keys[:]
@@ -96,8 +116,9 @@ class Matrix:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Matrix:
         known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in data.items() if k in known}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+        }
         return cls(**values)
 
 
@@ -109,8 +130,10 @@ def load_profile(name: str) -> Matrix:
     """A profile by name (bench/profiles/NAME.toml) or by path to a TOML file."""
     path = Path(name) if name.endswith(".toml") else PROFILE_DIR / f"{name}.toml"
     if not path.is_file():
-        raise MatrixError(f"no profile {name!r}; choose from {', '.join(profile_names())} "
-                          "or give a path to a .toml file")
+        raise MatrixError(
+            f"no profile {name!r}; choose from {', '.join(profile_names())} "
+            "or give a path to a .toml file"
+        )
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
@@ -121,8 +144,9 @@ def load_profile(name: str) -> Matrix:
     if data.get("models", "all") == "all":
         data["models"] = list(MODELS)
     try:
-        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                                  for k, v in data.items()}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
         return Matrix(profile=path.stem, **values)
     except TypeError as exc:
         raise MatrixError(f"profile {path}: {exc}") from None
@@ -130,6 +154,7 @@ def load_profile(name: str) -> Matrix:
 
 def override(matrix: Matrix, **flags: Any) -> Matrix:
     """Flags given on the command line (not None) replace the profile's values."""
-    given: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
-                             for k, v in flags.items() if v is not None}
+    given: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None
+    }
     return replace(matrix, **given)

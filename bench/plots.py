@@ -44,8 +44,16 @@ MODEL_STYLES: dict[str, Style] = {
     "threadpool": Style("#ff7f0e", "p"),
     "prefork": Style("#393b79", "*"),
 }
-_FALLBACK_COLORS = ("#637939", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354",
-                    "#756bb1", "#636363")
+_FALLBACK_COLORS = (
+    "#637939",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+    "#e6550d",
+    "#31a354",
+    "#756bb1",
+    "#636363",
+)
 _FALLBACK_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "*")
 
 FAILED_STRIP = 0.08  # bottom strip for failed cells, as a fraction of the axis height
@@ -56,12 +64,21 @@ def model_style(model: str) -> Style:
     if model in MODEL_STYLES:
         return MODEL_STYLES[model]
     h = zlib.crc32(model.encode("utf-8"))  # stable across runs, unlike hash()
-    return Style(_FALLBACK_COLORS[h % len(_FALLBACK_COLORS)],
-                 _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)])
+    return Style(
+        _FALLBACK_COLORS[h % len(_FALLBACK_COLORS)],
+        _FALLBACK_MARKERS[(h // 7) % len(_FALLBACK_MARKERS)],
+    )
 
 
-def plot_metric(ax: Axes, frame: Any, metric: str, *, ylabel: str, log_y: bool = False,
-                xlabel: str = "Concurrent connections (log scale)") -> None:
+def plot_metric(
+    ax: Axes,
+    frame: Any,
+    metric: str,
+    *,
+    ylabel: str,
+    log_y: bool = False,
+    xlabel: str = "Concurrent connections (log scale)",
+) -> None:
     """Draw `metric` against connections, one line per model, onto `ax`.
 
     Filled markers are clean cells, hollow markers client-bound ones (the load
@@ -100,28 +117,70 @@ def plot_metric(ax: Axes, frame: Any, metric: str, *, ylabel: str, log_y: bool =
         with_ci = have & ~np.isnan(lo) & ~np.isnan(hi)
         if with_ci.any():
             any_ci = True
-            bars = ax.errorbar(x[with_ci], y[with_ci],
-                        yerr=[np.maximum(y[with_ci] - lo[with_ci], 0),
-                              np.maximum(hi[with_ci] - y[with_ci], 0)],
-                        fmt="none", ecolor=style.color, elinewidth=1, capsize=3, alpha=0.8,
-                        zorder=2)
+            bars = ax.errorbar(
+                x[with_ci],
+                y[with_ci],
+                yerr=[
+                    np.maximum(y[with_ci] - lo[with_ci], 0),
+                    np.maximum(hi[with_ci] - y[with_ci], 0),
+                ],
+                fmt="none",
+                ecolor=style.color,
+                elinewidth=1,
+                capsize=3,
+                alpha=0.8,
+                zorder=2,
+            )
             data_artists += bars.get_children()
         clean = have & ~bound
-        data_artists += ax.plot(x[clean], y[clean], linestyle="none", marker=style.marker,
-                                markersize=7, color=style.color, zorder=3)
+        data_artists += ax.plot(
+            x[clean],
+            y[clean],
+            linestyle="none",
+            marker=style.marker,
+            markersize=7,
+            color=style.color,
+            zorder=3,
+        )
         if (have & bound).any():
             any_bound = True
-            data_artists += ax.plot(x[have & bound], y[have & bound], linestyle="none",
-                                    marker=style.marker, markersize=7, markerfacecolor="white",
-                                    markeredgecolor=style.color, markeredgewidth=1.6, zorder=3)
+            data_artists += ax.plot(
+                x[have & bound],
+                y[have & bound],
+                linestyle="none",
+                marker=style.marker,
+                markersize=7,
+                markerfacecolor="white",
+                markeredgecolor=style.color,
+                markeredgewidth=1.6,
+                zorder=3,
+            )
         if not failed.empty:
             any_failed = True
             fx = failed["cell.connections"].to_numpy(dtype=float)
-            ax.plot(fx, np.full(len(fx), FAILED_STRIP / 2), linestyle="none", marker="x",
-                    markersize=9, markeredgewidth=2.2, color=style.color,
-                    transform=failed_at_bottom, clip_on=False, zorder=4)
-        handles.append(Line2D([], [], color=style.color, marker=style.marker, markersize=7,
-                              linewidth=1.6, label=model))
+            ax.plot(
+                fx,
+                np.full(len(fx), FAILED_STRIP / 2),
+                linestyle="none",
+                marker="x",
+                markersize=9,
+                markeredgewidth=2.2,
+                color=style.color,
+                transform=failed_at_bottom,
+                clip_on=False,
+                zorder=4,
+            )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=style.color,
+                marker=style.marker,
+                markersize=7,
+                linewidth=1.6,
+                label=model,
+            )
+        )
 
     log_y = log_y and any(v > 0 for v in medians)
     _format_axes(ax, sorted(xs_all), medians, log_y=log_y, xlabel=xlabel, ylabel=ylabel)
@@ -132,28 +191,69 @@ def plot_metric(ax: Axes, frame: Any, metric: str, *, ylabel: str, log_y: bool =
             artist.set_clip_path(data_area)
     if not any_value:
         ax.set_yticks([])
-        ax.text(0.5, 0.5, "no successful cell to plot", transform=ax.transAxes,
-                ha="center", va="center", color="0.4")
+        ax.text(
+            0.5,
+            0.5,
+            "no successful cell to plot",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
     if any_ci:
-        handles.append(Line2D([], [], linestyle="none", marker="|", markersize=12,
-                              markeredgewidth=1.2, color="0.35",
-                              label="bar: 95% CI across repeats\n(cut at the plot edge)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="|",
+                markersize=12,
+                markeredgewidth=1.2,
+                color="0.35",
+                label="bar: 95% CI across repeats\n(cut at the plot edge)",
+            )
+        )
     if any_bound:
-        handles.append(Line2D([], [], linestyle="none", marker="o", markersize=7,
-                              markerfacecolor="white", markeredgecolor="0.35",
-                              markeredgewidth=1.6,
-                              label="hollow: client-bound\n(load generator saturated)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="o",
+                markersize=7,
+                markerfacecolor="white",
+                markeredgecolor="0.35",
+                markeredgewidth=1.6,
+                label="hollow: client-bound\n(load generator saturated)",
+            )
+        )
     if any_failed:
-        handles.append(Line2D([], [], linestyle="none", marker="x", markersize=8,
-                              markeredgewidth=2, color="0.35",
-                              label="x in grey strip: failed\n(every repeat; no value)"))
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="x",
+                markersize=8,
+                markeredgewidth=2,
+                color="0.35",
+                label="x in grey strip: failed\n(every repeat; no value)",
+            )
+        )
     if handles:
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  borderaxespad=0, frameon=False, fontsize=8.5)
+        ax.legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0,
+            frameon=False,
+            fontsize=8.5,
+        )
 
 
-def _format_axes(ax: Axes, xs: list[int], medians: list[float], *, log_y: bool, xlabel: str,
-                 ylabel: str) -> None:
+def _format_axes(
+    ax: Axes, xs: list[int], medians: list[float], *, log_y: bool, xlabel: str, ylabel: str
+) -> None:
     """Scales, limits, ticks, labels and grid.
 
     Y limits follow the medians, not the error bars: with two or three repeats a 95%
@@ -200,10 +300,20 @@ def _reserve_failed_strip(ax: Axes, *, log: bool) -> None:
         ax.set_ylim(low / (high / low) ** share, high)
     else:
         ax.set_ylim(low - share * (high - low), high)
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(
-            lambda v, pos: "" if v < low else _plain_number(v, pos)))
-    ax.add_patch(Rectangle((0, 0), 1, FAILED_STRIP, transform=ax.transAxes,
-                           facecolor="0.93", edgecolor="none", zorder=0))
+        ax.yaxis.set_major_formatter(
+            ticker.FuncFormatter(lambda v, pos: "" if v < low else _plain_number(v, pos))
+        )
+    ax.add_patch(
+        Rectangle(
+            (0, 0),
+            1,
+            FAILED_STRIP,
+            transform=ax.transAxes,
+            facecolor="0.93",
+            edgecolor="none",
+            zorder=0,
+        )
+    )
 
 
 def _two_and_five(value: float, pos: int) -> str:
@@ -221,8 +331,9 @@ def _plain_number(value: float, _pos: int) -> str:
     return f"{value:.2g}"
 
 
-def plot_comparison(ax: Axes, frame: Any, *, threshold: float, xlabel: str,
-                    labels: bool = True) -> None:
+def plot_comparison(
+    ax: Axes, frame: Any, *, threshold: float, xlabel: str, labels: bool = True
+) -> None:
     """Forest plot of new/base ratios onto `ax`: one row per cell, top to bottom in order.
 
     `frame` has `key`, `ratio`, `ci_low`, `ci_high` and `verdict` (regression,
@@ -236,20 +347,42 @@ def plot_comparison(ax: Axes, frame: Any, *, threshold: float, xlabel: str,
     low = frame["ci_low"].to_numpy(dtype=float)
     high = frame["ci_high"].to_numpy(dtype=float)
     verdicts = [str(v) for v in frame["verdict"]]
-    ax.axvspan(1 - threshold, 1 + threshold, color="0.9", zorder=0,
-               label=f"±{threshold * 100:g}% threshold")
+    ax.axvspan(
+        1 - threshold,
+        1 + threshold,
+        color="0.9",
+        zorder=0,
+        label=f"±{threshold * 100:g}% threshold",
+    )
     ax.axvline(1.0, color="0.55", linewidth=0.8, zorder=1)
     for verdict, color in colors.items():
         pick = np.array([v == verdict for v in verdicts], dtype=bool) & ~np.isnan(ratio)
         if not pick.any():
             continue
         with_ci = pick & ~np.isnan(low) & ~np.isnan(high)
-        ax.errorbar(ratio[with_ci], y[with_ci],
-                    xerr=[np.maximum(ratio[with_ci] - low[with_ci], 0),
-                          np.maximum(high[with_ci] - ratio[with_ci], 0)],
-                    fmt="none", ecolor=color, elinewidth=1.4, capsize=3, zorder=2)
-        ax.plot(ratio[pick], y[pick], linestyle="none", marker="o", markersize=6, color=color,
-                zorder=3, label=verdict)
+        ax.errorbar(
+            ratio[with_ci],
+            y[with_ci],
+            xerr=[
+                np.maximum(ratio[with_ci] - low[with_ci], 0),
+                np.maximum(high[with_ci] - ratio[with_ci], 0),
+            ],
+            fmt="none",
+            ecolor=color,
+            elinewidth=1.4,
+            capsize=3,
+            zorder=2,
+        )
+        ax.plot(
+            ratio[pick],
+            y[pick],
+            linestyle="none",
+            marker="o",
+            markersize=6,
+            color=color,
+            zorder=3,
+            label=verdict,
+        )
     ends = [v for v in (*ratio, *low, *high) if np.isfinite(v)]
     span = max([abs(v - 1) for v in ends] + [2 * threshold, 0.02]) * 1.15
     ax.set_xlim(1 - span, 1 + span)

@@ -29,12 +29,15 @@ class Progress:
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
         load = row.load or {}
-        figure = (f"{load.get('throughput_rps', 0):>10,.0f} req/s"
-                  if load.get("requests") else " " * 16)
+        figure = (
+            f"{load.get('throughput_rps', 0):>10,.0f} req/s" if load.get("requests") else " " * 16
+        )
         status = f"failed: {row.reason}" if row.status == "failed" else row.status
         width = len(str(self.total))
-        line = (f"[{self.done:>{width}}/{self.total}] {row.cell.key} r{row.repeat} {figure}  "
-                f"ETA {_duration(eta)}  {status}")
+        line = (
+            f"[{self.done:>{width}}/{self.total}] {row.cell.key} r{row.repeat} {figure}  "
+            f"ETA {_duration(eta)}  {status}"
+        )
         prefix = "\r\x1b[K" if self.stream.isatty() else ""
         self.stream.write(prefix + line[:300] + "\n")
         self.stream.flush()

@@ -41,12 +41,18 @@ def write_pyperf_suite(rows: list[Row], metadata: dict[str, Any], path: Path) ->
             continue
         run_meta = {**common, **_row_metadata(row)}
         for name, value in _values(row):
-            run = pyperf.Run([value], metadata={**run_meta, "name": name, "unit": "second"},
-                             collect_metadata=False)
+            run = pyperf.Run(
+                [value],
+                metadata={**run_meta, "name": name, "unit": "second"},
+                collect_metadata=False,
+            )
             series.setdefault(name, []).append(run)
     if not series:
-        warnings.warn(f"no ok or client-bound row with a throughput: {path} not written",
-                      RuntimeWarning, stacklevel=2)
+        warnings.warn(
+            f"no ok or client-bound row with a throughput: {path} not written",
+            RuntimeWarning,
+            stacklevel=2,
+        )
         return
     suite = pyperf.BenchmarkSuite([pyperf.Benchmark(runs) for runs in series.values()])
     text = io.StringIO()
@@ -96,13 +102,15 @@ def _common_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
         if name not in ("date", "error"):  # a run's date is its own
             candidates[name] = value
     git = metadata.get("git") or {}
-    candidates.update({
-        "sockbench_run_id": metadata.get("run_id"),
-        "sockbench_profile": metadata.get("profile"),
-        "sockbench_git_sha": git.get("sha"),
-        "cpu_model_name": (metadata.get("host") or {}).get("cpu_model")
-        or candidates.get("cpu_model_name"),
-    })
+    candidates.update(
+        {
+            "sockbench_run_id": metadata.get("run_id"),
+            "sockbench_profile": metadata.get("profile"),
+            "sockbench_git_sha": git.get("sha"),
+            "cpu_model_name": (metadata.get("host") or {}).get("cpu_model")
+            or candidates.get("cpu_model_name"),
+        }
+    )
     valid = {}
     for name, value in candidates.items():
         if isinstance(value, bool):

@@ -31,8 +31,10 @@ class CellKey:
 
     @property
     def key(self) -> str:
-        key = (f"{self.model}/{self.protocol}/c{self.connections}/p{self.payload}"
-               f"/{self.mode}/{self.driver}")
+        key = (
+            f"{self.model}/{self.protocol}/c{self.connections}/p{self.payload}"
+            f"/{self.mode}/{self.driver}"
+        )
         if self.backlog:
             key += f"/b{self.backlog}"
         if self.work:

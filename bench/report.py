@@ -52,9 +52,13 @@ def build_report(run_dir: Path) -> Path:
     if not cells.empty:
         for _, group in cells.groupby(GROUP_COLUMNS, sort=False, dropna=False):
             sections.append(_section(group, meta, charts_dir))
-    doc = Document(title=f"sockbench report: {meta.get('run_id', run_dir.name)}",
-                   facts=run_facts(meta, rows), legend=LEGEND, sections=sections,
-                   notes=notes_table(frame) if not frame.empty else None)
+    doc = Document(
+        title=f"sockbench report: {meta.get('run_id', run_dir.name)}",
+        facts=run_facts(meta, rows),
+        legend=LEGEND,
+        sections=sections,
+        notes=notes_table(frame) if not frame.empty else None,
+    )
 
     md_path = run_dir / REPORT_MD
     md_path.write_text(render_markdown(doc), encoding="utf-8")

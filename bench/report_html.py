@@ -33,9 +33,13 @@ table:not(.numeric) td:not(:last-child) { white-space: nowrap; }
 
 def render_html(doc: Document, run_dir: Path) -> str:
     """The whole page; chart files are read from `run_dir` and embedded."""
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{escape(doc.title)}</title><style>{_CSS}</style></head><body>",
-           f"<h1>{escape(doc.title)}</h1>", '<dl class="facts">']
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{escape(doc.title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{escape(doc.title)}</h1>",
+        '<dl class="facts">',
+    ]
     out += [f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in doc.facts]
     out += ["</dl>", '<div class="legend">']
     out += [f"<p>{escape(line)}</p>" for line in doc.legend]
@@ -58,8 +62,11 @@ def html_table(table: Table) -> str:
     body = []
     for row in table.rows:
         cells = "".join(
-            f'<td class="{escape(c)}">{escape(c)}</td>' if c in ("failed", "skipped")
-            else f"<td>{escape(c)}</td>" for c in row)
+            f'<td class="{escape(c)}">{escape(c)}</td>'
+            if c in ("failed", "skipped")
+            else f"<td>{escape(c)}</td>"
+            for c in row
+        )
         body.append(f"<tr>{cells}</tr>")
     return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 

@@ -29,7 +29,9 @@ def _md(text: str) -> str:
 def _md_table(table: Table) -> list[str]:
     # Numbers right-aligned; the first column is a label.
     rule = " ---: " if table.numeric else " --- "
-    lines = ["| " + " | ".join(_md(h) for h in table.header) + " |",
-             "|" + "|".join([" --- "] + [rule] * (len(table.header) - 1)) + "|"]
+    lines = [
+        "| " + " | ".join(_md(h) for h in table.header) + " |",
+        "|" + "|".join([" --- "] + [rule] * (len(table.header) - 1)) + "|",
+    ]
     lines += ["| " + " | ".join(_md(c) for c in row) + " |" for row in table.rows]
     return lines

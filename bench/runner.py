@@ -27,14 +27,42 @@ SATURATED = "client-bound: a load-generator worker was over 90% CPU in the windo
 
 def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[str]:
     key = cell.key
-    common = ["--target", f"127.0.0.1:{port}", "--protocol", key.protocol,
-              "--duration", str(matrix.duration), "--payload", str(key.payload), "--quiet"]
+    common = [
+        "--target",
+        f"127.0.0.1:{port}",
+        "--protocol",
+        key.protocol,
+        "--duration",
+        str(matrix.duration),
+        "--payload",
+        str(key.payload),
+        "--quiet",
+    ]
     if key.driver == "locust":
-        return [sys.executable, "-m", "clients.locust_driver", *common,
-                "--users", str(key.connections), "--spawn-rate", str(max(key.connections, 10))]
-    return [sys.executable, "-m", "clients.loadgen", *common,
-            "--connections", str(key.connections), "--warmup", str(matrix.warmup),
-            "--mode", key.mode, "--cpus", format_cpu_list(plan.client)]
+        return [
+            sys.executable,
+            "-m",
+            "clients.locust_driver",
+            *common,
+            "--users",
+            str(key.connections),
+            "--spawn-rate",
+            str(max(key.connections, 10)),
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "clients.loadgen",
+        *common,
+        "--connections",
+        str(key.connections),
+        "--warmup",
+        str(matrix.warmup),
+        "--mode",
+        key.mode,
+        "--cpus",
+        format_cpu_list(plan.client),
+    ]
 
 
 def load_timeout(cell: Cell, matrix: Matrix) -> float:
@@ -58,14 +86,22 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
     t0 = time.monotonic()
 
     def row(status: str, reason: str | None = None, **fields: Any) -> Row:
-        return Row(run_id=run_id, cell=cell.key, repeat=cell.repeat, status=status,
-                   reason=reason, started_at=started_at,
-                   wall_s=round(time.monotonic() - t0, 3), **fields)
+        return Row(
+            run_id=run_id,
+            cell=cell.key,
+            repeat=cell.repeat,
+            status=status,
+            reason=reason,
+            started_at=started_at,
+            wall_s=round(time.monotonic() - t0, 3),
+            **fields,
+        )
 
     if unavailable := MODELS[cell.key.model].unavailable_reason():
         return row("skipped", f"model unavailable here: {unavailable}")
-    server = ServerProcess(cell.key.model, cell.key.protocol, extra_args=server_args(cell, matrix),
-                           cpus=plan.server)
+    server = ServerProcess(
+        cell.key.model, cell.key.protocol, extra_args=server_args(cell, matrix), cpus=plan.server
+    )
     try:
         server.start()
     except ServerStartError as exc:
@@ -75,9 +111,13 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
     try:
         sampler = ServerSampler(server.pid).start()
         try:
-            done = subprocess.run(load_command(cell, server.port, matrix, plan),
-                                  capture_output=True, text=True,
-                                  timeout=load_timeout(cell, matrix), stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                load_command(cell, server.port, matrix, plan),
+                capture_output=True,
+                text=True,
+                timeout=load_timeout(cell, matrix),
+                stdin=subprocess.DEVNULL,
+            )
             load, failure = parse_load(done)
         except subprocess.TimeoutExpired as exc:
             failure = f"load generator did not finish within {exc.timeout:.0f} s"
@@ -88,25 +128,36 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
     finally:
         stop_code = server.stop()
     if crashed is not None:
-        failure = (f"server exited with code {crashed} during the run: "
-                   f"{server.stderr.strip()[-200:] or 'no output'}")
-    sample["counters"] = {k: v for k, v in (server.stopped or {}).items()
-                          if k not in ("event", "model")}
+        failure = (
+            f"server exited with code {crashed} during the run: "
+            f"{server.stderr.strip()[-200:] or 'no output'}"
+        )
+    sample["counters"] = {
+        k: v for k, v in (server.stopped or {}).items() if k not in ("event", "model")
+    }
     cpu_us = cpu_per_request(sampler, load)
     if failure is None and not load.get("requests"):
         failure = "no request completed in the window (server hung or refused every connection)"
     if stop_code != 0 and crashed is None:  # the stop at the end went wrong
-        stop_note = ("server did not stop within 5 s of SIGTERM and was killed"
-                     if stop_code == -9 else
-                     f"server exited with code {stop_code} on SIGTERM: "
-                     f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}")
+        stop_note = (
+            "server did not stop within 5 s of SIGTERM and was killed"
+            if stop_code == -9
+            else f"server exited with code {stop_code} on SIGTERM: "
+            f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
+        )
         failure = f"{failure}; {stop_note}" if failure else stop_note
     if failure:
-        return row("failed", failure.strip(), load=load, server=sample,
-                   server_cpu_us_per_request=cpu_us)
+        return row(
+            "failed", failure.strip(), load=load, server=sample, server_cpu_us_per_request=cpu_us
+        )
     saturated = bool(load.get("client", {}).get("saturated"))
-    return row("client-bound" if saturated else "ok", SATURATED if saturated else None,
-               load=load, server=sample, server_cpu_us_per_request=cpu_us)
+    return row(
+        "client-bound" if saturated else "ok",
+        SATURATED if saturated else None,
+        load=load,
+        server=sample,
+        server_cpu_us_per_request=cpu_us,
+    )
 
 
 def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any], str | None]:
@@ -134,4 +185,3 @@ def cpu_per_request(sampler: ServerSampler, load: dict[str, Any]) -> float | Non
         summary = sampler.summary()
         spent = summary["cpu_user_s"], summary["cpu_sys_s"]
     return round(sum(spent) * 1e6 / requests, 3)
-

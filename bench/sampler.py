@@ -125,12 +125,18 @@ class ServerSampler(_Periodic):
         first, last = (self.samples[0], self.samples[-1]) if self.samples else ((0, 0, 0),) * 2
         ctx = {}
         if self._ctx_first and self._ctx_last:
-            ctx = {"ctx_voluntary": self._ctx_last[0] - self._ctx_first[0],
-                   "ctx_involuntary": self._ctx_last[1] - self._ctx_first[1]}
-        return {"cpu_user_s": round(last[1] - first[1], 4),
-                "cpu_sys_s": round(last[2] - first[2], 4),
-                "peak_rss_bytes": self.peak_rss, "peak_threads": self.peak_threads,
-                "peak_fds": self.peak_fds, **ctx}
+            ctx = {
+                "ctx_voluntary": self._ctx_last[0] - self._ctx_first[0],
+                "ctx_involuntary": self._ctx_last[1] - self._ctx_first[1],
+            }
+        return {
+            "cpu_user_s": round(last[1] - first[1], 4),
+            "cpu_sys_s": round(last[2] - first[2], 4),
+            "peak_rss_bytes": self.peak_rss,
+            "peak_threads": self.peak_threads,
+            "peak_fds": self.peak_fds,
+            **ctx,
+        }
 
 
 class CoreSampler(_Periodic):

@@ -28,17 +28,18 @@ class ServerStartError(RuntimeError):
     pass
 
 
-def _child_setup(cpus: Sequence[int] | None,
-                 fd_limit: int | None = None) -> Callable[[], None]:
+def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None) -> Callable[[], None]:
     """Runs in the child before exec: pinned from its first instruction, so a model
     that sizes itself by its CPU set (prefork) sees the plan, not the whole machine.
     fd_limit caps RLIMIT_NOFILE (soft and hard: the launcher raises soft to hard)."""
+
     def setup() -> None:
         die_with_parent()
         if cpus:
             os.sched_setaffinity(0, set(cpus))
         if fd_limit:
             resource.setrlimit(resource.RLIMIT_NOFILE, (fd_limit, fd_limit))
+
     return setup
 
 
@@ -66,17 +67,35 @@ class ServerProcess:
         return self.proc.pid
 
     def start(self) -> ServerProcess:
-        cmd = [sys.executable, "-m", "servers", "run", self.model, "--protocol", self.protocol,
-               "--host", self.host, "--port", "0", *self.extra_args]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True,
-                                     preexec_fn=_child_setup(self.cpus, self.fd_limit))
+        cmd = [
+            sys.executable,
+            "-m",
+            "servers",
+            "run",
+            self.model,
+            "--protocol",
+            self.protocol,
+            "--host",
+            self.host,
+            "--port",
+            "0",
+            *self.extra_args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=_child_setup(self.cpus, self.fd_limit),
+        )
         line = self._read_line(self.ready_timeout)
         if not line:
             self.kill()
             self.stderr += self.proc.communicate()[1] or ""
-            raise ServerStartError(f"{self.model} did not become ready: "
-                                   f"{self.stderr.strip()[-500:] or 'no output'}")
+            raise ServerStartError(
+                f"{self.model} did not become ready: {self.stderr.strip()[-500:] or 'no output'}"
+            )
         self.ready = json.loads(line)
         return self
 

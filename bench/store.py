@@ -126,8 +126,10 @@ class RunStore:
         if not isinstance(metadata, dict):
             raise StoreError(f"{meta_path}: metadata is not a JSON object")
         if metadata.get("schema") != METADATA_SCHEMA:
-            raise StoreError(f"{meta_path}: metadata schema {metadata.get('schema')!r}, "
-                             f"expected {METADATA_SCHEMA}")
+            raise StoreError(
+                f"{meta_path}: metadata schema {metadata.get('schema')!r}, "
+                f"expected {METADATA_SCHEMA}"
+            )
         return cls(path, metadata)
 
     # -- metadata -------------------------------------------------------------------
@@ -173,8 +175,12 @@ class RunStore:
         f.seek(0)
         data = f.read()
         keep = data.rfind(b"\n") + 1
-        warnings.warn(f"{self.results_path}: dropping a torn last line "
-                      f"({size - keep} bytes) before appending", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"{self.results_path}: dropping a torn last line "
+            f"({size - keep} bytes) before appending",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         f.truncate(keep)
         f.seek(0, os.SEEK_END)
 
@@ -201,8 +207,11 @@ class RunStore:
                 data = json.loads(line)
             except ValueError as exc:
                 if index == last:
-                    warnings.warn(f"{where}: skipping a truncated last line ({exc})",
-                                  RuntimeWarning, stacklevel=2)
+                    warnings.warn(
+                        f"{where}: skipping a truncated last line ({exc})",
+                        RuntimeWarning,
+                        stacklevel=2,
+                    )
                     continue
                 raise StoreError(f"{where}: corrupt line: {exc}") from None
             try:

@@ -41,8 +41,7 @@ class Connections:
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.connect_lat = array("q")  # connect latencies, ns
         n_variants = wire.variants(plan.payload) if plan.protocol == "echo" else 1
-        self.exchanges = [wire.exchange(plan.protocol, plan.payload, v)
-                          for v in range(n_variants)]
+        self.exchanges = [wire.exchange(plan.protocol, plan.payload, v) for v in range(n_variants)]
         self.reqlen = len(self.exchanges[0][0])
         self.explen = len(self.exchanges[0][1])
         # Read one byte more than a reply, so that a trailing extra byte is a mismatch.
@@ -58,9 +57,17 @@ class Connections:
         self.counts: list[int] = []  # requests completed, per fd (persistent mode)
         self.slot_of: list[int] = []  # fd -> connection slot
         self._per_fd: tuple[tuple[list[Any], Any], ...] = (
-            (self.socks, None), (self.reqs, b""), (self.fulls, b""), (self.exps, None),
-            (self.offs, 0), (self.outs, None), (self.sents, 0), (self.issued, 0),
-            (self.counts, 0), (self.slot_of, -1))
+            (self.socks, None),
+            (self.reqs, b""),
+            (self.fulls, b""),
+            (self.exps, None),
+            (self.offs, 0),
+            (self.outs, None),
+            (self.sents, 0),
+            (self.issued, 0),
+            (self.counts, 0),
+            (self.slot_of, -1),
+        )
         self.live: set[int] = set()  # connected descriptors
         self.connecting: dict[int, int] = {}  # fd -> connect start time
         n = plan.connections
@@ -154,8 +161,7 @@ class Connections:
         return True
 
     def _expire_connects(self, t: int) -> list[int]:
-        expired = [fd for fd, started in self.connecting.items()
-                   if t - started > self.timeout_ns]
+        expired = [fd for fd, started in self.connecting.items() if t - started > self.timeout_ns]
         for fd in expired:
             self.errors["connect_timeout"] += 1
             self._close(fd)
@@ -234,4 +240,3 @@ class Connections:
         self.ep.modify(fd, IN)
         if self.offs[fd] == 0:
             self.exps[fd] = self.fulls[fd]
-

@@ -55,8 +55,9 @@ def percentiles(histogram: HdrHistogram, wanted: dict[str, float]) -> dict[str, 
 
 
 def latency_summary(histogram: HdrHistogram) -> dict[str, float]:
-    summary: dict[str, float] = dict(percentiles(
-        histogram, {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}))
+    summary: dict[str, float] = dict(
+        percentiles(histogram, {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9})
+    )
     summary["max"] = int(histogram.get_max_value())
     summary["mean"] = round(histogram.get_mean_value(), 1)
     return summary

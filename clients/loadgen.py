@@ -99,8 +99,9 @@ def resolve(config: LoadConfig) -> tuple[int, tuple[Any, ...]]:
     """(family, sockaddr) of the target; refuses non-loopback before any lookup."""
     host, port = split_target(config.target)
     if not config.allow_remote and not is_loopback(host):
-        raise ConfigError(f"target {host} is not a loopback address; "
-                          "pass --allow-remote to load another machine")
+        raise ConfigError(
+            f"target {host} is not a loopback address; pass --allow-remote to load another machine"
+        )
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -136,25 +137,26 @@ def validate(config: LoadConfig) -> None:
             raise ConfigError("cpus is empty")
         allowed = os.sched_getaffinity(0)
         if missing := sorted(set(config.cpus) - allowed):
-            raise ConfigError(f"cpu {missing[0]} is not available here "
-                              f"(allowed: {','.join(map(str, sorted(allowed)))})")
+            raise ConfigError(
+                f"cpu {missing[0]} is not available here "
+                f"(allowed: {','.join(map(str, sorted(allowed)))})"
+            )
 
 
-def make_plans(config: LoadConfig, family: int,
-               address: tuple[Any, ...]) -> list[WorkerPlan]:
+def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> list[WorkerPlan]:
     cpus = sorted(set(config.cpus)) if config.cpus else None
     available = len(cpus) if cpus else len(os.sched_getaffinity(0))
     processes = min(config.processes or available, config.connections)
     hard = raise_fd_limit()
     share = -(-config.connections // processes)
     if share + FD_RESERVE > hard:
-        raise ConfigError(f"{share} connections per process exceed RLIMIT_NOFILE "
-                          f"({hard}); use more --processes")
+        raise ConfigError(
+            f"{share} connections per process exceed RLIMIT_NOFILE ({hard}); use more --processes"
+        )
     # Busy-polling pays only on a CPU nobody else needs: pinned, one worker per CPU.
     spin_us = SPIN_US if cpus and processes <= len(cpus) else 0
     sources: tuple[str, ...] = ()
-    if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith(
-            "127."):
+    if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith("127."):
         sources = tuple(f"127.0.0.{i}" for i in range(1, SOURCES + 1))
     plans, first = [], 0
     for index in range(processes):
@@ -165,11 +167,25 @@ def make_plans(config: LoadConfig, family: int,
             mine = tuple(cpus[index::processes])
         else:
             mine = (cpus[index % len(cpus)],)
-        plans.append(WorkerPlan(
-            index=index, family=family, address=address, protocol=config.protocol,
-            payload=config.payload, mode=config.mode, connections=count, first=first,
-            total=config.connections, rate=config.rate, timeout=config.timeout, cpus=mine,
-            parent_pid=os.getpid(), sources=sources, spin_us=spin_us))
+        plans.append(
+            WorkerPlan(
+                index=index,
+                family=family,
+                address=address,
+                protocol=config.protocol,
+                payload=config.payload,
+                mode=config.mode,
+                connections=count,
+                first=first,
+                total=config.connections,
+                rate=config.rate,
+                timeout=config.timeout,
+                cpus=mine,
+                parent_pid=os.getpid(),
+                sources=sources,
+                spin_us=spin_us,
+            )
+        )
         first += count
     return plans
 
@@ -187,15 +203,20 @@ def run(config: LoadConfig) -> dict[str, Any]:
     return build_result(config, plans, results, window)
 
 
-def _drive(config: LoadConfig,
-           plans: Sequence[WorkerPlan]) -> tuple[list[WorkerResult], dict[str, float]]:
+def _drive(
+    config: LoadConfig, plans: Sequence[WorkerPlan]
+) -> tuple[list[WorkerResult], dict[str, float]]:
     context = multiprocessing.get_context("fork")
     workers: list[Worker] = []
     try:
         for plan in plans:
             ours, theirs = context.Pipe()
-            process = context.Process(target=worker_main, args=(plan, theirs), daemon=True,
-                                      name=f"loadgen-worker-{plan.index}")
+            process = context.Process(
+                target=worker_main,
+                args=(plan, theirs),
+                daemon=True,
+                name=f"loadgen-worker-{plan.index}",
+            )
             process.start()
             theirs.close()
             workers.append((process, ours))
@@ -209,8 +230,10 @@ def _drive(config: LoadConfig,
             pipe.send(("start", t0, window_start, end))
         # The window in wall-clock time too, so the bench can cut the server's CPU to it.
         offset = time.time() - time.monotonic_ns() / 1e9
-        window = {"start_unix": round(window_start / 1e9 + offset, 6),
-                  "end_unix": round(end / 1e9 + offset, 6)}
+        window = {
+            "start_unix": round(window_start / 1e9 + offset, 6),
+            "end_unix": round(end / 1e9 + offset, 6),
+        }
         limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
         return _gather(workers, "result", limit), window
     finally:
@@ -259,9 +282,12 @@ def _gather(workers: Sequence[Worker], kind: str, limit_s: float) -> list[Any]:
     return [got[i] for i in range(len(workers))]
 
 
-def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
-                 results: Sequence[WorkerResult],
-                 window: dict[str, float] | None = None) -> dict[str, Any]:
+def build_result(
+    config: LoadConfig,
+    plans: Sequence[WorkerPlan],
+    results: Sequence[WorkerResult],
+    window: dict[str, float] | None = None,
+) -> dict[str, Any]:
     latency = hist.merge(r.latency for r in results)
     connect = hist.merge(r.connect for r in results)
     requests = sum(r.requests for r in results)
@@ -276,10 +302,16 @@ def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
         "schema": 1,
         "tool": "sockbench.loadgen",
         "params": {
-            "target": config.target, "protocol": config.protocol,
-            "connections": config.connections, "processes": len(plans),
-            "duration": config.duration, "warmup": config.warmup, "payload": config.payload,
-            "rate": config.rate, "mode": config.mode, "timeout": config.timeout,
+            "target": config.target,
+            "protocol": config.protocol,
+            "connections": config.connections,
+            "processes": len(plans),
+            "duration": config.duration,
+            "warmup": config.warmup,
+            "payload": config.payload,
+            "rate": config.rate,
+            "mode": config.mode,
+            "timeout": config.timeout,
             "cpus": sorted(set(config.cpus)) if config.cpus else None,
         },
         "requests": requests,
@@ -309,12 +341,14 @@ def build_result(config: LoadConfig, plans: Sequence[WorkerPlan],
 def summary_line(result: dict[str, Any]) -> str:
     lat, err, conns = result["latency_us"], result["errors"], result["connections"]
     errors = sum(err.values())
-    line = (f"loadgen: {result['requests']} requests in {result['duration_s']:g} s = "
-            f"{result['throughput_rps']:.0f} req/s; latency p50 {lat['p50']} us, "
-            f"p99 {lat['p99']} us, max {lat['max']} us; "
-            f"connections {conns['established']}/{conns['asked']}, starved {conns['starved']}; "
-            f"errors {errors}; client cpu "
-            + "/".join(f"{p:.0f}%" for p in result["client"]["cpu_percent"]))
+    line = (
+        f"loadgen: {result['requests']} requests in {result['duration_s']:g} s = "
+        f"{result['throughput_rps']:.0f} req/s; latency p50 {lat['p50']} us, "
+        f"p99 {lat['p99']} us, max {lat['max']} us; "
+        f"connections {conns['established']}/{conns['asked']}, starved {conns['starved']}; "
+        f"errors {errors}; client cpu "
+        + "/".join(f"{p:.0f}%" for p in result["client"]["cpu_percent"])
+    )
     if errors:
         line += " (" + ", ".join(f"{k} {v}" for k, v in err.items() if v) + ")"
     if result["client"]["saturated"]:
@@ -330,36 +364,67 @@ def build_parser() -> ArgumentParser:
         prog="python -m clients.loadgen",
         description="Drive a sockbench server and print one JSON result on stdout.",
         epilog="per-request mode: a new connection per request, closed by the client; "
-               f"connects are spread over source addresses 127.0.0.1-{SOURCES} (IPv4 "
-               "loopback targets) with IP_BIND_ADDRESS_NO_PORT, so the 4-tuple space is "
-               f"{SOURCES}x larger and net.ipv4.tcp_tw_reuse can recycle TIME_WAIT ports; "
-               "no SO_LINGER tricks. Exit status: 0 a result (even with errors), "
-               "1 the load generator failed, 2 bad usage.")
+        f"connects are spread over source addresses 127.0.0.1-{SOURCES} (IPv4 "
+        "loopback targets) with IP_BIND_ADDRESS_NO_PORT, so the 4-tuple space is "
+        f"{SOURCES}x larger and net.ipv4.tcp_tw_reuse can recycle TIME_WAIT ports; "
+        "no SO_LINGER tricks. Exit status: 0 a result (even with errors), "
+        "1 the load generator failed, 2 bad usage.",
+    )
     parser.add_argument("--target", required=True, help="HOST:PORT of the server")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="echo")
     parser.add_argument("--connections", type=positive_int, default=10)
-    parser.add_argument("--processes", type=positive_int, default=None,
-                        help="worker processes (default: one per CPU, at most connections)")
-    parser.add_argument("--duration", type=positive_float, default=10.0,
-                        help="seconds measured (default 10)")
-    parser.add_argument("--warmup", type=non_negative_float, default=1.0,
-                        help="seconds of load before the window, not counted (default 1)")
-    parser.add_argument("--payload", type=non_negative_int, default=None,
-                        help="bytes per request: echo payload, or the HTTP POST body "
-                             "(0 = GET /); default 64 for echo, 0 for http")
-    parser.add_argument("--rate", type=positive_float, default=None,
-                        help="open loop at this many requests/s in total, latency from "
-                             "each request's intended send time (default: closed loop)")
-    parser.add_argument("--mode", choices=MODES, default="persistent",
-                        help="persistent connections, or a new connection per request")
-    parser.add_argument("--timeout", type=positive_float, default=5.0,
-                        help="seconds before a connect or a reply counts as timed out")
-    parser.add_argument("--cpus", type=cpu_list, default=None,
-                        help="pin the workers (and this process) to these CPUs, e.g. 1 or "
-                             "2-3; a worker with a CPU of its own then busy-polls up to "
-                             f"{SPIN_US} us before sleeping (keep them off the server's CPUs)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="allow a target outside loopback")
+    parser.add_argument(
+        "--processes",
+        type=positive_int,
+        default=None,
+        help="worker processes (default: one per CPU, at most connections)",
+    )
+    parser.add_argument(
+        "--duration", type=positive_float, default=10.0, help="seconds measured (default 10)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_float,
+        default=1.0,
+        help="seconds of load before the window, not counted (default 1)",
+    )
+    parser.add_argument(
+        "--payload",
+        type=non_negative_int,
+        default=None,
+        help="bytes per request: echo payload, or the HTTP POST body "
+        "(0 = GET /); default 64 for echo, 0 for http",
+    )
+    parser.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        help="open loop at this many requests/s in total, latency from "
+        "each request's intended send time (default: closed loop)",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=MODES,
+        default="persistent",
+        help="persistent connections, or a new connection per request",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=5.0,
+        help="seconds before a connect or a reply counts as timed out",
+    )
+    parser.add_argument(
+        "--cpus",
+        type=cpu_list,
+        default=None,
+        help="pin the workers (and this process) to these CPUs, e.g. 1 or "
+        "2-3; a worker with a CPU of its own then busy-polls up to "
+        f"{SPIN_US} us before sleeping (keep them off the server's CPUs)",
+    )
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="allow a target outside loopback"
+    )
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     return parser
 
@@ -371,13 +436,21 @@ def _interrupted(signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    payload = args.payload if args.payload is not None else (64 if args.protocol == "echo"
-                                                              else 0)
+    payload = args.payload if args.payload is not None else (64 if args.protocol == "echo" else 0)
     config = LoadConfig(
-        target=args.target, protocol=args.protocol, connections=args.connections,
-        processes=args.processes, duration=args.duration, warmup=args.warmup,
-        payload=payload, rate=args.rate, mode=args.mode, timeout=args.timeout,
-        cpus=args.cpus, allow_remote=args.allow_remote)
+        target=args.target,
+        protocol=args.protocol,
+        connections=args.connections,
+        processes=args.processes,
+        duration=args.duration,
+        warmup=args.warmup,
+        payload=payload,
+        rate=args.rate,
+        mode=args.mode,
+        timeout=args.timeout,
+        cpus=args.cpus,
+        allow_remote=args.allow_remote,
+    )
     try:
         validate(config)
     except ConfigError as exc:

@@ -38,8 +38,10 @@ USER_CLASSES = {"echo": "EchoUser", "http-get": "HttpGetUser", "http-post": "Htt
 CONNECT_ROWS = ("connect", "reconnect")  # EchoUser's connection events, not requests
 SATURATED_CPU = 90.0  # percent of one core over the window, as loadgen and locust's warning
 STARTUP_GRACE_S = 60.0  # locust start-up and shutdown, beyond the run time
-RESOLUTION = ("locust reports latency in milliseconds (percentiles rounded to locust's "
-              "buckets: 2 significant digits with clients/locustfile.py)")
+RESOLUTION = (
+    "locust reports latency in milliseconds (percentiles rounded to locust's "
+    "buckets: 2 significant digits with clients/locustfile.py)"
+)
 
 # Failure exception class name (as locust writes it in the failures CSV) -> error kind.
 ERROR_KINDS = {
@@ -58,8 +60,15 @@ ERROR_KINDS = {
     "EchoClosed": "closed",
     "HTTPConnectionClosed": "closed",
 }
-ERROR_KEYS = ("connect_refused", "connect_timeout", "reset", "timeout", "mismatch", "closed",
-              "other")
+ERROR_KEYS = (
+    "connect_refused",
+    "connect_timeout",
+    "reset",
+    "timeout",
+    "mismatch",
+    "closed",
+    "other",
+)
 
 
 class LocustRunError(RuntimeError):
@@ -137,8 +146,9 @@ def _timeline(history: list[dict[str, str]], name: str) -> list[int]:
     return timeline
 
 
-def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict[str, Any],
-                      failures_csv: Path | None) -> dict[str, Any]:
+def from_locust_stats(
+    stats_csv: Path, history_csv: Path | None, params: dict[str, Any], failures_csv: Path | None
+) -> dict[str, Any]:
     """Convert locust's `_stats.csv` (+ `_stats_history.csv`, `_failures.csv`) into the
     fields of clients.loadgen's JSON. `requests` counts verified replies only; every
     failure is in `errors`, by kind (unclassified ones under `other`)."""
@@ -156,11 +166,14 @@ def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict[st
     failed = sum(int(r["Failure Count"]) for r in requests_rows)
     ok = count - failed
     # locust's Requests/s is count / (last request of the run - first of that name).
-    durations = [int(r["Request Count"]) / rps for r in requests_rows
-                 if (rps := _csv_float(r["Requests/s"]))]
+    durations = [
+        int(r["Request Count"]) / rps for r in requests_rows if (rps := _csv_float(r["Requests/s"]))
+    ]
     duration = max(durations, default=0.0)
-    received = sum(int(r["Request Count"]) * (_csv_float(r["Average Content Size"]) or 0)
-                   for r in requests_rows)
+    received = sum(
+        int(r["Request Count"]) * (_csv_float(r["Average Content Size"]) or 0)
+        for r in requests_rows
+    )
 
     errors = dict.fromkeys(ERROR_KEYS, 0)
     if failures_csv is not None and failures_csv.exists():
@@ -172,8 +185,7 @@ def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict[st
     established = None
     if connect_row is not None:
         established = int(connect_row["Request Count"]) - int(connect_row["Failure Count"])
-    history = _read_rows(history_csv) if history_csv is not None and history_csv.exists() \
-        else []
+    history = _read_rows(history_csv) if history_csv is not None and history_csv.exists() else []
     throughput = round(ok / duration, 1) if duration else 0.0
     connect = _latency(connect_row)
     return {
@@ -187,8 +199,7 @@ def from_locust_stats(stats_csv: Path, history_csv: Path | None, params: dict[st
         "latency_us": _latency(latency_row),
         "connect_us": {key: connect[key] for key in ("p50", "p99", "max")},
         "errors": errors,
-        "connections": {"asked": params.get("users"), "established": established,
-                        "starved": None},
+        "connections": {"asked": params.get("users"), "established": established, "starved": None},
         "fairness": None,
         "timeline": _timeline(history, latency_row["Name"]) if latency_row else [],
         "rate": {"asked": params.get("rate"), "achieved": throughput},
@@ -221,20 +232,54 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def locust_command(*, host: str, port: int, protocol: str, users: int, spawn_rate: float,
-                   duration: int, payload: int, rate: float | None, timeout: float,
-                   processes: int | None, master: bool, expect_workers: int | None,
-                   master_bind_host: str, master_bind_port: int | None,
-                   prefix: Path) -> list[str]:
+def locust_command(
+    *,
+    host: str,
+    port: int,
+    protocol: str,
+    users: int,
+    spawn_rate: float,
+    duration: int,
+    payload: int,
+    rate: float | None,
+    timeout: float,
+    processes: int | None,
+    master: bool,
+    expect_workers: int | None,
+    master_bind_host: str,
+    master_bind_port: int | None,
+    prefix: Path,
+) -> list[str]:
     scheme = "http" if protocol == "http" else "tcp"
     netloc = f"[{host}]" if ":" in host else host
-    cmd = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--headless",
-           "-u", str(users), "-r", str(spawn_rate), "-t", f"{duration}s",
-           "--host", f"{scheme}://{netloc}:{port}",
-           "--csv", str(prefix), "--csv-full-history", "--only-summary",
-           "--exit-code-on-error", "0",  # failures are data; a non-zero exit means trouble
-           "--sockbench-payload", str(payload), "--sockbench-timeout", str(timeout),
-           "--sockbench-final-csv", f"{prefix}_final"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(LOCUSTFILE),
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(spawn_rate),
+        "-t",
+        f"{duration}s",
+        "--host",
+        f"{scheme}://{netloc}:{port}",
+        "--csv",
+        str(prefix),
+        "--csv-full-history",
+        "--only-summary",
+        "--exit-code-on-error",
+        "0",  # failures are data; a non-zero exit means trouble
+        "--sockbench-payload",
+        str(payload),
+        "--sockbench-timeout",
+        str(timeout),
+        "--sockbench-final-csv",
+        f"{prefix}_final",
+    ]
     if rate:
         cmd += ["--sockbench-rate", str(rate / users)]
     if processes or master:
@@ -244,8 +289,13 @@ def locust_command(*, host: str, port: int, protocol: str, users: int, spawn_rat
         if processes:  # the forked workers connect to --master-port
             cmd += ["--processes", str(processes), "--master-port", str(bind_port)]
         else:
-            cmd += ["--master", "--expect-workers", str(expect_workers or 1),
-                    "--expect-workers-max-wait", str(int(STARTUP_GRACE_S))]
+            cmd += [
+                "--master",
+                "--expect-workers",
+                str(expect_workers or 1),
+                "--expect-workers-max-wait",
+                str(int(STARTUP_GRACE_S)),
+            ]
     return [*cmd, user_class(protocol, payload)]
 
 
@@ -273,8 +323,9 @@ class _LogWatcher(threading.Thread):
     @property
     def cpu_warning(self) -> bool:
         # "CPU usage above 90%!", "CPU usage threshold was exceeded on workers ..."
-        return any("CPU usage above" in line or "CPU usage threshold" in line
-                   for line in self.lines)
+        return any(
+            "CPU usage above" in line or "CPU usage threshold" in line for line in self.lines
+        )
 
 
 class _CpuSampler(threading.Thread):
@@ -333,17 +384,27 @@ def _stop_group(proc: subprocess.Popen[str], wait: float = 5.0) -> None:
 def _locust_env() -> dict[str, str]:
     # LOCUST_* and SOCKBENCH_* settings in the caller's environment would silently
     # change the run; everything the run needs is on the command line.
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("LOCUST_", "SOCKBENCH_"))}
+    return {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SOCKBENCH_"))}
 
 
-def run_locust(target: str, *, protocol: str = "echo", users: int = 10,
-               spawn_rate: float | None = None, duration: int = 10, payload: int = 64,
-               rate: float | None = None, timeout: float = 10.0,
-               processes: int | None = None, master: bool = False,
-               expect_workers: int | None = None, master_bind_host: str = "127.0.0.1",
-               master_bind_port: int | None = None, allow_remote: bool = False,
-               quiet: bool = True) -> dict[str, Any]:
+def run_locust(
+    target: str,
+    *,
+    protocol: str = "echo",
+    users: int = 10,
+    spawn_rate: float | None = None,
+    duration: int = 10,
+    payload: int = 64,
+    rate: float | None = None,
+    timeout: float = 10.0,
+    processes: int | None = None,
+    master: bool = False,
+    expect_workers: int | None = None,
+    master_bind_host: str = "127.0.0.1",
+    master_bind_port: int | None = None,
+    allow_remote: bool = False,
+    quiet: bool = True,
+) -> dict[str, Any]:
     """Run locust headless against `target` (HOST:PORT) and return loadgen-style JSON.
 
     Raises UsageError (a ValueError) for bad arguments, such as a non-loopback target
@@ -351,8 +412,9 @@ def run_locust(target: str, *, protocol: str = "echo", users: int = 10,
     """
     host, port = parse_target(target)
     if not allow_remote and not is_loopback(host):
-        raise UsageError(f"target {host} is not a loopback address; "
-                         "pass --allow-remote to load another machine")
+        raise UsageError(
+            f"target {host} is not a loopback address; pass --allow-remote to load another machine"
+        )
     if protocol not in ("echo", "http"):
         raise UsageError(f"protocol must be echo or http, got {protocol!r}")
     if processes and master:
@@ -361,43 +423,75 @@ def run_locust(target: str, *, protocol: str = "echo", users: int = 10,
         raise UsageError("--expect-workers needs --master")
     spawn_rate = spawn_rate or float(users)
     # Named as loadgen names its params where they mean the same (one connection per user).
-    params = {"target": f"{host}:{port}", "protocol": protocol, "connections": users,
-              "users": users, "spawn_rate": spawn_rate, "duration": duration,
-              "payload": payload, "rate": rate, "mode": "persistent",
-              "timeout": timeout, "processes": processes,
-              "master": master, "expect_workers": expect_workers if master else None,
-              "user_class": user_class(protocol, payload),
-              "locust_version": metadata.version("locust")}
+    params = {
+        "target": f"{host}:{port}",
+        "protocol": protocol,
+        "connections": users,
+        "users": users,
+        "spawn_rate": spawn_rate,
+        "duration": duration,
+        "payload": payload,
+        "rate": rate,
+        "mode": "persistent",
+        "timeout": timeout,
+        "processes": processes,
+        "master": master,
+        "expect_workers": expect_workers if master else None,
+        "user_class": user_class(protocol, payload),
+        "locust_version": metadata.version("locust"),
+    }
     with tempfile.TemporaryDirectory(prefix="sockbench-locust-") as tmp:
         prefix = Path(tmp) / "run"
-        cmd = locust_command(host=host, port=port, protocol=protocol, users=users,
-                             spawn_rate=spawn_rate, duration=duration, payload=payload,
-                             rate=rate, timeout=timeout, processes=processes, master=master,
-                             expect_workers=expect_workers, master_bind_host=master_bind_host,
-                             master_bind_port=master_bind_port, prefix=prefix)
+        cmd = locust_command(
+            host=host,
+            port=port,
+            protocol=protocol,
+            users=users,
+            spawn_rate=spawn_rate,
+            duration=duration,
+            payload=payload,
+            rate=rate,
+            timeout=timeout,
+            processes=processes,
+            master=master,
+            expect_workers=expect_workers,
+            master_bind_host=master_bind_host,
+            master_bind_port=master_bind_port,
+            prefix=prefix,
+        )
         limit = duration + STARTUP_GRACE_S * (2 if master else 1)
         watcher, sampler, code = _run(cmd, Path(tmp), limit, quiet)
         final = Path(f"{prefix}_final_stats.csv")
         if code != 0 or not final.exists():
-            last = next((line.strip() for line in reversed(watcher.lines) if line.strip()),
-                        "no output")
+            last = next(
+                (line.strip() for line in reversed(watcher.lines) if line.strip()), "no output"
+            )
             raise LocustRunError(f"locust exited with code {code}: {last}")
-        result = from_locust_stats(final, Path(f"{prefix}_stats_history.csv"), params,
-                                   Path(f"{prefix}_final_failures.csv"))
+        result = from_locust_stats(
+            final, Path(f"{prefix}_stats_history.csv"), params, Path(f"{prefix}_final_failures.csv")
+        )
     result["client"] = _client(sampler, watcher, processes, master)
     if watcher.spawned_at and watcher.ended_at:
         result["window"] = {"start_unix": watcher.spawned_at, "end_unix": watcher.ended_at}
-        result["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                             time.gmtime(watcher.spawned_at))
+        result["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(watcher.spawned_at))
     return result
 
 
-def _run(cmd: Sequence[str], cwd: Path, limit: float,
-         quiet: bool) -> tuple[_LogWatcher, _CpuSampler, int]:
+def _run(
+    cmd: Sequence[str], cwd: Path, limit: float, quiet: bool
+) -> tuple[_LogWatcher, _CpuSampler, int]:
     # cwd is the empty temporary folder, so no locust.conf or pyproject.toml is picked up.
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_locust_env(), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, preexec_fn=die_with_parent)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        env=_locust_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
     assert proc.stdout is not None  # stdout=PIPE
     watcher = _LogWatcher(proc.stdout, quiet)
     sampler = _CpuSampler(proc.pid, watcher)
@@ -418,8 +512,9 @@ def _run(cmd: Sequence[str], cwd: Path, limit: float,
     return watcher, sampler, code
 
 
-def _client(sampler: _CpuSampler, watcher: _LogWatcher, processes: int | None,
-            master: bool) -> dict[str, Any]:
+def _client(
+    sampler: _CpuSampler, watcher: _LogWatcher, processes: int | None, master: bool
+) -> dict[str, Any]:
     cpu = sampler.means()
     # With --processes the first process is the master, which generates no load.
     load_cpu = cpu[1:] if processes else cpu
@@ -437,33 +532,67 @@ def _client(sampler: _CpuSampler, watcher: _LogWatcher, processes: int | None,
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m clients.locust_driver",
-                            description=__doc__.splitlines()[0])
+    parser = ArgumentParser(
+        prog="python -m clients.locust_driver", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--target", required=True, help="HOST:PORT of the server")
     parser.add_argument("--protocol", choices=("echo", "http"), default="echo")
-    parser.add_argument("--users", type=positive_int, default=10,
-                        help="locust users, one connection each")
-    parser.add_argument("--spawn-rate", type=positive_float, default=None,
-                        help="users started per second (default: all in the first second)")
+    parser.add_argument(
+        "--users", type=positive_int, default=10, help="locust users, one connection each"
+    )
+    parser.add_argument(
+        "--spawn-rate",
+        type=positive_float,
+        default=None,
+        help="users started per second (default: all in the first second)",
+    )
     parser.add_argument("--duration", type=positive_int, default=10, help="seconds of load")
-    parser.add_argument("--payload", type=non_negative_int, default=64,
-                        help="echo payload bytes; for http, 0 is GET / and N > 0 POST /echo")
-    parser.add_argument("--rate", type=positive_float, default=None,
-                        help="total requests/s, shared by the users (default: closed loop)")
-    parser.add_argument("--timeout", type=positive_float, default=10.0,
-                        help="connect and reply timeout in seconds")
-    parser.add_argument("--processes", type=positive_int, default=None,
-                        help="locust worker processes on this machine (locust --processes)")
-    parser.add_argument("--master", action="store_true",
-                        help="run only a locust master; start workers yourself (docs/locust.md)")
-    parser.add_argument("--expect-workers", type=positive_int, default=None,
-                        help="with --master: wait for this many workers (default 1)")
-    parser.add_argument("--master-bind-host", default="127.0.0.1",
-                        help="with --master: address the workers connect to")
-    parser.add_argument("--master-bind-port", type=positive_int, default=None,
-                        help="with --master: port the workers connect to (default: a free one)")
-    parser.add_argument("--allow-remote", action="store_true",
-                        help="allow a target that is not a loopback address")
+    parser.add_argument(
+        "--payload",
+        type=non_negative_int,
+        default=64,
+        help="echo payload bytes; for http, 0 is GET / and N > 0 POST /echo",
+    )
+    parser.add_argument(
+        "--rate",
+        type=positive_float,
+        default=None,
+        help="total requests/s, shared by the users (default: closed loop)",
+    )
+    parser.add_argument(
+        "--timeout", type=positive_float, default=10.0, help="connect and reply timeout in seconds"
+    )
+    parser.add_argument(
+        "--processes",
+        type=positive_int,
+        default=None,
+        help="locust worker processes on this machine (locust --processes)",
+    )
+    parser.add_argument(
+        "--master",
+        action="store_true",
+        help="run only a locust master; start workers yourself (docs/locust.md)",
+    )
+    parser.add_argument(
+        "--expect-workers",
+        type=positive_int,
+        default=None,
+        help="with --master: wait for this many workers (default 1)",
+    )
+    parser.add_argument(
+        "--master-bind-host",
+        default="127.0.0.1",
+        help="with --master: address the workers connect to",
+    )
+    parser.add_argument(
+        "--master-bind-port",
+        type=positive_int,
+        default=None,
+        help="with --master: port the workers connect to (default: a free one)",
+    )
+    parser.add_argument(
+        "--allow-remote", action="store_true", help="allow a target that is not a loopback address"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not echo locust's log")
     return parser
 
@@ -475,11 +604,22 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         result = run_locust(
-            args.target, protocol=args.protocol, users=args.users, spawn_rate=args.spawn_rate,
-            duration=args.duration, payload=args.payload, rate=args.rate, timeout=args.timeout,
-            processes=args.processes, master=args.master, expect_workers=args.expect_workers,
-            master_bind_host=args.master_bind_host, master_bind_port=args.master_bind_port,
-            allow_remote=args.allow_remote, quiet=args.quiet)
+            args.target,
+            protocol=args.protocol,
+            users=args.users,
+            spawn_rate=args.spawn_rate,
+            duration=args.duration,
+            payload=args.payload,
+            rate=args.rate,
+            timeout=args.timeout,
+            processes=args.processes,
+            master=args.master,
+            expect_workers=args.expect_workers,
+            master_bind_host=args.master_bind_host,
+            master_bind_port=args.master_bind_port,
+            allow_remote=args.allow_remote,
+            quiet=args.quiet,
+        )
     except UsageError as exc:
         parser.error(str(exc))
     except LocustRunError as exc:

@@ -129,20 +129,40 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
         # `quit` fires after the runner stopped (and a master got its workers' last
         # reports), so the stats are final here.
         environment.events.quit.add_listener(  # type: ignore[no-untyped-call]
-            lambda **_kw: write_final_csv(environment, prefix))
+            lambda **_kw: write_final_csv(environment, prefix)
+        )
 
 
 @events.init_command_line_parser.add_listener  # type: ignore[untyped-decorator]
 def _add_arguments(parser: Any) -> None:  # locust's configargparse parser
-    parser.add_argument("--sockbench-payload", type=int, env_var="SOCKBENCH_PAYLOAD", default=64,
-                        help="payload bytes per echo frame or HTTP POST body (0: HTTP GET)")
-    parser.add_argument("--sockbench-rate", type=float, env_var="SOCKBENCH_RATE", default=0.0,
-                        help="requests per second per user (0: no wait, closed loop)")
-    parser.add_argument("--sockbench-timeout", type=float, env_var="SOCKBENCH_TIMEOUT",
-                        default=10.0, help="connect and reply timeout in seconds")
-    parser.add_argument("--sockbench-final-csv", env_var="SOCKBENCH_FINAL_CSV", default=None,
-                        include_in_web_ui=False,
-                        help="path prefix of the final stats and failures CSV written at exit")
+    parser.add_argument(
+        "--sockbench-payload",
+        type=int,
+        env_var="SOCKBENCH_PAYLOAD",
+        default=64,
+        help="payload bytes per echo frame or HTTP POST body (0: HTTP GET)",
+    )
+    parser.add_argument(
+        "--sockbench-rate",
+        type=float,
+        env_var="SOCKBENCH_RATE",
+        default=0.0,
+        help="requests per second per user (0: no wait, closed loop)",
+    )
+    parser.add_argument(
+        "--sockbench-timeout",
+        type=float,
+        env_var="SOCKBENCH_TIMEOUT",
+        default=10.0,
+        help="connect and reply timeout in seconds",
+    )
+    parser.add_argument(
+        "--sockbench-final-csv",
+        env_var="SOCKBENCH_FINAL_CSV",
+        default=None,
+        include_in_web_ui=False,
+        help="path prefix of the final stats and failures CSV written at exit",
+    )
 
 
 def _option(environment: Environment, name: str, default: float) -> float:
@@ -218,8 +238,7 @@ class EchoUser(User):
         name = "reconnect" if self.connected_once else "connect"
         host, port = self._address()
         start = time.perf_counter()
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET,
-                             socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
             sock.connect((host, port))
@@ -245,8 +264,13 @@ class EchoUser(User):
 
     def _fire(self, name: str, start: float, length: int, error: Exception | None) -> None:
         self.environment.events.request.fire(
-            request_type="tcp", name=name, response_time=(time.perf_counter() - start) * 1000,
-            response_length=length, exception=error, context={})
+            request_type="tcp",
+            name=name,
+            response_time=(time.perf_counter() - start) * 1000,
+            response_length=length,
+            exception=error,
+            context={},
+        )
 
     def _close(self) -> None:
         if self.sock is not None:
@@ -294,9 +318,12 @@ class HttpEchoUser(_HttpUser):
 
     @task
     def post_echo(self) -> None:
-        with self.client.post("/echo", name="POST /echo",
-                              data=self.payload,  # type: ignore[arg-type]  # bytes are sent as is
-                              catch_response=True) as response:
+        with self.client.post(
+            "/echo",
+            name="POST /echo",
+            data=self.payload,  # type: ignore[arg-type]  # bytes are sent as is
+            catch_response=True,
+        ) as response:
             answered = self._check(response, self.payload)
         if not answered:
             gevent.sleep(CONNECT_BACKOFF_S)

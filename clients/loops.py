@@ -73,12 +73,19 @@ class Loops(Connections):
         plan = self.plan
         step = SECOND_NS / plan.rate if plan.rate else 0  # between sends over all workers
         if plan.mode == "per-request":
-            self._run_scheduled([(now + int((plan.first + slot) * step), slot)
-                                 for slot in range(plan.connections)], self._open_due)
+            self._run_scheduled(
+                [(now + int((plan.first + slot) * step), slot) for slot in range(plan.connections)],
+                self._open_due,
+            )
         elif plan.rate:
-            self._run_scheduled([(now + int((plan.first + slot) * step), fd)
-                                 for slot, fd in enumerate(self.slot_fd) if fd in self.live],
-                                self._send_due)
+            self._run_scheduled(
+                [
+                    (now + int((plan.first + slot) * step), fd)
+                    for slot, fd in enumerate(self.slot_fd)
+                    if fd in self.live
+                ],
+                self._send_due,
+            )
         else:
             self.pending = self.sents  # the hot path keeps only sents up to date
             for fd in sorted(self.live):
@@ -263,8 +270,9 @@ class Loops(Connections):
 
     # -- scheduled sends: the open loop and the per-request mode -------------------------
 
-    def _run_scheduled(self, schedule: list[tuple[int, int]],
-                       start: Callable[[int, int, int], bool]) -> None:
+    def _run_scheduled(
+        self, schedule: list[tuple[int, int]], start: Callable[[int, int, int], bool]
+    ) -> None:
         """Send or connect as `schedule`'s (due time, fd or slot) entries fall due,
         `start(due, item, now)` each; handle replies (and, per request, connects)
         between. Epoll sleeps until the next due entry, in whole milliseconds; under a

@@ -24,7 +24,7 @@ def pattern(size: int, offset: int = 0) -> bytes:
     """`size` deterministic bytes: 0, 1, ..., 255, 0, 1, ... starting at `offset`."""
     offset %= 256
     repeats = (size + offset) // 256 + 1
-    return (_PATTERN * repeats)[offset:offset + size]
+    return (_PATTERN * repeats)[offset : offset + size]
 
 
 def variants(payload: int) -> int:

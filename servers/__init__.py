@@ -39,22 +39,49 @@ class Model:
         return importlib.import_module(self.module)
 
 
-MODELS: dict[str, Model] = {m.name: m for m in [
-    Model("blocking", "servers.blocking", None, "iterative: one connection at a time"),
-    Model("threaded", "servers.threaded", None, "one OS thread per connection"),
-    Model("select", "servers.select_server", "select.select", "select() loop, FD_SETSIZE cap"),
-    Model("poll", "servers.poll_server", "select.poll", "poll() loop"),
-    Model("epoll", "servers.epoll_server", "select.epoll", "epoll loop, level-triggered"),
-    Model("selectors", "servers.selectors_server", "selectors.DefaultSelector",
-          "stdlib selectors.DefaultSelector loop"),
-    Model("asyncio", "servers.asyncio_server", None, "asyncio protocols, stdlib loop",
-          options=("backlog",)),
-    Model("uvloop", "servers.uvloop_server", "uvloop", "the asyncio code on uvloop's loop",
-          options=("backlog",)),
-    Model("gevent", "servers.gevent_server", "gevent", "gevent StreamServer, greenlets"),
-    Model("threadpool", "servers.threadpool_server", None,
-          "bounded ThreadPoolExecutor of blocking handlers", options=("workers",)),
-    Model("prefork", "servers.prefork_server", "select.epoll",
-          "N processes with SO_REUSEPORT, each an epoll loop", reuseport=True,
-          options=("backlog", "workers")),
-]}
+MODELS: dict[str, Model] = {
+    m.name: m
+    for m in [
+        Model("blocking", "servers.blocking", None, "iterative: one connection at a time"),
+        Model("threaded", "servers.threaded", None, "one OS thread per connection"),
+        Model("select", "servers.select_server", "select.select", "select() loop, FD_SETSIZE cap"),
+        Model("poll", "servers.poll_server", "select.poll", "poll() loop"),
+        Model("epoll", "servers.epoll_server", "select.epoll", "epoll loop, level-triggered"),
+        Model(
+            "selectors",
+            "servers.selectors_server",
+            "selectors.DefaultSelector",
+            "stdlib selectors.DefaultSelector loop",
+        ),
+        Model(
+            "asyncio",
+            "servers.asyncio_server",
+            None,
+            "asyncio protocols, stdlib loop",
+            options=("backlog",),
+        ),
+        Model(
+            "uvloop",
+            "servers.uvloop_server",
+            "uvloop",
+            "the asyncio code on uvloop's loop",
+            options=("backlog",),
+        ),
+        Model("gevent", "servers.gevent_server", "gevent", "gevent StreamServer, greenlets"),
+        Model(
+            "threadpool",
+            "servers.threadpool_server",
+            None,
+            "bounded ThreadPoolExecutor of blocking handlers",
+            options=("workers",),
+        ),
+        Model(
+            "prefork",
+            "servers.prefork_server",
+            "select.epoll",
+            "N processes with SO_REUSEPORT, each an epoll loop",
+            reuseport=True,
+            options=("backlog", "workers"),
+        ),
+    ]
+}

@@ -38,16 +38,39 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--protocol", choices=sorted(PROTOCOLS), default="echo")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=port, default=0, help="0 picks a free port")
-    run.add_argument("--backlog", type=positive_int, default=None,
-                     help="listen() backlog (default: net.core.somaxconn)")
-    run.add_argument("--max-frame", type=positive_int, default=DEFAULT_MAX_FRAME,
-                     help="largest echo frame, HTTP body or line, in bytes")
-    run.add_argument("--work", type=work_spec, default=Work(), metavar="KIND:US",
-                     help="per-request work: cpu:US burns CPU, wait:US waits without it")
-    run.add_argument("--workers", type=positive_int, default=None, metavar="N",
-                     help="processes (prefork) or pool threads (threadpool)")
-    run.add_argument("--inject-delay-us", type=int, default=0, metavar="US",
-                     help="extra CPU microseconds per request, to test the regression gate")
+    run.add_argument(
+        "--backlog",
+        type=positive_int,
+        default=None,
+        help="listen() backlog (default: net.core.somaxconn)",
+    )
+    run.add_argument(
+        "--max-frame",
+        type=positive_int,
+        default=DEFAULT_MAX_FRAME,
+        help="largest echo frame, HTTP body or line, in bytes",
+    )
+    run.add_argument(
+        "--work",
+        type=work_spec,
+        default=Work(),
+        metavar="KIND:US",
+        help="per-request work: cpu:US burns CPU, wait:US waits without it",
+    )
+    run.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="processes (prefork) or pool threads (threadpool)",
+    )
+    run.add_argument(
+        "--inject-delay-us",
+        type=int,
+        default=0,
+        metavar="US",
+        help="extra CPU microseconds per request, to test the regression gate",
+    )
     return parser
 
 
@@ -64,8 +87,16 @@ def list_models(as_json: bool) -> int:
     for model in MODELS.values():
         reason = model.unavailable_reason()
         if as_json:
-            print(json.dumps({"model": model.name, "available": reason is None,
-                              "reason": reason, "summary": model.summary}))
+            print(
+                json.dumps(
+                    {
+                        "model": model.name,
+                        "available": reason is None,
+                        "reason": reason,
+                        "summary": model.summary,
+                    }
+                )
+            )
         else:
             note = "" if reason is None else f"  [unavailable: {reason}]"
             print(f"{model.name:<11} {'yes' if reason is None else 'no':<4} {model.summary}{note}")
@@ -86,27 +117,40 @@ def run_model(args: argparse.Namespace) -> int:
     try:
         listener = make_listener(args.host, args.port, backlog, model.reuseport)
     except (OSError, UnicodeError) as exc:
-        return usage_error(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
-                           if isinstance(exc, OSError) else f"bad host {args.host!r}")
+        return usage_error(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
+            if isinstance(exc, OSError)
+            else f"bad host {args.host!r}"
+        )
     serve = model.load().serve
     counters = Counters()
     if args.inject_delay_us < 0:
         return usage_error("--inject-delay-us must be >= 0")
     work = Work(args.work.cpu_us + args.inject_delay_us, args.work.wait_us)
-    make_protocol = with_work(protocol_factory(args.protocol, Limits(max_frame=args.max_frame)),
-                              work)
+    make_protocol = with_work(
+        protocol_factory(args.protocol, Limits(max_frame=args.max_frame)), work
+    )
 
     def stop(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not
-        signal.signal(signal.SIGINT, signal.SIG_IGN)   # interrupt the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupt the cleanup
         raise Shutdown(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     host, bound_port = listener.getsockname()[:2]
-    emit({"event": "ready", "model": model.name, "protocol": args.protocol, "host": host,
-          "port": bound_port, "pid": os.getpid(), "backlog": backlog,
-          "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us}})
+    emit(
+        {
+            "event": "ready",
+            "model": model.name,
+            "protocol": args.protocol,
+            "host": host,
+            "port": bound_port,
+            "pid": os.getpid(),
+            "backlog": backlog,
+            "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us},
+        }
+    )
     given = {"backlog": backlog, "workers": args.workers}
     options = {name: given[name] for name in model.options if given[name] is not None}
     try:

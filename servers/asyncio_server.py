@@ -26,8 +26,9 @@ CLOSE_GRACE = 0.5  # seconds for aborted transports to report connection_lost
 class Adapter(asyncio.Protocol):
     """One connection: asyncio's callbacks in, our protocol's replies out."""
 
-    def __init__(self, protocol: ServerProtocol, counters: Counters,
-                 live: set[asyncio.Transport]) -> None:
+    def __init__(
+        self, protocol: ServerProtocol, counters: Counters, live: set[asyncio.Transport]
+    ) -> None:
         self.protocol, self.counters, self.live = protocol, counters, live
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport
@@ -81,8 +82,10 @@ class Adapter(asyncio.Protocol):
 
     def flow(self) -> None:
         """Read only while the peer reads our output and the held replies are few."""
-        wanted = (not (self.write_paused or self.eof or self.protocol.closing)
-                  and self.held_bytes < OUTPUT_LIMIT)
+        wanted = (
+            not (self.write_paused or self.eof or self.protocol.closing)
+            and self.held_bytes < OUTPUT_LIMIT
+        )
         if wanted != self.reading:
             self.reading = wanted
             (self.transport.resume_reading if wanted else self.transport.pause_reading)()
@@ -104,15 +107,20 @@ class Adapter(asyncio.Protocol):
         self.counters.add("closed")
 
 
-async def _serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-                 counters: Counters, backlog: int) -> None:
+async def _serve(
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    backlog: int,
+) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in STOP_SIGNALS:
         loop.add_signal_handler(signum, stop.set)
     live: set[asyncio.Transport] = set()
-    server = await loop.create_server(lambda: Adapter(make_protocol(), counters, live),
-                                      sock=listener, backlog=backlog)
+    server = await loop.create_server(
+        lambda: Adapter(make_protocol(), counters, live), sock=listener, backlog=backlog
+    )
     try:
         await stop.wait()
         # From here on a second signal is ignored, as the launcher does: swap the loop's
@@ -131,9 +139,13 @@ async def _serve(listener: socket.socket, make_protocol: Callable[[], ServerProt
             await asyncio.sleep(0.01)
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters, backlog: int = socket.SOMAXCONN,
-          loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
+def serve(
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    backlog: int = socket.SOMAXCONN,
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+) -> None:
     """Serve until SIGTERM/SIGINT, then return; `loop_factory` picks the loop (uvloop).
 
     create_server() calls listen() again (with 100 unless told): hence the launcher's

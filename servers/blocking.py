@@ -13,8 +13,9 @@ from servers.conn import Counters, accept, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters) -> None:
+def serve(
+    listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
+) -> None:
     listener.setblocking(True)
     while True:
         sock = accept(listener, counters)

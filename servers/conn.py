@@ -148,11 +148,23 @@ class Timers:
 class Connection:
     """A non-blocking socket, its protocol, and the output it still owes the peer."""
 
-    __slots__ = ("sock", "fd", "protocol", "out", "eof", "broken", "closed", "counters",
-                 "timers", "held", "held_until")
+    __slots__ = (
+        "sock",
+        "fd",
+        "protocol",
+        "out",
+        "eof",
+        "broken",
+        "closed",
+        "counters",
+        "timers",
+        "held",
+        "held_until",
+    )
 
-    def __init__(self, sock: socket.socket, protocol: ServerProtocol, counters: Counters,
-                 timers: Timers):
+    def __init__(
+        self, sock: socket.socket, protocol: ServerProtocol, counters: Counters, timers: Timers
+    ):
         self.sock = sock
         self.fd = sock.fileno()
         self.protocol = protocol
@@ -167,8 +179,7 @@ class Connection:
 
     @property
     def wants_read(self) -> bool:
-        return (not (self.eof or self.protocol.closing)
-                and len(self.out) + self.held < OUTPUT_LIMIT)
+        return not (self.eof or self.protocol.closing) and len(self.out) + self.held < OUTPUT_LIMIT
 
     @property
     def wants_write(self) -> bool:
@@ -176,8 +187,9 @@ class Connection:
 
     @property
     def done(self) -> bool:
-        return self.broken or (not self.out and not self.held
-                               and (self.eof or self.protocol.closing))
+        return self.broken or (
+            not self.out and not self.held and (self.eof or self.protocol.closing)
+        )
 
     def step(self, readable: bool, writable: bool) -> None:
         """Handle one readiness report; errors and hang-ups are reported as readable."""

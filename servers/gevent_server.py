@@ -31,8 +31,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_TIMEOUT = 1.0  # handlers still running after this are killed: the launcher has 2 s
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters) -> None:
+def serve(
+    listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
+) -> None:
     monkey.patch_time()
     live: set[socket.socket] = set()
 

@@ -15,8 +15,9 @@ def system_backlog() -> int:
         return socket.SOMAXCONN
 
 
-def open_listener(family: int, address: Any, backlog: int,
-                  reuseport: bool = False) -> socket.socket:
+def open_listener(
+    family: int, address: Any, backlog: int, reuseport: bool = False
+) -> socket.socket:
     """A bound, listening TCP socket: SO_REUSEADDR, TCP_NODELAY (inherited by accepted
     sockets), and SO_REUSEPORT for models whose processes each bind the port."""
     listener = socket.socket(family, socket.SOCK_STREAM)
@@ -36,5 +37,6 @@ def open_listener(family: int, address: Any, backlog: int,
 def make_listener(host: str, port: int, backlog: int, reuseport: bool = False) -> socket.socket:
     """`open_listener` on the first address `host` resolves to."""
     family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
     return open_listener(family, address, backlog, reuseport)

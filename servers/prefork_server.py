@@ -35,9 +35,13 @@ class _Stop(BaseException):
     """A child's SIGTERM: ends its epoll loop through the loop's own cleanup."""
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters, backlog: int = socket.SOMAXCONN,
-          workers: int | None = None) -> None:
+def serve(
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    backlog: int = socket.SOMAXCONN,
+    workers: int | None = None,
+) -> None:
     cpus = sorted(os.sched_getaffinity(0))  # the plan's CPU set (pinned before exec)
     children: dict[int, int] = {}  # pid -> read end of its counters pipe
     try:
@@ -49,8 +53,14 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
         _stop(children, counters)
 
 
-def _fork(index: int, cpus: list[int], listener: socket.socket, backlog: int,
-          make_protocol: Callable[[], ServerProtocol], children: dict[int, int]) -> None:
+def _fork(
+    index: int,
+    cpus: list[int],
+    listener: socket.socket,
+    backlog: int,
+    make_protocol: Callable[[], ServerProtocol],
+    children: dict[int, int],
+) -> None:
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     # Signals stay blocked until the child has its own handler and the parent has the
@@ -67,9 +77,16 @@ def _fork(index: int, cpus: list[int], listener: socket.socket, backlog: int,
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
-def _child(index: int, cpus: list[int], parent: int, listener: socket.socket, backlog: int,
-           make_protocol: Callable[[], ServerProtocol], write_fd: int,
-           mask: set[int | signal.Signals]) -> NoReturn:
+def _child(
+    index: int,
+    cpus: list[int],
+    parent: int,
+    listener: socket.socket,
+    backlog: int,
+    make_protocol: Callable[[], ServerProtocol],
+    write_fd: int,
+    mask: set[int | signal.Signals],
+) -> NoReturn:
     counters, code = Counters(), 1
     try:
         signal.signal(signal.SIGTERM, _raise_stop)

@@ -17,8 +17,9 @@ from servers.protocol import ServerProtocol
 FD_SETSIZE = 1024  # glibc's compile-time limit; CPython raises ValueError beyond it
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters) -> None:
+def serve(
+    listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
+) -> None:
     listener.setblocking(False)
     conns: dict[int, Connection] = {}
     timers = Timers()

@@ -20,8 +20,9 @@ def interest(conn: Connection) -> int:
     return (READ if conn.wants_read else 0) | (WRITE if conn.wants_write else 0)
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters) -> None:
+def serve(
+    listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
+) -> None:
     listener.setblocking(False)
     conns: dict[int, Connection] = {}
     timers = Timers()

@@ -17,8 +17,9 @@ from servers.protocol import ServerProtocol
 STACK_SIZE = 512 * 1024  # the default 8 MiB of address space per thread adds up at 10k
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters) -> None:
+def serve(
+    listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
+) -> None:
     listener.setblocking(True)
     threading.stack_size(STACK_SIZE)
     handlers: dict[socket.socket, threading.Thread] = {}
@@ -34,8 +35,9 @@ def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
             sock = accept(listener, counters)
             if sock is None:
                 continue
-            thread = threading.Thread(target=handle, args=(prepare(sock, blocking=True),
-                                                           make_protocol()), daemon=True)
+            thread = threading.Thread(
+                target=handle, args=(prepare(sock, blocking=True), make_protocol()), daemon=True
+            )
             handlers[sock] = thread
             try:
                 thread.start()

@@ -23,11 +23,14 @@ DEFAULT_WORKERS = 32
 STOP_TIMEOUT = 1.0  # for running handlers to notice their shut-down socket
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters, workers: int | None = None) -> None:
+def serve(
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    workers: int | None = None,
+) -> None:
     listener.setblocking(True)
-    pool = ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS,
-                              thread_name_prefix="handler")
+    pool = ThreadPoolExecutor(max_workers=workers or DEFAULT_WORKERS, thread_name_prefix="handler")
     state = threading.Condition()  # guards both sets: a socket moves queued -> running
     queued: set[socket.socket] = set()
     running: set[socket.socket] = set()

@@ -16,7 +16,12 @@ from servers.conn import Counters
 from servers.protocol import ServerProtocol
 
 
-def serve(listener: socket.socket, make_protocol: Callable[[], ServerProtocol],
-          counters: Counters, backlog: int = socket.SOMAXCONN) -> None:
-    asyncio_server.serve(listener, make_protocol, counters, backlog,
-                         loop_factory=uvloop.new_event_loop)
+def serve(
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    backlog: int = socket.SOMAXCONN,
+) -> None:
+    asyncio_server.serve(
+        listener, make_protocol, counters, backlog, loop_factory=uvloop.new_event_loop
+    )

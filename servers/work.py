@@ -73,8 +73,9 @@ class WorkingProtocol:
         return reply
 
 
-def with_work(make_protocol: Callable[[], ServerProtocol],
-              work: Work) -> Callable[[], ServerProtocol]:
+def with_work(
+    make_protocol: Callable[[], ServerProtocol], work: Work
+) -> Callable[[], ServerProtocol]:
     if not work:
         return make_protocol
     return lambda: WorkingProtocol(make_protocol(), work)

@@ -69,8 +69,9 @@ def echo_roundtrip(port: int, payload: bytes = b"ping") -> None:
         assert exchange(sock, frame(payload), 4 + len(payload)) == frame(payload)
 
 
-def send_until_stalled(sock: socket.socket, payload: bytes, limit_s: float,
-                       stall_s: float = 0.5) -> tuple[int, bool]:
+def send_until_stalled(
+    sock: socket.socket, payload: bytes, limit_s: float, stall_s: float = 0.5
+) -> tuple[int, bool]:
     """Send echo frames without reading until the peer stops taking bytes for stall_s
     (or limit_s passes). Returns (bytes sent, whether it stalled)."""
     stream = memoryview(frame(payload) * 4)

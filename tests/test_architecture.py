@@ -51,14 +51,19 @@ def imports(path: Path, known: dict[str, Path]) -> Iterator[tuple[str, str | Non
 
 def graph() -> dict[str, set[str]]:
     known = modules()
-    return {name: {target for target, _ in imports(path, known) if target != name}
-            for name, path in known.items()}
+    return {
+        name: {target for target, _ in imports(path, known) if target != name}
+        for name, path in known.items()
+    }
 
 
 def test_packages_import_only_what_the_layout_allows() -> None:
-    wrong = [f"{source} imports {target}" for source, targets in graph().items()
-             for target in targets
-             if target.split(".")[0] not in ALLOWED[source.split(".")[0]]]
+    wrong = [
+        f"{source} imports {target}"
+        for source, targets in graph().items()
+        for target in targets
+        if target.split(".")[0] not in ALLOWED[source.split(".")[0]]
+    ]
     assert not wrong
 
 
@@ -71,7 +76,7 @@ def test_no_import_cycle() -> None:
         state[node] = 1
         for target in sorted(edges.get(node, ())):
             if state.get(target) == 1:
-                cycles.append(" -> ".join([*path[path.index(target):], target]))
+                cycles.append(" -> ".join([*path[path.index(target) :], target]))
             elif target not in state:
                 visit(target, [*path, target])
         state[node] = 2
@@ -84,18 +89,25 @@ def test_no_import_cycle() -> None:
 
 def test_no_module_imports_another_modules_private_name() -> None:
     known = modules()
-    private = [f"{name} imports {target}.{imported}"
-               for name, path in known.items()
-               for target, imported in imports(path, known)
-               if imported and imported.startswith("_") and target != name]
+    private = [
+        f"{name} imports {target}.{imported}"
+        for name, path in known.items()
+        for target, imported in imports(path, known)
+        if imported and imported.startswith("_") and target != name
+    ]
     assert not private
 
 
 def test_the_checks_see_a_cycle_and_a_forbidden_edge(tmp_path: Path) -> None:
     """The graph reader on a made-up module: what it must catch, it does."""
     module = tmp_path / "m.py"
-    module.write_text("import servers.conn\nfrom clients import hist\n"
-                      "def f():\n    from servers.protocol import _GET_RESPONSE\n")
+    module.write_text(
+        "import servers.conn\nfrom clients import hist\n"
+        "def f():\n    from servers.protocol import _GET_RESPONSE\n"
+    )
     known = {"servers.conn": module, "clients.hist": module, "servers.protocol": module}
-    assert set(imports(module, known)) == {("servers.conn", None), ("clients.hist", None),
-                                           ("servers.protocol", "_GET_RESPONSE")}
+    assert set(imports(module, known)) == {
+        ("servers.conn", None),
+        ("clients.hist", None),
+        ("servers.protocol", "_GET_RESPONSE"),
+    }

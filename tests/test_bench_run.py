@@ -56,11 +56,11 @@ class CrashingServer(ServerProcess):
 
 def test_crashed_server_gives_failed_row_and_the_run_goes_on(tmp_path, monkeypatch) -> None:
     real = ServerProcess
-    monkeypatch.setattr("bench.runner.ServerProcess",
-                        lambda model, *a, **kw: (CrashingServer if model == "poll" else real)(
-                            model, *a, **kw))
-    code = run_bench(tmp_path, "--models", "poll", "epoll", "--connections", "4",
-                     "--no-report")
+    monkeypatch.setattr(
+        "bench.runner.ServerProcess",
+        lambda model, *a, **kw: (CrashingServer if model == "poll" else real)(model, *a, **kw),
+    )
+    code = run_bench(tmp_path, "--models", "poll", "epoll", "--connections", "4", "--no-report")
     assert code == 0
     rows = {r.cell.model: r for r in RunStore.open(tmp_path / "t").rows()}
     assert rows["poll"].status == "failed"
@@ -98,19 +98,36 @@ def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monke
 
 
 def test_bad_flags_exit_2_with_one_line(tmp_path) -> None:
-    for args in (["--models", "nosuch"], ["--profile", "nosuch"], ["--server-cpus", "x"],
-                 ["--server-cpus", "999"]):
-        result = subprocess.run([sys.executable, "-m", "bench", "run", "--out", str(tmp_path),
-                                 *args], capture_output=True, text=True, timeout=60)
+    for args in (
+        ["--models", "nosuch"],
+        ["--profile", "nosuch"],
+        ["--server-cpus", "x"],
+        ["--server-cpus", "999"],
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "bench", "run", "--out", str(tmp_path), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 2, (args, result.stderr)
         assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "-m", "bench", "report", str(tmp_path / "none")],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "report", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
 
 
 def test_list_names_profiles_and_models() -> None:
-    out = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True,
-                         text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     for name in ("quick", "full", "c10k", "nightly", "blocking", "epoll"):
         assert name in out

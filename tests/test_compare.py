@@ -31,19 +31,29 @@ from bench.record import CellKey, Row
 from bench.store import RunStore
 
 REPO = Path(__file__).resolve().parents[1]
-KEYS = [CellKey("epoll", connections=10), CellKey("epoll", connections=100),
-        CellKey("poll", connections=10), CellKey("threaded", connections=100)]
+KEYS = [
+    CellKey("epoll", connections=10),
+    CellKey("epoll", connections=100),
+    CellKey("poll", connections=10),
+    CellKey("threaded", connections=100),
+]
 EPOLL10 = KEYS[0].key
 POLL10 = KEYS[2].key
 # ±1% around 1: low noise; five distinct values so no ties.
 LOW_NOISE = (0.99, 0.995, 1.0, 1.005, 1.01)
 
 METADATA: dict[str, Any] = {
-    "host": {"cpu_model": "AMD EPYC 7B13", "cpu_count": 2, "cpus_available": 2,
-             "kernel": "6.18.44", "system": "Linux", "machine": "x86_64", "hostname": "vm"},
+    "host": {
+        "cpu_model": "AMD EPYC 7B13",
+        "cpu_count": 2,
+        "cpus_available": 2,
+        "kernel": "6.18.44",
+        "system": "Linux",
+        "machine": "x86_64",
+        "hostname": "vm",
+    },
     "python": {"implementation": "CPython", "version": "3.11.7", "executable": "python"},
-    "cpu_plan": {"server": [0], "client": [1], "available": [0, 1], "shared": False,
-                 "note": ""},
+    "cpu_plan": {"server": [0], "client": [1], "available": [0, 1], "shared": False, "note": ""},
     "started_at": "2026-11-29T20:15:00+00:00",
 }
 
@@ -63,18 +73,29 @@ def real_chart() -> None:
 
 
 def baseline_values() -> Values:
-    return {key.key: [(10_000 * (1 + i / 10) * f, 500 * f) for f in LOW_NOISE]
-            for i, key in enumerate(KEYS)}
+    return {
+        key.key: [(10_000 * (1 + i / 10) * f, 500 * f) for f in LOW_NOISE]
+        for i, key in enumerate(KEYS)
+    }
 
 
-def make_run(root: Path, run_id: str, values: Values, *, metadata: dict | None = None,
-             extra_rows: Sequence[Row] = ()) -> Path:
+def make_run(
+    root: Path,
+    run_id: str,
+    values: Values,
+    *,
+    metadata: dict | None = None,
+    extra_rows: Sequence[Row] = (),
+) -> Path:
     store = RunStore.create(root, run_id, metadata or METADATA)
     cells = {k.key: k for k in KEYS}
     for key, repeats in values.items():
         for repeat, (rps, p99) in enumerate(repeats):
-            load = {"throughput_rps": rps, "requests": int(rps * 2),
-                    "latency_us": {"p50": int(p99 / 3), "p99": int(p99)}}
+            load = {
+                "throughput_rps": rps,
+                "requests": int(rps * 2),
+                "latency_us": {"p50": int(p99 / 3), "p99": int(p99)},
+            }
             store.append(Row(run_id, cells[key], repeat, "ok", load=load))
     for row in extra_rows:
         store.append(row)
@@ -87,15 +108,15 @@ def scaled(values: Values, key: str, *, rps: float = 1.0, p99: float = 1.0) -> V
     return out
 
 
-def compare(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
-                                                                                      str]:
+def compare(tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["compare", *args])
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
 
-def test_identical_runs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                             real_chart: None) -> None:
+def test_identical_runs_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], real_chart: None
+) -> None:
     base = make_run(tmp_path, "base", baseline_values())
     new = make_run(tmp_path, "new", baseline_values())
     code, out, err = compare(tmp_path, capsys, str(base), str(new))
@@ -106,8 +127,9 @@ def test_identical_runs_pass(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     assert (new / "compare.svg").stat().st_size > 0
 
 
-def test_low_noise_throughput_drop_is_a_regression(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_low_noise_throughput_drop_is_a_regression(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = make_run(tmp_path, "base", baseline_values())
     new = make_run(tmp_path, "new", scaled(baseline_values(), POLL10, rps=0.90))
     code, out, _ = compare(tmp_path, capsys, str(base), str(new))
@@ -125,8 +147,9 @@ def test_low_noise_throughput_drop_is_a_regression(tmp_path: Path,
     assert tput.p_value == pytest.approx(2 / 252)
 
 
-def test_improvement_is_symmetric_and_exits_zero(tmp_path: Path,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_improvement_is_symmetric_and_exits_zero(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     base = make_run(tmp_path, "base", baseline_values())
     new = make_run(tmp_path, "new", scaled(baseline_values(), EPOLL10, rps=1.10))
     code, out, _ = compare(tmp_path, capsys, str(base), str(new))
@@ -135,8 +158,9 @@ def test_improvement_is_symmetric_and_exits_zero(tmp_path: Path,
     assert compare_runs(base, new).cells[0].verdict == IMPROVEMENT
 
 
-def test_large_noisy_drop_is_not_significant(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_large_noisy_drop_is_not_significant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Mean drop of ~15% but the repeats overlap: ranks 1..10 split {1,3,6,8,10} (base)
     # vs {2,4,5,7,9} (new), Mann-Whitney p ~ 0.69.
     values = baseline_values()
@@ -194,8 +218,9 @@ def test_min_p_value() -> None:
     assert min_p_value(5, 5) == pytest.approx(2 / 252)
 
 
-def test_cells_in_one_run_only_are_listed(tmp_path: Path,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cells_in_one_run_only_are_listed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = baseline_values()  # a cell the new run did not run at all is not a failure
     base = make_run(tmp_path, "base", {k: v for k, v in values.items() if k != EPOLL10})
     new = make_run(tmp_path, "new", {k: v for k, v in values.items() if k != KEYS[3].key})
@@ -209,21 +234,24 @@ def test_cells_in_one_run_only_are_listed(tmp_path: Path,
 def test_intervals_are_reproducible(tmp_path: Path) -> None:
     base = make_run(tmp_path, "base", baseline_values())
     new = make_run(tmp_path, "new", scaled(baseline_values(), POLL10, rps=0.97))
-    first = [(c.ci_low, c.ci_high) for cell in compare_runs(base, new).cells
-             for c in cell.changes]
-    again = [(c.ci_low, c.ci_high) for cell in compare_runs(base, new).cells
-             for c in cell.changes]
+    first = [(c.ci_low, c.ci_high) for cell in compare_runs(base, new).cells for c in cell.changes]
+    again = [(c.ci_low, c.ci_high) for cell in compare_runs(base, new).cells for c in cell.changes]
     assert first == again and not any(math.isnan(v) for pair in first for v in pair)
 
 
-@pytest.mark.parametrize(("change", "fields"), [
-    ({"host": {**METADATA["host"], "cpu_model": "Intel Xeon"}}, ["host.cpu_model"]),
-    ({"cpu_plan": {**METADATA["cpu_plan"], "server": [1], "client": [0]}},
-     ["cpu_plan.server", "cpu_plan.client"]),
-])
-def test_different_setups_refused_unless_forced(tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str],
-                                                change: dict, fields: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        ({"host": {**METADATA["host"], "cpu_model": "Intel Xeon"}}, ["host.cpu_model"]),
+        (
+            {"cpu_plan": {**METADATA["cpu_plan"], "server": [1], "client": [0]}},
+            ["cpu_plan.server", "cpu_plan.client"],
+        ),
+    ],
+)
+def test_different_setups_refused_unless_forced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], change: dict, fields: list[str]
+) -> None:
     base = make_run(tmp_path, "base", baseline_values())
     new = make_run(tmp_path, "new", baseline_values(), metadata={**METADATA, **change})
     code, out, err = compare(tmp_path, capsys, str(base), str(new))
@@ -238,8 +266,9 @@ def test_different_setups_refused_unless_forced(tmp_path: Path,
     assert "Warning:" in out and all(f in out for f in fields)
 
 
-def test_out_writes_the_summary_there(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                      real_chart: None) -> None:
+def test_out_writes_the_summary_there(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], real_chart: None
+) -> None:
     base = make_run(tmp_path, "base", baseline_values())
     new = make_run(tmp_path, "new", baseline_values())
     summary = new / "summary.md"
@@ -265,23 +294,31 @@ def test_no_common_cells(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_missing_run_folder_from_the_command_line(tmp_path: Path) -> None:
     """Run as a user would: one line on stderr, exit 2, no traceback."""
     base = make_run(tmp_path, "base", baseline_values())
-    done = subprocess.run([sys.executable, "-m", "bench", "compare", str(tmp_path / "missing"),
-                           str(base)], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "compare", str(tmp_path / "missing"), str(base)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     assert done.stderr.strip().splitlines() == [
-        f"python -m bench compare: error: base run: no run folder at {tmp_path / 'missing'}"]
+        f"python -m bench compare: error: base run: no run folder at {tmp_path / 'missing'}"
+    ]
 
 
-def test_cell_failing_every_new_repeat_fails_the_gate(tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cell_failing_every_new_repeat_fails_the_gate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     values = baseline_values()
     base = make_run(tmp_path, "base", values)
     broken = next(k for k in KEYS if k.key == POLL10)
     failed = [Row("new", broken, r, "failed", reason="server exited") for r in range(5)]
-    new = make_run(tmp_path, "new", {k: v for k, v in values.items() if k != POLL10},
-                   extra_rows=failed)
+    new = make_run(
+        tmp_path, "new", {k: v for k, v in values.items() if k != POLL10}, extra_rows=failed
+    )
     code, out, _ = compare(tmp_path, capsys, str(base), str(new))
     assert code == 1
     assert "1 cell failed in every new repeat" in out

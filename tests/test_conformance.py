@@ -65,12 +65,16 @@ def _assert_closed_by_server(sock: socket.socket) -> None:
         pass  # closing with unread input makes Linux send RST: closed all the same
 
 
-@pytest.mark.parametrize("garbage", [
-    b"\xff\xff\xff\xff" + b"garbage",  # a declared length far above the limit
-    struct.pack(">I", 16 * 1024 * 1024 + 1),  # one byte above the default 16 MiB
-])
-def test_oversized_frame_closes_only_that_connection(echo_server: ServerProcess,
-                                                     garbage: bytes) -> None:
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"\xff\xff\xff\xff" + b"garbage",  # a declared length far above the limit
+        struct.pack(">I", 16 * 1024 * 1024 + 1),  # one byte above the default 16 MiB
+    ],
+)
+def test_oversized_frame_closes_only_that_connection(
+    echo_server: ServerProcess, garbage: bytes
+) -> None:
     concurrent = echo_server.model != "blocking"  # blocking holds one connection at a time
     good = connect(echo_server.port) if concurrent else None
     try:
@@ -115,8 +119,10 @@ def test_served_while_100_connections_hold_partial_requests(echo_server) -> None
     if echo_server.model == "blocking":
         pytest.skip("the iterative model serves one connection at a time by design")
     if echo_server.model == "threadpool":  # see tests/test_models_extra.py for its version
-        pytest.skip("a bounded pool serves at most `workers` (default 32) connections at "
-                    "once; 100 holders starve the rest by design")
+        pytest.skip(
+            "a bounded pool serves at most `workers` (default 32) connections at "
+            "once; 100 holders starve the rest by design"
+        )
     holders = [connect(echo_server.port) for _ in range(100)]
     try:
         for sock in holders:

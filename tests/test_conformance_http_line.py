@@ -14,18 +14,22 @@ from tests.helpers import AVAILABLE, connect, exchange, recv_exactly, recv_until
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 GET = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n"
-GET_REPLY = (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n"
-             + GET_BODY)
+GET_REPLY = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\n" + GET_BODY
 
 
 def post(body: bytes, extra: bytes = b"") -> bytes:
-    return (b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra)
-            + body)
+    return (
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra)
+        + body
+    )
 
 
 def post_reply(body: bytes, close: bool = False) -> bytes:
-    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n"
-            % (len(body), b"Connection: close\r\n" if close else b"") + body)
+    return (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n"
+        % (len(body), b"Connection: close\r\n" if close else b"")
+        + body
+    )
 
 
 @pytest.fixture(scope="module", params=AVAILABLE)
@@ -63,12 +67,15 @@ def test_http_connection_close_is_honoured(http_server: ServerProcess) -> None:
         assert recv_until_eof(sock) == post_reply(b"bye", close=True)
 
 
-@pytest.mark.parametrize("bad", [
-    b"NOT HTTP AT ALL\r\n\r\n",
-    b"GET / HTTP/9.9\r\n\r\n",
-    b"POST /echo HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
-    b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        b"POST /echo HTTP/1.1\r\nContent-Length: nope\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX-Big: " + b"a" * (70 * 1024) + b"\r\n\r\n",
+    ],
+)
 def test_http_malformed_gets_400_and_close(http_server: ServerProcess, bad: bytes) -> None:
     with connect(http_server.port) as sock:
         try:
@@ -88,11 +95,15 @@ def test_curl_get_and_post(http_server: ServerProcess) -> None:
     if not shutil.which("curl"):
         pytest.skip("curl is not installed (apt-get install curl)")
     url = f"http://127.0.0.1:{http_server.port}"
-    got = subprocess.run(["curl", "-sS", "--max-time", "5", url + "/"],
-                         capture_output=True, check=True).stdout
+    got = subprocess.run(
+        ["curl", "-sS", "--max-time", "5", url + "/"], capture_output=True, check=True
+    ).stdout
     assert got == GET_BODY
-    got = subprocess.run(["curl", "-sS", "--max-time", "5", "--data-binary", "curl body",
-                          url + "/echo"], capture_output=True, check=True).stdout
+    got = subprocess.run(
+        ["curl", "-sS", "--max-time", "5", "--data-binary", "curl body", url + "/echo"],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert got == b"curl body"
 
 
@@ -100,8 +111,13 @@ def test_wrk_reports_no_errors(http_server: ServerProcess) -> None:
     if not shutil.which("wrk"):
         pytest.skip("wrk is not installed (apt-get install wrk)")
     conns = "1" if http_server.model == "blocking" else "20"
-    out = subprocess.run(["wrk", "-t1", f"-c{conns}", "-d1s", f"http://127.0.0.1:{http_server.port}/"],
-                         capture_output=True, text=True, timeout=30, check=True).stdout
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{conns}", "-d1s", f"http://127.0.0.1:{http_server.port}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
     assert "requests in" in out
     assert "Socket errors" not in out and "Non-2xx" not in out, out
 

@@ -37,8 +37,15 @@ Transfer/sec:      7.59MB
 
 
 def run(rps: float, **extra: float) -> dict:
-    return {"rps": rps, "p50": 100.0, "p99": 300.0, "errors": 0, "server_cpu": 99.0,
-            "cpu": None, **extra}
+    return {
+        "rps": rps,
+        "p50": 100.0,
+        "p99": 300.0,
+        "errors": 0,
+        "server_cpu": 99.0,
+        "cpu": None,
+        **extra,
+    }
 
 
 def test_parse_wrk_reads_rate_percentiles_in_us_and_every_error() -> None:
@@ -71,14 +78,21 @@ def test_summary_takes_the_median_ratio_its_range_and_best_against_best() -> Non
     assert not server_bound(summarize([run(100, server_cpu=80.0)] * 2, [run(100)]))
 
 
-def crosscheck(*args: str, env: dict | None = None,
-               timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bench.crosscheck", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+def crosscheck(
+    *args: str, env: dict | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench.crosscheck", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
-@pytest.mark.parametrize("args", [["--rounds", "0"], ["--connections", "ten"],
-                                  ["--min-ratio", "x"], ["--bogus"]])
+@pytest.mark.parametrize(
+    "args", [["--rounds", "0"], ["--connections", "ten"], ["--min-ratio", "x"], ["--bogus"]]
+)
 def test_bad_arguments_are_one_line_and_exit_2(args: list[str]) -> None:
     done = crosscheck(*args)
     assert done.returncode == 2
@@ -95,8 +109,18 @@ def test_missing_wrk_is_said_and_exits_2(tmp_path: Path) -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
 def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> None:
     out = tmp_path / "cc.json"
-    done = crosscheck("--connections", "10", "--rounds", "1", "--duration", "1",
-                      "--min-ratio", "0", "--out", str(out))
+    done = crosscheck(
+        "--connections",
+        "10",
+        "--rounds",
+        "1",
+        "--duration",
+        "1",
+        "--min-ratio",
+        "0",
+        "--out",
+        str(out),
+    )
     assert done.returncode == 0, done.stderr
     assert "ours/wrk at least 0.0 at every connection count" in done.stdout
     doc = json.loads(out.read_text())
@@ -115,9 +139,12 @@ def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> N
 @pytest.mark.real
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
 def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.crosscheck", "--out",
-                             str(tmp_path / "cc.json")], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.crosscheck", "--out", str(tmp_path / "cc.json")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None and "server" in proc.stdout.readline()  # CPU plan
         time.sleep(1.5)  # wrk's first run is under way

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
 
 def run_servers(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "servers", *args], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "servers", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def test_list_shows_every_model_and_its_availability() -> None:
@@ -28,18 +29,22 @@ def test_list_shows_every_model_and_its_availability() -> None:
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert [r["model"] for r in rows] == list(MODELS)
     assert {"blocking", "threaded", "select", "poll", "epoll", "selectors"} <= {
-        r["model"] for r in rows if r["available"]}
+        r["model"] for r in rows if r["available"]
+    }
     assert "epoll" in run_servers("list").stdout
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "nosuchmodel"], "unknown model"),
-    (["run", "epoll", "--port", "70000"], "outside 0-65535"),
-    (["run", "epoll", "--port", "abc"], "invalid port"),
-    (["run", "epoll", "--protocol", "gopher"], "invalid choice"),
-    (["run", "epoll", "--max-frame", "0"], "positive integer"),
-    ([], "required"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "nosuchmodel"], "unknown model"),
+        (["run", "epoll", "--port", "70000"], "outside 0-65535"),
+        (["run", "epoll", "--port", "abc"], "invalid port"),
+        (["run", "epoll", "--protocol", "gopher"], "invalid choice"),
+        (["run", "epoll", "--max-frame", "0"], "positive integer"),
+        ([], "required"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str) -> None:
     result = run_servers(*args)
     assert result.returncode == 2

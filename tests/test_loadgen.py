@@ -25,14 +25,34 @@ from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, run
 from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, EchoProtocol, HttpProtocol
 
-RESULT_KEYS = {"schema", "tool", "params", "requests", "throughput_rps", "bytes", "duration_s",
-               "latency_us", "connect_us", "errors", "connections", "fairness", "timeline",
-               "rate", "client", "histogram", "window"}
+RESULT_KEYS = {
+    "schema",
+    "tool",
+    "params",
+    "requests",
+    "throughput_rps",
+    "bytes",
+    "duration_s",
+    "latency_us",
+    "connect_us",
+    "errors",
+    "connections",
+    "fairness",
+    "timeline",
+    "rate",
+    "client",
+    "histogram",
+    "window",
+}
 
 
 def loadgen(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.loadgen", *args, "--quiet"],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "clients.loadgen", *args, "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def loadgen_json(*args: str) -> dict:
@@ -131,8 +151,16 @@ class TinyEchoServer:
 
 @pytest.mark.real
 def test_echo_run_against_epoll(echo_server: ServerProcess) -> None:
-    result = run(LoadConfig(target=f"127.0.0.1:{echo_server.port}", connections=8,
-                            processes=2, duration=0.5, warmup=0.2, payload=64))
+    result = run(
+        LoadConfig(
+            target=f"127.0.0.1:{echo_server.port}",
+            connections=8,
+            processes=2,
+            duration=0.5,
+            warmup=0.2,
+            payload=64,
+        )
+    )
     assert set(result) == RESULT_KEYS
     assert result["errors"] == dict.fromkeys(ERROR_KINDS, 0)
     assert result["requests"] > 0
@@ -153,9 +181,22 @@ def test_echo_run_against_epoll(echo_server: ServerProcess) -> None:
 @pytest.mark.real
 @pytest.mark.parametrize("payload", [0, 1000])
 def test_http_get_and_post(http_server: ServerProcess, payload: int) -> None:
-    result = loadgen_json("--target", f"127.0.0.1:{http_server.port}", "--protocol", "http",
-                          "--payload", str(payload), "--connections", "4", "--processes", "1",
-                          "--duration", "0.5", "--warmup", "0.1")
+    result = loadgen_json(
+        "--target",
+        f"127.0.0.1:{http_server.port}",
+        "--protocol",
+        "http",
+        "--payload",
+        str(payload),
+        "--connections",
+        "4",
+        "--processes",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+    )
     assert total_errors(result) == 0, result["errors"]
     assert result["requests"] > 0
     assert result["connections"]["starved"] == 0
@@ -164,18 +205,40 @@ def test_http_get_and_post(http_server: ServerProcess, payload: int) -> None:
 
 @pytest.mark.real
 def test_large_echo_payload_streams_in_pieces(echo_server: ServerProcess) -> None:
-    result = loadgen_json("--target", f"127.0.0.1:{echo_server.port}", "--payload", "3000000",
-                          "--connections", "2", "--processes", "1", "--duration", "0.5",
-                          "--warmup", "0")
+    result = loadgen_json(
+        "--target",
+        f"127.0.0.1:{echo_server.port}",
+        "--payload",
+        "3000000",
+        "--connections",
+        "2",
+        "--processes",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0",
+    )
     assert total_errors(result) == 0, result["errors"]
     assert result["requests"] > 0
 
 
 @pytest.mark.real
 def test_per_request_mode(echo_server: ServerProcess) -> None:
-    result = loadgen_json("--target", f"127.0.0.1:{echo_server.port}", "--mode", "per-request",
-                          "--connections", "4", "--processes", "1", "--duration", "0.5",
-                          "--warmup", "0.1")
+    result = loadgen_json(
+        "--target",
+        f"127.0.0.1:{echo_server.port}",
+        "--mode",
+        "per-request",
+        "--connections",
+        "4",
+        "--processes",
+        "1",
+        "--duration",
+        "0.5",
+        "--warmup",
+        "0.1",
+    )
     assert total_errors(result) == 0, result["errors"]
     assert result["requests"] > 0
     assert result["connections"] == {"asked": 4, "established": 4, "starved": 0}
@@ -184,9 +247,20 @@ def test_per_request_mode(echo_server: ServerProcess) -> None:
 
 @pytest.mark.real
 def test_open_loop_reaches_the_asked_rate(echo_server: ServerProcess) -> None:
-    result = loadgen_json("--target", f"127.0.0.1:{echo_server.port}", "--rate", "2000",
-                          "--connections", "4", "--processes", "2", "--duration", "1",
-                          "--warmup", "0.2")
+    result = loadgen_json(
+        "--target",
+        f"127.0.0.1:{echo_server.port}",
+        "--rate",
+        "2000",
+        "--connections",
+        "4",
+        "--processes",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.2",
+    )
     assert total_errors(result) == 0, result["errors"]
     assert result["rate"]["asked"] == 2000
     assert 1800 <= result["rate"]["achieved"] <= 2100
@@ -204,8 +278,18 @@ def test_pinned_worker_busy_polls_but_reports_only_its_work() -> None:
 
     cpu = str(max(os.sched_getaffinity(0)))
     with TinyEchoServer(slow) as server:
-        result = loadgen_json("--target", server.target, "--connections", "1", "--cpus", cpu,
-                              "--duration", "0.5", "--warmup", "0.1")
+        result = loadgen_json(
+            "--target",
+            server.target,
+            "--connections",
+            "1",
+            "--cpus",
+            cpu,
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+        )
     assert total_errors(result) == 0 and result["requests"] > 100
     assert result["client"]["cpu_percent"][0] < 50, result["client"]
     assert not result["client"]["saturated"]
@@ -221,6 +305,7 @@ def _spoil(kind: str) -> Callable[[int, bytes], bytes]:
         if kind == "flip":
             return frame[:-1] + bytes([frame[-1] ^ 0xFF])
         return frame + b"!"  # one byte too many
+
     return reply
 
 
@@ -228,8 +313,18 @@ def _spoil(kind: str) -> Callable[[int, bytes], bytes]:
 @pytest.mark.parametrize("kind", ["flip", "extra"])
 def test_mismatch_is_detected_and_counted(kind: str) -> None:
     with TinyEchoServer(_spoil(kind)) as server:
-        result = loadgen_json("--target", server.target, "--connections", "2",
-                              "--processes", "1", "--duration", "0.5", "--warmup", "0")
+        result = loadgen_json(
+            "--target",
+            server.target,
+            "--connections",
+            "2",
+            "--processes",
+            "1",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0",
+        )
     assert result["errors"]["mismatch"] == 2, result["errors"]
     assert result["errors"]["closed"] == result["errors"]["reset"] == 0
     assert 0 < result["requests"] <= 2 * 49
@@ -239,9 +334,25 @@ def test_mismatch_is_detected_and_counted(kind: str) -> None:
 def test_server_killed_mid_run_is_a_result() -> None:
     with ServerProcess(model="epoll", protocol="echo") as server:
         child = subprocess.Popen(
-            [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{server.port}",
-             "--connections", "4", "--processes", "2", "--duration", "2", "--warmup", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "clients.loadgen",
+                "--target",
+                f"127.0.0.1:{server.port}",
+                "--connections",
+                "4",
+                "--processes",
+                "2",
+                "--duration",
+                "2",
+                "--warmup",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             time.sleep(1.0)
             os.kill(server.pid, signal.SIGKILL)
@@ -254,8 +365,10 @@ def test_server_killed_mid_run_is_a_result() -> None:
     assert "Traceback" not in err
     result = json.loads(out)
     assert total_errors(result) > 0
-    assert result["errors"]["closed"] + result["errors"]["reset"] + \
-        result["errors"]["connect_refused"] > 0
+    assert (
+        result["errors"]["closed"] + result["errors"]["reset"] + result["errors"]["connect_refused"]
+        > 0
+    )
 
 
 @pytest.mark.real
@@ -263,8 +376,18 @@ def test_refused_connects_are_counted() -> None:
     with socket.socket() as probe:  # a port with nobody listening
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-        result = loadgen_json("--target", f"127.0.0.1:{port}", "--connections", "3",
-                              "--processes", "1", "--duration", "0.2", "--warmup", "0")
+        result = loadgen_json(
+            "--target",
+            f"127.0.0.1:{port}",
+            "--connections",
+            "3",
+            "--processes",
+            "1",
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+        )
     assert result["errors"]["connect_refused"] == 3
     assert result["connections"] == {"asked": 3, "established": 0, "starved": 0}
     assert result["requests"] == 0 and result["fairness"] == 0.0
@@ -278,9 +401,20 @@ def test_connect_and_reply_timeouts_are_counted() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         port = listener.getsockname()[1]
-        result = loadgen_json("--target", f"127.0.0.1:{port}", "--connections", "6",
-                              "--processes", "1", "--duration", "1", "--warmup", "0",
-                              "--timeout", "0.4")
+        result = loadgen_json(
+            "--target",
+            f"127.0.0.1:{port}",
+            "--connections",
+            "6",
+            "--processes",
+            "1",
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--timeout",
+            "0.4",
+        )
     established = result["connections"]["established"]
     assert 1 <= established <= 3
     assert result["errors"]["connect_timeout"] == 6 - established
@@ -298,13 +432,21 @@ def _die(self) -> None:
 
 @pytest.mark.real
 @pytest.mark.parametrize("how, message", [(_crash, "boom"), (_die, "exit code 3")])
-def test_a_failing_worker_is_reported_not_hung(echo_server: ServerProcess, monkeypatch,
-                                                how, message: str) -> None:
+def test_a_failing_worker_is_reported_not_hung(
+    echo_server: ServerProcess, monkeypatch, how, message: str
+) -> None:
     # forked workers inherit it
     monkeypatch.setattr("clients.connections.Connections.connect_all", how)
     with pytest.raises(LoadgenError, match=message):
-        run(LoadConfig(target=f"127.0.0.1:{echo_server.port}", connections=2, processes=2,
-                       duration=0.2, warmup=0))
+        run(
+            LoadConfig(
+                target=f"127.0.0.1:{echo_server.port}",
+                connections=2,
+                processes=2,
+                duration=0.2,
+                warmup=0,
+            )
+        )
 
 
 # -- open loop versus closed loop against a server that stalls once ---------------------
@@ -321,6 +463,7 @@ def _stall_once(after_s: float = 0.3, stall_s: float = 0.2) -> Callable[[int, by
             state["stalled"] = True
             time.sleep(stall_s)
         return frame
+
     return reply
 
 
@@ -466,11 +609,26 @@ def _gone(procs: list[psutil.Process], timeout: float) -> bool:
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
 def test_workers_never_outlive_the_parent(echo_server: ServerProcess, how: int) -> None:
     child = subprocess.Popen(
-        [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{echo_server.port}",
-         "--connections", "2", "--processes", "2", "--duration", "30", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "clients.loadgen",
+            "--target",
+            f"127.0.0.1:{echo_server.port}",
+            "--connections",
+            "2",
+            "--processes",
+            "2",
+            "--duration",
+            "30",
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         # a shell running us in the background may have set SIGINT to "ignore"
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     try:
         workers = _children_once_running(psutil.Process(child.pid), 2)
         child.send_signal(how)

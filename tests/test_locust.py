@@ -79,10 +79,13 @@ def assert_clean(result: dict) -> None:
 @pytest.mark.real
 def test_echo_run_against_epoll(server_factory, locust_sessions) -> None:
     server = server_factory("epoll", "echo")
-    result = run_locust(f"127.0.0.1:{server.port}", protocol="echo", users=10, duration=5,
-                        payload=64)
-    print(f"\nlocust echo 5 s: {result['requests']} requests, {result['throughput_rps']} "
-          f"req/s, latency_us {result['latency_us']}, client {result['client']}")
+    result = run_locust(
+        f"127.0.0.1:{server.port}", protocol="echo", users=10, duration=5, payload=64
+    )
+    print(
+        f"\nlocust echo 5 s: {result['requests']} requests, {result['throughput_rps']} "
+        f"req/s, latency_us {result['latency_us']}, client {result['client']}"
+    )
     assert_clean(result)
     assert result["bytes"] == result["requests"] * (4 + 64)
     assert result["connections"] == {"asked": 10, "established": 10, "starved": None}
@@ -97,8 +100,7 @@ def test_echo_run_against_epoll(server_factory, locust_sessions) -> None:
 @pytest.mark.real
 def test_http_get_against_epoll(server_factory, locust_sessions) -> None:
     server = server_factory("epoll", "http")
-    result = run_locust(f"127.0.0.1:{server.port}", protocol="http", users=5, duration=2,
-                        payload=0)
+    result = run_locust(f"127.0.0.1:{server.port}", protocol="http", users=5, duration=2, payload=0)
     assert_clean(result)
     assert result["params"]["user_class"] == "HttpGetUser"
     assert result["bytes"] == result["requests"] * len(b"Hello, world!\n")
@@ -111,13 +113,34 @@ def test_distributed_master_and_one_worker(server_factory, locust_sessions) -> N
     server = server_factory("epoll", "http")
     port = locust_driver.free_port()
     worker = subprocess.Popen(
-        [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
-         "--master-host", "127.0.0.1", "--master-port", str(port)],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True)  # recorded by locust_sessions, as the driver's locust
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(LOCUSTFILE),
+            "--worker",
+            "--master-host",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )  # recorded by locust_sessions, as the driver's locust
     try:
-        result = run_locust(f"127.0.0.1:{server.port}", protocol="http", users=4, duration=3,
-                            payload=100, master=True, expect_workers=1, master_bind_port=port)
+        result = run_locust(
+            f"127.0.0.1:{server.port}",
+            protocol="http",
+            users=4,
+            duration=3,
+            payload=100,
+            master=True,
+            expect_workers=1,
+            master_bind_port=port,
+        )
         assert worker.wait(10) == 0  # the master told it to quit
     finally:
         if worker.poll() is None:
@@ -150,8 +173,9 @@ def test_echo_mismatch_is_a_failure(locust_sessions) -> None:
         fake.daemon_threads = True
         threading.Thread(target=fake.serve_forever, daemon=True).start()
         try:
-            result = run_locust(f"127.0.0.1:{fake.server_address[1]}", users=2, duration=1,
-                                payload=16)
+            result = run_locust(
+                f"127.0.0.1:{fake.server_address[1]}", users=2, duration=1, payload=16
+            )
         finally:
             fake.shutdown()
     assert result["requests"] == 0
@@ -175,19 +199,33 @@ PARAMS = {"users": 10, "rate": None, "protocol": "echo"}
 
 
 def test_adapter_maps_fixed_csv() -> None:
-    result = from_locust_stats(DATA / "run_stats.csv", DATA / "run_stats_history.csv",
-                               PARAMS, DATA / "run_failures.csv")
+    result = from_locust_stats(
+        DATA / "run_stats.csv", DATA / "run_stats_history.csv", PARAMS, DATA / "run_failures.csv"
+    )
     assert result["params"] == PARAMS
     assert result["requests"] == 1000  # 1010 echo requests, 10 of them failed
     assert result["duration_s"] == 5.0  # 1010 requests / 202 per second
     assert result["throughput_rps"] == 200.0
     assert result["bytes"] == 68000
-    assert result["latency_us"] == {"p50": 270, "p90": 440, "p99": 650, "p999": 2300,
-                                    "max": 32538, "mean": 303.4}
+    assert result["latency_us"] == {
+        "p50": 270,
+        "p90": 440,
+        "p99": 650,
+        "p999": 2300,
+        "max": 32538,
+        "mean": 303.4,
+    }
     # p99's bucket (1.5 ms) is above the exact max (1.4973 ms): clamped to the max.
     assert result["connect_us"] == {"p50": 890, "p99": 1497, "max": 1497}
-    assert result["errors"] == {"connect_refused": 2, "connect_timeout": 0, "reset": 6,
-                                "timeout": 0, "mismatch": 3, "closed": 1, "other": 1}
+    assert result["errors"] == {
+        "connect_refused": 2,
+        "connect_timeout": 0,
+        "reset": 6,
+        "timeout": 0,
+        "mismatch": 3,
+        "closed": 1,
+        "other": 1,
+    }
     assert result["connections"] == {"asked": 10, "established": 10, "starved": None}
     assert result["timeline"] == [400, 396, 102, 102]  # the 2 s gap is spread evenly
     assert result["rate"] == {"asked": None, "achieved": 200.0}
@@ -202,19 +240,22 @@ def test_adapter_counts_unclassified_failures_as_other() -> None:
     assert result["timeline"] == []
 
 
-@pytest.mark.parametrize(("error", "kind"), [
-    ("ConnectionRefusedError(111, 'Connection refused')", "connect_refused"),
-    ("ConnectTimeout('connect timed out')", "connect_timeout"),
-    ("ConnectionResetError(104, 'Connection reset by peer')", "reset"),
-    ("BrokenPipeError(32, 'Broken pipe')", "reset"),
-    ("TimeoutError('timed out')", "timeout"),
-    ("EchoMismatch('reply differs from frame')", "mismatch"),
-    ("BadStatus('HTTP 404')", "mismatch"),
-    ("EchoClosed('connection closed before the reply')", "closed"),
-    ("HTTPConnectionClosed('connection closed.')", "closed"),
-    ("CatchResponseError('something')", "other"),
-    ("a plain string", "other"),
-])
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        ("ConnectionRefusedError(111, 'Connection refused')", "connect_refused"),
+        ("ConnectTimeout('connect timed out')", "connect_timeout"),
+        ("ConnectionResetError(104, 'Connection reset by peer')", "reset"),
+        ("BrokenPipeError(32, 'Broken pipe')", "reset"),
+        ("TimeoutError('timed out')", "timeout"),
+        ("EchoMismatch('reply differs from frame')", "mismatch"),
+        ("BadStatus('HTTP 404')", "mismatch"),
+        ("EchoClosed('connection closed before the reply')", "closed"),
+        ("HTTPConnectionClosed('connection closed.')", "closed"),
+        ("CatchResponseError('something')", "other"),
+        ("a plain string", "other"),
+    ],
+)
 def test_error_kind(error: str, kind: str) -> None:
     assert error_kind(error) == kind
 
@@ -224,8 +265,12 @@ def test_locustfile_failure_types_are_all_mapped() -> None:
     import ast
 
     tree = ast.parse(LOCUSTFILE.read_text())
-    names = [n.name for n in tree.body if isinstance(n, ast.ClassDef)
-             and any(getattr(b, "id", "").endswith(("Exception", "Error")) for b in n.bases)]
+    names = [
+        n.name
+        for n in tree.body
+        if isinstance(n, ast.ClassDef)
+        and any(getattr(b, "id", "").endswith(("Exception", "Error")) for b in n.bases)
+    ]
     assert names
     assert all(error_kind(f"{name}('x')") != "other" for name in names), names
 
@@ -234,8 +279,13 @@ def test_locustfile_failure_types_are_all_mapped() -> None:
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "clients.locust_driver", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "clients.locust_driver", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_cli_refuses_a_remote_target() -> None:
@@ -247,17 +297,20 @@ def test_cli_refuses_a_remote_target() -> None:
         run_locust("192.0.2.1:8000")
 
 
-@pytest.mark.parametrize("argv", [
-    [],
-    ["--target", "127.0.0.1"],
-    ["--target", "127.0.0.1:70000"],
-    ["--target", "127.0.0.1:8000", "--protocol", "line"],
-    ["--target", "127.0.0.1:8000", "--users", "0"],
-    ["--target", "127.0.0.1:8000", "--payload", "-1"],
-    ["--target", "127.0.0.1:8000", "--spawn-rate", "nan"],
-    ["--target", "127.0.0.1:8000", "--expect-workers", "2"],
-    ["--target", "127.0.0.1:8000", "--master", "--processes", "2"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--target", "127.0.0.1"],
+        ["--target", "127.0.0.1:70000"],
+        ["--target", "127.0.0.1:8000", "--protocol", "line"],
+        ["--target", "127.0.0.1:8000", "--users", "0"],
+        ["--target", "127.0.0.1:8000", "--payload", "-1"],
+        ["--target", "127.0.0.1:8000", "--spawn-rate", "nan"],
+        ["--target", "127.0.0.1:8000", "--expect-workers", "2"],
+        ["--target", "127.0.0.1:8000", "--master", "--processes", "2"],
+    ],
+)
 def test_cli_bad_arguments_exit_2(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as stop:
         locust_driver.main(argv)
@@ -279,8 +332,9 @@ def test_servers_and_loadgen_never_import_locust() -> None:
         "assert not bad, (mods, bad)\n"
         "print(' '.join(mods))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode == 0, done.stderr
     assert "servers.epoll_server" in done.stdout
 
@@ -288,10 +342,24 @@ def test_servers_and_loadgen_never_import_locust() -> None:
 @pytest.mark.real
 def test_a_killed_driver_takes_locust_and_its_forked_workers_with_it(server_factory) -> None:
     server = server_factory("epoll", "echo")
-    driver = subprocess.Popen([sys.executable, "-m", "clients.locust_driver", "--target",
-                               f"127.0.0.1:{server.port}", "--users", "4", "--duration", "20",
-                               "--processes", "2", "--quiet"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    driver = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "clients.locust_driver",
+            "--target",
+            f"127.0.0.1:{server.port}",
+            "--users",
+            "4",
+            "--duration",
+            "20",
+            "--processes",
+            "2",
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, family = time.monotonic() + 30, []
         while time.monotonic() < deadline:  # locust, then the two workers it forks

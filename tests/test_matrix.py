@@ -29,8 +29,13 @@ def test_quick_is_every_model_at_1_to_1000_connections() -> None:
 
 
 def test_flags_override_the_profile_and_repeats_interleave() -> None:
-    matrix = override(load_profile("quick"), models=["epoll", "threaded"],
-                      connections=[10, 100], repeats=3, payloads=None)
+    matrix = override(
+        load_profile("quick"),
+        models=["epoll", "threaded"],
+        connections=[10, 100],
+        repeats=3,
+        payloads=None,
+    )
     cells = matrix.cells()
     assert len(cells) == 2 * 2 * 3
     assert matrix.payloads == (64,)  # not given: the profile's value stays
@@ -51,14 +56,17 @@ def test_matrix_roundtrips_through_metadata() -> None:
     assert Matrix.from_dict(matrix.to_dict()) == matrix
 
 
-@pytest.mark.parametrize("flags, message", [
-    ({"models": ["nosuch"]}, "unknown model"),
-    ({"connections": [0]}, "connections"),
-    ({"repeats": 0}, "repeats"),
-    ({"duration": 0.0}, "duration"),
-    ({"modes": ["sideways"]}, "modes"),
-    ({"works": ["sleep:5"]}, "bad work"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"models": ["nosuch"]}, "unknown model"),
+        ({"connections": [0]}, "connections"),
+        ({"repeats": 0}, "repeats"),
+        ({"duration": 0.0}, "duration"),
+        ({"modes": ["sideways"]}, "modes"),
+        ({"works": ["sleep:5"]}, "bad work"),
+    ],
+)
 def test_bad_values_are_refused(flags: dict, message: str) -> None:
     with pytest.raises(MatrixError, match=message):
         override(load_profile("quick"), **flags)

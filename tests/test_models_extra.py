@@ -29,20 +29,23 @@ from tests.helpers import (
 
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 
-NEW_MODELS = [m for m in ("asyncio", "uvloop", "gevent", "threadpool", "prefork")
-              if m in AVAILABLE]
+NEW_MODELS = [m for m in ("asyncio", "uvloop", "gevent", "threadpool", "prefork") if m in AVAILABLE]
 
 
 def run_servers(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "servers", *args], capture_output=True,
-                          text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "servers", *args], capture_output=True, text=True, timeout=30
+    )
 
 
-@pytest.mark.parametrize("args, message", [
-    (["run", "threadpool", "--workers", "0"], "positive integer"),
-    (["run", "prefork", "--workers", "-1"], "positive integer"),
-    (["run", "epoll", "--workers", "2"], "takes no --workers"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "threadpool", "--workers", "0"], "positive integer"),
+        (["run", "prefork", "--workers", "-1"], "positive integer"),
+        (["run", "epoll", "--workers", "2"], "takes no --workers"),
+    ],
+)
 def test_bad_workers_is_exit_2(args: list[str], message: str) -> None:
     result = run_servers(*args)
     assert result.returncode == 2
@@ -112,9 +115,14 @@ def _prefork_processes(server: ServerProcess, workers: int) -> list[psutil.Proce
     deadline = time.monotonic() + 5.0
     while time.monotonic() < deadline:
         procs = [parent, *parent.children()]
-        listening = [p for p in procs if any(
-            c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
-            for c in p.net_connections("tcp"))]
+        listening = [
+            p
+            for p in procs
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
+                for c in p.net_connections("tcp")
+            )
+        ]
         if len(listening) == workers:
             return procs
         time.sleep(0.05)
@@ -148,8 +156,7 @@ def test_prefork_spreads_connections_over_processes_and_stops_them_all(server_fa
             sock.close()
     # every child's counters reached the parent's stop line
     assert server.stopped["accepted"] == server.stopped["closed"] == 40
-    assert not [p.pid for p in children if p.is_running()
-                and p.status() != psutil.STATUS_ZOMBIE]
+    assert not [p.pid for p in children if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
 
 def test_prefork_children_die_with_a_killed_parent(server_factory):
@@ -194,8 +201,7 @@ def test_held_replies_are_bounded_too(server_factory, model: str) -> None:
 
 
 @pytest.mark.skipif(not shutil.which("ss"), reason="needs ss (iproute2)")
-@pytest.mark.parametrize("model", [m for m in ("asyncio", "uvloop", "prefork")
-                                   if m in AVAILABLE])
+@pytest.mark.parametrize("model", [m for m in ("asyncio", "uvloop", "prefork") if m in AVAILABLE])
 def test_listen_backlog_is_the_launchers(server_factory, model: str) -> None:
     """asyncio's create_server() calls listen() again (100 by default), and prefork's
     children listen themselves: each must keep the launcher's default backlog."""
@@ -203,8 +209,9 @@ def test_listen_backlog_is_the_launchers(server_factory, model: str) -> None:
     if model == "prefork":
         _prefork_processes(server, len(psutil.Process(server.pid).cpu_affinity()))
     echo_roundtrip(server.port)
-    out = subprocess.run(["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
+    ).stdout
     backlogs = {int(line.split()[2]) for line in out.splitlines()}  # Send-Q of LISTEN
     assert backlogs == {server.ready["backlog"]}, out
 
@@ -213,9 +220,9 @@ def test_importing_the_gevent_model_patches_nothing() -> None:
     """Only serve() patches, so only the gevent server process is ever patched."""
     if "gevent" not in AVAILABLE:
         pytest.skip("gevent is not installed")
-    code = ("import servers.gevent_server, gevent.monkey\n"
-            "print(gevent.monkey.is_anything_patched())\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=30)
+    code = (
+        "import servers.gevent_server, gevent.monkey\nprint(gevent.monkey.is_anything_patched())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"

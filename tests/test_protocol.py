@@ -118,8 +118,10 @@ def test_http_malformed_inputs_get_400_and_close() -> None:
         (b"GET / HTTP/2.0\r\n\r\n", "bad-version"),
         (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", "bad-header"),
         (b"POST /echo HTTP/1.1\r\nContent-Length: -1\r\n\r\n", "bad-content-length"),
-        (b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
-         "transfer-encoding-unsupported"),
+        (
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "transfer-encoding-unsupported",
+        ),
     ]:
         protocol = HttpProtocol()
         reply = protocol.feed(bad)
@@ -134,7 +136,8 @@ def test_http_limits() -> None:
     assert protocol.error == "header-too-large"
     protocol = HttpProtocol(Limits(max_frame=100, max_header=1024))
     assert protocol.feed(b"POST /echo HTTP/1.1\r\nContent-Length: 101\r\n\r\n").startswith(
-        b"HTTP/1.1 400")
+        b"HTTP/1.1 400"
+    )
     assert protocol.error == "body-too-large"
 
 

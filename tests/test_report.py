@@ -28,8 +28,15 @@ from bench.report import build_report
 from bench.store import RunStore
 
 FIXTURE = Path(__file__).parent / "data" / "small_run"
-CHART_STEMS = ("throughput", "latency_p50", "latency_p99", "cpu_per_request", "peak_rss",
-               "error_share", "starved")
+CHART_STEMS = (
+    "throughput",
+    "latency_p50",
+    "latency_p99",
+    "cpu_per_request",
+    "peak_rss",
+    "error_share",
+    "starved",
+)
 EPOLL_C10 = "epoll/echo/c10/p64/persistent/loadgen"
 
 
@@ -67,8 +74,15 @@ def md_table(report: str, title: str) -> dict[tuple[int, str], str]:
 def test_load_frame_flattens_rows(rows: list[Row]) -> None:
     df = load_frame(rows)
     assert len(df) == 18
-    assert {"load.latency_us.p99", "load.connections.starved", "server.peak_rss_bytes",
-            "cell.model", "key", "errors_total", "error_share"} <= set(df.columns)
+    assert {
+        "load.latency_us.p99",
+        "load.connections.starved",
+        "server.peak_rss_bytes",
+        "cell.model",
+        "key",
+        "errors_total",
+        "error_share",
+    } <= set(df.columns)
     failed = df[df["status"] == "failed"].iloc[0]
     assert math.isnan(failed["load.throughput_rps"]) and math.isnan(failed["errors_total"])
     threaded = df[df["key"] == "threaded/echo/c100/p64/persistent/loadgen"].iloc[0]
@@ -97,8 +111,7 @@ def test_aggregate_medians_ci_and_statuses(rows: list[Row]) -> None:
     assert cells.loc["epoll/echo/c100/p64/persistent/loadgen", "status"] == "client-bound"
     assert cells.loc["uvloop/echo/c1/p64/persistent/loadgen", "status"] == "skipped"
     # Known models in the fixed order, connections ascending within a model.
-    assert list(dict.fromkeys(cells["cell.model"])) == ["blocking", "threaded", "epoll",
-                                                        "uvloop"]
+    assert list(dict.fromkeys(cells["cell.model"])) == ["blocking", "threaded", "epoll", "uvloop"]
 
 
 def test_t_interval_needs_two_values() -> None:
@@ -113,9 +126,16 @@ def test_t_interval_needs_two_values() -> None:
 def test_report_header_names_the_machine_and_run(built: Path) -> None:
     report = (built / "report.md").read_text()
     assert report.startswith("# sockbench report: 20261129-201500-a1b2\n")
-    for fact in ("AMD EPYC 7B13, 2 cores", "Linux 6.18.44", "CPython 3.11.7",
-                 "server CPUs 0, load generator CPUs 1", "2026-11-29T20:15:00+00:00",
-                 "3da6cc3be7ed", "python -m bench run --profile small", "somaxconn 4096"):
+    for fact in (
+        "AMD EPYC 7B13, 2 cores",
+        "Linux 6.18.44",
+        "CPython 3.11.7",
+        "server CPUs 0, load generator CPUs 1",
+        "2026-11-29T20:15:00+00:00",
+        "3da6cc3be7ed",
+        "python -m bench run --profile small",
+        "somaxconn 4096",
+    ):
         assert fact in report
 
 
@@ -152,8 +172,7 @@ def test_report_html_is_self_contained(built: Path) -> None:
     assert "<table" in html and "42,000 ± " in html
     assert '<td class="failed">failed</td>' in html
     assert html.count('src="data:image/svg+xml;base64,') == len(CHART_STEMS)
-    assert 'src="charts/' not in html and "http://" not in html.replace(
-        "http://www.w3.org", "")
+    assert 'src="charts/' not in html and "http://" not in html.replace("http://www.w3.org", "")
 
 
 def test_report_of_an_empty_run(tmp_path: Path) -> None:
@@ -174,7 +193,10 @@ def test_model_styles_are_distinct_and_never_the_failed_marker() -> None:
     assert plots.model_style("mystery") == plots.model_style("mystery")
     assert plots.model_style("mystery").marker != "x"
     assert sorted(["zeta", "epoll", "blocking"], key=model_sort_key) == [
-        "blocking", "epoll", "zeta"]
+        "blocking",
+        "epoll",
+        "zeta",
+    ]
 
 
 # -- pyperf ---------------------------------------------------------------------------
@@ -188,8 +210,11 @@ def slower(rows: list[Row], factor: float) -> list[Row]:
             out.append(row)
             continue
         latency = {k: v * factor for k, v in row.load["latency_us"].items()}
-        load = {**row.load, "throughput_rps": row.load["throughput_rps"] / factor,
-                "latency_us": latency}
+        load = {
+            **row.load,
+            "throughput_rps": row.load["throughput_rps"] / factor,
+            "latency_us": latency,
+        }
         out.append(dataclasses.replace(row, load=load))
     return out
 
@@ -213,8 +238,9 @@ def test_pyperf_compare_to_and_stats_accept_the_export(rows: list[Row], tmp_path
     write_pyperf_suite(slower(rows, 1.04), meta, b)
     outputs = {}
     for args in (["compare_to", str(a), str(b)], ["stats", str(a)]):
-        done = subprocess.run([sys.executable, "-m", "pyperf", *args], capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [sys.executable, "-m", "pyperf", *args], capture_output=True, text=True, timeout=60
+        )
         assert done.returncode == 0, done.stderr
         outputs[args[0]] = done.stdout
     assert "1.04x slower" in outputs["compare_to"]

@@ -37,11 +37,11 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
 # Skip at import time, before the module fixture spends seconds building the report.
 webdriver = pytest.importorskip(
-    "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')")
+    "selenium.webdriver", reason="selenium is not installed (pip install -e '.[dev]')"
+)
 for _binary, _package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
     if not _binary.exists():
-        pytest.skip(f"{_binary} is missing (apt-get install {_package})",
-                    allow_module_level=True)
+        pytest.skip(f"{_binary} is missing (apt-get install {_package})", allow_module_level=True)
 
 
 @dataclass
@@ -74,15 +74,22 @@ def driver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
     """One headless Chromium for the module, quit at teardown even when a test fails."""
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)  # explicit paths: selenium-manager never runs
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--disable-quic",
-                "--window-size=1280,900",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-quic",
+        "--window-size=1280,900",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    browser = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)),
-                               options=options)
+    browser = webdriver.Chrome(service=webdriver.ChromeService(str(CHROMEDRIVER)), options=options)
     try:
         browser.set_page_load_timeout(15)
         # Chromium opens on its new-tab page, whose chrome:// requests would land in the
@@ -118,8 +125,9 @@ def test_foreign_request_is_caught(driver: WebDriver, tmp_path: Path) -> None:
     assert loaded.console_errors, "a failed image load should be a SEVERE console entry"
 
 
-def test_report_in_browser(driver: WebDriver, built: Path,
-                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_in_browser(
+    driver: WebDriver, built: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     html = built / "report.html"
     loaded = load(driver, html.as_uri())
 
@@ -134,9 +142,11 @@ def test_report_in_browser(driver: WebDriver, built: Path,
 
     images = driver.execute_script(
         "return Array.from(document.images, i =>"
-        " ({alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth}))")
-    listed = re.findall(r"^!\[[^\]]*\]\(charts/[^)]+\)$", (built / "report.md").read_text(),
-                        flags=re.MULTILINE)
+        " ({alt: i.alt, complete: i.complete, naturalWidth: i.naturalWidth}))"
+    )
+    listed = re.findall(
+        r"^!\[[^\]]*\]\(charts/[^)]+\)$", (built / "report.md").read_text(), flags=re.MULTILINE
+    )
     assert listed, "report.md lists no chart"
     assert len(images) == len(listed)
     broken = [i["alt"] for i in images if not (i["complete"] and i["naturalWidth"] > 0)]
@@ -150,9 +160,13 @@ def test_report_in_browser(driver: WebDriver, built: Path,
 def save_screenshot(driver: WebDriver, path: Path) -> None:
     """The whole page, not just the viewport: clip to the content size."""
     size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-    shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"],
-                 "scale": 1}})
+    shot = driver.execute_cdp_cmd(
+        "Page.captureScreenshot",
+        {
+            "format": "png",
+            "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
+        },
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(base64.b64decode(shot["data"]))

@@ -26,8 +26,17 @@ def test_a_prefork_servers_children_count_in_its_cpu_memory_and_fds(server_facto
     (child,) = main.children()
     main_before, child_before = sum(main.cpu_times()[:2]), sum(child.cpu_times()[:2])
     sampler = ServerSampler(server.pid).start()
-    result = run(LoadConfig(target=f"127.0.0.1:{server.port}", protocol="echo", payload=64,
-                            connections=40, processes=1, duration=1.0, warmup=0.2))
+    result = run(
+        LoadConfig(
+            target=f"127.0.0.1:{server.port}",
+            protocol="echo",
+            payload=64,
+            connections=40,
+            processes=1,
+            duration=1.0,
+            warmup=0.2,
+        )
+    )
     summary = sampler.stop()
     main_spent = sum(main.cpu_times()[:2]) - main_before
     child_spent = sum(child.cpu_times()[:2]) - child_before
@@ -49,9 +58,14 @@ def test_interpolate_between_samples_and_clamps_outside() -> None:
 def test_core_sampler_sees_a_spinning_process_as_a_busy_core() -> None:
     cpu = sorted(os.sched_getaffinity(0))[-1]
     sampler = CoreSampler([cpu], interval=0.05).start()
-    spin = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 1.0\n"
-                             "while time.time() < end: pass"],
-                            preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    spin = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nend = time.time() + 1.0\nwhile time.time() < end: pass",
+        ],
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
     try:
         start = time.time() + 0.3  # past the interpreter's start-up
         spin.wait(timeout=10)
@@ -63,5 +77,3 @@ def test_core_sampler_sees_a_spinning_process_as_a_busy_core() -> None:
         sampler.stop()
     busy = sampler.busy_percent(start, end)
     assert busy is not None and busy > 80
-
-

@@ -16,11 +16,25 @@ from bench.store import METADATA_SCHEMA, RunStore, StoreError
 
 
 def make_row(run_id: str, connections: int, repeat: int = 0, status: str = "ok") -> Row:
-    load = {"requests": 1000 * connections, "throughput_rps": 200.0 * connections,
-            "latency_us": {"p50": 50, "p99": 90}} if status == "ok" else {}
-    return Row(run_id=run_id, cell=CellKey("epoll", connections=connections), repeat=repeat,
-               status=status, started_at="2026-11-29T20:15:00+00:00", wall_s=6.5, load=load,
-               server={"peak_rss_bytes": 10 << 20} if load else {})
+    load = (
+        {
+            "requests": 1000 * connections,
+            "throughput_rps": 200.0 * connections,
+            "latency_us": {"p50": 50, "p99": 90},
+        }
+        if status == "ok"
+        else {}
+    )
+    return Row(
+        run_id=run_id,
+        cell=CellKey("epoll", connections=connections),
+        repeat=repeat,
+        status=status,
+        started_at="2026-11-29T20:15:00+00:00",
+        wall_s=6.5,
+        load=load,
+        server={"peak_rss_bytes": 10 << 20} if load else {},
+    )
 
 
 @pytest.fixture
@@ -132,8 +146,9 @@ def test_open_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_collect_metadata_is_complete_fast_and_json(tmp_path: Path) -> None:
     start = time.perf_counter()
-    meta = collect_metadata(["python", "-m", "bench", "run"], "quick",
-                            {"server": [0], "client": [1]})
+    meta = collect_metadata(
+        ["python", "-m", "bench", "run"], "quick", {"server": [0], "client": [1]}
+    )
     assert time.perf_counter() - start < 2.0
     assert meta["schema"] == METADATA_SCHEMA
     assert meta["started_at"].endswith("+00:00")

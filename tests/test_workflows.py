@@ -120,7 +120,7 @@ def test_nightly_always_uploads_the_run_and_writes_the_summary() -> None:
     assert upload["with"]["name"] == "nightly-run"
     assert "always()" in upload["if"]
     bench = next(s for s in steps(workflow, job) if "make nightly" in s.get("run", ""))
-    after = steps(workflow, job)[steps(workflow, job).index(bench) + 1:]
+    after = steps(workflow, job)[steps(workflow, job).index(bench) + 1 :]
     assert upload in after
     summary = [s for s in after if "GITHUB_STEP_SUMMARY" in s.get("run", "")]
     assert len(summary) == 1 and "always()" in summary[0]["if"]
