@@ -274,7 +274,9 @@ def _format_axes(
         positive = [v for v in medians if v > 0]
         low, high = min(positive) / 1.6, max(positive) * 1.6
         ax.set_ylim(low, high)
-        if high / low < 300:  # under ~2.5 decades: label 2x and 5x too, or few labels show
+        # Up to ~3.5 decades, label 2x and 5x too: with decades alone a value at the top
+        # (41,000 over a 10,000 label) could not be read off the axis.
+        if high / low < 3200:
             ax.yaxis.set_minor_formatter(ticker.FuncFormatter(_two_and_five))
     else:
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain_number))
@@ -314,6 +316,9 @@ def _reserve_failed_strip(ax: Axes, *, log: bool) -> None:
             zorder=0,
         )
     )
+    # Say what the strip is: below the axis's zero it could read as negative values.
+    ax.text(0.005, FAILED_STRIP / 2, "failed", transform=ax.transAxes, fontsize=7,
+            color="0.4", va="center", ha="left", zorder=1)  # fmt: skip
 
 
 def _two_and_five(value: float, pos: int) -> str:
