@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import psutil
 
+from clients.errors import ERROR_KINDS
 from clients.target import is_loopback, split_target
 from common.cli import ArgumentParser, non_negative_int, positive_float, positive_int
 from common.process import die_with_parent
@@ -44,7 +45,7 @@ RESOLUTION = (
 )
 
 # Failure exception class name (as locust writes it in the failures CSV) -> error kind.
-ERROR_KINDS = {
+EXCEPTION_KINDS = {
     "ConnectionRefusedError": "connect_refused",
     "ConnectTimeout": "connect_timeout",
     "ConnectionResetError": "reset",
@@ -60,15 +61,7 @@ ERROR_KINDS = {
     "EchoClosed": "closed",
     "HTTPConnectionClosed": "closed",
 }
-ERROR_KEYS = (
-    "connect_refused",
-    "connect_timeout",
-    "reset",
-    "timeout",
-    "mismatch",
-    "closed",
-    "other",
-)
+ERROR_KEYS = (*ERROR_KINDS, "other")  # the native load generator's kinds, and the rest
 
 
 class LocustRunError(RuntimeError):
@@ -101,7 +94,7 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 def error_kind(error: str) -> str:
     """`ConnectionRefusedError(111, '...')` -> `connect_refused`; unknown -> `other`."""
     name = error.split("(", 1)[0].strip().rsplit(".", 1)[-1]
-    return ERROR_KINDS.get(name, "other")
+    return EXCEPTION_KINDS.get(name, "other")
 
 
 def _latency(row: dict[str, str] | None) -> dict[str, float | None]:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from bench.server_process import ServerProcess
+from tests.helpers import SMALL_RUN
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,3 +44,14 @@ def server_factory() -> Iterator:
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/data/small_run, copied and reported once per module (charts take seconds)."""
+    from bench.report import build_report  # pandas and matplotlib: only where needed
+
+    run_dir = tmp_path_factory.mktemp("runs") / "small_run"
+    shutil.copytree(SMALL_RUN, run_dir)
+    assert build_report(run_dir) == run_dir / "report.md"
+    return run_dir

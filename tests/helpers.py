@@ -6,9 +6,12 @@ import socket
 import struct
 import threading
 import time
+from pathlib import Path
 
 from servers import MODELS
 
+# a small but realistic run folder (see tests/test_report.py), for the report tests
+SMALL_RUN = Path(__file__).parent / "data" / "small_run"
 TIMEOUT = 10.0  # seconds for any one socket operation of a test
 # the models that run on this machine (uvloop and gevent are optional packages)
 AVAILABLE = [name for name, m in MODELS.items() if m.unavailable_reason() is None]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import shutil
 import statistics
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from bench.pyperf_export import write_pyperf_suite
 from bench.record import Row
 from bench.report import build_report
 from bench.store import RunStore
+from tests.helpers import SMALL_RUN
 
-FIXTURE = Path(__file__).parent / "data" / "small_run"
 CHART_STEMS = (
     "throughput",
     "latency_p50",
@@ -41,17 +40,8 @@ EPOLL_C10 = "epoll/echo/c10/p64/persistent/loadgen"
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fixture run, copied and reported once for the whole module (charts are slow)."""
-    run_dir = tmp_path_factory.mktemp("runs") / "small_run"
-    shutil.copytree(FIXTURE, run_dir)
-    assert build_report(run_dir) == run_dir / "report.md"
-    return run_dir
-
-
-@pytest.fixture(scope="module")
 def rows() -> list[Row]:
-    return RunStore.open(FIXTURE).rows()
+    return RunStore.open(SMALL_RUN).rows()
 
 
 def md_table(report: str, title: str) -> dict[tuple[int, str], str]:
@@ -176,7 +166,7 @@ def test_report_html_is_self_contained(built: Path) -> None:
 
 
 def test_report_of_an_empty_run(tmp_path: Path) -> None:
-    meta = json.loads((FIXTURE / "metadata.json").read_text())
+    meta = json.loads((SMALL_RUN / "metadata.json").read_text())
     store = RunStore.create(tmp_path, "empty", meta)
     report = build_report(store.path).read_text()
     assert "Rows:** 0" in report
@@ -232,7 +222,7 @@ def test_pyperf_suite_values(built: Path) -> None:
 
 
 def test_pyperf_compare_to_and_stats_accept_the_export(rows: list[Row], tmp_path: Path) -> None:
-    meta = RunStore.open(FIXTURE).metadata
+    meta = RunStore.open(SMALL_RUN).metadata
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     write_pyperf_suite(rows, meta, a)
     write_pyperf_suite(slower(rows, 1.04), meta, b)

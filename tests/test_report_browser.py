@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,15 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from bench.report import build_report
-
 if TYPE_CHECKING:
     from selenium.webdriver.chromium.webdriver import ChromiumDriver as WebDriver
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 REPO = Path(__file__).resolve().parent.parent
-FIXTURE = REPO / "tests" / "data" / "small_run"
 SCREENSHOT = REPO / "results" / "test-output" / "report-browser.png"
 LOCAL_SCHEMES = ("file:", "data:")
 
@@ -58,15 +54,6 @@ class PageLoad:
     @property
     def foreign_requests(self) -> list[str]:
         return [url for url in self.requests if not url.startswith(LOCAL_SCHEMES)]
-
-
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The fixture run, copied and reported once for the module."""
-    run_dir = tmp_path_factory.mktemp("runs") / "small_run"
-    shutil.copytree(FIXTURE, run_dir)
-    assert build_report(run_dir) == run_dir / "report.md"
-    return run_dir
 
 
 @pytest.fixture(scope="module")
