@@ -4,6 +4,7 @@ bound, prefork's processes, stops with replies still held, and the listen backlo
 from __future__ import annotations
 
 import collections
+import os
 import shutil
 import signal
 import socket
@@ -207,7 +208,9 @@ def test_listen_backlog_is_the_launchers(server_factory, model: str) -> None:
     children listen themselves: each must keep the launcher's default backlog."""
     server = server_factory(model, "echo")
     if model == "prefork":
-        _prefork_processes(server, len(psutil.Process(server.pid).cpu_affinity()))
+        # The server inherits this process's CPU set and forks one worker per CPU of it
+        # (its own affinity is no guide: the parent pins itself to one CPU once forked).
+        _prefork_processes(server, len(os.sched_getaffinity(0)))
     echo_roundtrip(server.port)
     out = subprocess.run(
         ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
