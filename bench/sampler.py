@@ -9,6 +9,8 @@ from typing import Any
 
 import psutil
 
+from common.process import block_stop_signals
+
 INTERVAL = 0.25  # listing 10k fds in /proc costs milliseconds: don't sample too often
 
 
@@ -40,6 +42,7 @@ class _Periodic:
         self._thread.join()
 
     def _run(self) -> None:
+        block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
         while not self._stop.wait(self.interval):
             self._sample()
 

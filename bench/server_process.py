@@ -16,12 +16,16 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any
 
-from common.process import die_with_parent
+from common.process import block_stop_signals, die_with_parent
+
+STDERR_TAIL = 64 * 1024  # characters of the server's stderr kept for messages
 
 
 class ServerStartError(RuntimeError):
@@ -55,7 +59,15 @@ class ServerProcess:
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
-    stderr: str = field(default="", init=False)
+    stderr_bytes: int = field(default=0, init=False)  # all the server wrote there
+    _tail: deque[str] = field(default_factory=deque, init=False, repr=False)
+    _tail_size: int = field(default=0, init=False, repr=False)
+    _drains: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def stderr(self) -> str:
+        """The end of what the server wrote to stderr (at most STDERR_TAIL characters)."""
+        return "".join(self._tail)
 
     @property
     def port(self) -> int:
@@ -66,8 +78,8 @@ class ServerProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self) -> ServerProcess:
-        cmd = [
+    def command(self) -> list[str]:
+        return [
             sys.executable,
             "-m",
             "servers",
@@ -81,8 +93,10 @@ class ServerProcess:
             "0",
             *self.extra_args,
         ]
+
+    def start(self) -> ServerProcess:
         self.proc = subprocess.Popen(
-            cmd,
+            self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -92,12 +106,37 @@ class ServerProcess:
         line = self._read_line(self.ready_timeout)
         if not line:
             self.kill()
-            self.stderr += self.proc.communicate()[1] or ""
+            self._keep_stderr(self.proc.communicate()[1] or "")
             raise ServerStartError(
                 f"{self.model} did not become ready: {self.stderr.strip()[-500:] or 'no output'}"
             )
         self.ready = json.loads(line)
+        # Read both pipes for the whole run: a server that writes more than a pipe
+        # holds (asyncio and gevent log every failed accept) would otherwise block.
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        for stream, sink in (
+            (self.proc.stdout, self._event),
+            (self.proc.stderr, self._keep_stderr),
+        ):
+            thread = threading.Thread(target=_drain, args=(stream, sink), daemon=True)
+            thread.start()
+            self._drains.append(thread)
         return self
+
+    def _event(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(event, dict) and event.get("event") == "stopped":
+            self.stopped = event
+
+    def _keep_stderr(self, text: str) -> None:
+        self.stderr_bytes += len(text)
+        self._tail.append(text)
+        self._tail_size += len(text)
+        while self._tail_size > STDERR_TAIL and len(self._tail) > 1:
+            self._tail_size -= len(self._tail.popleft())
 
     def _read_line(self, timeout: float) -> str:
         assert self.proc is not None and self.proc.stdout is not None
@@ -115,18 +154,11 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            out, err = self.proc.communicate()
-        self.stderr += err or ""
-        for line in (out or "").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if event.get("event") == "stopped":
-                self.stopped = event
+        for thread in self._drains:  # both pipes reach EOF once the server is gone
+            thread.join(timeout)
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -147,3 +179,13 @@ class ServerProcess:
                 return False
             time.sleep(0.01)
         return True
+
+
+def _drain(stream: IO[str], sink: Callable[[str], None]) -> None:
+    """Hand every line of `stream` to `sink` until EOF (a daemon thread's target)."""
+    block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
+    try:
+        for line in stream:
+            sink(line)
+    except (OSError, ValueError):
+        pass  # closed under us: the process is gone

@@ -6,8 +6,22 @@ import ctypes
 import os
 import resource
 import signal
+from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
+
+
+def _find_prctl() -> Callable[..., int] | None:
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux
+    return prctl
+
+
+# Looked up once, here: die_with_parent often runs between fork and exec (preexec_fn),
+# where a dlopen() could wait forever on a loader lock another thread held at the fork.
+_PRCTL = _find_prctl()
 
 
 def die_with_parent(parent_pid: int | None = None) -> None:
@@ -17,12 +31,20 @@ def die_with_parent(parent_pid: int | None = None) -> None:
     it for itself. With `parent_pid`, a parent that died before the call took effect
     is noticed too: then this process exits at once. Elsewhere than Linux, a no-op.
     """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
+    if _PRCTL is None:
         return
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
+
+
+def block_stop_signals() -> None:
+    """In a helper thread: leave SIGINT and SIGTERM to the main thread.
+
+    Linux hands a process-directed signal to any thread that does not block it; one
+    that lands on a helper thread leaves the main thread asleep in its system call
+    until that returns, so Ctrl-C could wait for a whole load run."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 def raise_fd_limit() -> int:

@@ -1,0 +1,63 @@
+"""bench.server_process: the harness's handle on a server child, on a fake server."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.server_process import STDERR_TAIL, ServerProcess
+
+pytestmark = pytest.mark.real  # starts processes
+
+# Speaks the launcher's contract (a ready line, a stopped line on SIGTERM) and writes
+# 1 MiB to stderr after the ready line, as a model logging every failed accept would.
+FLOODING_SERVER = textwrap.dedent("""
+    import json, signal, sys
+    from pathlib import Path
+    def stop(*_):
+        print(json.dumps({"event": "stopped", "accepted": 0}), flush=True)
+        sys.exit(0)
+    signal.signal(signal.SIGTERM, stop)
+    print(json.dumps({"event": "ready", "port": 9, "pid": 0}), flush=True)
+    for _ in range(1024):
+        sys.stderr.write("x" * 1023 + "\\n")
+    sys.stderr.flush()
+    Path(sys.argv[1]).write_text("wrote it all")
+    signal.pause()
+""")
+
+
+class FloodingServer(ServerProcess):
+    def __init__(self, marker: Path) -> None:
+        super().__init__("flood")
+        self.marker = marker
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-c", FLOODING_SERVER, str(self.marker)]
+
+
+def test_a_server_that_floods_stderr_does_not_block(tmp_path: Path) -> None:
+    marker = tmp_path / "done"
+    server = FloodingServer(marker).start()
+    try:
+        # Before the pipes were drained during the run, the server blocked once the
+        # 64 KiB pipe was full and never wrote the marker.
+        _wait_for(marker, 10.0)
+    finally:
+        code = server.stop()
+    assert code == 0
+    assert server.stopped == {"event": "stopped", "accepted": 0}
+    assert server.stderr_bytes == 1024 * 1024
+    assert len(server.stderr) <= STDERR_TAIL + 1024 and server.stderr.endswith("x\n")
+
+
+def _wait_for(path: Path, timeout: float) -> None:
+    """Poll for a file the child writes (the event this test synchronises on)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared: the server is blocked"
+        time.sleep(0.01)
