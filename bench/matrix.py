@@ -15,8 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import CellKey
+from clients.wire import MAX_PAYLOAD
 from servers import MODELS
+from servers.protocol import DEFAULT_MAX_FRAME
 from servers.work import parse_work
+
+# A bench cell runs the servers with their default frame limit: a larger payload would
+# only give failed cells.
+PAYLOAD_LIMIT = min(DEFAULT_MAX_FRAME, MAX_PAYLOAD)
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 MODES = ("persistent", "per-request")
@@ -67,6 +73,11 @@ class Matrix:
             (self.driver not in DRIVERS, f"driver must be one of {DRIVERS}"),
             (not self.connections or min(self.connections) < 1, "connections must be >= 1"),
             (not self.payloads or min(self.payloads) < 0, "payloads must be >= 0"),
+            (
+                max(self.payloads, default=0) > PAYLOAD_LIMIT,
+                f"payloads must be at most {PAYLOAD_LIMIT:,} bytes: the servers' frame "
+                "limit (--max-frame), within the load generator's",
+            ),
             (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
             (self.repeats < 1, "repeats must be >= 1"),
             (self.inject_delay_us < 0, "inject-delay-us must be >= 0"),

@@ -39,6 +39,7 @@ from clients.errors import ERROR_KINDS
 from clients.plan import WorkerPlan
 from clients.target import is_loopback
 from clients.target import split_target as target_address
+from clients.wire import MAX_PAYLOAD
 from clients.worker import WorkerResult, worker_main
 from common.cli import (
     ArgumentParser,
@@ -54,7 +55,6 @@ PROTOCOLS = ("echo", "http")
 MODES = ("persistent", "per-request")
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
 SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loops)
-MAX_PAYLOAD = 256 * 1024 * 1024
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections

@@ -10,6 +10,7 @@ from __future__ import annotations
 GET_REQUEST = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
 GET_BODY = b"Hello, world!\n"
 _PATTERN = bytes(range(256))
+MAX_PAYLOAD = 256 * 1024 * 1024  # the largest request payload the load generator builds
 # Echo payloads differ per connection (a rotated byte pattern) so that a server that
 # crosses replies between connections is caught; the variants are capped by memory.
 _VARIANT_BUDGET = 64 * 1024 * 1024

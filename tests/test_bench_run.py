@@ -103,6 +103,19 @@ def test_bad_flags_exit_2_with_one_line(tmp_path) -> None:
         ["--profile", "nosuch"],
         ["--server-cpus", "x"],
         ["--server-cpus", "999"],
+        # refused before any cell runs (it used to run every cell, each failing)
+        [
+            "--payloads",
+            "99999999999",
+            "--models",
+            "epoll",
+            "--connections",
+            "1",
+            "--duration",
+            "0.2",
+            "--warmup",
+            "0",
+        ],
     ):
         result = subprocess.run(
             [sys.executable, "-m", "bench", "run", "--out", str(tmp_path), *args],
