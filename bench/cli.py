@@ -7,6 +7,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from bench.cpus import CpuPlanError, plan_cpus
 from bench.matrix import DRIVERS, MODES, Matrix, MatrixError, load_profile, override, profile_names
@@ -86,6 +87,11 @@ def build_parser() -> ArgumentParser:
         type=Path,
         metavar="RUN_DIR",
         help="run only the cells still missing from an interrupted run",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="with --resume: go on although the run was made at another git revision or host",
     )
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
@@ -173,6 +179,8 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.resume:
         store = RunStore.open(args.resume)
+        if (mismatch := resume_mismatch(store.metadata)) and not args.force:
+            raise StoreError(f"{mismatch}: its cells would mix (--force to resume anyway)")
         matrix = Matrix.from_dict(store.metadata["matrix"])
         plan = plan_cpus(
             tuple(store.metadata["cpu_plan"]["server"]), tuple(store.metadata["cpu_plan"]["client"])
@@ -222,6 +230,22 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(store.path)
         return 0
     return cmd_report(store.path)
+
+
+def resume_mismatch(metadata: dict[str, Any]) -> str | None:
+    """Why resuming this run here would mix code versions or machines, or None."""
+    import platform
+
+    from bench.machine import REPO_ROOT, git_state
+
+    then_sha = (metadata.get("git") or {}).get("sha")
+    then_host = (metadata.get("host") or {}).get("hostname")
+    now_sha, _dirty = git_state(REPO_ROOT)
+    if then_sha != now_sha:
+        return f"the run was made at git {str(then_sha)[:12]}, this checkout is {str(now_sha)[:12]}"
+    if then_host != platform.node():
+        return f"the run was made on host {then_host!r}, this is {platform.node()!r}"
+    return None
 
 
 def cmd_report(run_dir: Path) -> int:

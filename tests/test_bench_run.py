@@ -92,7 +92,13 @@ def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monke
         return real_run_cell(cell, *args)
 
     monkeypatch.setattr(cli, "run_cell", recording)
-    assert cli.main(["run", "--resume", str(tmp_path / "t"), "--no-report"]) == 0
+    # A run made at another revision is not resumed without --force: its cells would mix.
+    git = store.metadata["git"]
+    store.update_metadata(git={**git, "sha": "0" * 40})
+    resume = ["run", "--resume", str(tmp_path / "t"), "--no-report"]
+    assert cli.main(resume) == 2
+    assert resumed == []
+    assert cli.main([*resume, "--force"]) == 0
     assert len(resumed) == 1 and resumed[0] not in calls
     assert len(RunStore.open(tmp_path / "t").rows()) == 2
 
