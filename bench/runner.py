@@ -33,7 +33,7 @@ def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[s
         "--protocol",
         key.protocol,
         "--duration",
-        str(matrix.duration),
+        f"{matrix.duration:g}",  # 2, not 2.0: locust runs whole seconds
         "--payload",
         str(key.payload),
         "--quiet",

@@ -45,6 +45,24 @@ def test_two_cells_end_to_end(tmp_path) -> None:
     assert (tmp_path / "t" / "report.md").is_file()
 
 
+def test_a_locust_cell_runs_end_to_end(tmp_path) -> None:
+    """bench -> locust: the runner used to pass --duration 1.0, which the driver refused."""
+    code = cli.main(
+        ["run", "--duration", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path),
+         "--run-id", "t", "--driver", "locust", "--models", "epoll", "--connections", "4",
+         "--no-report"]
+    )  # fmt: skip
+    assert code == 0
+    [row] = RunStore.open(tmp_path / "t").rows()
+    assert row.status in ("ok", "client-bound"), row.reason
+    assert row.load["requests"] > 0 and sum(row.load["errors"].values()) == 0
+
+
+def test_a_locust_matrix_with_a_fraction_of_a_second_is_refused(tmp_path) -> None:
+    args = ["run", "--duration", "1.5", "--driver", "locust", "--out", str(tmp_path)]
+    assert cli.main(args) == 2
+
+
 class CrashingServer(ServerProcess):
     """A real server that is SIGKILLed a moment into its run."""
 
