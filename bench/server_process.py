@@ -16,16 +16,15 @@ import selectors
 import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from common.process import block_stop_signals, die_with_parent
+from common.process import die_with_parent
 
-STDERR_TAIL = 64 * 1024  # characters of the server's stderr kept for messages
+STDERR_TAIL = 64 * 1024  # bytes of the server's stderr read back for messages
 
 
 class ServerStartError(RuntimeError):
@@ -60,14 +59,23 @@ class ServerProcess:
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
     stderr_bytes: int = field(default=0, init=False)  # all the server wrote there
-    _tail: deque[str] = field(default_factory=deque, init=False, repr=False)
-    _tail_size: int = field(default=0, init=False, repr=False)
-    _drains: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
+    # The server's stderr goes to a file, not a pipe: a server that writes more than a
+    # pipe holds (asyncio and gevent log every failed accept) would block mid-cell.
+    _stderr_file: IO[bytes] | None = field(default=None, init=False, repr=False)
+    _stderr_tail: str = field(default="", init=False, repr=False)
 
     @property
     def stderr(self) -> str:
-        """The end of what the server wrote to stderr (at most STDERR_TAIL characters)."""
-        return "".join(self._tail)
+        """The end of what the server wrote to stderr (at most STDERR_TAIL bytes)."""
+        if self._stderr_file is not None:
+            self._read_stderr()
+        return self._stderr_tail
+
+    def _read_stderr(self) -> None:
+        assert self._stderr_file is not None
+        self.stderr_bytes = os.fstat(self._stderr_file.fileno()).st_size
+        self._stderr_file.seek(max(0, self.stderr_bytes - STDERR_TAIL))
+        self._stderr_tail = self._stderr_file.read().decode("utf-8", "replace")
 
     @property
     def port(self) -> int:
@@ -95,48 +103,31 @@ class ServerProcess:
         ]
 
     def start(self) -> ServerProcess:
+        self._stderr_file = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             self.command(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr_file,
             text=True,
             preexec_fn=_child_setup(self.cpus, self.fd_limit),
         )
         line = self._read_line(self.ready_timeout)
         if not line:
             self.kill()
-            self._keep_stderr(self.proc.communicate()[1] or "")
+            self.proc.communicate()
+            self._close_stderr()
             raise ServerStartError(
                 f"{self.model} did not become ready: {self.stderr.strip()[-500:] or 'no output'}"
             )
         self.ready = json.loads(line)
-        # Read both pipes for the whole run: a server that writes more than a pipe
-        # holds (asyncio and gevent log every failed accept) would otherwise block.
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        for stream, sink in (
-            (self.proc.stdout, self._event),
-            (self.proc.stderr, self._keep_stderr),
-        ):
-            thread = threading.Thread(target=_drain, args=(stream, sink), daemon=True)
-            thread.start()
-            self._drains.append(thread)
         return self
 
-    def _event(self, line: str) -> None:
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if isinstance(event, dict) and event.get("event") == "stopped":
-            self.stopped = event
-
-    def _keep_stderr(self, text: str) -> None:
-        self.stderr_bytes += len(text)
-        self._tail.append(text)
-        self._tail_size += len(text)
-        while self._tail_size > STDERR_TAIL and len(self._tail) > 1:
-            self._tail_size -= len(self._tail.popleft())
+    def _close_stderr(self) -> None:
+        if self._stderr_file is not None:
+            self._read_stderr()
+            self._stderr_file.close()
+            self._stderr_file = None
 
     def _read_line(self, timeout: float) -> str:
         assert self.proc is not None and self.proc.stdout is not None
@@ -154,11 +145,18 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            self.proc.wait(timeout=timeout)
+            out, _ = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-        for thread in self._drains:  # both pipes reach EOF once the server is gone
-            thread.join(timeout)
+            out, _ = self.proc.communicate()
+        self._close_stderr()
+        for line in (out or "").splitlines():  # the launcher's stopped line
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("event") == "stopped":
+                self.stopped = event
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -179,13 +177,3 @@ class ServerProcess:
                 return False
             time.sleep(0.01)
         return True
-
-
-def _drain(stream: IO[str], sink: Callable[[str], None]) -> None:
-    """Hand every line of `stream` to `sink` until EOF (a daemon thread's target)."""
-    block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
-    try:
-        for line in stream:
-            sink(line)
-    except (OSError, ValueError):
-        pass  # closed under us: the process is gone

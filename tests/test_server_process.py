@@ -44,7 +44,7 @@ def test_a_server_that_floods_stderr_does_not_block(tmp_path: Path) -> None:
     marker = tmp_path / "done"
     server = FloodingServer(marker).start()
     try:
-        # Before the pipes were drained during the run, the server blocked once the
+        # When stderr was a pipe read only at the stop, the server blocked once the
         # 64 KiB pipe was full and never wrote the marker.
         _wait_for(marker, 10.0)
     finally:
