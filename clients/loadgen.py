@@ -53,6 +53,7 @@ from common.process import raise_fd_limit
 
 PROTOCOLS = ("echo", "http")
 MODES = ("persistent", "per-request")
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
 SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loops)
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
@@ -217,9 +218,16 @@ def _drive(
                 daemon=True,
                 name=f"loadgen-worker-{plan.index}",
             )
-            process.start()
+            # A forked worker runs the parent's signal handlers until worker_main sets
+            # its own: a stop landing then printed a KeyboardInterrupt traceback from
+            # the worker. Blocked across the fork, the signals wait for worker_main.
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                process.start()
+                workers.append((process, ours))  # on record before a stop can land
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             theirs.close()
-            workers.append((process, ours))
         share = max(plan.connections for plan in plans)
         connect_limit = (share / CONNECT_WINDOW + 1) * config.timeout + RESULT_GRACE_S
         _gather(workers, "connected", connect_limit)

@@ -49,6 +49,8 @@ def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
     die_with_parent(plan.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: just die
+    # the parent blocked both across the fork (clients.loadgen._drive)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         if plan.cpus:
             os.sched_setaffinity(0, plan.cpus)
