@@ -179,4 +179,7 @@ class CoreSampler(_Periodic):
             return None
         busy0, total0 = interpolate(self.samples, start)
         busy1, total1 = interpolate(self.samples, end)
-        return 100.0 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+        if total1 <= total0:
+            return None
+        # Interpolating busy and total apart can round a full core to 100.00000000003.
+        return min(100.0, max(0.0, 100.0 * (busy1 - busy0) / (total1 - total0)))

@@ -77,3 +77,10 @@ def test_core_sampler_sees_a_spinning_process_as_a_busy_core() -> None:
         sampler.stop()
     busy = sampler.busy_percent(start, end)
     assert busy is not None and busy > 80
+
+
+def test_busy_share_of_a_full_core_is_at_most_100() -> None:
+    """Busy and total ticks are interpolated apart; rounding once gave 100.00000000003."""
+    sampler = CoreSampler([0])
+    sampler.samples = [(1000.0, 99, 100), (1001.0, 1099, 1100)]  # busy every tick between
+    assert sampler.busy_percent(1000.13, 1000.93) == 100.0
