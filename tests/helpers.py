@@ -8,6 +8,9 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
+from bench.server_process import ServerProcess
 from servers import MODELS
 
 # a small but realistic run folder (see tests/test_report.py), for the report tests
@@ -89,3 +92,23 @@ def send_until_stalled(
         except BlockingIOError:
             time.sleep(0.01)
     return sent, time.monotonic() - last_progress >= stall_s
+
+
+def prefork_processes(server: ServerProcess, workers: int) -> list[psutil.Process]:
+    """Parent and children, once every one of them listens on the port."""
+    parent = psutil.Process(server.pid)
+    deadline = time.monotonic() + 5.0
+    while time.monotonic() < deadline:
+        procs = [parent, *parent.children()]
+        listening = [
+            p
+            for p in procs
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
+                for c in p.net_connections("tcp")
+            )
+        ]
+        if len(listening) == workers:
+            return procs
+        time.sleep(0.05)
+    raise AssertionError(f"not {workers} listening processes")

@@ -16,13 +16,13 @@ import time
 import psutil
 import pytest
 
-from bench.server_process import ServerProcess
 from tests.helpers import (
     AVAILABLE,
     connect,
     echo_roundtrip,
     exchange,
     frame,
+    prefork_processes,
     recv_exactly,
     recv_until_eof,
     send_until_stalled,
@@ -110,29 +110,9 @@ def test_threadpool_stop_closes_queued_connections(server_factory):
             sock.close()
 
 
-def _prefork_processes(server: ServerProcess, workers: int) -> list[psutil.Process]:
-    """Parent and children, once every one of them listens on the port."""
-    parent = psutil.Process(server.pid)
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        procs = [parent, *parent.children()]
-        listening = [
-            p
-            for p in procs
-            if any(
-                c.status == psutil.CONN_LISTEN and c.laddr.port == server.port
-                for c in p.net_connections("tcp")
-            )
-        ]
-        if len(listening) == workers:
-            return procs
-        time.sleep(0.05)
-    raise AssertionError(f"not {workers} listening processes")
-
-
 def test_prefork_spreads_connections_over_processes_and_stops_them_all(server_factory):
     server = server_factory("prefork", "echo", "--workers", "3")
-    procs = _prefork_processes(server, 3)
+    procs = prefork_processes(server, 3)
     children = procs[1:]
     assert len(children) == 2  # the parent is worker 0
     cpus = psutil.Process(server.pid).cpu_affinity()
@@ -162,7 +142,7 @@ def test_prefork_spreads_connections_over_processes_and_stops_them_all(server_fa
 
 def test_prefork_children_die_with_a_killed_parent(server_factory):
     server = server_factory("prefork", "echo", "--workers", "2")
-    children = _prefork_processes(server, 2)[1:]
+    children = prefork_processes(server, 2)[1:]
     server.kill()  # SIGKILL: no cleanup in the parent, PR_SET_PDEATHSIG does it
     gone, alive = psutil.wait_procs(children, timeout=5.0)
     assert not alive
@@ -210,7 +190,7 @@ def test_listen_backlog_is_the_launchers(server_factory, model: str) -> None:
     if model == "prefork":
         # The server inherits this process's CPU set and forks one worker per CPU of it
         # (its own affinity is no guide: the parent pins itself to one CPU once forked).
-        _prefork_processes(server, len(os.sched_getaffinity(0)))
+        prefork_processes(server, len(os.sched_getaffinity(0)))
     echo_roundtrip(server.port)
     out = subprocess.run(
         ["ss", "-ltnH", f"sport = :{server.port}"], capture_output=True, text=True, check=True
