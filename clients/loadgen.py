@@ -49,11 +49,10 @@ from common.cli import (
     positive_float,
     positive_int,
 )
-from common.process import raise_fd_limit
+from common.process import STOP_SIGNALS, raise_fd_limit
 
 PROTOCOLS = ("echo", "http")
 MODES = ("persistent", "per-request")
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
 SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loops)
 START_MARGIN_S = 0.05  # time for the start message to reach every worker

@@ -25,7 +25,7 @@ from clients import hist
 from clients.connections import SECOND_NS
 from clients.loops import Loops
 from clients.plan import WorkerPlan
-from common.process import die_with_parent, raise_fd_limit
+from common.process import STOP_SIGNALS, die_with_parent, raise_fd_limit
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: just die
     # the parent blocked both across the fork (clients.loadgen._drive)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         if plan.cpus:
             os.sched_setaffinity(0, plan.cpus)

@@ -9,6 +9,8 @@ import signal
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1
+# The signals that stop every long-running process here: kill and Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _find_prctl() -> Callable[..., int] | None:
@@ -44,7 +46,7 @@ def block_stop_signals() -> None:
     Linux hands a process-directed signal to any thread that does not block it; one
     that lands on a helper thread leaves the main thread asleep in its system call
     until that returns, so Ctrl-C could wait for a whole load run."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
 
 
 def raise_fd_limit() -> int:

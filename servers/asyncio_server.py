@@ -16,10 +16,10 @@ import socket
 from collections import deque
 from collections.abc import Callable
 
+from common.process import STOP_SIGNALS
 from servers.conn import OUTPUT_LIMIT, Counters
 from servers.protocol import ServerProtocol
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CLOSE_GRACE = 0.5  # seconds for aborted transports to report connection_lost
 
 

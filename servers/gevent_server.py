@@ -24,10 +24,10 @@ from gevent.event import Event
 from gevent.pool import Group
 from gevent.server import StreamServer
 
+from common.process import STOP_SIGNALS
 from servers.conn import Counters, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 STOP_TIMEOUT = 1.0  # handlers still running after this are killed: the launcher has 2 s
 
 

@@ -21,13 +21,12 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn
 
-from common.process import die_with_parent
+from common.process import STOP_SIGNALS, die_with_parent
 from servers import epoll_server
 from servers.conn import Counters
 from servers.listener import open_listener
 from servers.protocol import ServerProtocol
 
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 STOP_WAIT = 1.5  # seconds for children to stop before SIGKILL: the launcher has 2 s
 
 
