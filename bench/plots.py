@@ -120,10 +120,7 @@ def plot_metric(
             bars = ax.errorbar(
                 x[with_ci],
                 y[with_ci],
-                yerr=[
-                    np.maximum(y[with_ci] - lo[with_ci], 0),
-                    np.maximum(hi[with_ci] - y[with_ci], 0),
-                ],
+                yerr=_bar_lengths(y[with_ci], lo[with_ci], hi[with_ci]),
                 fmt="none",
                 ecolor=style.color,
                 elinewidth=1,
@@ -321,6 +318,12 @@ def _reserve_failed_strip(ax: Axes, *, log: bool) -> None:
             color="0.4", va="center", ha="left", zorder=1)  # fmt: skip
 
 
+def _bar_lengths(mid: Any, low: Any, high: Any) -> list[Any]:
+    """matplotlib's asymmetric error bars (lengths below, above) for an interval around
+    `mid`; never negative, where an interval does not contain its point estimate."""
+    return [np.maximum(mid - low, 0), np.maximum(high - mid, 0)]
+
+
 def _two_and_five(value: float, pos: int) -> str:
     mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
     return _plain_number(value, pos) if round(mantissa, 6) in (2, 5) else ""
@@ -368,10 +371,7 @@ def plot_comparison(
         ax.errorbar(
             ratio[with_ci],
             y[with_ci],
-            xerr=[
-                np.maximum(ratio[with_ci] - low[with_ci], 0),
-                np.maximum(high[with_ci] - ratio[with_ci], 0),
-            ],
+            xerr=_bar_lengths(ratio[with_ci], low[with_ci], high[with_ci]),
             fmt="none",
             ecolor=color,
             elinewidth=1.4,
