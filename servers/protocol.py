@@ -142,21 +142,27 @@ class LineProtocol:
 GET_BODY = b"Hello, world!\n"
 
 
-def _response(status: str, body: bytes, keep_alive: bool) -> bytes:
+# The Connection header of a response: none (HTTP/1.1's persistent default), "close",
+# or "keep-alive" for an HTTP/1.0 client that asked for it (ab -k waits for the server
+# to close unless it sees it).
+PERSISTENT, CLOSE, KEEP_ALIVE = "", "close", "keep-alive"
+
+
+def _response(status: str, body: bytes, connection: str) -> bytes:
     head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\n"
-    if not keep_alive:
-        head += "Connection: close\r\n"
+    if connection:
+        head += f"Connection: {connection}\r\n"
     return head.encode("ascii") + b"\r\n" + body
 
 
-_GET_RESPONSE = {keep: _response("200 OK", GET_BODY, keep) for keep in (True, False)}
+_GET_RESPONSE = {c: _response("200 OK", GET_BODY, c) for c in (PERSISTENT, CLOSE, KEEP_ALIVE)}
 
 
 @dataclass(frozen=True)
 class _Request:
     method: bytes
     target: bytes
-    keep_alive: bool
+    connection: str  # PERSISTENT, CLOSE or KEEP_ALIVE: the response's Connection header
     content_length: int
     error: str | None = None  # set when the head is malformed
 
@@ -224,11 +230,11 @@ class HttpProtocol:
     def _fail(self, reason: str) -> bytes:
         self.closing, self.error = True, reason
         self._buf.clear()
-        return _response("400 Bad Request", reason.encode() + b"\n", keep_alive=False)
+        return _response("400 Bad Request", reason.encode() + b"\n", CLOSE)
 
     def _respond(self, request: _Request, body: bytes) -> bytes:
-        keep = request.keep_alive
-        if not keep:
+        keep = request.connection
+        if keep == CLOSE:
             self.closing = True
         if request.target == b"/" and request.method == b"GET":
             return _GET_RESPONSE[keep]
@@ -256,30 +262,31 @@ def _parse_head(head: bytes) -> _Request:
     lines = head[:-4].split(b"\r\n")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[0].isalpha() or not parts[1].startswith(b"/"):
-        return _Request(b"", b"", False, 0, "bad-request-line")
+        return _Request(b"", b"", CLOSE, 0, "bad-request-line")
     method, target, version = parts
     if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        return _Request(b"", b"", False, 0, "bad-version")
-    keep_alive = version == b"HTTP/1.1"
+        return _Request(b"", b"", CLOSE, 0, "bad-version")
+    http_1_1 = version == b"HTTP/1.1"
+    connection = PERSISTENT if http_1_1 else CLOSE
     length = 0
     for line in lines[1:]:
         name, sep, value = line.partition(b":")
         if not sep or not name or name != name.strip():
-            return _Request(b"", b"", False, 0, "bad-header")
+            return _Request(b"", b"", CLOSE, 0, "bad-header")
         name, value = name.lower(), value.strip().lower()
         if name == b"content-length":
             if not value.isdigit():
-                return _Request(b"", b"", False, 0, "bad-content-length")
+                return _Request(b"", b"", CLOSE, 0, "bad-content-length")
             length = int(value)
         elif name == b"transfer-encoding":
-            return _Request(b"", b"", False, 0, "transfer-encoding-unsupported")
+            return _Request(b"", b"", CLOSE, 0, "transfer-encoding-unsupported")
         elif name == b"connection":
             tokens = {t.strip() for t in value.split(b",")}
             if b"close" in tokens:
-                keep_alive = False
+                connection = CLOSE
             elif b"keep-alive" in tokens:
-                keep_alive = True
-    return _Request(method, target, keep_alive, length)
+                connection = PERSISTENT if http_1_1 else KEEP_ALIVE
+    return _Request(method, target, connection, length)
 
 
 PROTOCOLS: dict[str, type] = {

@@ -122,6 +122,23 @@ def test_wrk_reports_no_errors(http_server: ServerProcess) -> None:
     assert "Socket errors" not in out and "Non-2xx" not in out, out
 
 
+def test_ab_keep_alive_completes(http_server: ServerProcess) -> None:
+    """ab -k speaks HTTP/1.0 with Connection: keep-alive, and waits for the server to
+    close a connection unless the reply says keep-alive: it hung before the header."""
+    if not shutil.which("ab"):
+        pytest.skip("ab is not installed (apt-get install apache2-utils)")
+    conns = "1" if http_server.model == "blocking" else "10"
+    out = subprocess.run(
+        ["ab", "-k", "-s", "5", "-c", conns, "-n", "2000", f"http://127.0.0.1:{http_server.port}/"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "Complete requests:      2000" in out, out
+    assert "Failed requests:        0" in out and "Keep-Alive requests:    2000" in out, out
+
+
 def test_line_hello(line_server: ServerProcess) -> None:
     with connect(line_server.port) as sock:
         sock.sendall(b"world\n")

@@ -23,7 +23,7 @@ from clients import hist, wire
 from clients.errors import ERROR_KINDS
 from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, run
 from clients.target import is_loopback
-from servers.protocol import _GET_RESPONSE, EchoProtocol, HttpProtocol
+from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
 
 RESULT_KEYS = {
     "schema",
@@ -519,7 +519,7 @@ def test_jain_index() -> None:
 
 def test_wire_matches_the_servers_protocols() -> None:
     request, expected = wire.exchange("http", 0)
-    assert expected == _GET_RESPONSE[True]
+    assert expected == _GET_RESPONSE[PERSISTENT]
     assert HttpProtocol().feed(request) == expected
     request, expected = wire.exchange("http", 300, variant=3)
     assert HttpProtocol().feed(request) == expected

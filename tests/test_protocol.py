@@ -101,8 +101,12 @@ def test_http_1_0_closes_unless_keep_alive() -> None:
     protocol.feed(b"GET / HTTP/1.0\r\n\r\n")
     assert protocol.closing
     protocol = HttpProtocol()
-    protocol.feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    reply = protocol.feed(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
     assert not protocol.closing
+    # said back: an HTTP/1.0 client (ab -k) otherwise waits for the server to close
+    assert b"\r\nConnection: keep-alive\r\n" in reply
+    # HTTP/1.1 is persistent by default: no header needed, none sent
+    assert b"Connection" not in HttpProtocol().feed(b"GET / HTTP/1.1\r\n\r\n")
 
 
 def test_http_unknown_path_and_method() -> None:
