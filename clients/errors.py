@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import errno
 
-ERROR_KINDS = ("connect_refused", "connect_timeout", "reset", "timeout", "mismatch", "closed")
+# "other": a failure the driver cannot classify (only locust's driver meets those)
+ERROR_KINDS = (
+    "connect_refused",
+    "connect_timeout",
+    "reset",
+    "timeout",
+    "mismatch",
+    "closed",
+    "other",
+)
 
 
 def error_kind(exc: OSError) -> str:

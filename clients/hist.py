@@ -8,10 +8,13 @@ histogram afterwards. Histograms travel as `encode()` blobs and are merged with
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from hdrh.histogram import HdrHistogram
+
+from clients.result import ConnectLatency, Latency
 
 LOWEST_US = 1
 HIGHEST_US = 3_600_000_000  # one hour: an open-loop run that falls behind still fits
@@ -54,19 +57,73 @@ def percentiles(histogram: HdrHistogram, wanted: dict[str, float]) -> dict[str, 
     return {name: int(values[p]) for name, p in wanted.items()}
 
 
-def latency_summary(histogram: HdrHistogram) -> dict[str, float]:
-    summary: dict[str, float] = dict(
-        percentiles(histogram, {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9})
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p99": 99.0, "p999": 99.9}
+BOUND_TOLERANCE = 0.02  # a bracket narrower than this (relative) is a value, not a bound
+
+
+def latency(answered: HdrHistogram, censored: HdrHistogram | None = None) -> Latency:
+    """The summary of `answered`, or of answered and censored samples together.
+
+    A censored sample (a request still unanswered) is a lower bound. Each percentile is
+    therefore bracketed: at least its value with the censored waits as they stand, at
+    most its value if they never end. Where the two differ by more than BOUND_TOLERANCE,
+    the censored requests decide it: the figure is named in `bounds` ("≥ value").
+    """
+    n_censored = int(censored.get_total_count()) if censored is not None else 0
+    if not n_censored or censored is None:
+        return _summary(answered, percentiles(answered, PERCENTILES))
+    histogram = new_histogram()
+    histogram.add(answered)
+    histogram.add(censored)
+    values = percentiles(histogram, PERCENTILES)
+    total, n_answered = histogram.get_total_count(), answered.get_total_count()
+    bounds = []
+    for name, p in PERCENTILES.items():
+        rank = math.ceil(p / 100 * total)  # the rank of the percentile, censored ones last
+        if rank > n_answered:
+            bounds.append(name)
+            continue
+        upper = answered.get_value_at_percentile(100.0 * rank / n_answered)
+        if upper > values[name] * (1 + BOUND_TOLERANCE):
+            bounds.append(name)
+    # an unanswered request may wait for ever: the max and the mean are bounds
+    return _summary(histogram, values, n_censored, (*bounds, "max", "mean"))
+
+
+def _summary(
+    histogram: HdrHistogram,
+    values: dict[str, int],
+    censored: int = 0,
+    bounds: tuple[str, ...] = (),
+) -> Latency:
+    return Latency(
+        count=int(histogram.get_total_count()),
+        p50=values["p50"],
+        p90=values["p90"],
+        p99=values["p99"],
+        p999=values["p999"],
+        max=int(histogram.get_max_value()),
+        mean=round(histogram.get_mean_value(), 1),
+        censored=censored,
+        bounds=bounds,
     )
-    summary["max"] = int(histogram.get_max_value())
-    summary["mean"] = round(histogram.get_mean_value(), 1)
-    return summary
 
 
-def connect_summary(histogram: HdrHistogram) -> dict[str, int]:
+def connect_latency(histogram: HdrHistogram) -> ConnectLatency:
     summary = percentiles(histogram, {"p50": 50.0, "p99": 99.0})
-    summary["max"] = int(histogram.get_max_value())
-    return summary
+    return ConnectLatency(max=int(histogram.get_max_value()), **summary)
+
+
+def spread(values: Sequence[int]) -> dict[str, int]:
+    """p50, p99 and max of a few plain values (e.g. one per connection)."""
+    if not values:
+        return {"p50": 0, "p99": 0, "max": 0}
+    ordered = sorted(values)
+
+    def at(q: int) -> int:  # the nearest-rank percentile, as HdrHistogram reports
+        return ordered[max(0, -(-len(ordered) * q // 100) - 1)]
+
+    return {"p50": at(50), "p99": at(99), "max": ordered[-1]}
 
 
 def jain_index(counts: Sequence[int]) -> float:

@@ -1,0 +1,261 @@
+"""The load result: what a load generator prints, typed, frozen and versioned.
+
+Both load generators (clients.loadgen and clients.locust_driver) build a `LoadResult`
+and print `to_json()`; the harness reads it back with `from_json()` / `from_dict()`,
+which refuse another schema with one line that says what to do. Readers use attributes,
+never string keys. Every field is documented in results/README.md.
+
+Scopes: requests, bytes, latencies, `errors` and the rates count the measured window
+only; `errors_before` counts the connect phase and the warm-up, so nothing is lost
+and the error share (`error_share`) divides numbers of one scope.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import Any, TypeVar
+
+from clients.errors import ERROR_KINDS
+
+SCHEMA = 2
+LOWER_BOUND_MARK = "≥"  # printed before a percentile that a censored request decides
+
+
+class LoadResultError(ValueError):
+    """A document that is not a load result of this schema; the message is one line."""
+
+
+@dataclass(frozen=True)
+class Params:
+    """What was asked of the load generator."""
+
+    target: str
+    protocol: str
+    connections: int
+    processes: int
+    duration: float  # seconds measured
+    warmup: float  # seconds before the window, not counted
+    payload: int
+    rate: float | None  # requests/s in total (open loop); None: closed loop
+    mode: str  # "persistent" or "per-request"
+    timeout: float
+    cpus: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Percentiles of one latency distribution, microseconds.
+
+    `censored` requests were still unanswered when the window ended; each contributes
+    its wait so far, a lower bound. A percentile named in `bounds` is decided by such a
+    request, so the true value is at least the one given (printed with "≥").
+    """
+
+    count: int = 0
+    p50: int = 0
+    p90: int = 0
+    p99: int = 0
+    p999: int = 0
+    max: int = 0
+    mean: float = 0.0
+    censored: int = 0
+    bounds: tuple[str, ...] = ()
+
+    def text(self, name: str) -> str:
+        value = getattr(self, name)
+        return f"{LOWER_BOUND_MARK}{value}" if name in self.bounds else str(value)
+
+
+@dataclass(frozen=True)
+class ConnectLatency:
+    p50: int = 0
+    p99: int = 0
+    max: int = 0
+
+
+@dataclass(frozen=True)
+class Connections:
+    """Per connection: how many connected, and how long the worst-served one waited.
+
+    `worst_wait_*` is, per connection, the longest wait for a reply that ended in the
+    window or was still going at its end, capped at the window: a connection that got
+    no reply in the whole window (starved) waited exactly `duration`.
+    """
+
+    asked: int
+    established: int | None  # None: the driver cannot tell
+    starved: int | None  # established, but no reply in the window
+    worst_wait_p50_us: int | None = None  # across established connections
+    worst_wait_p99_us: int | None = None  # None: the driver cannot tell
+    worst_wait_max_us: int | None = None
+
+
+@dataclass(frozen=True)
+class Rate:
+    """Requests per second in the window: asked (None in a closed loop), sent, answered."""
+
+    asked: float | None
+    sent: float
+    achieved: float
+
+
+@dataclass(frozen=True)
+class Worker:
+    """One load-generator process over the window, in % of the window's wall time.
+
+    `waited_for_work` is time blocked in epoll or busy-polling with nothing to do;
+    `waited_for_cpu` is run-queue delay (runnable, but another task had the CPU) from
+    /proc/PID/schedstat; `cpu` is the process's CPU time, busy-polling included.
+    None where the driver cannot see it.
+    """
+
+    cpu: float | None
+    waited_for_work: float | None
+    waited_for_cpu: float | None
+
+
+@dataclass(frozen=True)
+class Client:
+    """Was the load generator the bottleneck? (see docs/loadgen.md, "Saturation")"""
+
+    workers: tuple[Worker, ...]
+    cores: tuple[int, ...]  # the CPUs the workers ran on
+    cores_busy: float | None  # % of those CPUs' time not idle (irq, softirq, steal in)
+    bound: bool | None  # None: not judged (nothing to judge from)
+    reasons: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Interval:
+    """One slice of the window (interval histograms; the full ones in the interval log)."""
+
+    start_s: float  # from the window's start
+    count: int  # replies in the slice
+    p99_us: int
+
+
+@dataclass(frozen=True)
+class Window:
+    start_unix: float
+    end_unix: float
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    tool: str  # "sockbench.loadgen" or "sockbench.locust"
+    params: Params
+    window: Window | None
+    requests: int  # verified replies in the window
+    throughput_rps: float
+    bytes: int
+    duration_s: float
+    latency: Latency  # answered requests, from the (intended) send time
+    latency_all: Latency | None  # answered + still unanswered at the end (censored)
+    connect: ConnectLatency
+    errors: dict[str, int]  # by kind (clients.errors.ERROR_KINDS), in the window
+    errors_before: dict[str, int]  # by kind, connect phase and warm-up
+    connections: Connections
+    fairness: float | None  # Jain's index over replies per connection
+    rate: Rate
+    client: Client
+    intervals: tuple[Interval, ...] = ()
+    interval_s: float = 0.0  # length of each interval
+    # open loop only: latency from the actual send (wrk2's -U), and send lag
+    latency_uncorrected: Latency | None = None
+    send_lag: Latency | None = None
+    histogram: str = ""  # answered latencies, HdrHistogram encode() blob, us
+    histogram_all: str = ""  # with the censored waits
+    interval_log: str | None = None  # path of the HdrHistogram interval log, if written
+    latency_note: str | None = None  # how precise the latencies are, where it is not 1 us
+    schema: int = SCHEMA
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    @property
+    def error_share(self) -> float:
+        """Errors in the window over requests ended in the window (answered or failed), %."""
+        ended = self.requests + self.error_count
+        return 100.0 * self.error_count / ended if ended else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> LoadResult:
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise LoadResultError(f"not a JSON load result: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> LoadResult:
+        if not isinstance(data, dict):
+            raise LoadResultError("a load result must be a JSON object")
+        if data.get("schema") != SCHEMA:
+            raise LoadResultError(
+                f"load result schema {data.get('schema')!r}, this sockbench reads schema "
+                f"{SCHEMA}: run the load again with this version"
+            )
+        try:
+            return _build(cls, data)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise LoadResultError(f"malformed load result: {exc}") from None
+
+
+def no_errors() -> dict[str, int]:
+    return dict.fromkeys(ERROR_KINDS, 0)
+
+
+T = TypeVar("T")
+
+
+def _build(cls: type[T], data: dict[str, Any]) -> T:
+    """A dataclass from its asdict() form, nested dataclasses and tuples included."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    if unknown := sorted(set(data) - names):
+        raise ValueError(f"unknown field {unknown[0]!r} in {cls.__name__}")
+    return cls(**{name: _convert(hints[name], value) for name, value in data.items()})
+
+
+def _convert(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _convert(options[0], value)
+    if origin is tuple:
+        (item, *_rest) = typing.get_args(hint)
+        return tuple(_convert(item, v) for v in value)
+    if is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise ValueError(f"{hint.__name__} must be an object")
+        return _build(hint, value)
+    return value
+
+
+__all__ = [
+    "SCHEMA",
+    "Client",
+    "ConnectLatency",
+    "Connections",
+    "Interval",
+    "Latency",
+    "LoadResult",
+    "LoadResultError",
+    "Params",
+    "Rate",
+    "Window",
+    "Worker",
+    "no_errors",
+]
