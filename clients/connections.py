@@ -26,7 +26,7 @@ CONNECT_WINDOW = 64  # connects in flight per worker
 POLL_S = 0.05  # longest sleep in epoll, so phase changes are noticed when nothing happens
 SECOND_NS = 1_000_000_000
 RECV_CAP = 256 * 1024
-RETRY_NS = 10_000_000  # per-request mode: pause before reconnecting after a failed connect
+RETRY_NS = 10_000_000  # pause before reconnecting after a failure (scheduled modes)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux >= 4.2
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
@@ -55,6 +55,7 @@ class Connections:
         self.sents: list[int] = []  # latency origin: send time, or intended send time
         self.issued: list[int] = []  # actual send time; 0 when nothing is outstanding
         self.counts: list[int] = []  # requests completed, per fd (persistent mode)
+        self.worst: list[int] = []  # longest reply latency in the window, per fd, ns
         self.slot_of: list[int] = []  # fd -> connection slot
         self._per_fd: tuple[tuple[list[Any], Any], ...] = (
             (self.socks, None),
@@ -66,14 +67,19 @@ class Connections:
             (self.sents, 0),
             (self.issued, 0),
             (self.counts, 0),
+            (self.worst, 0),
             (self.slot_of, -1),
         )
         self.live: set[int] = set()  # connected descriptors
         self.connecting: dict[int, int] = {}  # fd -> connect start time
         n = plan.connections
-        self.slot_fd = [-1] * n  # persistent mode: the slot's one connection
-        self.slot_count = [0] * n  # per-request mode: requests completed per slot
+        self.slot_fd = [-1] * n  # persistent mode: the slot's latest connection
+        self.slot_count = [0] * n  # requests completed per slot by its closed connections
         self.slot_ok = [False] * n  # connected at least once
+        self.slot_worst = [0] * n  # longest wait in the window of the slot's closed fds, ns
+        # open loop and per-request mode: the intended (or, closed loop, the actual)
+        # start of the slot's current request; the schedule goes on from it
+        self.slot_due = [0] * n
         self.src_next = plan.first
         self.heap: list[tuple[int, int]] = []  # (time, fd or slot) of scheduled sends
 
@@ -117,7 +123,7 @@ class Connections:
         request, expected = self.exchanges[(plan.first + slot) % len(self.exchanges)]
         self.socks[fd], self.reqs[fd], self.fulls[fd] = sock, request, expected
         self.exps[fd], self.offs[fd], self.outs[fd] = None, 0, None
-        self.sents[fd] = self.issued[fd] = self.counts[fd] = 0
+        self.sents[fd] = self.issued[fd] = self.counts[fd] = self.worst[fd] = 0
         self.slot_of[fd] = slot
         try:
             sock.setblocking(False)
@@ -168,12 +174,16 @@ class Connections:
         return expired
 
     def _close(self, fd: int) -> None:
-        """Close fd; the counts of its slot stay (a dead connection keeps what it did)."""
+        """Close fd; its slot keeps what it did (replies, longest wait)."""
         sock = self.socks[fd]
         if sock is None:
             return
         self.socks[fd] = self.exps[fd] = self.outs[fd] = None
         self.issued[fd] = 0
+        slot = self.slot_of[fd]  # the slot keeps what its connection did
+        self.slot_count[slot] += self.counts[fd]
+        self.slot_worst[slot] = max(self.slot_worst[slot], self.worst[fd])
+        self.counts[fd] = self.worst[fd] = 0
         self.live.discard(fd)
         self.connecting.pop(fd, None)
         sock.close()  # also leaves the epoll set: the descriptor is never shared
@@ -190,11 +200,16 @@ class Connections:
         self._close(fd)
         self._retry(self.slot_of[fd], time.monotonic_ns())
 
-    def _retry(self, slot: int, when: int) -> None:
-        """Persistent mode goes on with the connections it has; per-request mode
-        starts the slot's next connection."""
-        if self.plan.mode == "per-request":
-            heapq.heappush(self.heap, (when, slot))
+    def _retry(self, slot: int, t: int) -> None:
+        """The slot's current request failed at t (the error is counted): schedule the
+        slot's next one. A closed loop over persistent connections goes on with the
+        connections it has; the open loop and per-request mode keep their schedule."""
+        plan = self.plan
+        if plan.rate:
+            self.slot_due[slot] += int(plan.total * SECOND_NS / plan.rate)
+            heapq.heappush(self.heap, (max(self.slot_due[slot], t + RETRY_NS), slot))
+        elif plan.mode == "per-request":
+            heapq.heappush(self.heap, (t + RETRY_NS, slot))
 
     # -- sending -------------------------------------------------------------------------
 

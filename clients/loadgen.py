@@ -19,7 +19,6 @@ Why it is built this way (source addresses, busy-polling, what counts): docs/loa
 from __future__ import annotations
 
 import ipaddress
-import json
 import math
 import multiprocessing
 import os
@@ -36,11 +35,25 @@ from typing import Any
 from clients import hist
 from clients.connections import CONNECT_WINDOW
 from clients.errors import ERROR_KINDS
+from clients.histlog import Interval as HistInterval
+from clients.histlog import write_interval_log
+from clients.loops import INTERVAL_NS
 from clients.plan import WorkerPlan
+from clients.result import (
+    Client,
+    Connections,
+    Interval,
+    LoadResult,
+    Params,
+    Rate,
+    Window,
+    Worker,
+)
 from clients.target import is_loopback
 from clients.target import split_target as target_address
 from clients.wire import MAX_PAYLOAD
 from clients.worker import WorkerResult, worker_main
+from common import cpustat
 from common.cli import (
     ArgumentParser,
     cpu_list,
@@ -58,10 +71,11 @@ SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loo
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
-SATURATED_PERCENT = 90.0
+IDLE_PERCENT = 10.0  # a worker that waited for work less than this was the bottleneck
+CONTENDED_PERCENT = 10.0  # one that waited for a CPU more than this was contended
 
 
-Worker = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe
+Child = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe
 
 
 class ConfigError(ValueError):
@@ -190,8 +204,9 @@ def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> lis
     return plans
 
 
-def run(config: LoadConfig) -> dict[str, Any]:
-    """Run one load test and return its result document (see `build_result`).
+def run(config: LoadConfig, interval_log: str | None = None) -> LoadResult:
+    """Run one load test and return its result; with `interval_log`, also write the
+    window's interval histograms there (HdrHistogram interval-log format).
 
     Raises ConfigError for a bad configuration (nothing was sent) and LoadgenError when
     a worker crashed; errors of the target (refused, reset, mismatch...) are counted.
@@ -199,15 +214,26 @@ def run(config: LoadConfig) -> dict[str, Any]:
     validate(config)
     family, address = resolve(config)
     plans = make_plans(config, family, address)
-    results, window = _drive(config, plans)
-    return build_result(config, plans, results, window)
+    results, window, cores_busy = _drive(config, plans)
+    if interval_log is not None:
+        with open(interval_log, "w") as stream:
+            write_interval_log(
+                stream,
+                window.start_unix,
+                interval_histograms(results, config.duration),
+                comment=f"sockbench.loadgen {config.protocol} to {config.target}, "
+                f"{config.connections} connections; latency in microseconds",
+            )
+    return build_result(config, plans, results, window, cores_busy, interval_log)
 
 
 def _drive(
     config: LoadConfig, plans: Sequence[WorkerPlan]
-) -> tuple[list[WorkerResult], dict[str, float]]:
+) -> tuple[list[WorkerResult], Window, float | None]:
+    """Run the workers; their results, the window in wall-clock time (so the bench can
+    cut the server's CPU to it) and how busy the client's CPUs were in it (%)."""
     context = multiprocessing.get_context("fork")
-    workers: list[Worker] = []
+    workers: list[Child] = []
     try:
         for plan in plans:
             ours, theirs = context.Pipe()
@@ -235,14 +261,15 @@ def _drive(
         end = window_start + int(config.duration * 1e9)
         for _process, pipe in workers:
             pipe.send(("start", t0, window_start, end))
-        # The window in wall-clock time too, so the bench can cut the server's CPU to it.
         offset = time.time() - time.monotonic_ns() / 1e9
-        window = {
-            "start_unix": round(window_start / 1e9 + offset, 6),
-            "end_unix": round(end / 1e9 + offset, 6),
-        }
+        window = Window(round(window_start / 1e9 + offset, 6), round(end / 1e9 + offset, 6))
+        cores = config.cpus or tuple(sorted(os.sched_getaffinity(0)))
+        _sleep_until(window_start)
+        before = cpustat.ticks(cores)
+        _sleep_until(end)
+        cores_busy = cpustat.busy_percent(before, cpustat.ticks(cores))
         limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
-        return _gather(workers, "result", limit), window
+        return _gather(workers, "result", limit), window, cores_busy
     finally:
         for worker_process, pipe in workers:
             pipe.close()
@@ -255,7 +282,13 @@ def _drive(
                 worker_process.join()
 
 
-def _gather(workers: Sequence[Worker], kind: str, limit_s: float) -> list[Any]:
+def _sleep_until(t_ns: int) -> None:
+    delay = (t_ns - time.monotonic_ns()) / 1e9
+    if delay > 0:
+        time.sleep(delay)
+
+
+def _gather(workers: Sequence[Child], kind: str, limit_s: float) -> list[Any]:
     """One `kind` message from every worker, in worker order."""
     deadline = time.monotonic() + limit_s
     got: dict[int, Any] = {}
@@ -293,73 +326,142 @@ def build_result(
     config: LoadConfig,
     plans: Sequence[WorkerPlan],
     results: Sequence[WorkerResult],
-    window: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    latency = hist.merge(r.latency for r in results)
-    connect = hist.merge(r.connect for r in results)
+    window: Window | None = None,
+    cores_busy: float | None = None,
+    interval_log: str | None = None,
+) -> LoadResult:
+    answered = hist.merge(r.latency for r in results)
+    censored = hist.merge(r.censored for r in results)
     requests = sum(r.requests for r in results)
     duration = config.duration
     per_conn = [n for r in results for n in r.per_conn]
-    timeline = [0] * max((len(r.timeline) for r in results), default=0)
-    for r in results:
-        for i, n in enumerate(r.timeline):
-            timeline[i] += n
-    cpu_percent = [round(100.0 * r.cpu_s / duration, 1) for r in results]
-    return {
-        "schema": 1,
-        "tool": "sockbench.loadgen",
-        "params": {
-            "target": config.target,
-            "protocol": config.protocol,
-            "connections": config.connections,
-            "processes": len(plans),
-            "duration": config.duration,
-            "warmup": config.warmup,
-            "payload": config.payload,
-            "rate": config.rate,
-            "mode": config.mode,
-            "timeout": config.timeout,
-            "cpus": sorted(set(config.cpus)) if config.cpus else None,
-        },
-        "requests": requests,
-        "throughput_rps": round(requests / duration, 1),
-        "bytes": sum(r.bytes for r in results),
-        "duration_s": duration,
-        "window": window,
-        "latency_us": hist.latency_summary(latency),
-        "connect_us": hist.connect_summary(connect),
-        "errors": {kind: sum(r.errors[kind] for r in results) for kind in ERROR_KINDS},
-        "connections": {
-            "asked": config.connections,
-            "established": sum(r.established for r in results),
-            "starved": sum(r.starved for r in results),
-        },
-        "fairness": round(hist.jain_index(per_conn), 4),
-        "timeline": timeline,
-        "rate": {"asked": config.rate, "achieved": round(requests / duration, 1)},
-        "client": {
-            "cpu_percent": cpu_percent,
-            "saturated": any(p > SATURATED_PERCENT for p in cpu_percent),
-        },
-        "histogram": hist.encode(latency),
-    }
+    worst = hist.spread([w for r in results for w in r.worst_wait_us])
+    sent = [r.sent for r in results]
+    open_loop = config.rate is not None
+    return LoadResult(
+        tool="sockbench.loadgen",
+        params=Params(
+            target=config.target,
+            protocol=config.protocol,
+            connections=config.connections,
+            processes=len(plans),
+            duration=config.duration,
+            warmup=config.warmup,
+            payload=config.payload,
+            rate=config.rate,
+            mode=config.mode,
+            timeout=config.timeout,
+            cpus=tuple(sorted(set(config.cpus))) if config.cpus else None,
+        ),
+        window=window,
+        requests=requests,
+        throughput_rps=round(requests / duration, 1),
+        bytes=sum(r.bytes for r in results),
+        duration_s=duration,
+        latency=hist.latency(answered),
+        latency_all=hist.latency(answered, censored),
+        latency_uncorrected=(
+            hist.latency(hist.merge(r.latency_sent for r in results)) if open_loop else None
+        ),
+        send_lag=hist.latency(hist.merge(r.send_lag for r in results)) if open_loop else None,
+        connect=hist.connect_latency(hist.merge(r.connect for r in results)),
+        errors={kind: sum(r.errors[kind] for r in results) for kind in ERROR_KINDS},
+        errors_before={kind: sum(r.errors_before[kind] for r in results) for kind in ERROR_KINDS},
+        connections=Connections(
+            asked=config.connections,
+            established=sum(r.established for r in results),
+            starved=sum(r.starved for r in results),
+            worst_wait_p50_us=worst["p50"],
+            worst_wait_p99_us=worst["p99"],
+            worst_wait_max_us=worst["max"],
+        ),
+        fairness=round(hist.jain_index(per_conn), 4),
+        rate=Rate(
+            asked=config.rate,
+            # a closed loop sends the next request as a reply arrives: sent is achieved
+            sent=round(sum(n or 0 for n in sent) / duration, 1)
+            if None not in sent
+            else round(requests / duration, 1),
+            achieved=round(requests / duration, 1),
+        ),
+        client=judge_client(results, config.cpus or sorted(os.sched_getaffinity(0)), cores_busy),
+        intervals=merge_intervals(results),
+        interval_s=INTERVAL_NS / 1e9,
+        histogram=hist.encode(answered),
+        histogram_all=hist.encode(hist.merge([hist.encode(answered), hist.encode(censored)])),
+        interval_log=interval_log,
+    )
 
 
-def summary_line(result: dict[str, Any]) -> str:
-    lat, err, conns = result["latency_us"], result["errors"], result["connections"]
-    errors = sum(err.values())
+def merge_intervals(results: Sequence[WorkerResult]) -> tuple[Interval, ...]:
+    slices = max((len(r.intervals) for r in results), default=0)
+    merged = []
+    for i in range(slices):
+        histogram = hist.merge(r.intervals[i] for r in results if i < len(r.intervals))
+        p99 = hist.percentiles(histogram, {"p99": 99.0})["p99"]
+        merged.append(
+            Interval(round(i * INTERVAL_NS / 1e9, 3), int(histogram.get_total_count()), p99)
+        )
+    return tuple(merged)
+
+
+def interval_histograms(results: Sequence[WorkerResult], duration: float) -> list[HistInterval]:
+    """(offset s, length s, merged histogram) per interval, for the interval log."""
+    step = INTERVAL_NS / 1e9
+    slices = max((len(r.intervals) for r in results), default=0)
+    out = []
+    for i in range(slices):
+        histogram = hist.merge(r.intervals[i] for r in results if i < len(r.intervals))
+        out.append((i * step, min(step, duration - i * step), histogram))
+    return out
+
+
+def judge_client(
+    results: Sequence[WorkerResult], cores: Sequence[int], cores_busy: float | None
+) -> Client:
+    """Client-bound when a worker hardly waited for work (it was the bottleneck) or
+    waited for a CPU (contended); see docs/loadgen.md, "Saturation"."""
+    workers, reasons = [], []
+    for index, r in enumerate(results):
+        share = 100.0 / r.window_s if r.window_s > 0 else 0.0
+        waited = round(r.wait_s * share, 1)
+        delayed = None if r.run_delay_s is None else round(r.run_delay_s * share, 1)
+        workers.append(Worker(round(r.cpu_s * share, 1), waited, delayed))
+        if waited < IDLE_PERCENT:
+            reasons.append(
+                f"worker {index} waited for work {waited:.0f}% of the window "
+                "(the load generator was the bottleneck)"
+            )
+        if delayed is not None and delayed > CONTENDED_PERCENT:
+            reasons.append(
+                f"worker {index} waited for a CPU {delayed:.0f}% of the window "
+                "(contended: something else ran on its CPU)"
+            )
+    return Client(
+        workers=tuple(workers),
+        cores=tuple(sorted(set(cores))),
+        cores_busy=None if cores_busy is None else round(cores_busy, 1),
+        bound=bool(reasons),
+        reasons=tuple(reasons),
+    )
+
+
+def summary_line(result: LoadResult) -> str:
+    lat, conns = result.latency_all or result.latency, result.connections
+    errors = result.error_count
     line = (
-        f"loadgen: {result['requests']} requests in {result['duration_s']:g} s = "
-        f"{result['throughput_rps']:.0f} req/s; latency p50 {lat['p50']} us, "
-        f"p99 {lat['p99']} us, max {lat['max']} us; "
-        f"connections {conns['established']}/{conns['asked']}, starved {conns['starved']}; "
-        f"errors {errors}; client cpu "
-        + "/".join(f"{p:.0f}%" for p in result["client"]["cpu_percent"])
+        f"loadgen: {result.requests} requests in {result.duration_s:g} s = "
+        f"{result.throughput_rps:.0f} req/s; latency (all requests) p50 {lat.text('p50')} us, "
+        f"p99 {lat.text('p99')} us, max {lat.text('max')} us, {lat.censored} unanswered; "
+        f"connections {conns.established}/{conns.asked}, starved {conns.starved}, "
+        f"worst wait {conns.worst_wait_max_us} us; errors {errors}"
     )
     if errors:
-        line += " (" + ", ".join(f"{k} {v}" for k, v in err.items() if v) + ")"
-    if result["client"]["saturated"]:
-        line += "; CLIENT SATURATED: the figure may be client-bound"
+        line += " (" + ", ".join(f"{k} {v}" for k, v in result.errors.items() if v) + ")"
+    if result.rate.asked:
+        line += f"; rate asked {result.rate.asked:g}, sent {result.rate.sent:g}/s"
+    if result.client.bound:
+        line += "; CLIENT-BOUND: " + "; ".join(result.client.reasons)
     return line
 
 
@@ -432,6 +534,13 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow a target outside loopback"
     )
+    parser.add_argument(
+        "--interval-log",
+        metavar="PATH",
+        default=None,
+        help="write the window's latency histograms, one per "
+        f"{INTERVAL_NS // 1_000_000} ms, to PATH in HdrHistogram's interval-log format",
+    )
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     return parser
 
@@ -468,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         if config.cpus:
             # the parent only waits and merges, but keep it off the server's CPUs too
             os.sched_setaffinity(0, config.cpus)
-        result = run(config)
+        result = run(config, args.interval_log)
     except ConfigError as exc:
         parser.error(str(exc))
     except LoadgenError as exc:
@@ -480,7 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         os.sched_setaffinity(0, affinity)
-    sys.stdout.write(json.dumps(result) + "\n")
+    sys.stdout.write(result.to_json() + "\n")
     sys.stdout.flush()
     if not args.quiet:
         sys.stderr.write(summary_line(result) + "\n")

@@ -8,6 +8,10 @@ Three loops share the connection tables of clients.connections:
   each request sent at its intended time and timed from it (the wrk2 correction);
 - `_run_scheduled` with `_open_due`: a new connection per request.
 
+Nothing unanswered disappears: at the window's end `censored()` gives the wait so far of
+every request still unanswered (in the open loop, also of every request that fell due
+but never went out), and each connection slot's longest wait in the window.
+
 A reply is complete when exactly the expected bytes have arrived; a reply split over
 several reads is compared piece by piece (`_slow`); extra or different bytes are a
 mismatch and close that connection. Latencies are raw nanosecond integers kept in an
@@ -34,7 +38,6 @@ from collections.abc import Callable
 from clients.connections import (
     OUT,
     POLL_S,
-    RETRY_NS,
     SECOND_NS,
     Connections,
 )
@@ -42,6 +45,17 @@ from clients.errors import error_kind
 from clients.plan import WorkerPlan
 
 SCAN_NS = 100_000_000  # how often to look for requests older than the timeout
+INTERVAL_NS = 100_000_000  # length of an interval histogram (latency over time)
+
+
+def schedstat() -> tuple[int, int] | None:
+    """(ns on a CPU, ns waiting in a run queue) of this single-threaded process."""
+    try:
+        with open("/proc/self/schedstat") as f:
+            on_cpu, run_delay, _slices = f.read().split()
+        return int(on_cpu), int(run_delay)
+    except (OSError, ValueError):
+        return None  # a kernel without CONFIG_SCHED_INFO
 
 
 class Loops(Connections):
@@ -50,20 +64,24 @@ class Loops(Connections):
     def __init__(self, plan: WorkerPlan) -> None:
         super().__init__(plan)
         self.lat = array("q")  # reply latencies in the window, ns
+        self.lat_sent = array("q")  # open loop: the same from the actual send (wrk2 -U)
+        self.lag = array("q")  # open loop: actual minus intended send, sends in the window
         self.interval_ns = int(plan.total * SECOND_NS / plan.rate) if plan.rate else 0
         self.pending = self.issued  # where the timeout scan looks (sents in closed mode)
         self.warming = True
         self.window_start = self.end = self.next_slice = self.next_scan = 0
         self.mark = 0  # the next time _tick has something to do
-        self.sliced = 0
-        self.timeline: list[int] = []  # replies per second of the window
+        self.slices: list[int] = []  # len(self.lat) at the end of each interval
+        self.sent = 0  # scheduled modes: requests sent in the window
+        self.errors_before = dict(self.errors)  # snapshot at the window's start
         self.cpu0 = self.cpu1 = 0.0
-        self.spin_ns = 0  # time spent busy-waiting (excluded from the CPU figure)
+        self.sched0 = self.sched1 = schedstat()
+        self.wait_ns = 0  # waiting for work in the window: blocked in epoll or spinning
 
     def run(self, t0: int, window_start: int, end: int) -> None:
         """Warm up from t0, measure from window_start to end (CLOCK_MONOTONIC ns)."""
         self.window_start, self.end = window_start, end
-        self.next_slice = window_start + SECOND_NS
+        self.next_slice = window_start + INTERVAL_NS
         self.mark = window_start
         delay = t0 - time.monotonic_ns()
         if delay > 0:
@@ -72,19 +90,12 @@ class Loops(Connections):
         self.next_scan = now + SCAN_NS
         plan = self.plan
         step = SECOND_NS / plan.rate if plan.rate else 0  # between sends over all workers
-        if plan.mode == "per-request":
+        if plan.mode == "per-request" or plan.rate:
+            for slot in range(plan.connections):
+                self.slot_due[slot] = now + int((plan.first + slot) * step)
             self._run_scheduled(
-                [(now + int((plan.first + slot) * step), slot) for slot in range(plan.connections)],
-                self._open_due,
-            )
-        elif plan.rate:
-            self._run_scheduled(
-                [
-                    (now + int((plan.first + slot) * step), fd)
-                    for slot, fd in enumerate(self.slot_fd)
-                    if fd in self.live
-                ],
-                self._send_due,
+                [(due, slot) for slot, due in enumerate(self.slot_due)],
+                self._open_due if plan.mode == "per-request" else self._send_due,
             )
         else:
             self.pending = self.sents  # the hot path keeps only sents up to date
@@ -99,18 +110,22 @@ class Loops(Connections):
         """Phase changes, timeline slices, timeout scans; True once the window is over."""
         if self.warming and t >= self.window_start:
             self.warming = False
-            del self.lat[:]
-            self.counts[:] = [0] * len(self.counts)
-            self.slot_count[:] = [0] * len(self.slot_count)
-            self.spin_ns = 0
+            for values in (self.lat, self.lat_sent, self.lag):
+                del values[:]
+            for counters in (self.counts, self.worst, self.slot_count, self.slot_worst):
+                counters[:] = [0] * len(counters)  # in place: the hot path holds them
+            self.sent = self.wait_ns = 0
+            self.errors_before = dict(self.errors)
             self.cpu0 = time.process_time()
+            self.sched0 = schedstat()
         if not self.warming:
             while t >= self.next_slice and self.next_slice < self.end:
-                self._close_slice()
-                self.next_slice += SECOND_NS
+                self.slices.append(len(self.lat))
+                self.next_slice += INTERVAL_NS
             if t >= self.end:
-                self._close_slice()
+                self.slices.append(len(self.lat))
                 self.cpu1 = time.process_time()
+                self.sched1 = schedstat()
                 return True
         if t >= self.next_scan:
             self._scan_timeouts(t)
@@ -119,24 +134,24 @@ class Loops(Connections):
         self.mark = min(upcoming, self.next_scan)
         return False
 
-    def _close_slice(self) -> None:
-        done = len(self.lat)
-        self.timeline.append(done - self.sliced)
-        self.sliced = done
-
     def _scan_timeouts(self, t: int) -> None:
         limit, pending = self.timeout_ns, self.pending
         for fd in [fd for fd in self.live if pending[fd] and t - pending[fd] > limit]:
             self._fail(fd, "timeout")
         for fd in self._expire_connects(t):
-            self._retry(self.slot_of[fd], t + RETRY_NS)
+            self._retry(self.slot_of[fd], t)
 
     # -- replies -------------------------------------------------------------------------
 
     def _record(self, fd: int, t: int) -> None:
         """The one definition of a request's latency: reply time minus its origin (the
         send time, or the intended send time in an open loop). `_run_closed` inlines it."""
-        self.lat.append(t - self.sents[fd])
+        wait = t - self.sents[fd]
+        self.lat.append(wait)
+        if wait > self.worst[fd]:
+            self.worst[fd] = wait
+        if self.plan.rate:
+            self.lat_sent.append(t - self.issued[fd])
 
     def _slow(self, fd: int, ev: int, got: bytes | OSError) -> bool:
         """Every event the hot path does not handle; True once the window is over."""
@@ -175,22 +190,23 @@ class Loops(Connections):
         if t >= self.mark and self._tick(t):
             return True
         self._record(fd, t)
+        slot = self.slot_of[fd]
         if self.plan.mode == "per-request":
-            slot = self.slot_of[fd]
             self.slot_count[slot] += 1
             self._close(fd)
-            when = self.sents[fd] + self.interval_ns if self.plan.rate else t
-            heapq.heappush(self.heap, (when, slot))
+            due = self.sents[fd] + self.interval_ns if self.plan.rate else t
+            self.slot_due[slot] = due
+            heapq.heappush(self.heap, (due, slot))
         elif self.plan.rate:
             self.counts[fd] += 1
-            due = self.sents[fd] + self.interval_ns
+            due = self.slot_due[slot] = self.sents[fd] + self.interval_ns
             if due <= t:  # behind schedule: send at once, latency still counts from `due`
                 self.sents[fd] = due
-                self._send(fd, t)
+                self._send_scheduled(fd, t)
             else:
                 self.issued[fd] = 0
                 self.exps[fd] = None
-                heapq.heappush(self.heap, (due, fd))
+                heapq.heappush(self.heap, (due, slot))
         else:
             self.counts[fd] += 1
             self.sents[fd] = t
@@ -206,22 +222,33 @@ class Loops(Connections):
         sleeping in epoll: a worker that is awake when a reply lands spares the server
         the cost of waking it (on loopback the server's send runs the client's receive
         path, wake-up included; on a VM that is an IPI), which measured 5-15% more
-        requests/s from the Python servers. The spinning is not counted as CPU use.
+        requests/s from the Python servers. Spinning counts as waiting for work, like
+        the time blocked in epoll; it stays in the CPU figure (clients.worker).
         """
         poll = self.ep.poll
         read, write, now = os.read, os.write, time.monotonic_ns
-        exps, reqs, sents, counts = self.exps, self.reqs, self.sents, self.counts
+        exps, reqs, sents, counts, worst = (
+            self.exps,
+            self.reqs,
+            self.sents,
+            self.counts,
+            self.worst,
+        )
         lat_append = self.lat.append
         rsize, reqlen = self.rsize, self.reqlen
         slow, sent_short, tick = self._slow, self._sent, self._tick
         mark = self.mark
         spin_limit = self.plan.spin_us * 1000
-        first_wait = 0 if spin_limit else POLL_S
         spun_from = 0  # start of the current streak of empty non-blocking polls
         data: bytes | OSError
         sent: int | OSError
         while True:
-            events = poll(first_wait)
+            if spin_limit:
+                events = poll(0)
+            else:  # time in epoll is time waiting for work (clients.worker's saturation)
+                t = now()
+                events = poll(POLL_S)
+                self.wait_ns += now() - t
             if not events:
                 t = now()
                 if t >= mark:
@@ -235,13 +262,13 @@ class Loops(Connections):
                     continue
                 if t - spun_from < spin_limit:
                     continue
-                self.spin_ns += t - spun_from  # nothing for a while: sleep instead
+                events = poll(POLL_S)  # nothing for a while: sleep instead
+                self.wait_ns += now() - spun_from
                 spun_from = 0
-                events = poll(POLL_S)
                 if not events:
                     continue
             elif spun_from:
-                self.spin_ns += now() - spun_from
+                self.wait_ns += now() - spun_from
                 spun_from = 0
             for fd, ev in events:
                 try:
@@ -254,7 +281,10 @@ class Loops(Connections):
                         if tick(t):
                             return
                         mark = self.mark
-                    lat_append(t - sents[fd])  # self._record(fd, t), inlined: no call
+                    wait = t - sents[fd]  # self._record(fd, t), inlined: no call
+                    lat_append(wait)
+                    if wait > worst[fd]:
+                        worst[fd] = wait
                     counts[fd] += 1
                     sents[fd] = t  # the reply time is the next request's send time
                     try:
@@ -276,7 +306,7 @@ class Loops(Connections):
         """Send or connect as `schedule`'s (due time, fd or slot) entries fall due,
         `start(due, item, now)` each; handle replies (and, per request, connects)
         between. Epoll sleeps until the next due entry, in whole milliseconds; under a
-        millisecond it polls without sleeping, and that time counts as spinning."""
+        millisecond it polls without sleeping; both count as waiting for work."""
         heap = self.heap
         heap.extend(schedule)
         heapq.heapify(heap)
@@ -288,7 +318,7 @@ class Loops(Connections):
         while True:
             t = now()
             if spun_from:
-                self.spin_ns += t - spun_from
+                self.wait_ns += t - spun_from
                 spun_from = 0
             if t >= self.mark and self._tick(t):
                 return
@@ -298,9 +328,14 @@ class Loops(Connections):
                 if start(due, item, t):
                     idle = False
             wait = min(POLL_S, max(0, heap[0][0] - t) // 1_000_000 / 1000) if heap else POLL_S
-            events = poll(wait)
-            if idle and not wait and not events:
-                spun_from = t
+            if wait:
+                t = now()
+                events = poll(wait)
+                self.wait_ns += now() - t
+            else:
+                events = poll(0)
+                if idle and not events:
+                    spun_from = t
             for fd, ev in events:
                 if fd in connecting:
                     self._on_connect(fd)
@@ -315,27 +350,82 @@ class Loops(Connections):
                 elif slow(fd, ev, data):
                     return
 
-    def _send_due(self, due: int, fd: int, t: int) -> bool:
-        """Open loop: fd's next request, timed from when it was due."""
-        if self.socks[fd] is None:
-            return False
-        self.sents[fd] = due
+    def _send_scheduled(self, fd: int, t: int) -> None:
+        """Send fd's request at t, late by t - its intended time (sents[fd])."""
+        if not self.warming:
+            self.sent += 1
+            self.lag.append(t - self.sents[fd])
         self._send(fd, t)
+
+    def _send_due(self, when: int, slot: int, t: int) -> bool:
+        """Open loop: the slot's next request, timed from when it was due; a slot whose
+        connection failed reconnects first, keeping its schedule."""
+        fd = self.slot_fd[slot]
+        if fd < 0 or self.socks[fd] is None or self.slot_of[fd] != slot:
+            return self._open_due(when, slot, t)
+        self.sents[fd] = self.slot_due[slot]
+        self._send_scheduled(fd, t)
         return True
 
-    def _open_due(self, due: int, slot: int, t: int) -> bool:
-        """Per request: a new connection for `slot`; its request goes once connected."""
+    def _open_due(self, when: int, slot: int, t: int) -> bool:
+        """A new connection for `slot`; its request goes once connected."""
         fd = self._open(slot, t)
         if fd < 0:
-            self._retry(slot, t + RETRY_NS)
-        else:
-            # latency from the connect (closed loop) or the intended send time (--rate)
-            self.sents[fd] = due if self.plan.rate else t
+            self._retry(slot, t)
+            return True
+        if not self.plan.rate:
+            self.slot_due[slot] = t  # closed loop: latency from the connect
+        self.sents[fd] = self.slot_due[slot]
         return True
 
     def _on_connect(self, fd: int) -> None:
         t = time.monotonic_ns()
         if self._connected(fd, t):
-            self._send(fd, t)
+            self._send_scheduled(fd, t)
         else:
-            self._retry(self.slot_of[fd], t + RETRY_NS)
+            self._retry(self.slot_of[fd], t)
+
+    # -- the end of the window -----------------------------------------------------------
+
+    def censored(self) -> list[int]:
+        """Waits so far (ns, at the window's end) of the requests still unanswered then;
+        folds them into the slots' longest waits. In the open loop and per-request mode a
+        slot's current request and every later one that fell due before the end count;
+        in the closed loop, each connection's outstanding request."""
+        end, waits = self.end, []
+        if self.plan.rate or self.plan.mode == "per-request":
+            step = self.interval_ns
+            busy = {self.slot_of[fd] for fd in self.connecting}
+            busy.update(self.slot_of[fd] for fd in self.live if self.issued[fd])
+            for slot, due in enumerate(self.slot_due):
+                if not due or due >= end or not (step or slot in busy):
+                    continue  # not due yet, or (closed loop) between a reply and the next
+                self._fold(slot, end - due)
+                while due < end:
+                    waits.append(end - due)
+                    if not step:
+                        break
+                    due += step
+        else:  # every live connection of the closed loop has a request out
+            for fd in self.live:
+                waits.append(end - self.sents[fd])
+                self._fold(self.slot_of[fd], end - self.sents[fd])
+        return waits
+
+    def _fold(self, slot: int, wait: int) -> None:
+        if wait > self.slot_worst[slot]:
+            self.slot_worst[slot] = wait
+
+    def finish(self) -> None:
+        """Fold the live connections' counts and longest waits into their slots."""
+        for fd in self.live:
+            slot = self.slot_of[fd]
+            self.slot_count[slot] += self.counts[fd]
+            self.counts[fd] = 0
+            self._fold(slot, self.worst[fd])
+
+    def worst_waits(self) -> list[int]:
+        """Per established slot: its longest wait for a reply in the window, capped at
+        the window (after `censored` and `finish`)."""
+        window = self.end - self.window_start
+        return [min(w, window) for w, ok in zip(self.slot_worst, self.slot_ok, strict=True) if ok]

@@ -8,8 +8,8 @@ The parent (clients.loadgen) drives each worker over a pipe:
 2. it reports ("connected", n) and waits for ("start", t0, window_start, end): absolute
    CLOCK_MONOTONIC times, one clock for every process on the machine, so the warm-up
    and the measurement window start at the same instant in every worker;
-3. it runs until `end` (clients.loops), then closes everything (requests still
-   outstanding are not counted) and sends ("result", WorkerResult) back, or
+3. it runs until `end` (clients.loops), counts what was still unanswered then as
+   censored waits, closes everything and sends ("result", WorkerResult) back, or
    ("error", traceback) if it failed.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import traceback
+from collections.abc import Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 
@@ -30,18 +31,31 @@ from common.process import STOP_SIGNALS, die_with_parent, raise_fd_limit
 
 @dataclass(frozen=True)
 class WorkerResult:
-    """One worker's share of a run; the parent merges them (clients.loadgen)."""
+    """One worker's share of a run; the parent merges them (clients.loadgen).
+
+    Histograms are `hist.encode`d HdrHistograms of microseconds. Everything counts the
+    window only, except `errors_before` (the connect phase and the warm-up).
+    """
 
     requests: int  # replies completed and verified in the window
     bytes: int  # reply bytes of those
-    latency: str  # HdrHistogram of their latencies, us, `hist.encode`d
-    connect: str  # HdrHistogram of connect latencies, us
-    errors: dict[str, int]  # by kind (clients.errors), from the first connect on
+    latency: str  # their latencies, from the (intended) send
+    censored: str  # waits so far of the requests unanswered at the window's end
+    latency_sent: str  # open loop: replies' latencies from the actual send; else ""
+    send_lag: str  # open loop: actual minus intended send of the window's sends; else ""
+    intervals: list[str]  # latency histogram per INTERVAL_NS slice of the window
+    connect: str  # connect latencies (all phases)
+    errors: dict[str, int]  # by kind (clients.errors), in the window
+    errors_before: dict[str, int]  # by kind, before the window
     per_conn: list[int]  # replies in the window, per connection slot
+    worst_wait_us: list[int]  # per established slot, capped at the window
     established: int  # slots that connected at least once
     starved: int  # established slots with no reply in the window
-    timeline: list[int]  # replies per second of the window
-    cpu_s: float  # CPU time in the window, busy-polling left out
+    sent: int | None  # scheduled modes: requests sent in the window; None: closed loop
+    window_s: float
+    cpu_s: float  # process CPU time in the window, busy-polling included
+    wait_s: float  # waiting for work in the window (blocked in epoll, busy-polling)
+    run_delay_s: float | None  # waiting for a CPU in the window (schedstat); None: unknown
 
 
 def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
@@ -73,22 +87,39 @@ def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
 
 
 def result_of(loops: Loops) -> WorkerResult:
-    if loops.plan.mode == "persistent":
-        per_conn = [loops.counts[fd] if fd >= 0 else 0 for fd in loops.slot_fd]
-    else:
-        per_conn = list(loops.slot_count)
+    censored = loops.censored()
+    loops.finish()
+    per_conn = list(loops.slot_count)
     starved = sum(1 for ok, n in zip(loops.slot_ok, per_conn, strict=True) if ok and not n)
     requests = len(loops.lat)
+    bounds = [0, *loops.slices]
+    run_delay = None
+    if loops.sched0 and loops.sched1:
+        run_delay = (loops.sched1[1] - loops.sched0[1]) / SECOND_NS
+    before, after = loops.errors_before, loops.errors
+    scheduled = bool(loops.plan.rate) or loops.plan.mode == "per-request"
+
+    def encoded(values: Sequence[int]) -> str:
+        return hist.encode(hist.from_values(values, 1000))
+
     return WorkerResult(
         requests=requests,
         bytes=requests * loops.explen,
-        latency=hist.encode(hist.from_values(loops.lat, 1000)),
-        connect=hist.encode(hist.from_values(loops.connect_lat, 1000)),
-        errors=dict(loops.errors),
+        latency=encoded(loops.lat),
+        censored=encoded(censored),
+        latency_sent=encoded(loops.lat_sent) if loops.plan.rate else "",
+        send_lag=encoded(loops.lag) if loops.plan.rate else "",
+        intervals=[encoded(loops.lat[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
+        connect=encoded(loops.connect_lat),
+        errors={kind: after[kind] - before[kind] for kind in after},
+        errors_before=dict(before),
         per_conn=per_conn,
+        worst_wait_us=[w // 1000 for w in loops.worst_waits()],
         established=loops.established,
         starved=starved,
-        timeline=loops.timeline,
-        # busy-waiting is not work: it would pass for saturation
-        cpu_s=max(0.0, loops.cpu1 - loops.cpu0 - loops.spin_ns / SECOND_NS),
+        sent=loops.sent if scheduled else None,
+        window_s=(loops.end - loops.window_start) / SECOND_NS,
+        cpu_s=loops.cpu1 - loops.cpu0,
+        wait_s=loops.wait_ns / SECOND_NS,
+        run_delay_s=run_delay,
     )

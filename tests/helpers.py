@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 
 from bench.server_process import ServerProcess
+from clients.result import (
+    Client,
+    Connections,
+    ConnectLatency,
+    Latency,
+    LoadResult,
+    Params,
+    Rate,
+    Window,
+    Worker,
+    no_errors,
+)
+from common import cpustat
 from servers import MODELS
 
 # a small but realistic run folder (see tests/test_report.py), for the report tests
@@ -112,3 +130,61 @@ def prefork_processes(server: ServerProcess, workers: int) -> list[psutil.Proces
             return procs
         time.sleep(0.05)
     raise AssertionError(f"not {workers} listening processes")
+
+
+def load_result(
+    *,
+    throughput: float = 1000.0,
+    p50: int = 50,
+    p99: int = 90,
+    worst_wait: int = 20_000,
+    duration: float = 2.0,
+    connections: int = 10,
+) -> LoadResult:
+    """A minimal closed-loop load result with these figures (report and gate tests)."""
+    requests = int(throughput * duration)
+    latency = Latency(count=requests, p50=p50, p90=p99, p99=p99, p999=p99, max=p99, mean=p50)
+    return LoadResult(
+        tool="sockbench.loadgen",
+        params=Params(
+            "127.0.0.1:1", "echo", connections, 1, duration, 0.5, 64, None, "persistent", 5.0, (1,)
+        ),
+        window=Window(1_796_000_000.0, 1_796_000_000.0 + duration),
+        requests=requests,
+        throughput_rps=throughput,
+        bytes=requests * 68,
+        duration_s=duration,
+        latency=latency,
+        latency_all=latency,
+        connect=ConnectLatency(),
+        errors=no_errors(),
+        errors_before=no_errors(),
+        connections=Connections(connections, connections, 0, p99, worst_wait, worst_wait),
+        fairness=1.0,
+        rate=Rate(None, throughput, throughput),
+        client=Client((Worker(50.0, 45.0, 0.5),), (1,), 60.0, False),
+    )
+
+
+def cpus_by_idleness(seconds: float = 0.3) -> list[int]:
+    """This process's CPUs, the idlest first, measured over `seconds` (/proc/stat):
+    a test that must not be contended puts its client on the first."""
+    allowed = sorted(os.sched_getaffinity(0))
+    before = {cpu: cpustat.ticks([cpu]) for cpu in allowed}
+    time.sleep(seconds)  # a measurement window, not a synchronisation
+    busy = {cpu: cpustat.busy_percent(before[cpu], cpustat.ticks([cpu])) or 0.0 for cpu in allowed}
+    return sorted(allowed, key=lambda cpu: busy[cpu])
+
+
+@contextlib.contextmanager
+def cpu_hog(cpu: int) -> Iterator[subprocess.Popen[bytes]]:
+    """A busy loop pinned to `cpu`, ended (by its pid) on the way out."""
+    hog = subprocess.Popen(
+        [sys.executable, "-c", "while True: pass"],
+        preexec_fn=lambda: os.sched_setaffinity(0, {cpu}),
+    )
+    try:
+        yield hog
+    finally:
+        hog.kill()
+        hog.wait()

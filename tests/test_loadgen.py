@@ -3,7 +3,6 @@ misbehaving servers written here (a byte flipped, a byte too many, a 200 ms stal
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -19,31 +18,14 @@ import psutil
 import pytest
 
 from bench.server_process import ServerProcess
+from bench.verdict import judge, verdict
 from clients import hist, wire
 from clients.errors import ERROR_KINDS
 from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, run
+from clients.result import LoadResult
 from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
-
-RESULT_KEYS = {
-    "schema",
-    "tool",
-    "params",
-    "requests",
-    "throughput_rps",
-    "bytes",
-    "duration_s",
-    "latency_us",
-    "connect_us",
-    "errors",
-    "connections",
-    "fairness",
-    "timeline",
-    "rate",
-    "client",
-    "histogram",
-    "window",
-}
+from tests.helpers import cpu_hog, cpus_by_idleness
 
 
 def loadgen(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -55,14 +37,14 @@ def loadgen(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
     )
 
 
-def loadgen_json(*args: str) -> dict:
+def loadgen_json(*args: str) -> LoadResult:
     done = loadgen(*args)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return LoadResult.from_json(done.stdout)
 
 
-def total_errors(result: dict) -> int:
-    return sum(result["errors"].values())
+def total_errors(result: LoadResult) -> int:
+    return result.error_count + sum(result.errors_before.values())
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +63,9 @@ class TinyEchoServer:
     """A thread-per-connection echo-protocol server whose replies a test can spoil:
     `reply(n, frame)` returns the bytes to send for the n-th frame of a connection."""
 
-    def __init__(self, reply: Callable[[int, bytes], bytes]) -> None:
+    def __init__(self, reply: Callable[[int, bytes], bytes], cpus: set[int] | None = None) -> None:
         self.reply = reply
+        self.cpus = cpus  # its threads' CPUs (a thread's affinity passes to its children)
         self.stop = threading.Event()
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.listener.settimeout(0.05)
@@ -106,6 +89,8 @@ class TinyEchoServer:
             conn.close()
 
     def _accept(self) -> None:
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # this thread only, and those it starts
         while not self.stop.is_set():
             try:
                 conn, _ = self.listener.accept()
@@ -161,21 +146,31 @@ def test_echo_run_against_epoll(echo_server: ServerProcess) -> None:
             payload=64,
         )
     )
-    assert set(result) == RESULT_KEYS
-    assert result["errors"] == dict.fromkeys(ERROR_KINDS, 0)
-    assert result["requests"] > 0
-    assert result["bytes"] == result["requests"] * 68
-    assert result["connections"] == {"asked": 8, "established": 8, "starved": 0}
-    assert result["fairness"] > 0.5
-    assert sum(result["timeline"]) == result["requests"]
-    assert len(result["client"]["cpu_percent"]) == 2
-    window = result["window"]
-    assert window["end_unix"] - window["start_unix"] == pytest.approx(0.5, abs=1e-3)
-    assert window["start_unix"] < time.time() < window["end_unix"] + 30
-    lat = result["latency_us"]
-    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
-    merged = hist.merge([result["histogram"]])
-    assert merged.get_total_count() == result["requests"]
+    assert LoadResult.from_json(result.to_json()) == result
+    assert result.errors == result.errors_before == dict.fromkeys(ERROR_KINDS, 0)
+    assert result.requests > 0
+    assert result.bytes == result.requests * 68
+    conns = result.connections
+    assert (conns.asked, conns.established, conns.starved) == (8, 8, 0)
+    assert result.fairness is not None and result.fairness > 0.5
+    assert sum(i.count for i in result.intervals) == result.requests
+    assert len(result.intervals) == 5 and result.interval_s == 0.1
+    assert len(result.client.workers) == 2
+    window = result.window
+    assert window is not None
+    assert window.end_unix - window.start_unix == pytest.approx(0.5, abs=1e-3)
+    assert window.start_unix < time.time() < window.end_unix + 30
+    lat = result.latency
+    assert 0 < lat.p50 <= lat.p90 <= lat.p99 <= lat.p999 <= lat.max
+    assert lat.censored == 0 and lat.count == result.requests
+    # closed loop: every live connection has one request out when the window ends
+    assert result.latency_all is not None and result.latency_all.censored == 8
+    assert result.latency_all.count == result.requests + 8
+    assert conns.worst_wait_p50_us is not None and conns.worst_wait_max_us is not None
+    assert 0 < conns.worst_wait_p50_us <= conns.worst_wait_max_us < 500_000
+    merged = hist.merge([result.histogram])
+    assert merged.get_total_count() == result.requests
+    assert hist.merge([result.histogram_all]).get_total_count() == result.requests + 8
 
 
 @pytest.mark.real
@@ -197,10 +192,10 @@ def test_http_get_and_post(http_server: ServerProcess, payload: int) -> None:
         "--warmup",
         "0.1",
     )
-    assert total_errors(result) == 0, result["errors"]
-    assert result["requests"] > 0
-    assert result["connections"]["starved"] == 0
-    assert result["params"]["payload"] == payload
+    assert total_errors(result) == 0, result.errors
+    assert result.requests > 0
+    assert result.connections.starved == 0
+    assert result.params.payload == payload
 
 
 @pytest.mark.real
@@ -219,8 +214,8 @@ def test_large_echo_payload_streams_in_pieces(echo_server: ServerProcess) -> Non
         "--warmup",
         "0",
     )
-    assert total_errors(result) == 0, result["errors"]
-    assert result["requests"] > 0
+    assert total_errors(result) == 0, result.errors
+    assert result.requests > 0
 
 
 @pytest.mark.real
@@ -239,10 +234,11 @@ def test_per_request_mode(echo_server: ServerProcess) -> None:
         "--warmup",
         "0.1",
     )
-    assert total_errors(result) == 0, result["errors"]
-    assert result["requests"] > 0
-    assert result["connections"] == {"asked": 4, "established": 4, "starved": 0}
-    assert result["connect_us"]["p50"] > 0
+    assert total_errors(result) == 0, result.errors
+    assert result.requests > 0
+    conns = result.connections
+    assert (conns.asked, conns.established, conns.starved) == (4, 4, 0)
+    assert result.connect.p50 > 0
 
 
 @pytest.mark.real
@@ -261,38 +257,146 @@ def test_open_loop_reaches_the_asked_rate(echo_server: ServerProcess) -> None:
         "--warmup",
         "0.2",
     )
-    assert total_errors(result) == 0, result["errors"]
-    assert result["rate"]["asked"] == 2000
-    assert 1800 <= result["rate"]["achieved"] <= 2100
+    assert total_errors(result) == 0, result.errors
+    assert result.rate.asked == 2000
+    assert 1800 <= result.rate.achieved <= 2100
+    assert 1800 <= result.rate.sent <= 2100
+    assert result.send_lag is not None and result.send_lag.count >= 1800
+    assert result.latency_uncorrected is not None
 
 
 @pytest.mark.real
-def test_pinned_worker_busy_polls_but_reports_only_its_work() -> None:
+def test_pinned_worker_busy_polls_but_is_judged_by_its_waiting() -> None:
     # Replies come ~60 us late: a pinned worker spins through each wait (its raw CPU
-    # use is near 100%), and that spinning must not make it look saturated.
+    # use is near 100%); spinning is waiting for work, so it is not client-bound.
     def slow(n: int, frame: bytes) -> bytes:
         end = time.perf_counter() + 0.00006
         while time.perf_counter() < end:
             pass
         return frame
 
-    cpu = str(max(os.sched_getaffinity(0)))
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs: the client's and the test server's")
+    client, other, *_ = cpus_by_idleness()
+    with TinyEchoServer(slow, cpus={other}) as server:
+        result = loadgen_json(
+            "--target", server.target, "--connections", "1", "--cpus", str(client),
+            "--duration", "0.5", "--warmup", "0.1",
+        )  # fmt: skip
+    assert total_errors(result) == 0 and result.requests > 100
+    worker = result.client.workers[0]
+    assert worker.waited_for_work is not None and worker.waited_for_work > 50, result.client
+    assert not result.client.bound, result.client
+
+
+# -- saturation: idleness and contention -------------------------------------------------
+
+
+def _closed_loop_on(client: int, port: int, connections: int = 10) -> LoadResult:
+    return loadgen_json(
+        "--target", f"127.0.0.1:{port}", "--connections", str(connections),
+        "--cpus", str(client), "--duration", "0.6", "--warmup", "0.2",
+    )  # fmt: skip
+
+
+@pytest.mark.real
+def test_a_cpu_hog_on_the_clients_cpu_makes_it_client_bound_by_contention() -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs: the client's and the server's")
+    client, other, *_ = cpus_by_idleness()
+    with ServerProcess(model="epoll", cpus=[other]) as server, cpu_hog(client):
+        result = _closed_loop_on(client, server.port)
+    assert result.client.bound, result.client
+    assert any("waited for a CPU" in r and "contended" in r for r in result.client.reasons)
+    delayed = result.client.workers[0].waited_for_cpu
+    assert delayed is not None and delayed > 10
+    assert result.client.cores_busy is not None and result.client.cores_busy > 90
+
+
+@pytest.mark.real
+def test_a_light_load_on_a_quiet_cpu_is_not_contended() -> None:
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs: the client's and the server's")
+    client, other, *_ = cpus_by_idleness()
+    with ServerProcess(model="epoll", cpus=[other]) as server:
+        result = loadgen_json(
+            "--target", f"127.0.0.1:{server.port}", "--connections", "2", "--rate", "400",
+            "--cpus", str(client), "--duration", "0.6", "--warmup", "0.1",
+        )  # fmt: skip
+    assert not any("waited for a CPU" in r for r in result.client.reasons), result.client
+    assert not result.client.bound, result.client
+    waited = result.client.workers[0].waited_for_work
+    assert waited is not None and waited > 50
+
+
+@pytest.mark.real
+def test_littles_law_holds_in_the_closed_loop(echo_server: ServerProcess) -> None:
+    """A unit test of the bookkeeping: each of N connections always has one request
+    out, so N = throughput x mean latency (of all requests)."""
+    result = loadgen_json(
+        "--target", f"127.0.0.1:{echo_server.port}", "--connections", "20",
+        "--processes", "1", "--duration", "0.6", "--warmup", "0.2",
+    )  # fmt: skip
+    assert result.latency_all is not None
+    in_flight = result.throughput_rps * result.latency_all.mean / 1e6
+    assert in_flight == pytest.approx(20, rel=0.1), (result.throughput_rps, result.latency_all)
+
+
+# -- the open loop keeps its promises ----------------------------------------------------
+
+
+@pytest.mark.real
+def test_open_loop_against_a_slower_server_reports_the_backlog() -> None:
+    # 5 ms a reply on one connection: at most 200/s against the 1000/s asked.
+    def slow(n: int, frame: bytes) -> bytes:
+        time.sleep(0.005)
+        return frame
+
     with TinyEchoServer(slow) as server:
         result = loadgen_json(
-            "--target",
-            server.target,
-            "--connections",
-            "1",
-            "--cpus",
-            cpu,
-            "--duration",
-            "0.5",
-            "--warmup",
-            "0.1",
-        )
-    assert total_errors(result) == 0 and result["requests"] > 100
-    assert result["client"]["cpu_percent"][0] < 50, result["client"]
-    assert not result["client"]["saturated"]
+            "--target", server.target, "--connections", "1", "--rate", "1000",
+            "--duration", "1", "--warmup", "0.2",
+        )  # fmt: skip
+    assert result.rate.asked == 1000
+    assert result.rate.achieved < 300 and result.rate.sent < 300, result.rate
+    everything = result.latency_all
+    assert everything is not None
+    # the requests due but never sent are the backlog: ~800/s over the window and more
+    assert everything.censored > 600, everything
+    assert everything.count == result.requests + everything.censored
+    assert "p99" in everything.bounds and everything.p99 > 500_000
+    reasons = judge(result, busy_before=None)
+    assert verdict(reasons) == "suspect"
+    assert any(r.code == "rate" and "of the 1,000 asked" in r.text for r in reasons)
+
+
+@pytest.mark.real
+def test_open_loop_schedule_survives_failures() -> None:
+    # Every 50th reply on a connection is spoiled: the client drops that connection,
+    # reconnects and keeps sending on schedule (before, that connection stopped).
+    with TinyEchoServer(_spoil("extra")) as server:
+        result = loadgen_json(
+            "--target", server.target, "--connections", "1", "--rate", "500",
+            "--duration", "1", "--warmup", "0.1", "--processes", "1",
+        )  # fmt: skip
+    assert result.errors["mismatch"] >= 5, result.errors
+    assert result.rate.sent >= 400 and result.rate.achieved >= 400, result.rate
+
+
+@pytest.mark.real
+def test_a_starved_connection_waited_the_whole_window() -> None:
+    # The iterative server serves its first connection for ever: the other two wait.
+    with ServerProcess(model="blocking") as server:
+        result = loadgen_json(
+            "--target", f"127.0.0.1:{server.port}", "--connections", "3",
+            "--processes", "1", "--duration", "0.5", "--warmup", "0.1",
+        )  # fmt: skip
+    conns = result.connections
+    assert conns.starved == 2 and conns.established == 3
+    assert conns.worst_wait_max_us == 500_000  # capped at the window
+    everything = result.latency_all
+    assert everything is not None and everything.censored == 3
+    assert everything.max > 500_000 and "max" in everything.bounds  # sent in the warm-up
 
 
 # -- wrong servers ----------------------------------------------------------------------
@@ -325,9 +429,9 @@ def test_mismatch_is_detected_and_counted(kind: str) -> None:
             "--warmup",
             "0",
         )
-    assert result["errors"]["mismatch"] == 2, result["errors"]
-    assert result["errors"]["closed"] == result["errors"]["reset"] == 0
-    assert 0 < result["requests"] <= 2 * 49
+    assert result.errors["mismatch"] == 2, result.errors
+    assert result.errors["closed"] == result.errors["reset"] == 0
+    assert 0 < result.requests <= 2 * 49
 
 
 @pytest.mark.real
@@ -363,12 +467,8 @@ def test_server_killed_mid_run_is_a_result() -> None:
                 child.wait()
     assert child.returncode == 0, err
     assert "Traceback" not in err
-    result = json.loads(out)
-    assert total_errors(result) > 0
-    assert (
-        result["errors"]["closed"] + result["errors"]["reset"] + result["errors"]["connect_refused"]
-        > 0
-    )
+    result = LoadResult.from_json(out)
+    assert result.errors["closed"] + result.errors["reset"] > 0, result.errors
 
 
 @pytest.mark.real
@@ -388,9 +488,11 @@ def test_refused_connects_are_counted() -> None:
             "--warmup",
             "0",
         )
-    assert result["errors"]["connect_refused"] == 3
-    assert result["connections"] == {"asked": 3, "established": 0, "starved": 0}
-    assert result["requests"] == 0 and result["fairness"] == 0.0
+    assert result.errors_before["connect_refused"] == 3  # before the window: connecting
+    assert result.error_count == 0
+    conns = result.connections
+    assert (conns.asked, conns.established, conns.starved) == (3, 0, 0)
+    assert result.requests == 0 and result.fairness == 0.0
 
 
 @pytest.mark.real
@@ -415,11 +517,11 @@ def test_connect_and_reply_timeouts_are_counted() -> None:
             "--timeout",
             "0.4",
         )
-    established = result["connections"]["established"]
-    assert 1 <= established <= 3
-    assert result["errors"]["connect_timeout"] == 6 - established
-    assert result["errors"]["timeout"] == established
-    assert result["connections"]["starved"] == established
+    established = result.connections.established
+    assert established is not None and 1 <= established <= 3
+    assert result.errors_before["connect_timeout"] == 6 - established
+    assert result.errors["timeout"] == established
+    assert result.connections.starved == established
 
 
 def _crash(self) -> None:
@@ -479,11 +581,14 @@ def test_open_loop_sees_a_stall_that_closed_loop_hides() -> None:
     with TinyEchoServer(_stall_once()) as server:
         closed = loadgen_json("--target", server.target, *common)
     assert total_errors(opened) == total_errors(closed) == 0
-    assert opened["latency_us"]["p99"] >= 150_000, opened["latency_us"]
-    assert opened["latency_us"]["max"] >= 180_000
-    assert closed["latency_us"]["max"] >= 180_000, closed["latency_us"]
-    assert closed["latency_us"]["p99"] < 50_000, closed["latency_us"]
-    assert closed["requests"] > 3 * opened["requests"]
+    assert opened.latency.p99 >= 150_000, opened.latency
+    assert opened.latency.max >= 180_000
+    assert closed.latency.max >= 180_000, closed.latency
+    assert closed.latency.p99 < 50_000, closed.latency
+    assert closed.requests > 3 * opened.requests
+    # wrk2's -U view: from the actual send, the open loop's stall hides again
+    assert opened.latency_uncorrected is not None
+    assert opened.latency_uncorrected.p99 < opened.latency.p99
 
 
 # -- histograms -------------------------------------------------------------------------
@@ -497,7 +602,7 @@ def test_histogram_merge_equals_one_histogram_of_all_values() -> None:
     whole = hist.from_values(values)
     assert merged.get_total_count() == whole.get_total_count() == len(values)
     assert hist.encode(merged) == hist.encode(whole)  # same counts, bucket by bucket
-    assert hist.latency_summary(merged) == hist.latency_summary(whole)
+    assert hist.latency(merged) == hist.latency(whole)
 
 
 def test_histogram_from_nanoseconds_and_empty() -> None:
@@ -505,7 +610,23 @@ def test_histogram_from_nanoseconds_and_empty() -> None:
     assert h.get_total_count() == 3
     assert h.get_max_value() >= hist.HIGHEST_US  # clamped, not dropped
     empty = hist.merge([hist.encode(hist.new_histogram())])
-    assert hist.latency_summary(empty)["p99"] == 0
+    assert hist.latency(empty).p99 == 0
+
+
+def test_censored_waits_make_lower_bounds_only_where_they_decide() -> None:
+    answered = hist.from_values([100] * 9_900 + [200] * 100)
+    # 20 requests still waiting 5 s at the end: the max is a bound, p50 and p90 are not
+    few = hist.latency(answered, hist.from_values([5_000_000] * 20))
+    assert few.censored == 20 and few.count == 10_020
+    assert few.p50 == 100 and few.p99 == 200
+    assert "p50" not in few.bounds and "p90" not in few.bounds and "max" in few.bounds
+    assert few.p999 >= 5_000_000 and "p999" in few.bounds
+    assert few.text("max").startswith("≥") and few.text("p50") == "100"
+    # 999 starved connections against 10,000 answered: the tail is all censored
+    starved = hist.latency(answered, hist.from_values([2_000_000] * 999))
+    assert starved.p99 >= 2_000_000 and {"p99", "p999"} <= set(starved.bounds)
+    # answered only: no bounds at all
+    assert hist.latency(answered).bounds == () and hist.latency(answered).censored == 0
 
 
 def test_jain_index() -> None:
