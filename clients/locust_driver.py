@@ -1,19 +1,23 @@
 """Locust as sockbench's second load generator: run it headless, report like loadgen.
 
     python -m clients.locust_driver --target 127.0.0.1:8000 --protocol echo \
-        --users 10 --duration 10 --payload 64
+        --users 10 --warmup 1 --duration 10 --payload 64 --cpus 1
 
 Locust runs as a subprocess (`python -m locust -f clients/locustfile.py ...`) in a
 temporary folder, in a session of its own so that it and its forked workers can be
-killed as one group. This module must not import locust: gevent monkey-patches socket
-and select on import. `from_locust_stats` turns locust's CSV files into the same JSON
-fields as `clients.loadgen` prints; it is a pure function of the files.
+killed as one group, pinned to `--cpus` if given. This module must not import locust:
+gevent monkey-patches socket and select on import. `from_locust_stats` turns the files
+the locustfile writes at exit into a `clients.result.LoadResult`; it is a pure function
+of the files. Only the measured window counts: the locustfile resets locust's stats
+when the warm-up ends (see `MeasuredWindow` there). Whether locust was the bottleneck
+is judged here, from /proc, as the native load generator judges itself.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import signal
 import socket
@@ -22,27 +26,66 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from importlib import metadata
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import psutil
 
-from clients.errors import ERROR_KINDS
+from clients.result import (
+    Client,
+    Connections,
+    ConnectLatency,
+    Interval,
+    Latency,
+    LoadResult,
+    Params,
+    Rate,
+    Window,
+    Worker,
+    no_errors,
+)
 from clients.target import is_loopback, split_target
-from common.cli import ArgumentParser, non_negative_int, positive_float, positive_int
-from common.process import die_with_parent
+from common import cpustat
+from common.cli import (
+    ArgumentParser,
+    cpu_list,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from common.cpus import format_cpu_list
+from common.process import block_stop_signals, die_with_parent
 
+TOOL = "sockbench.locust"
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 USER_CLASSES = {"echo": "EchoUser", "http-get": "HttpGetUser", "http-post": "HttpEchoUser"}
 CONNECT_ROWS = ("connect", "reconnect")  # EchoUser's connection events, not requests
-SATURATED_CPU = 90.0  # percent of one core over the window, as loadgen and locust's warning
-STARTUP_GRACE_S = 60.0  # locust start-up and shutdown, beyond the run time
+PERCENTILE_COLUMNS = ("50%", "90%", "99%", "99.9%")  # of locust's stats CSV: p50 .. p999
+STARTUP_GRACE_S = 60.0  # locust start-up and shutdown, beyond warm-up + duration
+RUN_TIME_BACKSTOP_S = 5  # locust's --run-time beyond warm-up + duration (see backstop_run_time)
 RESOLUTION = (
     "locust reports latency in milliseconds (percentiles rounded to locust's "
     "buckets: 2 significant digits with clients/locustfile.py)"
 )
+# The locustfile logs these at the window's edges (its copies must match).
+WINDOW_STARTED_LOG = "sockbench: measured window started"
+WINDOW_ENDED_LOG = "sockbench: measured window ended"
+# locust's own CPU warnings: "CPU usage above 90%!" (a local runner or a worker),
+# "Worker ... exceeded cpu threshold" and "CPU usage threshold was exceeded on workers"
+# (a master), "CPU usage was too high at some point during the test!" (at the end).
+CPU_WARNINGS = (
+    "CPU usage above",
+    "CPU usage threshold",
+    "exceeded cpu threshold",
+    "CPU usage was too high",
+)
+# Saturation, as the native load generator judges it (% of the window's wall time).
+BOTTLENECK_WAITED_FOR_WORK = 10.0  # below: the worker was almost never idle
+CONTENDED_WAITED_FOR_CPU = 10.0  # above: something else ran on its CPU
+SAMPLE_INTERVAL_S = 0.1  # the sampler of locust's processes and cores
 
 # Failure exception class name (as locust writes it in the failures CSV) -> error kind.
 EXCEPTION_KINDS = {
@@ -61,7 +104,6 @@ EXCEPTION_KINDS = {
     "EchoClosed": "closed",
     "HTTPConnectionClosed": "closed",
 }
-ERROR_KEYS = (*ERROR_KINDS, "other")  # the native load generator's kinds, and the rest
 
 
 class LocustRunError(RuntimeError):
@@ -73,7 +115,45 @@ class UsageError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------
-# The adapter: locust CSV -> sockbench load JSON (pure)
+# The adapter: the locustfile's final files -> LoadResult (pure)
+
+
+@dataclass(frozen=True)
+class WindowFile:
+    """`<prefix>_window.json`, written by the locustfile at exit."""
+
+    start_unix: float | None  # None: the run stopped before the warm-up ended
+    end_unix: float | None
+    interval_s: float
+    intervals: tuple[Interval, ...]
+    errors_before: dict[str, int]  # by kind
+
+    @classmethod
+    def read(cls, path: Path) -> WindowFile:
+        data = json.loads(path.read_text())
+        errors = no_errors()
+        for row in data["errors_before"]:
+            errors[error_kind(row["error"])] += int(row["occurrences"])
+        return cls(
+            start_unix=data["start_unix"],
+            end_unix=data["end_unix"],
+            interval_s=float(data["interval_s"]),
+            intervals=tuple(
+                Interval(
+                    start_s=float(row["start_s"]),
+                    count=int(row["count"]),
+                    p99_us=round(float(row["p99_ms"]) * 1000),
+                )
+                for row in data["intervals"]
+            ),
+            errors_before=errors,
+        )
+
+    @property
+    def window(self) -> Window | None:
+        if self.start_unix is None or self.end_unix is None:
+            return None
+        return Window(start_unix=self.start_unix, end_unix=self.end_unix)
 
 
 def _csv_float(text: str | None) -> float | None:
@@ -82,8 +162,8 @@ def _csv_float(text: str | None) -> float | None:
     return float(text)
 
 
-def _us(ms: float | None) -> int | None:
-    return None if ms is None else round(ms * 1000)
+def _us(ms: float | None) -> int:
+    return 0 if ms is None else round(ms * 1000)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -97,54 +177,51 @@ def error_kind(error: str) -> str:
     return EXCEPTION_KINDS.get(name, "other")
 
 
-def _latency(row: dict[str, str] | None) -> dict[str, float | None]:
+def _ok(row: dict[str, str]) -> int:
+    return int(row["Request Count"]) - int(row["Failure Count"])
+
+
+def _latency(row: dict[str, str] | None) -> Latency:
+    """One row's percentiles in us; count is its verified replies."""
     # locust folds failed requests into the response times: with no success at all
     # the figures would describe only failures, so there are none.
-    if not row or int(row["Request Count"]) == int(row["Failure Count"]):
-        row = {}
+    if not row or _ok(row) <= 0:
+        return Latency()
     top = _us(_csv_float(row.get("Max Response Time")))
-    summary: dict[str, float | None] = {}
-    for key, column in (("p50", "50%"), ("p90", "90%"), ("p99", "99%"), ("p999", "99.9%")):
-        value = _us(_csv_float(row.get(column)))
-        # A bucket rounds up as well as down: 64.993 ms is counted as 65 ms, above the
-        # exact maximum; no percentile can be above the maximum.
-        summary[key] = value if value is None or top is None else min(value, top)
-    summary["max"] = top
+    # A bucket rounds up as well as down: 64.993 ms is counted as 65 ms, above the
+    # exact maximum; no percentile can be above the maximum.
+    p50, p90, p99, p999 = (min(_us(_csv_float(row.get(c))), top) for c in PERCENTILE_COLUMNS)
     mean = _csv_float(row.get("Average Response Time"))
-    summary["mean"] = None if mean is None else round(mean * 1000, 1)
-    return summary
-
-
-def _timeline(history: list[dict[str, str]], name: str) -> list[int]:
-    """Verified replies per second, like loadgen's timeline, from locust's history file.
-
-    The file holds cumulative totals sampled about once a second (as often as workers
-    report, on a master), and misses the last partial second of the run; a longer
-    interval is spread evenly over its seconds.
-    """
-    rows = sorted((r for r in history if r["Name"] == name), key=lambda r: int(r["Timestamp"]))
-    if not rows:
-        return []
-    last_t = min(int(r["Timestamp"]) for r in history)  # the first sample, before any load
-    timeline: list[int] = []
-    last_ok = 0
-    for row in rows:
-        t = int(row["Timestamp"])
-        if t <= last_t:
-            continue  # two samples within one second: the next interval takes both
-        ok = int(row["Total Request Count"]) - int(row["Total Failure Count"])
-        share, extra = divmod(ok - last_ok, t - last_t)
-        timeline += [share] * (t - last_t - 1) + [share + extra]
-        last_t, last_ok = t, ok
-    return timeline
+    return Latency(
+        count=_ok(row),
+        p50=p50,
+        p90=p90,
+        p99=p99,
+        p999=p999,
+        max=top,
+        mean=0.0 if mean is None else round(mean * 1000, 1),
+    )
 
 
 def from_locust_stats(
-    stats_csv: Path, history_csv: Path | None, params: dict[str, Any], failures_csv: Path | None
-) -> dict[str, Any]:
-    """Convert locust's `_stats.csv` (+ `_stats_history.csv`, `_failures.csv`) into the
-    fields of clients.loadgen's JSON. `requests` counts verified replies only; every
-    failure is in `errors`, by kind (unclassified ones under `other`)."""
+    stats_csv: Path,
+    params: Params,
+    *,
+    failures_csv: Path | None = None,
+    window_json: Path | None = None,
+    client: Client | None = None,
+) -> LoadResult:
+    """The locustfile's final files (`<prefix>_stats.csv`, `_failures.csv`,
+    `_window.json`) as a LoadResult; `client` is the saturation verdict, judged apart.
+
+    `requests` counts verified replies in the window; every failure in the window is in
+    `errors`, by kind (unclassified ones under `other`), and the failures before it (the
+    warm-up) in `errors_before`, from the window file. The connect rows span the whole
+    run (users connect during the warm-up). `latency_all` is None: locust records a
+    request only when it ends, so it cannot see those still outstanding at the stop.
+    Without a window file (plain locust), the whole run is the window, `errors_before`
+    is zeros and the duration is locust's own (first to last request).
+    """
     rows = _read_rows(stats_csv)
     entries = [r for r in rows if r["Name"] != "Aggregated"]
     requests_rows = [r for r in entries if r["Name"] not in CONNECT_ROWS]
@@ -155,50 +232,230 @@ def from_locust_stats(
     elif len(requests_rows) == len(entries):  # no connect rows in the aggregate
         latency_row = next((r for r in rows if r["Name"] == "Aggregated"), None)
 
-    count = sum(int(r["Request Count"]) for r in requests_rows)
-    failed = sum(int(r["Failure Count"]) for r in requests_rows)
-    ok = count - failed
-    # locust's Requests/s is count / (last request of the run - first of that name).
-    durations = [
-        int(r["Request Count"]) / rps for r in requests_rows if (rps := _csv_float(r["Requests/s"]))
-    ]
-    duration = max(durations, default=0.0)
+    ok = sum(_ok(r) for r in requests_rows)
     received = sum(
         int(r["Request Count"]) * (_csv_float(r["Average Content Size"]) or 0)
         for r in requests_rows
     )
+    window_file = None
+    if window_json is not None and window_json.exists():
+        window_file = WindowFile.read(window_json)
+    window = window_file.window if window_file else None
 
-    errors = dict.fromkeys(ERROR_KEYS, 0)
+    # Failures locust counted but the failures file does not name (e.g. no such file)
+    # are `other`. With a window, the connect rows span the warm-up too: left out.
+    counted = requests_rows if window_file else entries
+    errors = no_errors()
+    named = 0
     if failures_csv is not None and failures_csv.exists():
         for row in _read_rows(failures_csv):
             errors[error_kind(row["Error"])] += int(row["Occurrences"])
-    all_failed = sum(int(r["Failure Count"]) for r in entries)
-    errors["other"] += max(0, all_failed - sum(errors.values()))  # e.g. no failures file
+            if any(row["Name"] == r["Name"] for r in counted):
+                named += int(row["Occurrences"])
+    failed = sum(int(r["Failure Count"]) for r in counted)
+    errors["other"] += max(0, failed - named)
+    if window is not None:
+        duration = window.end_unix - window.start_unix
+    else:  # locust's Requests/s: count / (last request - first of that name)
+        duration = max(
+            (
+                int(r["Request Count"]) / rps
+                for r in requests_rows
+                if (rps := _csv_float(r["Requests/s"]))
+            ),
+            default=0.0,
+        )
+    throughput = round(ok / duration, 1) if duration > 0 else 0.0
 
-    established = None
-    if connect_row is not None:
-        established = int(connect_row["Request Count"]) - int(connect_row["Failure Count"])
-    history = _read_rows(history_csv) if history_csv is not None and history_csv.exists() else []
-    throughput = round(ok / duration, 1) if duration else 0.0
     connect = _latency(connect_row)
-    return {
-        "schema": 1,
-        "tool": "sockbench.locust",
-        "params": dict(params),
-        "requests": ok,
-        "throughput_rps": throughput,
-        "bytes": round(received),
-        "duration_s": round(duration, 3),
-        "latency_us": _latency(latency_row),
-        "connect_us": {key: connect[key] for key in ("p50", "p99", "max")},
-        "errors": errors,
-        "connections": {"asked": params.get("users"), "established": established, "starved": None},
-        "fairness": None,
-        "timeline": _timeline(history, latency_row["Name"]) if latency_row else [],
-        "rate": {"asked": params.get("rate"), "achieved": throughput},
-        "client": {"cpu_percent": [], "saturated": None},
-        "resolution": RESOLUTION,
-    }
+    return LoadResult(
+        tool=TOOL,
+        params=params,
+        window=window,
+        requests=ok,
+        throughput_rps=throughput,
+        bytes=round(received),
+        duration_s=round(duration, 3),
+        latency=_latency(latency_row),
+        latency_all=None,
+        connect=ConnectLatency(p50=connect.p50, p99=connect.p99, max=connect.max),
+        errors=errors,
+        errors_before=window_file.errors_before if window_file else no_errors(),
+        connections=Connections(
+            asked=params.connections,
+            established=_ok(connect_row) if connect_row is not None else None,
+            starved=None,
+        ),
+        fairness=None,
+        rate=Rate(asked=None, sent=throughput, achieved=throughput),
+        client=client or Client(workers=(), cores=(), cores_busy=None, bound=None),
+        intervals=window_file.intervals if window_file else (),
+        interval_s=window_file.interval_s if window_file else 0.0,
+        latency_note=RESOLUTION,
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Saturation: was locust the bottleneck? (pure judgement, then the sampling of /proc)
+
+Series = Sequence[tuple[float, float]]  # (unix time, a counter that only grows)
+
+
+def value_at(series: Series, t: float, slack: float = 2 * SAMPLE_INTERVAL_S) -> float | None:
+    """A sampled counter at time `t`: linear between the samples around it; past the last
+    sample by at most `slack`, the last value (a process that exited counts no more)."""
+    if not series or t < series[0][0]:
+        return None
+    for (t0, v0), (t1, v1) in zip(series, series[1:], strict=False):
+        if t0 <= t <= t1:
+            return v0 if t1 == t0 else v0 + (v1 - v0) * (t - t0) / (t1 - t0)
+    last_t, last_v = series[-1]
+    return last_v if t - last_t <= slack else None
+
+
+def _delta(series: Series, window: Window) -> float | None:
+    """How much a sampled counter grew over the window."""
+    start, end = value_at(series, window.start_unix), value_at(series, window.end_unix)
+    return None if start is None or end is None else end - start
+
+
+def _share(series: Series, window: Window) -> float | None:
+    """A counter of seconds over the window, as a % of the window's wall time."""
+    grew, wall = _delta(series, window), window.end_unix - window.start_unix
+    if grew is None or wall <= 0:
+        return None
+    return round(max(0.0, 100.0 * grew / wall), 1)
+
+
+def worker_usage(cpu_s: Series, run_delay_s: Series | None, window: Window) -> Worker:
+    """One locust process over the window: CPU time, run-queue delay, and the rest.
+
+    Locust does not busy-poll, so the time neither on a CPU nor waiting for one was
+    spent waiting for work (replies, or the pacing of --rate)."""
+    cpu = _share(cpu_s, window)
+    waited_for_cpu = _share(run_delay_s, window) if run_delay_s is not None else None
+    if cpu is None or waited_for_cpu is None:
+        return Worker(cpu=cpu, waited_for_work=None, waited_for_cpu=waited_for_cpu)
+    waited_for_work = round(max(0.0, 100.0 - cpu - waited_for_cpu), 1)
+    return Worker(cpu=cpu, waited_for_work=waited_for_work, waited_for_cpu=waited_for_cpu)
+
+
+def judge_client(
+    workers: Sequence[Worker], cores: Sequence[int], cores_busy: float | None, cpu_warning: bool
+) -> Client:
+    """Bound when a worker was hardly ever idle (the bottleneck), when one waited long for
+    a CPU (contended), or when locust itself warned of its CPU usage. Not judged (None)
+    only when no worker could be sampled and locust did not warn."""
+    reasons = []
+    for i, w in enumerate(workers):
+        if w.waited_for_work is not None and w.waited_for_work < BOTTLENECK_WAITED_FOR_WORK:
+            reasons.append(
+                f"worker {i} waited for work {w.waited_for_work:.0f}% of the window "
+                "(the load generator was the bottleneck)"
+            )
+        if w.waited_for_cpu is not None and w.waited_for_cpu > CONTENDED_WAITED_FOR_CPU:
+            reasons.append(
+                f"worker {i} waited for a CPU {w.waited_for_cpu:.0f}% of the window "
+                "(contended: something else ran on its CPU)"
+            )
+    if cpu_warning:
+        reasons.append("locust warned: CPU usage above 90%")
+    bound: bool | None = bool(reasons)
+    if not reasons and not any(w.cpu is not None for w in workers):
+        bound = None
+    return Client(
+        workers=tuple(workers),
+        cores=tuple(cores),
+        cores_busy=cores_busy,
+        bound=bound,
+        reasons=tuple(reasons),
+    )
+
+
+def _run_delay_s(pid: int) -> float | None:
+    """Run-queue delay of a process so far: the second field of schedstat, per thread."""
+    total, seen = 0, False
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+            seen = True
+        except (OSError, IndexError, ValueError):
+            continue  # a thread that just exited
+    return total / 1e9 if seen else None
+
+
+class _Sampler(threading.Thread):
+    """Samples locust's processes (CPU time, run-queue delay) and its cores (/proc/stat)
+    every SAMPLE_INTERVAL_S, and at once when asked (`now()`: at the window's edges)."""
+
+    def __init__(self, pid: int, cores: Sequence[int]) -> None:
+        super().__init__(daemon=True)
+        self.root_pid = pid
+        try:
+            self.root: psutil.Process | None = psutil.Process(pid)
+        except psutil.Error:  # locust failed at once: nothing to sample
+            self.root = None
+        self.cores = tuple(cores)
+        self.cpu: dict[int, list[tuple[float, float]]] = {}  # pid -> (t, CPU seconds)
+        self.delay: dict[int, list[tuple[float, float]]] = {}  # pid -> (t, run delay s)
+        self.busy: list[tuple[float, float]] = []  # (t, busy ticks)
+        self.total: list[tuple[float, float]] = []  # (t, all ticks)
+        self.done = threading.Event()
+        self._wake = threading.Event()
+
+    def now(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self.done.set()
+        self._wake.set()
+        self.join()
+
+    def run(self) -> None:
+        block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
+        while not self.done.is_set():
+            self._sample()
+            self._wake.wait(SAMPLE_INTERVAL_S)
+            self._wake.clear()
+
+    def _sample(self) -> None:
+        try:
+            tree = [self.root, *self.root.children(recursive=True)] if self.root else []
+        except psutil.Error:
+            tree = []
+        for proc in tree:
+            try:
+                times = proc.cpu_times()
+                t = time.time()
+            except psutil.Error:
+                continue
+            self.cpu.setdefault(proc.pid, []).append((t, times.user + times.system))
+            delay = _run_delay_s(proc.pid)
+            if delay is not None:
+                self.delay.setdefault(proc.pid, []).append((t, delay))
+        if self.cores:
+            busy, total = cpustat.ticks(self.cores)
+            t = time.time()
+            self.busy.append((t, busy))
+            self.total.append((t, total))
+
+    def cores_busy(self, window: Window) -> float | None:
+        busy, total = _delta(self.busy, window), _delta(self.total, window)
+        if busy is None or total is None or total <= 0:
+            return None
+        # Interpolating busy and total apart can round a full core to 100.00000000003.
+        return round(min(100.0, max(0.0, 100.0 * busy / total)), 1)
+
+    def workers(self, window: Window, forked: bool) -> list[Worker]:
+        """The load-generating processes: locust itself, or the workers it forked (its
+        master only coordinates)."""
+        pids = sorted(p for p in self.cpu if p != self.root_pid) if forked else [self.root_pid]
+        return [worker_usage(self.cpu.get(pid, []), self.delay.get(pid), window) for pid in pids]
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,6 +482,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def backstop_run_time(warmup: float, duration: float) -> int:
+    """Locust's --run-time, whole seconds: only a backstop. The locustfile opens the
+    window after `warmup` and stops the run `duration` later, to the millisecond; locust's
+    own timer can fire early (see MeasuredWindow.schedule in the locustfile)."""
+    return math.ceil(warmup + duration) + RUN_TIME_BACKSTOP_S
+
+
 def locust_command(
     *,
     host: str,
@@ -232,7 +496,9 @@ def locust_command(
     protocol: str,
     users: int,
     spawn_rate: float,
-    duration: int,
+    run_time_s: int,
+    warmup: float,
+    duration: float,
     payload: int,
     rate: float | None,
     timeout: float,
@@ -257,12 +523,9 @@ def locust_command(
         "-r",
         str(spawn_rate),
         "-t",
-        f"{duration}s",
+        f"{run_time_s}s",
         "--host",
         f"{scheme}://{netloc}:{port}",
-        "--csv",
-        str(prefix),
-        "--csv-full-history",
         "--only-summary",
         "--exit-code-on-error",
         "0",  # failures are data; a non-zero exit means trouble
@@ -270,6 +533,10 @@ def locust_command(
         str(payload),
         "--sockbench-timeout",
         str(timeout),
+        "--sockbench-warmup",
+        str(warmup),
+        "--sockbench-duration",
+        str(duration),
         "--sockbench-final-csv",
         f"{prefix}_final",
     ]
@@ -293,67 +560,26 @@ def locust_command(
 
 
 class _LogWatcher(threading.Thread):
-    """Reads locust's merged stdout/stderr: keeps it, echoes it unless quiet, and notes
-    when the users were all spawned and when the run-time limit hit (the load window)."""
+    """Reads locust's merged stdout/stderr: keeps it, echoes it unless quiet, calls
+    `on_edge` when the locustfile logs the window's start or end, and notes locust's
+    CPU warnings."""
 
-    def __init__(self, stream: IO[str], quiet: bool) -> None:
+    def __init__(self, stream: IO[str], quiet: bool, on_edge: Callable[[], None]) -> None:
         super().__init__(daemon=True)
-        self.stream, self.quiet = stream, quiet
+        self.stream, self.quiet, self.on_edge = stream, quiet, on_edge
         self.lines: list[str] = []
-        self.spawned_at: float | None = None
-        self.ended_at: float | None = None
+        self.cpu_warning = False
 
     def run(self) -> None:
+        block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
         for line in self.stream:
+            if WINDOW_STARTED_LOG in line or WINDOW_ENDED_LOG in line:
+                self.on_edge()
+            elif any(warning in line for warning in CPU_WARNINGS):
+                self.cpu_warning = True
             self.lines.append(line)
-            if self.spawned_at is None and "All users spawned" in line:
-                self.spawned_at = time.time()
-            elif self.ended_at is None and "run-time limit reached" in line:
-                self.ended_at = time.time()
             if not self.quiet:
                 sys.stderr.write(line)
-
-    @property
-    def cpu_warning(self) -> bool:
-        # "CPU usage above 90%!", "CPU usage threshold was exceeded on workers ..."
-        return any(
-            "CPU usage above" in line or "CPU usage threshold" in line for line in self.lines
-        )
-
-
-class _CpuSampler(threading.Thread):
-    """Samples the CPU of locust and its forked workers while the users run."""
-
-    INTERVAL = 0.5
-
-    def __init__(self, pid: int, window: _LogWatcher) -> None:
-        super().__init__(daemon=True)
-        self.root, self.window = psutil.Process(pid), window
-        self.samples: dict[int, list[float]] = {}
-        self.done = threading.Event()
-        self._seen: dict[int, psutil.Process] = {}
-
-    def run(self) -> None:
-        while not self.done.wait(self.INTERVAL):
-            try:
-                tree = [self.root, *self.root.children(recursive=True)]
-            except psutil.Error:
-                return
-            for proc in tree:
-                first = proc.pid not in self._seen
-                known = self._seen.setdefault(proc.pid, proc)  # cpu_percent needs one object
-                try:
-                    value = known.cpu_percent(None)
-                except psutil.Error:
-                    continue
-                if first:
-                    continue  # a first call only starts the clock: it always says 0.0
-                if self.window.spawned_at and not self.window.ended_at:
-                    self.samples.setdefault(proc.pid, []).append(value)
-
-    def means(self) -> list[float]:
-        """Mean CPU percent per process (locust's main process first) over the window."""
-        return [round(sum(v) / len(v), 1) for v in self.samples.values() if v]
 
 
 def _stop_group(proc: subprocess.Popen[str], wait: float = 5.0) -> None:
@@ -380,13 +606,24 @@ def _locust_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SOCKBENCH_"))}
 
 
+def _check_cpus(cpus: Sequence[int]) -> tuple[int, ...]:
+    allowed = os.sched_getaffinity(0)
+    if missing := sorted(set(cpus) - allowed):
+        raise UsageError(
+            f"CPU {format_cpu_list(missing)} is not available here "
+            f"(this process may run on {format_cpu_list(allowed)})"
+        )
+    return tuple(sorted(set(cpus)))
+
+
 def run_locust(
     target: str,
     *,
     protocol: str = "echo",
     users: int = 10,
     spawn_rate: float | None = None,
-    duration: int = 10,
+    duration: float = 10.0,
+    warmup: float = 1.0,
     payload: int = 64,
     rate: float | None = None,
     timeout: float = 10.0,
@@ -395,11 +632,16 @@ def run_locust(
     expect_workers: int | None = None,
     master_bind_host: str = "127.0.0.1",
     master_bind_port: int | None = None,
+    cpus: Sequence[int] | None = None,
     allow_remote: bool = False,
     quiet: bool = True,
-) -> dict[str, Any]:
-    """Run locust headless against `target` (HOST:PORT) and return loadgen-style JSON.
+) -> LoadResult:
+    """Run locust headless against `target` (HOST:PORT): `warmup` seconds, then the
+    measured window of `duration` seconds; return the window's LoadResult.
 
+    Any positive duration works: the locustfile times the window, not locust's
+    --run-time (whole seconds, and a timer that can fire early). `cpus` pins locust and
+    its forked workers; by default they run anywhere this process may.
     Raises UsageError (a ValueError) for bad arguments, such as a non-loopback target
     without allow_remote, and LocustRunError when locust fails or times out.
     """
@@ -414,25 +656,24 @@ def run_locust(
         raise UsageError("--processes and --master exclude each other")
     if expect_workers and not master:
         raise UsageError("--expect-workers needs --master")
+    if not duration > 0 or not warmup >= 0:
+        raise UsageError(f"need duration > 0 and warmup >= 0, got {duration} and {warmup}")
+    pinned = _check_cpus(cpus) if cpus else None
     spawn_rate = spawn_rate or float(users)
-    # Named as loadgen names its params where they mean the same (one connection per user).
-    params = {
-        "target": f"{host}:{port}",
-        "protocol": protocol,
-        "connections": users,
-        "users": users,
-        "spawn_rate": spawn_rate,
-        "duration": duration,
-        "payload": payload,
-        "rate": rate,
-        "mode": "persistent",
-        "timeout": timeout,
-        "processes": processes,
-        "master": master,
-        "expect_workers": expect_workers if master else None,
-        "user_class": user_class(protocol, payload),
-        "locust_version": metadata.version("locust"),
-    }
+    seconds = backstop_run_time(warmup, duration)
+    params = Params(
+        target=f"{host}:{port}",
+        protocol=protocol,
+        connections=users,  # one connection per user
+        processes=(expect_workers or 1) if master else (processes or 1),
+        duration=duration,
+        warmup=warmup,
+        payload=payload,
+        rate=None,  # --rate paces locust's users: not an open loop
+        mode="persistent",
+        timeout=timeout,
+        cpus=pinned,
+    )
     with tempfile.TemporaryDirectory(prefix="sockbench-locust-") as tmp:
         prefix = Path(tmp) / "run"
         cmd = locust_command(
@@ -441,6 +682,8 @@ def run_locust(
             protocol=protocol,
             users=users,
             spawn_rate=spawn_rate,
+            run_time_s=seconds,
+            warmup=warmup,
             duration=duration,
             payload=payload,
             rate=rate,
@@ -452,27 +695,43 @@ def run_locust(
             master_bind_port=master_bind_port,
             prefix=prefix,
         )
-        limit = duration + STARTUP_GRACE_S * (2 if master else 1)
-        watcher, sampler, code = _run(cmd, Path(tmp), limit, quiet)
-        final = Path(f"{prefix}_final_stats.csv")
-        if code != 0 or not final.exists():
+        limit = warmup + duration + STARTUP_GRACE_S * (2 if master else 1)
+        cores = pinned or tuple(sorted(os.sched_getaffinity(0)))
+        watcher, sampler, code = _run(cmd, Path(tmp), limit, quiet, pinned, cores)
+        final = Path(f"{prefix}_final")
+        stats_csv, window_json = Path(f"{final}_stats.csv"), Path(f"{final}_window.json")
+        if code != 0 or not stats_csv.exists() or not window_json.exists():
             last = next(
                 (line.strip() for line in reversed(watcher.lines) if line.strip()), "no output"
             )
             raise LocustRunError(f"locust exited with code {code}: {last}")
-        result = from_locust_stats(
-            final, Path(f"{prefix}_stats_history.csv"), params, Path(f"{prefix}_final_failures.csv")
+        window = WindowFile.read(window_json).window
+        if window is None:
+            raise LocustRunError("locust stopped before the warm-up ended: no measured window")
+        workers = [] if master else sampler.workers(window, forked=bool(processes))
+        client = judge_client(workers, cores, sampler.cores_busy(window), watcher.cpu_warning)
+        return from_locust_stats(
+            stats_csv,
+            params,
+            failures_csv=Path(f"{final}_failures.csv"),
+            window_json=window_json,
+            client=client,
         )
-    result["client"] = _client(sampler, watcher, processes, master)
-    if watcher.spawned_at and watcher.ended_at:
-        result["window"] = {"start_unix": watcher.spawned_at, "end_unix": watcher.ended_at}
-        result["started_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(watcher.spawned_at))
-    return result
 
 
 def _run(
-    cmd: Sequence[str], cwd: Path, limit: float, quiet: bool
-) -> tuple[_LogWatcher, _CpuSampler, int]:
+    cmd: Sequence[str],
+    cwd: Path,
+    limit: float,
+    quiet: bool,
+    pinned: Sequence[int] | None,
+    cores: Sequence[int],
+) -> tuple[_LogWatcher, _Sampler, int]:
+    def child_setup() -> None:  # between fork and exec: the forked workers inherit both
+        die_with_parent()
+        if pinned:
+            os.sched_setaffinity(0, pinned)
+
     # cwd is the empty temporary folder, so no locust.conf or pyproject.toml is picked up.
     proc = subprocess.Popen(
         cmd,
@@ -483,41 +742,25 @@ def _run(
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-        preexec_fn=die_with_parent,
+        preexec_fn=child_setup,
     )
     assert proc.stdout is not None  # stdout=PIPE
-    watcher = _LogWatcher(proc.stdout, quiet)
-    sampler = _CpuSampler(proc.pid, watcher)
+    sampler = _Sampler(proc.pid, cores)
+    watcher = _LogWatcher(proc.stdout, quiet, on_edge=sampler.now)
     try:
-        watcher.start()
         sampler.start()
+        watcher.start()
         try:
             code = proc.wait(limit)
         except subprocess.TimeoutExpired:
             raise LocustRunError(f"locust did not finish within {limit:.0f} s") from None
     finally:
         _stop_group(proc)  # also on Ctrl-C and errors: never leave locust behind
-        sampler.done.set()
-        sampler.join()
+        sampler.stop()
         watcher.join(5.0)
         if proc.stdout is not None:
             proc.stdout.close()
     return watcher, sampler, code
-
-
-def _client(
-    sampler: _CpuSampler, watcher: _LogWatcher, processes: int | None, master: bool
-) -> dict[str, Any]:
-    cpu = sampler.means()
-    # With --processes the first process is the master, which generates no load.
-    load_cpu = cpu[1:] if processes else cpu
-    if watcher.cpu_warning or any(c > SATURATED_CPU for c in load_cpu):
-        saturated: bool | None = True
-    elif master or not load_cpu:
-        saturated = None  # the workers run elsewhere (or nothing was sampled)
-    else:
-        saturated = False
-    return {"cpu_percent": cpu, "saturated": saturated}
 
 
 # ---------------------------------------------------------------------------------------
@@ -539,7 +782,15 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="users started per second (default: all in the first second)",
     )
-    parser.add_argument("--duration", type=positive_int, default=10, help="seconds of load")
+    parser.add_argument(
+        "--duration", type=positive_float, default=10.0, help="seconds measured (after the warm-up)"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=non_negative_float,
+        default=1.0,
+        help="seconds of load before the measured window, not counted (default 1)",
+    )
     parser.add_argument(
         "--payload",
         type=non_negative_int,
@@ -554,6 +805,13 @@ def build_parser() -> ArgumentParser:
     )
     parser.add_argument(
         "--timeout", type=positive_float, default=10.0, help="connect and reply timeout in seconds"
+    )
+    parser.add_argument(
+        "--cpus",
+        type=cpu_list,
+        default=None,
+        help="pin locust (and its forked workers) to these CPUs, e.g. 1 or 2-3 "
+        "(default: not pinned)",
     )
     parser.add_argument(
         "--processes",
@@ -602,6 +860,7 @@ def main(argv: list[str] | None = None) -> int:
             users=args.users,
             spawn_rate=args.spawn_rate,
             duration=args.duration,
+            warmup=args.warmup,
             payload=args.payload,
             rate=args.rate,
             timeout=args.timeout,
@@ -610,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
             expect_workers=args.expect_workers,
             master_bind_host=args.master_bind_host,
             master_bind_port=args.master_bind_port,
+            cpus=args.cpus,
             allow_remote=args.allow_remote,
             quiet=args.quiet,
         )
@@ -622,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-    print(json.dumps(result, indent=2))
+    print(result.to_json())
     return 0
 
 

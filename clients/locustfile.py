@@ -17,20 +17,30 @@ the workers when the test starts):
   --sockbench-rate / SOCKBENCH_RATE          requests/s per user via constant_throughput;
                                              0 (default) is a closed loop with no wait
   --sockbench-timeout / SOCKBENCH_TIMEOUT    connect and reply timeout in seconds (default 10)
+  --sockbench-warmup / SOCKBENCH_WARMUP      seconds from the test's start to the measured
+                                             window (default 0: from the start)
+  --sockbench-duration / SOCKBENCH_DURATION  seconds measured, then the run stops; 0 (the
+                                             default) leaves the stop to locust's --run-time
   --sockbench-final-csv PREFIX               at exit, write PREFIX_stats.csv and
-                                             PREFIX_failures.csv with the final figures
+                                             PREFIX_failures.csv with the final figures, and
+                                             PREFIX_window.json (the window, its 1 s slices and
+                                             the failures before it)
 
-Three changes to locust's bookkeeping, all for trustworthy figures: response times are
+Four changes to locust's bookkeeping, all for trustworthy figures: response times are
 bucketed to 2 significant digits at every scale (locust's default rounds below 100 ms
 to whole milliseconds, so a 50 us loopback echo would read as 0); the final CSV is
 written at exit (locust's own --csv files are rewritten once a second, so they miss
-up to the last second of the run); workers report every second, not every 3 s.
-Workers forked by `--processes` die with the locust process that forked them.
+up to the last second of the run); workers report every second, not every 3 s; and
+only the measured window counts (`MeasuredWindow`: the stats are reset when the
+warm-up ends). Workers forked by `--processes` die with the locust process that forked
+them.
 """
 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import math
 import os
 import time
@@ -41,13 +51,24 @@ import gevent
 from gevent import socket
 from locust import FastHttpUser, User, constant_throughput, events, runners, stats, task
 from locust.env import Environment
-from locust.runners import WorkerRunner
-from locust.stats import StatsEntry
+from locust.runners import MasterRunner, WorkerRunner
+from locust.stats import RequestStats, StatsEntry
 
 from common.process import die_with_parent
 
 GET_BODY = b"Hello, world!\n"  # servers/protocol.py answers `GET /` with this body
 CONNECT_BACKOFF_S = 0.05  # after a connection error, so a dead server is not hit in a hot loop
+# EchoUser's connection events, not requests (clients/locust_driver.py names them too)
+CONNECT_ROWS = ("connect", "reconnect")
+INTERVAL_S = 1.0  # the measured window's slices
+# Lines the driver watches for, to sample CPU at the window's edges (the driver's copies
+# must match: tests/test_locust.py checks).
+WINDOW_STARTED_LOG = "sockbench: measured window started"
+WINDOW_ENDED_LOG = "sockbench: measured window ended"
+WINDOW_MESSAGE = "sockbench_window"  # master -> workers: the measured window begins
+IN_WINDOW = "sockbench_in_window"  # in a worker's report: counted after that message
+
+logger = logging.getLogger(__name__)
 
 
 # Failure types: locust_driver maps failures to error kinds by these class names, so keep
@@ -101,6 +122,190 @@ def write_final_csv(environment: Environment, prefix: str) -> None:
         writer.failures_csv(csv.writer(f))
 
 
+def _sleep_until(deadline: float) -> None:
+    """gevent.sleep can wake early (its clock is the loop's cached time): check the wall."""
+    while (left := deadline - time.time()) > 0:
+        gevent.sleep(left)
+
+
+# verified replies so far, response-time buckets (ms; locust annotates them int, ours are floats)
+_Snapshot = tuple[int, dict[int, int]]
+
+
+def _requests_so_far(request_stats: RequestStats) -> _Snapshot:
+    """The request rows (not the connect rows) summed: verified replies and buckets."""
+    ok = 0
+    times: dict[int, int] = {}
+    for entry in request_stats.entries.values():
+        if entry.name in CONNECT_ROWS:
+            continue
+        ok += entry.num_requests - entry.num_failures
+        for bucket, count in entry.response_times.items():
+            times[bucket] = times.get(bucket, 0) + count
+    return ok, times
+
+
+class MeasuredWindow:
+    """Only the measured window counts: from the warm-up's end to the run's stop.
+
+    Kept on the master (or the local runner), which alone decides the window. When the
+    warm-up ends, the request rows and the total are reset (the connect rows keep
+    counting: users connect during the warm-up) and the failures so far are kept as
+    `errors_before`; then the window is cut into INTERVAL_S slices (verified replies and
+    the p99 of each), which the stats history of locust cannot give: its timestamps are
+    whole seconds, it misses the run's last second and has no percentile per slice.
+
+    Distributed runs: a worker holds up to a second of figures it has not reported, and a
+    report may be on its way while the master resets. So the master tells the workers
+    (WINDOW_MESSAGE); each at once reports what it holds, then marks every later report
+    IN_WINDOW, and the master counts an unmarked report that comes after its reset as
+    before the window (its failures into `errors_before`). A worker's window thus starts
+    when the message reaches it, milliseconds after the master's.
+
+    One per process, at module level: the master's report filter must be in place
+    before locust's own listener merges the report, and locust adds that when it
+    creates the runner, after importing this file but before its `init` event.
+    """
+
+    def __init__(self) -> None:
+        self.start_unix: float | None = None
+        self.end_unix: float | None = None
+        self.errors_before: list[dict[str, Any]] = []
+        self.intervals: list[tuple[float, int, float]] = []  # start_s, replies, p99 ms
+        self.worker_in_window = False  # on a worker: the master's WINDOW_MESSAGE came
+        self._timer: gevent.Greenlet | None = None
+        self._ticker: gevent.Greenlet | None = None
+        self._slice_base: _Snapshot = (0, {})  # the figures when the open slice began
+        self._prev_base: _Snapshot = (0, {})  # ... when the last closed slice began
+
+    # -- on the master or the local runner
+
+    def schedule(self, environment: Environment, warmup: float, duration: float) -> None:
+        """At the test's start: open the window after `warmup` seconds and, with a
+        `duration`, stop the run that much later. Timed here, not with --run-time:
+        locust's timer counts from gevent's loop time, which lags behind by however long
+        the start-up blocked the loop, so it fires early (0.3 s seen on a 2 s run)."""
+        self._timer = gevent.spawn(self._run, environment, time.time() + warmup, duration)
+
+    def _run(self, environment: Environment, opens_at: float, duration: float) -> None:
+        _sleep_until(opens_at)
+        self.open(environment)
+        if duration > 0 and self.start_unix is not None:
+            _sleep_until(self.start_unix + duration)
+            assert environment.runner is not None
+            gevent.spawn(environment.runner.quit)  # apart: stop() ends this greenlet
+
+    def open(self, environment: Environment) -> None:
+        request_stats = environment.stats
+        self.errors_before += [
+            {"name": e.name, "error": e.parse_error(e.error), "occurrences": e.occurrences}
+            for e in request_stats.errors.values()
+        ]
+        request_stats.errors = {}
+        request_stats.total.reset()  # type: ignore[no-untyped-call]
+        for entry in request_stats.entries.values():
+            if entry.name not in CONNECT_ROWS:
+                entry.reset()  # type: ignore[no-untyped-call]
+        self.start_unix = time.time()
+        if isinstance(environment.runner, MasterRunner):
+            environment.runner.send_message(WINDOW_MESSAGE)
+        self._slice_base = self._prev_base = _requests_so_far(request_stats)
+        self._ticker = gevent.spawn(self._tick, request_stats)
+        logger.info(WINDOW_STARTED_LOG)
+
+    def _tick(self, request_stats: RequestStats) -> None:
+        assert self.start_unix is not None
+        while True:
+            _sleep_until(self.start_unix + (len(self.intervals) + 1) * INTERVAL_S)
+            self._close_slice(request_stats)
+
+    def _close_slice(self, request_stats: RequestStats) -> None:
+        now = _requests_so_far(request_stats)
+        (ok0, times0), (ok1, times1) = self._slice_base, now
+        delta = stats.diff_response_time_dicts(times1, times0)
+        p99 = stats.calculate_response_time_percentile(delta, sum(delta.values()), 0.99)
+        self.intervals.append((len(self.intervals) * INTERVAL_S, ok1 - ok0, p99))
+        self._prev_base, self._slice_base = self._slice_base, now
+
+    def stop(self) -> None:
+        """At the test's stop: the window ends (before it began, there is none)."""
+        if self._timer is not None:
+            self._timer.kill(block=False)
+        if self._ticker is not None:
+            self._ticker.kill(block=True)
+        if self.start_unix is not None and self.end_unix is None:
+            self.end_unix = time.time()
+            logger.info(WINDOW_ENDED_LOG)
+
+    def finish(self, request_stats: RequestStats) -> None:
+        """At exit, after a master got its workers' last reports: the last slice runs
+        to the window's end; a tail shorter than half a slice joins the slice before."""
+        if self.start_unix is None or self.end_unix is None:
+            return
+        tail = self.end_unix - (self.start_unix + len(self.intervals) * INTERVAL_S)
+        if self.intervals and tail < INTERVAL_S / 2:
+            self.intervals.pop()
+            self._slice_base = self._prev_base
+        self._close_slice(request_stats)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "start_unix": self.start_unix,
+            "end_unix": self.end_unix,
+            "interval_s": INTERVAL_S,
+            "intervals": [
+                {"start_s": start, "count": count, "p99_ms": p99}
+                for start, count, p99 in self.intervals
+            ],
+            "errors_before": self.errors_before,
+        }
+
+    def filter_report(self, data: dict[str, Any]) -> None:
+        """A worker's report, before locust merges it: one sent before the worker knew
+        of the window counts before it (only its connect rows are kept)."""
+        if self.start_unix is None or data.get(IN_WINDOW):
+            return
+        self.errors_before += [
+            {"name": e["name"], "error": e["error"], "occurrences": e["occurrences"]}
+            for e in data.get("errors", {}).values()
+        ]
+        data["errors"] = {}
+        data["stats"] = [e for e in data.get("stats", []) if e["name"] in CONNECT_ROWS]
+        data["stats_total"] = StatsEntry(RequestStats(), "Aggregated", "").serialize()
+
+    # -- on a worker
+
+    def on_window_message(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
+        """Report at once what was counted before the window, then mark later reports."""
+        runner = environment.runner
+        assert isinstance(runner, WorkerRunner)
+        data: dict[str, Any] = {}
+        environment.events.report_to_master.fire(  # type: ignore[no-untyped-call]
+            client_id=runner.client_id, data=data
+        )
+        self.worker_in_window = True
+        runner.send_message("stats", data)
+
+    def mark_report(self, data: dict[str, Any]) -> None:
+        data[IN_WINDOW] = self.worker_in_window
+
+
+WINDOW = MeasuredWindow()
+events.worker_report.add_listener(  # type: ignore[no-untyped-call]
+    lambda client_id, data, **_kw: WINDOW.filter_report(data)
+)
+events.report_to_master.add_listener(  # type: ignore[no-untyped-call]
+    lambda client_id, data, **_kw: WINDOW.mark_report(data)
+)
+
+
+def write_final_files(environment: Environment, prefix: str) -> None:
+    WINDOW.finish(environment.stats)
+    write_final_csv(environment, prefix)
+    with open(f"{prefix}_window.json", "w") as f:
+        json.dump(WINDOW.to_dict(), f)
+
+
 _forker = 0  # the pid of the process that last forked, as its child sees it
 
 
@@ -124,12 +329,24 @@ os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
 
 @events.init.add_listener  # type: ignore[untyped-decorator]
 def _on_init(environment: Environment, **_kwargs: Any) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        runner.register_message(WINDOW_MESSAGE, WINDOW.on_window_message)
+        return
+    warmup = _option(environment, "sockbench_warmup", 0.0)
+    duration = _option(environment, "sockbench_duration", 0.0)
+    environment.events.test_start.add_listener(  # type: ignore[no-untyped-call]
+        lambda **_kw: WINDOW.schedule(environment, warmup, duration)
+    )
+    environment.events.test_stop.add_listener(  # type: ignore[no-untyped-call]
+        lambda **_kw: WINDOW.stop()
+    )
     prefix = getattr(environment.parsed_options, "sockbench_final_csv", None)
-    if prefix and not isinstance(environment.runner, WorkerRunner):
+    if prefix:
         # `quit` fires after the runner stopped (and a master got its workers' last
         # reports), so the stats are final here.
         environment.events.quit.add_listener(  # type: ignore[no-untyped-call]
-            lambda **_kw: write_final_csv(environment, prefix)
+            lambda **_kw: write_final_files(environment, prefix)
         )
 
 
@@ -157,11 +374,25 @@ def _add_arguments(parser: Any) -> None:  # locust's configargparse parser
         help="connect and reply timeout in seconds",
     )
     parser.add_argument(
+        "--sockbench-warmup",
+        type=float,
+        env_var="SOCKBENCH_WARMUP",
+        default=0.0,
+        help="seconds from the test's start to the measured window (stats reset then)",
+    )
+    parser.add_argument(
+        "--sockbench-duration",
+        type=float,
+        env_var="SOCKBENCH_DURATION",
+        default=0.0,
+        help="seconds measured, then the run stops (0: at locust's --run-time)",
+    )
+    parser.add_argument(
         "--sockbench-final-csv",
         env_var="SOCKBENCH_FINAL_CSV",
         default=None,
         include_in_web_ui=False,
-        help="path prefix of the final stats and failures CSV written at exit",
+        help="path prefix of the final stats, failures and window files written at exit",
     )
 
 

@@ -1,11 +1,16 @@
-"""Locust as the second driver: live runs against real servers, the CSV adapter, the CLI.
+"""Locust as the second driver: live runs against real servers, the adapter from the
+locustfile's files to a LoadResult, the saturation verdict, the CLI.
 
 Locust runs only in subprocesses (it monkey-patches socket through gevent on import);
-each live test checks that nothing of the locust run is left behind.
+each live test checks that nothing of the locust run is left behind. The live runs are
+short: half a second to a second of warm-up and of measured window each; checks that
+depend on a count use --rate, which paces the users, so a loaded machine cannot make
+them flaky.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import socketserver
@@ -20,19 +25,34 @@ import psutil
 import pytest
 
 from clients import locust_driver
+from clients.errors import ERROR_KINDS
 from clients.locust_driver import (
-    ERROR_KEYS,
     LOCUSTFILE,
     LocustRunError,
     UsageError,
     error_kind,
     from_locust_stats,
+    judge_client,
     run_locust,
+    value_at,
+    worker_usage,
+)
+from clients.result import (
+    Client,
+    Connections,
+    ConnectLatency,
+    Interval,
+    Latency,
+    LoadResult,
+    Params,
+    Rate,
+    Window,
+    Worker,
+    no_errors,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).parent / "data" / "locust"
-LATENCY_KEYS = ("p50", "p90", "p99", "p999", "max", "mean")
 
 
 @pytest.fixture
@@ -65,51 +85,139 @@ def alive_in_sessions(sessions: list[int]) -> list[int]:
     return alive
 
 
-def assert_clean(result: dict) -> None:
-    assert result["schema"] == 1 and result["tool"] == "sockbench.locust"
-    assert result["requests"] > 0
-    assert result["throughput_rps"] > 0
-    assert result["errors"] == dict.fromkeys(ERROR_KEYS, 0)
-    lat = result["latency_us"]
-    assert all(lat[key] is not None for key in LATENCY_KEYS), lat
+def assert_clean(result: LoadResult) -> None:
+    assert result.schema == 2 and result.tool == "sockbench.locust"
+    assert result.requests > 0
+    assert result.throughput_rps > 0
+    assert result.errors == no_errors() and result.errors_before == no_errors()
+    lat = result.latency
+    assert lat.count == result.requests
     # Non-zero p50 shows the locustfile's sub-millisecond buckets are in use.
-    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert 0 < lat.p50 <= lat.p90 <= lat.p99 <= lat.p999 <= lat.max, lat
+    assert result.latency_all is None  # locust cannot see requests outstanding at the stop
+    assert result.latency_note and "milliseconds" in result.latency_note
+
+
+def assert_window(result: LoadResult, duration: float) -> None:
+    """The window is the measured `duration` (plus the few ms the users take to stop),
+    its slices hold every counted reply, and its rate is its count over its length."""
+    window = result.window
+    assert window is not None
+    assert result.duration_s == round(window.end_unix - window.start_unix, 3)
+    assert duration <= result.duration_s < duration + 0.5
+    assert result.interval_s == 1.0
+    assert [i.start_s for i in result.intervals] == [float(k) for k in range(len(result.intervals))]
+    assert sum(i.count for i in result.intervals) == result.requests
+    span = window.end_unix - window.start_unix
+    assert result.throughput_rps == pytest.approx(result.requests / span, abs=0.1)
+    rps = result.throughput_rps
+    assert result.rate == Rate(asked=None, sent=rps, achieved=rps)
+
+
+def assert_paced(result: LoadResult, rate: float, users: int) -> None:
+    """Paced users send at most `rate` per second, plus one each as the window opens;
+    a quarter less, or 15% more (workers stop when the master's quit reaches them, a
+    little after its window ended), leaves room for a loaded machine. Counting the
+    warm-up as well would give about twice as many."""
+    expected = rate * result.duration_s
+    most = 1.15 * expected + users
+    assert 0.75 * expected <= result.requests <= most, (result.requests, expected)
+
+
+def assert_judged(client: Client, workers: int) -> None:
+    """Every load-generating process was sampled over the window and a verdict given."""
+    assert len(client.workers) == workers
+    for w in client.workers:
+        assert w.cpu is not None and w.waited_for_work is not None
+        assert w.waited_for_cpu is not None
+        assert w.cpu + w.waited_for_work + w.waited_for_cpu >= 99.8  # rounding
+    assert client.cores_busy is not None and 0 <= client.cores_busy <= 100
+    assert client.bound is not None
+    assert client.bound == bool(client.reasons)
 
 
 @pytest.mark.real
 def test_echo_run_against_epoll(server_factory, locust_sessions) -> None:
+    """Closed loop, pinned to one CPU: a clean run, its window, and the verdict."""
     server = server_factory("epoll", "echo")
+    cpu = max(os.sched_getaffinity(0))
     result = run_locust(
-        f"127.0.0.1:{server.port}", protocol="echo", users=10, duration=5, payload=64
+        f"127.0.0.1:{server.port}", users=10, warmup=0.5, duration=1, payload=64, cpus=[cpu]
     )
-    print(
-        f"\nlocust echo 5 s: {result['requests']} requests, {result['throughput_rps']} "
-        f"req/s, latency_us {result['latency_us']}, client {result['client']}"
-    )
+    print(f"\nlocust echo 1 s: {result.requests} requests, {result.throughput_rps} req/s")
+    print(f"latency {result.latency}\nclient {result.client}")
     assert_clean(result)
-    assert result["bytes"] == result["requests"] * (4 + 64)
-    assert result["connections"] == {"asked": 10, "established": 10, "starved": None}
-    assert result["connect_us"]["p50"] is not None
-    assert 3.5 < result["duration_s"] <= 5.5
-    assert sum(result["timeline"]) > 0
-    assert result["client"]["cpu_percent"]  # sampled while the users ran
-    assert result["window"]["end_unix"] > result["window"]["start_unix"]
+    assert_window(result, 1.0)
+    assert result.bytes == result.requests * (4 + 64)
+    # users connect in the warm-up: the connect rows are kept through the reset
+    assert result.connections == Connections(asked=10, established=10, starved=None)
+    assert 0 < result.connect.p50 <= result.connect.max
+    assert result.params == Params(
+        target=f"127.0.0.1:{server.port}",
+        protocol="echo",
+        connections=10,
+        processes=1,
+        duration=1,
+        warmup=0.5,
+        payload=64,
+        rate=None,
+        mode="persistent",
+        timeout=10.0,
+        cpus=(cpu,),
+    )
+    assert result.client.cores == (cpu,)
+    assert_judged(result.client, workers=1)
+    assert LoadResult.from_json(result.to_json()) == result
     assert server.proc.poll() is None  # the server outlived the run
 
 
 @pytest.mark.real
-def test_http_get_against_epoll(server_factory, locust_sessions) -> None:
-    server = server_factory("epoll", "http")
-    result = run_locust(f"127.0.0.1:{server.port}", protocol="http", users=5, duration=2, payload=0)
+@pytest.mark.parametrize("processes", [None, 2], ids=["local", "forked-workers"])
+def test_warmup_is_not_counted(server_factory, locust_sessions, processes) -> None:
+    """Paced at 200 requests/s in all, 1 s of warm-up then 1 s measured: about 200 in the
+    window, where counting the warm-up too would give about 400 (and the window's one
+    slice holds them all). With forked workers,
+    the reports they send around the warm-up's end go to the right side of it."""
+    server = server_factory("epoll", "echo")
+    result = run_locust(
+        f"127.0.0.1:{server.port}",
+        users=4,
+        rate=200,
+        warmup=1,
+        duration=1,
+        payload=16,
+        processes=processes,
+    )
+    print(f"\n{processes=}: {result.requests} requests, intervals {result.intervals}")
     assert_clean(result)
-    assert result["params"]["user_class"] == "HttpGetUser"
-    assert result["bytes"] == result["requests"] * len(b"Hello, world!\n")
+    assert_window(result, 1.0)
+    assert_paced(result, rate=200, users=4)
+    assert result.connections.established == 4
+    assert result.params.processes == (processes or 1)
+    assert_judged(result.client, workers=processes or 1)
+    assert result.client.reasons == ()  # 200 requests/s cannot keep locust busy
+
+
+@pytest.mark.real
+def test_http_get_through_the_command_line(server_factory, locust_sessions, capsys) -> None:
+    server = server_factory("epoll", "http")
+    argv = ["--target", f"127.0.0.1:{server.port}", "--protocol", "http", "--payload", "0"]
+    argv += ["--users", "5", "--warmup", "0.5", "--duration", "0.5", "--quiet"]
+    assert locust_driver.main(argv) == 0
+    result = LoadResult.from_json(capsys.readouterr().out)
+    assert_clean(result)
+    assert_window(result, 0.5)
+    assert len(result.intervals) == 1  # a window shorter than a slice is one slice
+    assert result.bytes == result.requests * len(b"Hello, world!\n")  # GET /
+    assert result.connect == ConnectLatency()  # locust's HTTP users hide their connections
+    assert result.connections.established is None
 
 
 @pytest.mark.real
 def test_distributed_master_and_one_worker(server_factory, locust_sessions) -> None:
     """--master with one worker started by hand, as on two machines; the payload option
-    reaches the worker only through the master, so the byte count shows it did."""
+    reaches the worker only through the master, so the byte count shows it did, and the
+    paced count shows the worker's warm-up reports were left out of the window."""
     server = server_factory("epoll", "http")
     port = locust_driver.free_port()
     worker = subprocess.Popen(
@@ -135,7 +243,9 @@ def test_distributed_master_and_one_worker(server_factory, locust_sessions) -> N
             f"127.0.0.1:{server.port}",
             protocol="http",
             users=4,
-            duration=3,
+            rate=200,
+            warmup=1,
+            duration=1,
             payload=100,
             master=True,
             expect_workers=1,
@@ -147,9 +257,12 @@ def test_distributed_master_and_one_worker(server_factory, locust_sessions) -> N
             os.killpg(worker.pid, 9)
             worker.wait()
     assert_clean(result)
-    assert result["params"]["user_class"] == "HttpEchoUser"
-    assert result["bytes"] == result["requests"] * 100
-    assert result["client"]["saturated"] is None  # the worker's CPU is not ours to see
+    assert_window(result, 1.0)
+    assert_paced(result, rate=200, users=4)
+    assert result.bytes == result.requests * 100  # POST /echo of 100 bytes
+    assert result.params.processes == 1
+    # the worker's CPU is not ours to see
+    assert result.client.workers == () and result.client.bound is None
 
 
 class _CorruptingEcho(socketserver.BaseRequestHandler):
@@ -168,21 +281,28 @@ class _CorruptingEcho(socketserver.BaseRequestHandler):
 
 
 @pytest.mark.real
-def test_echo_mismatch_is_a_failure(locust_sessions) -> None:
+def test_echo_mismatch_is_a_failure_on_its_side_of_the_window(locust_sessions) -> None:
     with socketserver.ThreadingTCPServer(("127.0.0.1", 0), _CorruptingEcho) as fake:
         fake.daemon_threads = True
         threading.Thread(target=fake.serve_forever, daemon=True).start()
         try:
             result = run_locust(
-                f"127.0.0.1:{fake.server_address[1]}", users=2, duration=1, payload=16
+                f"127.0.0.1:{fake.server_address[1]}",
+                users=2,
+                rate=100,
+                warmup=0.5,
+                duration=0.5,
+                payload=16,
             )
         finally:
             fake.shutdown()
-    assert result["requests"] == 0
-    assert result["errors"]["mismatch"] > 0
-    assert sum(result["errors"].values()) == result["errors"]["mismatch"]
-    assert result["latency_us"]["p50"] is None  # no verified reply, no latency
-    assert result["connections"]["established"] == 2
+    assert result.requests == 0
+    assert result.errors["mismatch"] > 0
+    assert result.error_count == result.errors["mismatch"]
+    assert result.errors_before["mismatch"] > 0  # the warm-up's, apart
+    assert sum(result.errors_before.values()) == result.errors_before["mismatch"]
+    assert result.latency == Latency()  # no verified reply, no latency
+    assert result.connections.established == 2
 
 
 @pytest.mark.real
@@ -190,54 +310,82 @@ def test_timeout_kills_locust(locust_sessions, monkeypatch) -> None:
     monkeypatch.setattr(locust_driver, "STARTUP_GRACE_S", -0.5)  # a 0.5 s limit
     port = locust_driver.free_port()
     with pytest.raises(LocustRunError, match="did not finish"):
-        run_locust(f"127.0.0.1:{port}", users=2, duration=1, processes=2)
+        run_locust(f"127.0.0.1:{port}", users=2, warmup=0, duration=1, processes=2)
 
 
-# -- the adapter, on fixed CSV files ---------------------------------------------------
+# -- the adapter, on fixed files -------------------------------------------------------
 
-PARAMS = {"users": 10, "rate": None, "protocol": "echo"}
+PARAMS = Params(
+    target="127.0.0.1:8000",
+    protocol="echo",
+    connections=10,
+    processes=1,
+    duration=5.0,
+    warmup=1.0,
+    payload=64,
+    rate=None,
+    mode="persistent",
+    timeout=10.0,
+    cpus=None,
+)
 
 
-def test_adapter_maps_fixed_csv() -> None:
+def test_adapter_maps_fixed_files() -> None:
+    client = judge_client([Worker(50.0, 45.0, 5.0)], (1,), 60.0, cpu_warning=False)
     result = from_locust_stats(
-        DATA / "run_stats.csv", DATA / "run_stats_history.csv", PARAMS, DATA / "run_failures.csv"
+        DATA / "run_stats.csv",
+        PARAMS,
+        failures_csv=DATA / "run_failures.csv",
+        window_json=DATA / "run_window.json",
+        client=client,
     )
-    assert result["params"] == PARAMS
-    assert result["requests"] == 1000  # 1010 echo requests, 10 of them failed
-    assert result["duration_s"] == 5.0  # 1010 requests / 202 per second
-    assert result["throughput_rps"] == 200.0
-    assert result["bytes"] == 68000
-    assert result["latency_us"] == {
-        "p50": 270,
-        "p90": 440,
-        "p99": 650,
-        "p999": 2300,
-        "max": 32538,
-        "mean": 303.4,
-    }
+    assert result.tool == "sockbench.locust" and result.params == PARAMS
+    assert result.window == Window(start_unix=1795981823.25, end_unix=1795981828.25)
+    assert result.requests == 1000  # 1010 echo requests, 10 of them failed
+    assert result.duration_s == 5.0  # the window's, not locust's first-to-last request
+    assert result.throughput_rps == 200.0
+    assert result.rate == Rate(asked=None, sent=200.0, achieved=200.0)
+    assert result.bytes == 68000
+    assert result.latency == Latency(
+        count=1000, p50=270, p90=440, p99=650, p999=2300, max=32538, mean=303.4
+    )
+    assert result.latency_all is None
     # p99's bucket (1.5 ms) is above the exact max (1.4973 ms): clamped to the max.
-    assert result["connect_us"] == {"p50": 890, "p99": 1497, "max": 1497}
-    assert result["errors"] == {
+    assert result.connect == ConnectLatency(p50=890, p99=1497, max=1497)
+    assert result.errors == {
         "connect_refused": 2,
         "connect_timeout": 0,
         "reset": 6,
         "timeout": 0,
         "mismatch": 3,
         "closed": 1,
-        "other": 1,
+        "other": 1,  # SomethingNewError
     }
-    assert result["connections"] == {"asked": 10, "established": 10, "starved": None}
-    assert result["timeline"] == [400, 396, 102, 102]  # the 2 s gap is spread evenly
-    assert result["rate"] == {"asked": None, "achieved": 200.0}
-    assert result["fairness"] is None
-    assert result["client"] == {"cpu_percent": [], "saturated": None}
-    assert "milliseconds" in result["resolution"]
+    assert result.errors_before == {**no_errors(), "connect_refused": 3, "mismatch": 1, "other": 2}
+    assert result.connections == Connections(asked=10, established=10, starved=None)
+    assert result.intervals == (
+        Interval(0.0, 200, 660),
+        Interval(1.0, 198, 650),
+        Interval(2.0, 202, 610),
+        Interval(3.0, 200, 700),
+        Interval(4.0, 200, 0),
+    )
+    assert result.interval_s == 1.0
+    assert result.fairness is None
+    assert result.client == client
+    assert result.latency_note and "milliseconds" in result.latency_note
+    assert LoadResult.from_json(result.to_json()) == result
 
 
-def test_adapter_counts_unclassified_failures_as_other() -> None:
-    result = from_locust_stats(DATA / "run_stats.csv", None, PARAMS, None)
-    assert result["errors"] == {**dict.fromkeys(ERROR_KEYS, 0), "other": 13}
-    assert result["timeline"] == []
+def test_adapter_without_window_or_failures_file() -> None:
+    """Plain locust's CSV alone: the whole run is the window, locust's own duration,
+    and failures nobody classified are `other`."""
+    result = from_locust_stats(DATA / "run_stats.csv", PARAMS)
+    assert result.errors == {**no_errors(), "other": 13}  # every row's failures
+    assert result.errors_before == no_errors()
+    assert result.window is None and result.intervals == ()
+    assert result.duration_s == 5.0  # 1010 requests / 202 per second
+    assert result.client.bound is None and result.client.workers == ()
 
 
 @pytest.mark.parametrize(
@@ -258,6 +406,7 @@ def test_adapter_counts_unclassified_failures_as_other() -> None:
 )
 def test_error_kind(error: str, kind: str) -> None:
     assert error_kind(error) == kind
+    assert kind in ERROR_KINDS
 
 
 def test_locustfile_failure_types_are_all_mapped() -> None:
@@ -273,6 +422,73 @@ def test_locustfile_failure_types_are_all_mapped() -> None:
     ]
     assert names
     assert all(error_kind(f"{name}('x')") != "other" for name in names), names
+
+
+def test_locustfile_and_driver_agree_on_names() -> None:
+    """The names both files spell (the driver cannot import the locustfile)."""
+    text = LOCUSTFILE.read_text()
+    assert repr(locust_driver.CONNECT_ROWS).replace("'", '"') in text
+    assert f'"{locust_driver.WINDOW_STARTED_LOG}"' in text
+    assert f'"{locust_driver.WINDOW_ENDED_LOG}"' in text
+
+
+# -- saturation ------------------------------------------------------------------------
+
+WINDOW = Window(start_unix=100.0, end_unix=102.0)
+
+
+def test_value_at_interpolates_between_samples() -> None:
+    series = [(99.0, 10.0), (101.0, 12.0), (103.0, 13.0)]
+    assert value_at(series, 100.0) == 11.0
+    assert value_at(series, 103.1) == 13.0  # a process that just exited: its last value
+    assert value_at(series, 104.0) is None  # too long after the last sample
+    assert value_at(series, 98.0) is None and value_at([], 100.0) is None
+
+
+def test_worker_usage_over_the_window() -> None:
+    cpu = [(100.0, 5.0), (102.0, 6.0)]  # 1 s of CPU in 2 s
+    delay = [(100.0, 1.0), (102.0, 1.2)]  # 0.2 s runnable but not running
+    assert worker_usage(cpu, delay, WINDOW) == Worker(
+        cpu=50.0, waited_for_work=40.0, waited_for_cpu=10.0
+    )
+    # no schedstat: the split between waiting for work and for a CPU is unknown
+    assert worker_usage(cpu, None, WINDOW) == Worker(50.0, None, None)
+    assert worker_usage([], None, WINDOW) == Worker(None, None, None)
+    # never negative: two threads can use more than the window between them
+    assert worker_usage([(100.0, 0.0), (102.0, 2.2)], delay, WINDOW).waited_for_work == 0.0
+
+
+@pytest.mark.parametrize(
+    ("workers", "warning", "bound", "reasons"),
+    [
+        ([Worker(40.0, 58.0, 2.0)], False, False, []),
+        (
+            [Worker(40.0, 58.0, 2.0), Worker(95.0, 4.0, 1.0)],
+            False,
+            True,
+            ["worker 1 waited for work 4% of the window (the load generator was the bottleneck)"],
+        ),
+        (
+            [Worker(60.0, 4.6, 35.4)],
+            False,
+            True,
+            [
+                "worker 0 waited for work 5% of the window (the load generator was the bottleneck)",
+                "worker 0 waited for a CPU 35% of the window "
+                "(contended: something else ran on its CPU)",
+            ],
+        ),
+        ([Worker(40.0, 58.0, 2.0)], True, True, ["locust warned: CPU usage above 90%"]),
+        ([], True, True, ["locust warned: CPU usage above 90%"]),  # workers elsewhere
+        ([], False, None, []),
+        ([Worker(None, None, None)], False, None, []),  # nothing could be sampled
+    ],
+)
+def test_judge_client(workers, warning, bound, reasons) -> None:
+    client = judge_client(workers, (1,), 50.0, cpu_warning=warning)
+    assert client.bound is bound
+    assert list(client.reasons) == reasons
+    assert client.workers == tuple(workers) and client.cores == (1,)
 
 
 # -- the command line ------------------------------------------------------------------
@@ -307,6 +523,10 @@ def test_cli_refuses_a_remote_target() -> None:
         ["--target", "127.0.0.1:8000", "--users", "0"],
         ["--target", "127.0.0.1:8000", "--payload", "-1"],
         ["--target", "127.0.0.1:8000", "--spawn-rate", "nan"],
+        ["--target", "127.0.0.1:8000", "--duration", "0"],
+        ["--target", "127.0.0.1:8000", "--warmup", "-1"],
+        ["--target", "127.0.0.1:8000", "--cpus", "x"],
+        ["--target", "127.0.0.1:8000", "--cpus", "4096"],  # not a CPU this process may use
         ["--target", "127.0.0.1:8000", "--expect-workers", "2"],
         ["--target", "127.0.0.1:8000", "--master", "--processes", "2"],
     ],
@@ -317,6 +537,11 @@ def test_cli_bad_arguments_exit_2(argv: list[str], capsys) -> None:
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "error:" in err
+
+
+def test_backstop_run_time_is_whole_seconds_beyond_the_window() -> None:
+    assert locust_driver.backstop_run_time(1.0, 2.0) == 3 + locust_driver.RUN_TIME_BACKSTOP_S
+    assert locust_driver.backstop_run_time(1.0, 0.5) == 2 + locust_driver.RUN_TIME_BACKSTOP_S
 
 
 def test_servers_and_loadgen_never_import_locust() -> None:
@@ -384,3 +609,11 @@ def test_a_killed_driver_takes_locust_and_its_forked_workers_with_it(server_fact
             except psutil.NoSuchProcess:
                 pass
     assert leftovers == []
+
+
+def test_window_file_fixture_is_what_the_locustfile_writes() -> None:
+    """The fixture has the keys MeasuredWindow.to_dict writes (a drift would go unseen)."""
+    text = LOCUSTFILE.read_text()
+    data = json.loads((DATA / "run_window.json").read_text())
+    for key in (*data, *data["intervals"][0], *data["errors_before"][0]):
+        assert f'"{key}"' in text, key
