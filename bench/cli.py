@@ -93,6 +93,11 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="with --resume: go on although the run was made at another git revision or host",
     )
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume: run the failed cells again too (the new row replaces the old)",
+    )
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
     report.add_argument("run_dir", type=Path)
@@ -177,6 +182,8 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
 
 
 def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
+    if args.retry_failed and not args.resume:
+        raise StoreError("--retry-failed needs --resume RUN_DIR")
     if args.resume:
         store = RunStore.open(args.resume)
         if (mismatch := resume_mismatch(store.metadata)) and not args.force:
@@ -193,7 +200,11 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         metadata = collect_metadata(["python -m bench", *argv], matrix.profile, plan.to_dict())
         metadata["matrix"] = matrix.to_dict()
         store = RunStore.create(args.out, args.run_id, metadata)
-    done = {(row.cell, row.repeat) for row in store.rows()}
+    done = {
+        (row.cell, row.repeat)
+        for row in store.rows()
+        if not (args.retry_failed and row.status == "failed")
+    }
     cells = [c for c in matrix.cells() if (c.key, c.repeat) not in done]
     if plan.note:
         sys.stderr.write(f"note: {plan.note}\n")
@@ -210,7 +221,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         for cell in cells:
             progress.cell_started(f"{cell.key.key} r{cell.repeat}")
-            row: Row = run_cell(cell, matrix, plan, store.run_id)
+            row: Row = run_cell(cell, matrix, plan, store.run_id, store.path)
             store.append(row)
             progress.cell_finished(row)
     except KeyboardInterrupt:

@@ -1,7 +1,8 @@
 """`python -m bench compare BASE NEW`: the statistical regression gate between two runs.
 
 Cells are matched by key (`row.cell.key`); only ok and client-bound repeats count. For
-each cell in both runs and each metric (throughput, p99 latency):
+each cell in both runs and each metric (throughput, p99 latency of all requests, and
+the longest wait of any connection, so that starvation gates too):
 
 - the change is the ratio of medians over repeats, new / base (p99 is one value per
   repeat: percentiles are never averaged);
@@ -11,7 +12,7 @@ each cell in both runs and each metric (throughput, p99 latency):
 - significance is a two-sided Mann-Whitney U test over the repeats (scipy.stats), which
   needs no normality and shrugs off one wild repeat;
 - the verdict is `regression` only when the change is significant (p < alpha) AND beyond
-  the threshold in the bad direction (throughput ratio < 1 - t, p99 ratio > 1 + t);
+  the threshold in the bad direction (throughput ratio < 1 - t, a latency ratio > 1 + t);
   `improvement` symmetrically; otherwise `no change`.
 
 With few repeats the exact test cannot reach alpha at all (the smallest two-sided p for
@@ -73,14 +74,22 @@ class MetricSpec:
     name: str
     title: str
     unit: str
-    path: tuple[str, ...]  # where the value sits in `row.load`
+    path: tuple[str, ...]  # attributes of `row.load` that lead to the value
     higher_is_better: bool
     fmt: str
 
 
 METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("throughput", "throughput", "req/s", ("throughput_rps",), True, ",.0f"),
-    MetricSpec("p99", "p99 latency", "µs", ("latency_us", "p99"), False, ",.0f"),
+    MetricSpec("p99", "p99 latency, all requests", "µs", ("latency_all", "p99"), False, ",.0f"),
+    MetricSpec(
+        "worst_wait",
+        "longest wait of any connection",
+        "µs",
+        ("connections", "worst_wait_max_us"),
+        False,
+        ",.0f",
+    ),
 )
 
 
@@ -256,9 +265,7 @@ def metadata_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]
 def _value(row: Row, path: tuple[str, ...]) -> float | None:
     value: Any = row.load
     for part in path:
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
+        value = getattr(value, part, None)
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
@@ -417,8 +424,8 @@ def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
             else ""
         ),
         "",
-        f"A regression is a change beyond ±{pct} (throughput down or p99 up) that is also "
-        f"significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
+        f"A regression is a change beyond ±{pct} (throughput down, p99 or worst wait up) "
+        f"that is also significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
         "Values are medians over usable repeats (ok and client-bound); the change is "
         f"new/base − 1 of the medians with a {CONFIDENCE:.0%} bootstrap interval.",
         "",

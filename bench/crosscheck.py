@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.sampler import CoreSampler
 from bench.server_process import ServerProcess
+from clients.result import LoadResult
 from common.cli import ArgumentParser, positive_int
 from common.process import die_with_parent
 
@@ -160,15 +161,15 @@ def run_ours(
     ]
     if cpus:
         cmd += ["--cpus", ",".join(map(str, sorted(cpus)))]
-    result = json.loads(children.run(cmd, None, timeout=duration + 60))
-    window = result["window"]
+    result = LoadResult.from_json(children.run(cmd, None, timeout=duration + 60))
+    assert result.window is not None  # the native load generator always gives it
     return {
-        "rps": result["throughput_rps"],
-        "p50": result["latency_us"]["p50"],
-        "p99": result["latency_us"]["p99"],
-        "errors": sum(result["errors"].values()),
-        "window": (window["start_unix"], window["end_unix"]),
-        "cpu": max(result["client"]["cpu_percent"], default=0.0),
+        "rps": result.throughput_rps,
+        "p50": result.latency.p50,
+        "p99": result.latency.p99,
+        "errors": result.error_count,
+        "window": (result.window.start_unix, result.window.end_unix),
+        "cpu": max((w.cpu or 0.0 for w in result.client.workers), default=0.0),
     }
 
 

@@ -10,9 +10,13 @@ from typing import Any
 import pandas as pd
 
 from bench.frame import Metric, model_sort_key
+from bench.record import USABLE
+from bench.stats import TEST_NAME, compare_adjacent, median_interval
+from clients.result import LOWER_BOUND_MARK
 
 CLIENT_BOUND_MARK = "†"
 PARTIAL_MARK = "‡"
+SUSPECT_MARK = "§"
 
 
 @dataclass
@@ -28,6 +32,7 @@ class Section:
     title: str
     tables: list[Table] = field(default_factory=list)
     charts: list[tuple[str, str]] = field(default_factory=list)  # (title, path without ext)
+    paragraphs: list[str] = field(default_factory=list)  # before the tables
 
 
 @dataclass
@@ -67,20 +72,23 @@ def group_title(cell: dict[str, Any] | pd.Series) -> str:
 
 
 def format_cell(cell: pd.Series, metric: Metric) -> str:
-    """A table entry: median [± CI half-width] plus markers, or the cell's status."""
+    """A table entry: [≥]median [(low–high)] plus markers, or the cell's status."""
     if cell["status"] in ("failed", "skipped"):
         return str(cell["status"])
     median = cell[f"{metric.name}.median"]
     if pd.isna(median):
         return "n/a"
     text = format(median, metric.fmt)
+    if cell.get(f"{metric.name}.bound"):
+        text = f"{LOWER_BOUND_MARK}{text}"
     if metric.ci:
         low, high = cell[f"{metric.name}.ci_low"], cell[f"{metric.name}.ci_high"]
-        half = (high - low) / 2
-        if not pd.isna(half):  # a single repeat has no interval: show the value alone
-            text += f" ± {format(half, metric.fmt)}"
+        if not (pd.isna(low) or pd.isna(high)):  # one repeat has no interval
+            text += f" ({format(low, metric.fmt)}–{format(high, metric.fmt)})"
     if cell["status"] == "client-bound":
         text += f" {CLIENT_BOUND_MARK}"
+    if cell.get("verdict") == "suspect":
+        text += f" {SUSPECT_MARK}"
     if cell["n_failed"]:
         text += f" {PARTIAL_MARK}"
     return text
@@ -100,15 +108,98 @@ def metric_table(cells: pd.DataFrame, metric: Metric) -> Table:
     return Table(metric.label, header, rows)
 
 
-LEGEND = [
-    'Each value is the median over a cell\'s repeats; "± x" is the half-width of the 95% '
-    "t-interval of the mean across repeats (absent with a single repeat).",
-    f"{CLIENT_BOUND_MARK} client-bound: the load generator saturated a CPU, so throughput is "
-    "a lower bound on what the server can do.",
-    f"{PARTIAL_MARK} some repeats of this cell failed; the value uses the others.",
-    '"failed": every repeat failed (see Notes); "skipped": not runnable on this machine; '
-    "empty: not in the matrix.",
-]
+def legend(cells: pd.DataFrame) -> list[str]:
+    """What the marks mean, and what the intervals cover with the repeats this run has."""
+    repeats = sorted({int(n) for n in cells["n"]}) if not cells.empty else []
+    if not repeats or max(repeats) < 2:
+        interval = (
+            "One repeat per cell: no interval is shown, and no difference between two "
+            "values can be called significant (use --repeats 6 or the reference profile)."
+        )
+    else:
+        coverages = ", ".join(
+            f"{median_interval(range(n)).coverage:.0%} with {n} repeats" for n in repeats if n >= 2
+        )
+        interval = (
+            '"(low–high)" is the distribution-free interval of the median from the '
+            f"repeats' order statistics; it covers the true median with probability "
+            f"{coverages} (absent with one repeat)."
+        )
+    return [
+        "Each value is the median over a cell's repeats. " + interval,
+        f'"{LOWER_BOUND_MARK}": a lower bound: requests still unanswered when the window '
+        "ended decide this percentile, so the true value is at least this.",
+        f"{SUSPECT_MARK} suspect: a check failed (client-bound, rate not achieved, "
+        "unsteady window, busy machine, too few samples); see the Verdicts section.",
+        f"{CLIENT_BOUND_MARK} client-bound: the load generator was the bottleneck or did not "
+        "get its CPU, so throughput is a lower bound on what the server can do.",
+        f"{PARTIAL_MARK} some repeats of this cell failed; the value uses the others.",
+        '"failed": every repeat failed (see Notes); "skipped": not runnable on this '
+        "machine; empty: not in the matrix.",
+    ]
+
+
+def verdict_section(cells: pd.DataFrame) -> Section | None:
+    """Every suspect cell and why."""
+    suspect = cells[cells["verdict"] == "suspect"]
+    if suspect.empty:
+        return None
+    rows = [[str(c["key"]), str(c["reasons"])] for _, c in suspect.iterrows()]
+    section = Section("Verdicts: suspect cells")
+    section.paragraphs = [
+        f"{len(suspect)} of {int((cells['verdict'].notna()).sum())} cells with figures are "
+        "suspect: read their figures with the reason in mind (docs/verdicts.md says how)."
+    ]
+    section.tables = [Table("Suspect cells", ["cell", "why"], rows, numeric=False)]
+    return section
+
+
+def significance_section(frame: pd.DataFrame, group_columns: list[str]) -> Section | None:
+    """Per group and connection count: which neighbours in the throughput ranking
+    differ by more than noise (bench.stats.compare_adjacent)."""
+    usable = frame[frame["status"].isin(USABLE)]
+    if usable.empty:
+        return None
+    rows = []
+    for keys, group in usable.groupby([*group_columns, "cell.connections"], sort=True):
+        samples = {
+            str(model): [float(v) for v in pd.to_numeric(g["load.throughput_rps"]).dropna()]
+            for model, g in group.groupby("cell.model")
+        }
+        for test in compare_adjacent(samples):
+            verdict = "significant" if test.significant else "not significant"
+            if not test.significant and test.min_p >= 0.05:
+                verdict += f" (too few repeats: p cannot go below {test.min_p:.2f})"
+            rows.append(
+                [
+                    f"{group_title(group.iloc[0])}, {int(keys[-1]):,} connections",
+                    f"{test.higher} > {test.lower}",
+                    f"{test.ratio:.2f}x" if test.ratio == test.ratio else "n/a",
+                    f"{test.p_adjusted:.3f}",
+                    verdict,
+                ]
+            )
+    section = Section("Significance: which throughput differences are more than noise")
+    if not rows:
+        section.paragraphs = [
+            "No two models have two or more repeats at the same connection count, so no "
+            "difference between models can be tested: do not rank models on these figures "
+            "(run --repeats 6, or --profile reference)."
+        ]
+        return section
+    section.paragraphs = [
+        f"Models ranked by median throughput; each neighbour pair tested with a {TEST_NAME}. "
+        '"not significant" means the repeats cannot tell the two apart: do not rank them.'
+    ]
+    section.tables = [
+        Table(
+            "Adjacent pairs by throughput",
+            ["cells", "pair", "ratio of medians", "p (Holm)", "verdict"],
+            rows,
+            numeric=False,
+        )
+    ]
+    return section
 
 
 def notes_table(df: pd.DataFrame) -> Table | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from bench.record import Row
+from bench.record import USABLE, Row
 
 
 def _plain(value: Any) -> str:
@@ -60,6 +60,7 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
     counts = {
         s: sum(r.status == s for r in rows) for s in ("ok", "client-bound", "failed", "skipped")
     }
+    counts["suspect"] = sum(r.verdict == "suspect" and r.status in USABLE for r in rows)
     limits = meta.get("limits") or {}
     command = meta.get("command_line")
     return [
@@ -70,7 +71,10 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
         ("Git", git_text),
         ("Command", _command_text(command)),
         ("Profile", _plain(meta.get("profile"))),
-        ("Rows", f"{len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")"),
+        (
+            "Rows",
+            f"{len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")",
+        ),
         (
             "Limits",
             f"somaxconn {_plain(limits.get('somaxconn'))}, RLIMIT_NOFILE "

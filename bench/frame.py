@@ -1,9 +1,11 @@
 """Rows -> a pandas frame, and one aggregated row per cell with its statistics.
 
 A cell's value is the median over its usable repeats (status ok or client-bound); its
-uncertainty is the 95% t-interval of the mean across those repeats, NaN with a single
-repeat. Percentiles are never averaged across repeats: each repeat's p99 is a value,
-and a cell's p99 is their median.
+interval is the distribution-free interval of the median from the repeats' order
+statistics, with its coverage (bench.stats.median_interval), NaN with a single repeat.
+Percentiles are never averaged across repeats: each repeat's p99 is a value, and a
+cell's p99 is their median. A latency that an unanswered request decided in any repeat
+is a lower bound, and so is the cell's median (`<name>.bound`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from bench.record import USABLE, Row
+from bench.stats import median_interval
 from servers import MODELS
 
 CELL_COLUMNS = [
@@ -31,6 +34,7 @@ CELL_COLUMNS = [
     "cell.work",
 ]
 # One table set and one figure per metric for each combination of these:
+STATS = ("median", "ci_low", "ci_high", "coverage", "bound")
 GROUP_COLUMNS = [
     "cell.protocol",
     "cell.payload",
@@ -49,27 +53,32 @@ def model_sort_key(model: str) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class Metric:
-    name: str  # aggregate() columns are <name>.median, .mean, .ci_low, .ci_high
+    name: str  # aggregate() columns are <name>.median, .ci_low, .ci_high, .coverage, .bound
     source: str  # load_frame() column
     title: str
     unit: str
     fmt: str  # format spec for one value
     table: bool = True
-    ci: bool = False  # show "± half-width" in tables
+    ci: bool = False  # show the interval of the median in tables
     chart: str | None = None  # chart file stem, None for no chart
     log_y: bool = False
     note: str = ""  # a line under the chart, where the figure alone would mislead
+    bound: str | None = None  # "<latency>.<percentile>" whose `bounds` may name it
 
     @property
     def label(self) -> str:
         return f"{self.title} ({self.unit})"
 
 
-# A starved connection adds no latency sample: blocking at 1000 connections shows one
-# connection's fast replies. The starved chart tells the rest.
-ANSWERED_ONLY = (
-    "Latency of answered requests only: starved connections (see the starved chart) add no samples."
+ALL_REQUESTS = (
+    "All requests: answered ones, and those still unanswered when the window ended at "
+    "their wait so far (a lower bound, marked ≥ in the tables)."
 )
+ANSWERED_ONLY = (
+    "Answered requests only: a starved connection adds no sample (see the worst-wait chart)."
+)
+PROCESS_VIEW = "Process view: the server processes' CPU time, without the softirq time on its core."
+CORE_VIEW = "Core view: the server CPUs' busy time (softirq in; anything else there counts too)."
 
 METRICS: tuple[Metric, ...] = (
     Metric(
@@ -83,28 +92,66 @@ METRICS: tuple[Metric, ...] = (
     ),
     Metric(
         "p50",
-        "load.latency_us.p50",
-        "p50 latency",
+        "load.latency_all.p50",
+        "p50 latency, all requests",
         "µs",
         ",.0f",
         ci=True,
         chart="latency_p50",
         log_y=True,
-        note=ANSWERED_ONLY,
+        note=ALL_REQUESTS,
+        bound="latency_all.p50",
     ),
     Metric(
         "p99",
-        "load.latency_us.p99",
-        "p99 latency",
+        "load.latency_all.p99",
+        "p99 latency, all requests",
         "µs",
         ",.0f",
         ci=True,
         chart="latency_p99",
         log_y=True,
+        note=ALL_REQUESTS,
+        bound="latency_all.p99",
+    ),
+    Metric(
+        "p999",
+        "load.latency_all.p999",
+        "p99.9 latency, all requests",
+        "µs",
+        ",.0f",
+        ci=True,
+        bound="latency_all.p999",
+    ),
+    Metric(
+        "p99_answered",
+        "load.latency.p99",
+        "p99 latency, answered only",
+        "µs",
+        ",.0f",
+        ci=True,
         note=ANSWERED_ONLY,
     ),
-    Metric("p999", "load.latency_us.p999", "p99.9 latency", "µs", ",.0f", ci=True),
-    Metric("errors", "errors_total", "Errors", "count, all kinds", ",.0f"),
+    Metric(
+        "worst_wait",
+        "load.connections.worst_wait_max_us",
+        "Longest wait of any connection",
+        "µs, capped at the window",
+        ",.0f",
+        ci=True,
+        chart="worst_wait",
+        log_y=True,
+        note="Per connection, its longest wait for a reply in the window; a starved "
+        "connection waited the whole window.",
+    ),
+    Metric(
+        "worst_wait_p99",
+        "load.connections.worst_wait_p99_us",
+        "Longest wait per connection, p99 across connections",
+        "µs",
+        ",.0f",
+    ),
+    Metric("censored", "load.latency_all.censored", "Unanswered at the end", "requests", ",.0f"),
     Metric("starved", "load.connections.starved", "Starved connections", "count", ",.0f"),
     Metric(
         "starved_share",
@@ -115,53 +162,37 @@ METRICS: tuple[Metric, ...] = (
         table=False,
         chart="starved",
     ),
+    Metric("errors", "errors_total", "Errors", "count, whole run", ",.0f"),
     Metric(
         "cpu_per_request",
         "cpu_us_per_request",
-        "Server CPU per request",
+        "Server CPU per request, process view",
         "µs",
         ",.1f",
         ci=True,
         chart="cpu_per_request",
+        note=PROCESS_VIEW,
+    ),
+    Metric(
+        "core_per_request",
+        "server_core_us_per_request",
+        "Server CPU per request, core view",
+        "µs",
+        ",.1f",
+        ci=True,
+        chart="core_per_request",
+        note=CORE_VIEW,
     ),
     Metric("peak_rss", "peak_rss_mib", "Server peak RSS", "MiB", ",.1f", chart="peak_rss"),
     Metric(
-        "error_share", "error_share", "Error share", "%", ",.2f", table=False, chart="error_share"
+        "error_share",
+        "error_share",
+        "Error share",
+        "% of requests ended in the window",
+        ",.2f",
+        table=False,
+        chart="error_share",
     ),
-)
-
-# Two-sided 95% Student t quantiles for 1..30 degrees of freedom (no scipy dependency).
-_T975 = (
-    12.706,
-    4.303,
-    3.182,
-    2.776,
-    2.571,
-    2.447,
-    2.365,
-    2.306,
-    2.262,
-    2.228,
-    2.201,
-    2.179,
-    2.160,
-    2.145,
-    2.131,
-    2.120,
-    2.110,
-    2.101,
-    2.093,
-    2.086,
-    2.080,
-    2.074,
-    2.069,
-    2.064,
-    2.060,
-    2.056,
-    2.052,
-    2.048,
-    2.045,
-    2.042,
 )
 
 
@@ -185,7 +216,9 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
         "repeat",
         "status",
         "reason",
+        "verdict",
         "server_cpu_us_per_request",
+        "server_core_us_per_request",
         "load.requests",
         "server.cpu_user_s",
         "server.cpu_sys_s",
@@ -196,16 +229,20 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     for column in needed:
         if column not in df.columns:
             df[column] = pd.Series(dtype="float64")
-    kinds = [c for c in df.columns if c.startswith("load.errors.")]  # every kind counted
-    # min_count=1: a row without an errors group has unknown errors, not zero.
-    errors = (
-        df[kinds].apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
-        if kinds
-        else pd.Series(math.nan, index=df.index)
-    )
+    window = _sum_columns(df, "load.errors.")  # min_count=1: no group is unknown, not 0
     requests = _numeric(df, "load.requests")
-    df["errors_total"] = errors
-    df["error_share"] = 100.0 * errors / (requests + errors).where(requests + errors > 0)
+    df["errors_total"] = window + _sum_columns(df, "load.errors_before.").fillna(0)
+    # one scope: errors and requests that ended in the window (clients.result)
+    df["error_share"] = 100.0 * window / (requests + window).where(requests + window > 0)
+    for metric in METRICS:
+        if metric.bound is not None:
+            latency, name = metric.bound.rsplit(".", 1)
+            column = f"load.{latency}.bounds"
+            df[f"bound.{metric.name}"] = (
+                df[column].map(lambda b, n=name: isinstance(b, list) and n in b)
+                if column in df.columns
+                else False
+            )
     cpu_s = _numeric(df, "server.cpu_user_s") + _numeric(df, "server.cpu_sys_s")
     df["cpu_us_per_request"] = _numeric(df, "server_cpu_us_per_request").fillna(
         cpu_s * 1e6 / requests.where(requests > 0)
@@ -217,30 +254,23 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     return df
 
 
-def t_interval(values: list[float]) -> tuple[float, float]:
-    """95% t-interval of the mean; (nan, nan) with fewer than two values."""
-    n = len(values)
-    if n < 2:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    sem = statistics.stdev(values) / math.sqrt(n)
-    return mean - _t975(n - 1) * sem, mean + _t975(n - 1) * sem
-
-
-def _t975(df: int) -> float:
-    if df <= len(_T975):
-        return _T975[df - 1]
-    z = 1.959964  # Cornish-Fisher expansion; error < 1e-3 beyond 30 df
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+def _sum_columns(df: pd.DataFrame, prefix: str) -> pd.Series:
+    """Row sums of every `prefix*` column; NaN where a row has none of them (unknown)."""
+    columns = [c for c in df.columns if c.startswith(prefix)]
+    if not columns:
+        return pd.Series(math.nan, index=df.index)
+    return df[columns].apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (all repeats together).
 
     Columns: the cell columns, `key`, `status` (ok, client-bound if any usable repeat
-    was, failed if every non-skipped repeat failed, skipped), `n` (usable repeats),
-    `n_failed`, `n_skipped`, `reason` (first reason given), and for every metric
-    `<name>.median`, `.mean`, `.ci_low`, `.ci_high` over the usable repeats.
+    was, failed if every non-skipped repeat failed, skipped), `verdict` (suspect if any
+    usable repeat was), `reasons` (the distinct reasons, "; "-joined), `n` (usable
+    repeats), `n_failed`, `n_skipped`, `reason` (first reason given), and for every
+    metric `<name>.median`, `.ci_low`, `.ci_high`, `.coverage` (of the interval of the
+    median) and `.bound` (a lower bound) over the usable repeats.
     """
     records = []
     if not df.empty:
@@ -250,11 +280,13 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         *CELL_COLUMNS,
         "key",
         "status",
+        "verdict",
+        "reasons",
         "n",
         "n_failed",
         "n_skipped",
         "reason",
-        *(f"{m.name}.{stat}" for m in METRICS for stat in ("median", "mean", "ci_low", "ci_high")),
+        *(f"{m.name}.{stat}" for m in METRICS for stat in STATS),
     ]
     out = pd.DataFrame.from_records(records, columns=columns)
     if out.empty:
@@ -275,24 +307,35 @@ def _aggregate_cell(group: pd.DataFrame) -> dict[str, Any]:
         cell_status = "failed" if n_failed else "skipped"
     reasons = [r for r in group["reason"] if isinstance(r, str) and r]
     record: dict[str, Any] = {c: first[c] for c in [*CELL_COLUMNS, "key"]}
+    n_usable = len(usable)
     record.update(
         status=cell_status,
-        n=len(usable),
+        n=n_usable,
         n_failed=n_failed,
         n_skipped=int((status == "skipped").sum()),
         reason=reasons[0] if reasons else None,
     )
+    suspect = usable[usable["verdict"] == "suspect"]
+    record["verdict"] = "suspect" if not suspect.empty else ("valid" if n_usable else None)
+    texts: list[str] = []
+    for listed in suspect["reasons"] if "reasons" in suspect.columns else ():
+        for reason in listed if isinstance(listed, list) else ():
+            if reason["text"] not in texts:
+                texts.append(reason["text"])
+    record["reasons"] = "; ".join(texts)
     for metric in METRICS:
         values = [
             float(v)
             for v in pd.to_numeric(usable[metric.source], errors="coerce")
             if not math.isnan(v)
         ]
-        low, high = t_interval(values)
-        if low < 0:  # every metric here is non-negative, so its CI is too
-            low = 0.0
+        interval = median_interval(values)
         record[f"{metric.name}.median"] = statistics.median(values) if values else math.nan
-        record[f"{metric.name}.mean"] = statistics.fmean(values) if values else math.nan
-        record[f"{metric.name}.ci_low"] = low
-        record[f"{metric.name}.ci_high"] = high
+        record[f"{metric.name}.ci_low"] = interval.low
+        record[f"{metric.name}.ci_high"] = interval.high
+        record[f"{metric.name}.coverage"] = interval.coverage
+        column = f"bound.{metric.name}"
+        record[f"{metric.name}.bound"] = bool(
+            column in usable.columns and usable[column].fillna(False).astype(bool).any()
+        )
     return record

@@ -23,7 +23,6 @@ ratios B/A with its 95% interval (distribution-free: sign-test order statistics)
 from __future__ import annotations
 
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.server_process import ServerProcess
+from bench.stats import median_interval
+from clients.result import LoadResult
 from common.cli import ArgumentParser, positive_float, positive_int
 
 
@@ -51,24 +52,13 @@ def cpu_us_per_request(proc: subprocess.Popen[str]) -> float:
     out, err = proc.communicate(timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen exited {proc.returncode}: {err.strip()[-300:]}")
-    result: dict[str, Any] = json.loads(out)
-    cpu_s = float(result["client"]["cpu_percent"][0]) / 100 * float(result["duration_s"])
-    return cpu_s * 1e6 / int(result["requests"])
-
-
-def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
-    """Distribution-free interval of the median: the order statistics that a sign test
-    puts around it (e.g. the 6th and 15th of 20 values for 95%)."""
-    ordered, n = sorted(values), len(values)
-    cut = 0  # values left out at each end: as many as P(Binomial(n, 1/2) < cut) allows
-    while cut + 1 < n / 2 and 2 * _below(n, cut + 2) <= 1 - confidence:
-        cut += 1
-    return ordered[cut], ordered[n - 1 - cut]
-
-
-def _below(n: int, k: int) -> float:
-    """P(Binomial(n, 1/2) < k)."""
-    return float(sum(math.comb(n, i) for i in range(k)) / 2**n)
+    data: dict[str, Any] = json.loads(out)
+    if data.get("schema") == 1:  # a checkout from before the typed result (clients.result)
+        cpu_s = float(data["client"]["cpu_percent"][0]) / 100 * float(data["duration_s"])
+        return cpu_s * 1e6 / int(data["requests"])
+    result = LoadResult.from_dict(data)
+    cpu = result.client.workers[0].cpu or 0.0
+    return cpu / 100 * result.duration_s * 1e6 / result.requests
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,11 +111,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"pair {i + 1:>2} {side}: {done[side]:.3f} us/request", flush=True)
     a, b = figures["A"], figures["B"]
     ratios = [y / x for x, y in zip(a, b, strict=True)]
-    low, high = median_interval(ratios)
+    interval = median_interval(ratios)
     print(
         f"A median {statistics.median(a):.3f} us/request, B median "
         f"{statistics.median(b):.3f}; B/A per pair: median {statistics.median(ratios):.4f}, "
-        f"95% interval of the median {low:.4f}-{high:.4f}, "
+        f"interval of the median {interval.low:.4f}-{interval.high:.4f} "
+        f"(covers {interval.coverage:.0%}), "
         f"range {min(ratios):.4f}-{max(ratios):.4f} ({args.pairs} pairs, "
         f"{'together' if args.together else 'interleaved'})"
     )

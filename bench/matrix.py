@@ -82,10 +82,6 @@ class Matrix:
             (self.repeats < 1, "repeats must be >= 1"),
             (self.inject_delay_us < 0, "inject-delay-us must be >= 0"),
             (self.duration <= 0 or self.warmup < 0, "duration must be > 0 and warmup >= 0"),
-            (
-                self.driver == "locust" and not float(self.duration).is_integer(),
-                f"the locust driver runs whole seconds: duration {self.duration:g} is not one",
-            ),
         ]
         for failed, message in check:
             if failed:

@@ -11,7 +11,7 @@ The frame passed in is a slice of `bench.frame.aggregate()`: one row per cell wi
 from __future__ import annotations
 
 import zlib
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 from matplotlib import ticker, transforms
@@ -57,6 +57,7 @@ _FALLBACK_COLORS = (
 _FALLBACK_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "*")
 
 FAILED_STRIP = 0.08  # bottom strip for failed cells, as a fraction of the axis height
+LOWER_MARKER: Final = 6  # matplotlib's CARETUP: a value that is at least this
 
 
 def model_style(model: str) -> Style:
@@ -81,17 +82,17 @@ def plot_metric(
 ) -> None:
     """Draw `metric` against connections, one line per model, onto `ax`.
 
-    Filled markers are clean cells, hollow markers client-bound ones (the load
-    generator saturated, so the value is a bound); an "x" at the bottom of the axis in
-    the model's colour, in a grey strip below the data, is a cell whose every repeat
-    failed. Error bars are the 95% CI where there are repeats. Models whose cells were
-    all skipped are not drawn.
+    Filled markers are valid cells, hollow markers suspect ones (bench.verdict); an
+    upward arrow on a point marks a lower bound (unanswered requests decided it); an
+    "x" at the bottom of the axis in the model's colour, in a grey strip below the data,
+    is a cell whose every repeat failed. Error bars are the interval of the median where
+    there are repeats. Models whose cells were all skipped are not drawn.
     """
     models = sorted({str(m) for m in frame["cell.model"]}, key=model_sort_key)
     failed_at_bottom = transforms.blended_transform_factory(ax.transData, ax.transAxes)
     handles: list[Line2D] = []
     data_artists: list[Artist] = []  # kept out of the failed strip
-    any_failed = any_bound = any_value = False
+    any_failed = any_bound = any_value = any_lower = False
     medians: list[float] = []
     any_ci = False
     xs_all: set[int] = set()
@@ -107,7 +108,8 @@ def plot_metric(
         y = used[f"{metric}.median"].to_numpy(dtype=float)
         lo = used[f"{metric}.ci_low"].to_numpy(dtype=float)
         hi = used[f"{metric}.ci_high"].to_numpy(dtype=float)
-        bound = (used["status"] == "client-bound").to_numpy()
+        bound = (used["verdict"] == "suspect").to_numpy()
+        lower = used[f"{metric}.bound"].fillna(False).astype(bool).to_numpy()
         have = ~np.isnan(y)
         any_value = any_value or bool(have.any())
         xs_all.update(int(v) for v in cells["cell.connections"])
@@ -151,6 +153,17 @@ def plot_metric(
                 markeredgecolor=style.color,
                 markeredgewidth=1.6,
                 zorder=3,
+            )
+        if (have & lower).any():
+            any_lower = True
+            data_artists += ax.plot(
+                x[have & lower],
+                y[have & lower],
+                linestyle="none",
+                marker=LOWER_MARKER,
+                markersize=10,
+                color=style.color,
+                zorder=4,
             )
         if not failed.empty:
             any_failed = True
@@ -207,7 +220,7 @@ def plot_metric(
                 markersize=12,
                 markeredgewidth=1.2,
                 color="0.35",
-                label="bar: 95% CI across repeats\n(cut at the plot edge)",
+                label="bar: interval of the median\n(see the legend; cut\nat the plot edge)",
             )
         )
     if any_bound:
@@ -221,7 +234,19 @@ def plot_metric(
                 markerfacecolor="white",
                 markeredgecolor="0.35",
                 markeredgewidth=1.6,
-                label="hollow: client-bound\n(load generator saturated)",
+                label="hollow: suspect\n(see the Verdicts section)",
+            )
+        )
+    if any_lower:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker=LOWER_MARKER,
+                markersize=10,
+                color="0.35",
+                label="arrow: a lower bound\n(unanswered requests)",
             )
         )
     if any_failed:

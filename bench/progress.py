@@ -28,11 +28,11 @@ class Progress:
         self.done += 1
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
-        load = row.load or {}
-        figure = (
-            f"{load.get('throughput_rps', 0):>10,.0f} req/s" if load.get("requests") else " " * 16
-        )
+        load = row.load
+        figure = f"{load.throughput_rps:>10,.0f} req/s" if load and load.requests else " " * 16
         status = f"failed: {row.reason}" if row.status == "failed" else row.status
+        if row.verdict == "suspect" and row.status != "failed":
+            status += " (suspect: " + "; ".join(r.code for r in row.reasons) + ")"
         width = len(str(self.total))
         line = (
             f"[{self.done:>{width}}/{self.total}] {row.cell.key} r{row.repeat} {figure}  "

@@ -5,12 +5,15 @@ Mapping (documented in results/README.md):
 - one benchmark per cell key (`epoll/echo/c10/p64/persistent/loadgen`), one pyperf Run
   per repeat, whose single value is seconds per request, 1 / throughput: pyperf
   compares "time per operation", lower is better, like every pyperf benchmark;
-- one benchmark per latency percentile, named `<key>:p50`, `<key>:p99`, `<key>:p99.9`,
-  one value per repeat, in seconds. Percentiles are separate benchmarks (not metadata)
-  so that compare_to flags a tail-latency regression just as it flags a throughput one;
-- only ok and client-bound rows; each Run carries the row's status, repeat, date and
-  measuring duration, plus the machine's pyperf metadata (common to every run, so
-  pyperf shows it once per suite).
+- one benchmark per latency percentile of all requests (unanswered ones at their
+  wait so far), named `<key>:p50`, `<key>:p99`, `<key>:p99.9`, and one for the longest
+  wait of any connection, `<key>:worst-wait`, one value per repeat, in seconds. They are
+  separate benchmarks (not metadata) so that compare_to flags a tail-latency or a
+  starvation regression just as it flags a throughput one;
+- only ok and client-bound rows; each Run carries the row's status, verdict, repeat,
+  date, measuring duration and which of its percentiles are lower bounds
+  (`sockbench_lower_bounds`), plus the machine's pyperf metadata (common to every run,
+  so pyperf shows it once per suite).
 
 pyperf wants several values to judge significance; with one repeat per cell
 `compare_to` still works (it prints the ratio and says it cannot tell significance).
@@ -29,7 +32,7 @@ import pyperf
 from bench.record import USABLE, Row
 from bench.store import write_text_atomic
 
-PERCENTILES = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))  # (load field, suffix)
+PERCENTILES = (("p50", "p50"), ("p99", "p99"), ("p999", "p99.9"))  # (Latency field, suffix)
 
 
 def write_pyperf_suite(rows: list[Row], metadata: dict[str, Any], path: Path) -> None:
@@ -62,36 +65,40 @@ def write_pyperf_suite(rows: list[Row], metadata: dict[str, Any], path: Path) ->
 
 def _values(row: Row) -> list[tuple[str, float]]:
     """(benchmark name, seconds) pairs of one row; missing or zero figures are left out."""
-    key = row.cell.key
+    key, load = row.cell.key, row.load
+    if load is None:
+        return []
     out = []
-    rps = _as_float(row.load.get("throughput_rps"))
-    if rps and rps > 0:
-        out.append((key, 1.0 / rps))
-    latency = row.load.get("latency_us") or {}
+    if load.throughput_rps > 0:
+        out.append((key, 1.0 / load.throughput_rps))
+    latency = load.latency_all or load.latency
     for field, suffix in PERCENTILES:
-        us = _as_float(latency.get(field))
-        if us and us > 0:  # pyperf values must be > 0
+        us = getattr(latency, field)
+        if us > 0:  # pyperf values must be > 0
             out.append((f"{key}:{suffix}", us / 1e6))
+    worst = load.connections.worst_wait_max_us
+    if worst:
+        out.append((f"{key}:worst-wait", worst / 1e6))
     return out
 
 
-def _as_float(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value)
-
-
 def _row_metadata(row: Row) -> dict[str, Any]:
-    meta: dict[str, Any] = {"sockbench_status": row.status, "sockbench_repeat": row.repeat}
+    meta: dict[str, Any] = {
+        "sockbench_status": row.status,
+        "sockbench_verdict": row.verdict,
+        "sockbench_repeat": row.repeat,
+    }
     try:
         # pyperf reads naive ISO dates; rows store aware UTC ones.
         started = dt.datetime.fromisoformat(row.started_at).astimezone(dt.UTC)
         meta["date"] = started.replace(tzinfo=None).isoformat(sep=" ")
     except ValueError:
         pass
-    duration = _as_float(row.load.get("duration_s"))
-    if duration is not None and duration >= 0:
-        meta["duration"] = duration
+    if row.load is not None:
+        meta["duration"] = row.load.duration_s
+        bounds = (row.load.latency_all or row.load.latency).bounds
+        if names := [suffix for field, suffix in PERCENTILES if field in bounds]:
+            meta["sockbench_lower_bounds"] = ",".join(names)
     return meta
 
 

@@ -1,8 +1,12 @@
 """The result record: one immutable row per matrix cell, versioned.
 
-A row is what `bench run` appends to results/<run-id>/results.jsonl. Metric groups
-(`load`, `server`) stay nested as the load generator and the sampler produced them;
-`bench.frame` flattens them with pandas (`load.latency_us.p99`, ...).
+A row is what `bench run` appends to results/<run-id>/results.jsonl. `load` is the load
+generator's typed result (clients.result.LoadResult); `server` the sampler's figures;
+`verdict` says whether the cell's figures can be believed, with the reasons
+(bench.verdict). `bench.frame` flattens rows with pandas (`load.latency.p99`, ...).
+
+Schema 2 (typed load result, censored latency, verdicts) replaced schema 1; a run of
+schema 1 is refused with a line that says how to make it again (bench.store).
 """
 
 from __future__ import annotations
@@ -11,9 +15,20 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+from clients.result import LoadResult
+
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
+VERDICTS = ("valid", "suspect")
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a cell is suspect: a short code (bench.verdict.CODES) and a sentence."""
+
+    code: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -51,14 +66,23 @@ class Row:
     reason: str | None = None  # why failed, skipped or client-bound
     started_at: str = ""  # ISO 8601, UTC
     wall_s: float = 0.0  # the whole cell: start server, load, stop
-    load: dict[str, Any] = field(default_factory=dict)  # the load generator's JSON
+    load: LoadResult | None = None  # None when the load generator gave no result
     server: dict[str, Any] = field(default_factory=dict)  # the psutil sample + counters
+    # server CPU per request in the window: its processes' CPU time (process view), and
+    # its CPUs' busy time, softirq included (core view; anything else there counts too)
     server_cpu_us_per_request: float | None = None
+    server_core_us_per_request: float | None = None
+    verdict: str = "valid"  # or "suspect"; failed and skipped rows have no figures
+    reasons: tuple[Reason, ...] = ()
+    busy_before: float | None = None  # % of the machine's CPU time busy just before
+    server_log: str | None = None  # what the server wrote, relative to the run folder
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status {self.status!r} not in {STATUSES}")
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} not in {VERDICTS}")
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -67,8 +91,12 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Row:
+        """Raises ValueError (LoadResultError for a bad `load`) with one line."""
         if data.get("schema") != SCHEMA_VERSION:
             raise ValueError(f"row schema {data.get('schema')!r}, expected {SCHEMA_VERSION}")
         fields = {k: v for k, v in data.items() if k != "key"}
         fields["cell"] = CellKey(**fields["cell"])
+        if fields.get("load") is not None:
+            fields["load"] = LoadResult.from_dict(fields["load"])
+        fields["reasons"] = tuple(Reason(**r) for r in fields.get("reasons", ()))
         return cls(**fields)

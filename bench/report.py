@@ -15,13 +15,15 @@ import pandas as pd
 
 from bench.charts import save_metric_chart
 from bench.document import (
-    LEGEND,
     Document,
     Section,
     group_slug,
     group_title,
+    legend,
     metric_table,
     notes_table,
+    significance_section,
+    verdict_section,
 )
 from bench.facts import caption, run_facts
 from bench.frame import GROUP_COLUMNS, METRICS, aggregate, load_frame
@@ -52,10 +54,13 @@ def build_report(run_dir: Path) -> Path:
     if not cells.empty:
         for _, group in cells.groupby(GROUP_COLUMNS, sort=False, dropna=False):
             sections.append(_section(group, meta, charts_dir))
+        for extra in (verdict_section(cells), significance_section(frame, GROUP_COLUMNS)):
+            if extra is not None:
+                sections.append(extra)
     doc = Document(
         title=f"sockbench report: {meta.get('run_id', run_dir.name)}",
         facts=run_facts(meta, rows),
-        legend=LEGEND,
+        legend=legend(cells),
         sections=sections,
         notes=notes_table(frame) if not frame.empty else None,
     )

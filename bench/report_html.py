@@ -46,6 +46,7 @@ def render_html(doc: Document, run_dir: Path) -> str:
     out.append("</div>")
     for section in doc.sections:
         out.append(f"<h2>{escape(section.title)}</h2>")
+        out += [f"<p>{escape(text)}</p>" for text in section.paragraphs]
         for table in section.tables:
             out += [f"<h3>{escape(table.title)}</h3>", html_table(table)]
         for title, stem in section.charts:

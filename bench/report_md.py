@@ -11,6 +11,7 @@ def render_markdown(doc: Document) -> str:
     out += ["", *[f"> {line}  " for line in doc.legend], ""]
     for section in doc.sections:
         out += [f"## {section.title}", ""]
+        out += [line for text in section.paragraphs for line in (_md(text), "")]
         for table in section.tables:
             out += [f"### {table.title}", "", *_md_table(table), ""]
         if section.charts:

@@ -7,22 +7,27 @@ the context managers below) and propagates, so the caller can keep what is done.
 
 from __future__ import annotations
 
-import json
+import re
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from bench.cpus import CpuPlan
 from bench.matrix import Cell, Matrix
 from bench.record import Row
-from bench.sampler import ServerSampler
+from bench.sampler import CoreSampler, ServerSampler
 from bench.server_process import ServerProcess, ServerStartError
+from bench.verdict import judge, verdict
+from clients.result import LoadResult, LoadResultError
+from common import cpustat
 from common.cpus import format_cpu_list
 from servers import MODELS
 
-SATURATED = "client-bound: a load-generator worker was over 90% CPU in the window"
+BUSY_SAMPLE_S = 0.5  # how long to watch the machine before each cell
 
 
 def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[str]:
@@ -33,7 +38,7 @@ def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[s
         "--protocol",
         key.protocol,
         "--duration",
-        f"{matrix.duration:g}",  # 2, not 2.0: locust runs whole seconds
+        f"{matrix.duration:g}",
         "--payload",
         str(key.payload),
         "--quiet",
@@ -48,6 +53,10 @@ def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[s
             str(key.connections),
             "--spawn-rate",
             str(max(key.connections, 10)),
+            "--warmup",
+            f"{matrix.warmup:g}",
+            "--cpus",
+            format_cpu_list(plan.client),
         ]
     return [
         sys.executable,
@@ -81,9 +90,14 @@ def server_args(cell: Cell, matrix: Matrix) -> list[str]:
     return args
 
 
-def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
+def run_cell(
+    cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str, run_dir: Path | None = None
+) -> Row:
+    """Run one cell; with `run_dir`, the server's output and the cell's interval log
+    go there (logs/, hdr/)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
+    slug = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.key.key)}-r{cell.repeat}"
 
     def row(status: str, reason: str | None = None, **fields: Any) -> Row:
         return Row(
@@ -99,20 +113,29 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
 
     if unavailable := MODELS[cell.key.model].unavailable_reason():
         return row("skipped", f"model unavailable here: {unavailable}")
+    busy_before = machine_busy(BUSY_SAMPLE_S)
     server = ServerProcess(
         cell.key.model, cell.key.protocol, extra_args=server_args(cell, matrix), cpus=plan.server
     )
     try:
         server.start()
     except ServerStartError as exc:
-        return row("failed", f"server did not start: {exc}")
-    load: dict[str, Any] = {}
+        return row("failed", f"server did not start: {exc}", busy_before=busy_before)
+    load: LoadResult | None = None
     failure = None
+    hdr_log = None
+    if run_dir is not None and cell.key.driver == "loadgen":
+        (run_dir / "hdr").mkdir(exist_ok=True)
+        hdr_log = f"hdr/{slug}.hlog"
     try:
         sampler = ServerSampler(server.pid).start()
+        cores = CoreSampler(list(plan.server)).start()
         try:
+            command = load_command(cell, server.port, matrix, plan)
+            if hdr_log is not None and run_dir is not None:
+                command += ["--interval-log", str(run_dir / hdr_log)]
             done = subprocess.run(
-                load_command(cell, server.port, matrix, plan),
+                command,
                 capture_output=True,
                 text=True,
                 timeout=load_timeout(cell, matrix),
@@ -123,10 +146,16 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
             failure = f"load generator did not finish within {exc.timeout:.0f} s"
         finally:
             sample = sampler.stop()
+            cores.stop()
         assert server.proc is not None  # started
         crashed = server.proc.poll()
     finally:
         stop_code = server.stop()
+    server_log = None
+    if run_dir is not None and (text := server.log_text()):
+        (run_dir / "logs").mkdir(exist_ok=True)
+        server_log = f"logs/{slug}.log"
+        (run_dir / server_log).write_text(text, encoding="utf-8")
     if crashed is not None:
         failure = (
             f"server exited with code {crashed} during the run: "
@@ -135,8 +164,18 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
     sample["counters"] = {
         k: v for k, v in (server.stopped or {}).items() if k not in ("event", "model")
     }
-    cpu_us = cpu_per_request(sampler, load)
-    if failure is None and not load.get("requests"):
+    figures: dict[str, Any] = {
+        "load": load,
+        "server": sample,
+        "server_cpu_us_per_request": cpu_per_request(sampler, load),
+        "server_core_us_per_request": core_per_request(cores, len(plan.server), load),
+        "busy_before": busy_before,
+        "server_log": server_log,
+    }
+    if load is not None and hdr_log is not None and load.interval_log:
+        load = replace(load, interval_log=hdr_log)  # relative to the run folder
+        figures["load"] = load
+    if failure is None and (load is None or not load.requests):
         failure = "no request completed in the window (server hung or refused every connection)"
     if stop_code != 0 and crashed is None:  # the stop at the end went wrong
         stop_note = (
@@ -146,42 +185,60 @@ def run_cell(cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str) -> Row:
             f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
         )
         failure = f"{failure}; {stop_note}" if failure else stop_note
-    if failure:
-        return row(
-            "failed", failure.strip(), load=load, server=sample, server_cpu_us_per_request=cpu_us
-        )
-    saturated = bool(load.get("client", {}).get("saturated"))
+    if failure or load is None:
+        return row("failed", (failure or "no load result").strip(), **figures)
+    reasons = judge(load, busy_before)
+    bound = load.client.bound
     return row(
-        "client-bound" if saturated else "ok",
-        SATURATED if saturated else None,
-        load=load,
-        server=sample,
-        server_cpu_us_per_request=cpu_us,
+        "client-bound" if bound else "ok",
+        "; ".join(load.client.reasons) if bound else None,
+        verdict=verdict(reasons),
+        reasons=reasons,
+        **figures,
     )
 
 
-def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[dict[str, Any], str | None]:
-    try:
-        load = json.loads(done.stdout)
-    except ValueError:
+def machine_busy(seconds: float) -> float | None:
+    """% of every CPU's time busy over `seconds` from now: is something else running?"""
+    before = cpustat.ticks()
+    time.sleep(seconds)
+    return cpustat.busy_percent(before, cpustat.ticks())
+
+
+def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[LoadResult | None, str | None]:
+    if not done.stdout.strip():
         last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return {}, f"load generator failed (exit code {done.returncode}): {last}"
+        return None, f"load generator failed (exit code {done.returncode}): {last}"
+    try:
+        load = LoadResult.from_json(done.stdout)
+    except LoadResultError as exc:
+        return None, f"load generator output unusable: {exc}"
     if done.returncode != 0:
         return load, f"load generator exited with code {done.returncode}"
     return load, None
 
 
-def cpu_per_request(sampler: ServerSampler, load: dict[str, Any]) -> float | None:
-    """Server CPU microseconds per request, over the load generator's window when it
-    says when that was, else over the whole run (an overestimate by the warm-up)."""
-    requests = load.get("requests") or 0
-    if not requests:
+def cpu_per_request(sampler: ServerSampler, load: LoadResult | None) -> float | None:
+    """Server CPU microseconds per request (process view), over the load generator's
+    window when it says when that was, else over the whole run (an overestimate)."""
+    if load is None or not load.requests:
         return None
-    window = load.get("window") or {}
     spent = None
-    if window.get("start_unix") and window.get("end_unix"):
-        spent = sampler.cpu_between(window["start_unix"], window["end_unix"])
+    if load.window is not None:
+        spent = sampler.cpu_between(load.window.start_unix, load.window.end_unix)
     if spent is None:
         summary = sampler.summary()
         spent = summary["cpu_user_s"], summary["cpu_sys_s"]
-    return round(sum(spent) * 1e6 / requests, 3)
+    return round(sum(spent) * 1e6 / load.requests, 3)
+
+
+def core_per_request(cores: CoreSampler, n_cpus: int, load: LoadResult | None) -> float | None:
+    """Server CPU microseconds per request (core view): the server CPUs' busy time in
+    the window, softirq included, per request; whatever else ran there counts too."""
+    if load is None or not load.requests or load.window is None:
+        return None
+    busy = cores.busy_percent(load.window.start_unix, load.window.end_unix)
+    if busy is None:
+        return None
+    seconds = busy / 100 * n_cpus * (load.window.end_unix - load.window.start_unix)
+    return round(seconds * 1e6 / load.requests, 3)

@@ -9,6 +9,7 @@ from typing import Any
 
 import psutil
 
+from common import cpustat
 from common.process import block_stop_signals
 
 INTERVAL = 0.25  # listing 10k fds in /proc costs milliseconds: don't sample too often
@@ -152,7 +153,7 @@ class CoreSampler(_Periodic):
 
     def __init__(self, cpus: list[int], interval: float = 0.1) -> None:
         super().__init__(interval)
-        self.names = {f"cpu{c}" for c in cpus}
+        self.cpus = list(cpus)
         self.samples: list[tuple[float, float, float]] = []  # (unix time, busy, total) ticks
 
     def start(self) -> CoreSampler:
@@ -161,16 +162,10 @@ class CoreSampler(_Periodic):
 
     def stop(self) -> None:
         self._halt()
+        self._sample()  # one reading after the window, whenever the last tick was
 
     def _sample(self) -> None:
-        busy = total = 0
-        with open("/proc/stat") as stat:
-            for line in stat:
-                fields = line.split()
-                if fields and fields[0] in self.names:
-                    ticks = [int(v) for v in fields[1:9]]  # up to steal; guest is in user
-                    total += sum(ticks)
-                    busy += sum(ticks) - ticks[3] - ticks[4]  # minus idle and iowait
+        busy, total = cpustat.ticks(self.cpus)
         self.samples.append((time.time(), busy, total))
 
     def busy_percent(self, start: float, end: float) -> float | None:

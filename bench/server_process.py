@@ -17,14 +17,17 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from common.process import die_with_parent
+from common.process import block_stop_signals, die_with_parent
 
 STDERR_TAIL = 64 * 1024  # bytes of the server's stderr read back for messages
+STDOUT_TAIL = 200  # lines of the server's stdout kept (after the ready line)
 
 
 class ServerStartError(RuntimeError):
@@ -63,6 +66,11 @@ class ServerProcess:
     # pipe holds (asyncio and gevent log every failed accept) would block mid-cell.
     _stderr_file: IO[bytes] | None = field(default=None, init=False, repr=False)
     _stderr_tail: str = field(default="", init=False, repr=False)
+    # Its stdout is drained by a thread for the same reason; the last lines are kept.
+    stdout_tail: deque[str] = field(
+        default_factory=lambda: deque(maxlen=STDOUT_TAIL), init=False, repr=False
+    )
+    _drain: threading.Thread | None = field(default=None, init=False, repr=False)
 
     @property
     def stderr(self) -> str:
@@ -121,7 +129,15 @@ class ServerProcess:
                 f"{self.model} did not become ready: {self.stderr.strip()[-500:] or 'no output'}"
             )
         self.ready = json.loads(line)
+        self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
+        self._drain.start()
         return self
+
+    def _drain_stdout(self) -> None:
+        block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.stdout_tail.append(line)
 
     def _close_stderr(self) -> None:
         if self._stderr_file is not None:
@@ -145,12 +161,17 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
-            out, _ = self.proc.communicate(timeout=timeout)
+            self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            out, _ = self.proc.communicate()
+        if self._drain is not None:
+            self._drain.join(timeout)  # to EOF: the launcher's last line is in
+        elif self.proc.stdout is not None:
+            self.stdout_tail.extend(self.proc.stdout.read().splitlines(keepends=True))
+        if self.proc.stdout is not None and (self._drain is None or not self._drain.is_alive()):
+            self.proc.stdout.close()
         self._close_stderr()
-        for line in (out or "").splitlines():  # the launcher's stopped line
+        for line in self.stdout_tail:  # the launcher's stopped line
             try:
                 event = json.loads(line)
             except ValueError:
@@ -158,6 +179,18 @@ class ServerProcess:
             if isinstance(event, dict) and event.get("event") == "stopped":
                 self.stopped = event
         return self.proc.returncode
+
+    def log_text(self) -> str:
+        """What the server wrote besides its JSON lines: the ends of stderr and stdout."""
+        out = "".join(line for line in self.stdout_tail if not line.startswith("{"))
+        parts = []
+        if self.stderr.strip():
+            skipped = self.stderr_bytes - len(self.stderr.encode())
+            head = f"[first {skipped} bytes left out]\n" if skipped > 0 else ""
+            parts.append(f"== stderr ==\n{head}{self.stderr}")
+        if out.strip():
+            parts.append(f"== stdout (last {STDOUT_TAIL} lines) ==\n{out}")
+        return "\n".join(parts)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

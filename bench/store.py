@@ -20,7 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from bench.record import Row
+from bench.record import SCHEMA_VERSION, Row
 
 METADATA_SCHEMA = 1
 METADATA_FILE = "metadata.json"
@@ -185,7 +185,9 @@ class RunStore:
         f.seek(0, os.SEEK_END)
 
     def rows(self) -> list[Row]:
-        """Every stored row, in file order.
+        """The stored rows in file order, the latest for each cell and repeat: a cell run
+        again (`bench run --resume --retry-failed`) replaces its earlier row, which
+        stays in the file.
 
         A last line that is not valid JSON is a write cut short by a crash: it is
         skipped with a RuntimeWarning. Any other bad line is a StoreError naming it.
@@ -214,11 +216,23 @@ class RunStore:
                     )
                     continue
                 raise StoreError(f"{where}: corrupt line: {exc}") from None
+            if isinstance(data, dict) and data.get("schema") != SCHEMA_VERSION:
+                raise StoreError(self._old_schema(data.get("schema")))
             try:
                 rows.append(Row.from_dict(data))
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 raise StoreError(f"{where}: invalid row: {exc}") from None
-        return rows
+        latest = {(row.cell, row.repeat): i for i, row in enumerate(rows)}
+        return [row for i, row in enumerate(rows) if latest[(row.cell, row.repeat)] == i]
+
+    def _old_schema(self, schema: object) -> str:
+        sha = (self._metadata.get("git") or {}).get("sha") or "the revision that made it"
+        profile = self._metadata.get("profile") or "quick"
+        return (
+            f"{self.path}: rows of schema {schema!r}, this sockbench reads schema "
+            f"{SCHEMA_VERSION}: run it again (python -m bench run --profile {profile}) "
+            f"or render it with sockbench at git {sha}"
+        )
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"

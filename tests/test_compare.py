@@ -29,6 +29,7 @@ from bench.compare import (
 )
 from bench.record import CellKey, Row
 from bench.store import RunStore
+from tests.helpers import load_result
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = [
@@ -91,11 +92,7 @@ def make_run(
     cells = {k.key: k for k in KEYS}
     for key, repeats in values.items():
         for repeat, (rps, p99) in enumerate(repeats):
-            load = {
-                "throughput_rps": rps,
-                "requests": int(rps * 2),
-                "latency_us": {"p50": int(p99 / 3), "p99": int(p99)},
-            }
+            load = load_result(throughput=rps, p50=int(p99 / 3), p99=int(p99))
             store.append(Row(run_id, cells[key], repeat, "ok", load=load))
     for row in extra_rows:
         store.append(row)
@@ -186,10 +183,27 @@ def test_p99_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert code == 1
     cell = compare_runs(base, new).cells[0]
     assert cell.key == EPOLL10 and cell.verdict == REGRESSION
-    throughput, p99 = cell.changes
-    assert (throughput.verdict, p99.verdict) == (NO_CHANGE, REGRESSION)
+    throughput, p99, worst = cell.changes
+    assert (throughput.verdict, p99.verdict, worst.verdict) == (NO_CHANGE, REGRESSION, NO_CHANGE)
     assert p99.ratio == pytest.approx(1.20, rel=0.01)
     assert EPOLL10 in out
+
+
+def test_starvation_gates_even_when_p99_improves(tmp_path: Path) -> None:
+    """A change that starves connections can read as a p99 improvement; the worst wait
+    of any connection catches it."""
+    store = RunStore.create(tmp_path, "starving", METADATA)
+    cells = {k.key: k for k in KEYS}
+    for key, repeats in baseline_values().items():
+        for repeat, (rps, p99) in enumerate(repeats):
+            worst = 2_000_000 if key == EPOLL10 else 20_000
+            faster = 0.8 if key == EPOLL10 else 1.0
+            load = load_result(throughput=rps, p99=int(p99 * faster), worst_wait=worst)
+            store.append(Row("starving", cells[key], repeat, "ok", load=load))
+    base = make_run(tmp_path, "base", baseline_values())
+    cell = next(c for c in compare_runs(base, store.path).cells if c.key == EPOLL10)
+    verdicts = {change.metric.name: change.verdict for change in cell.changes}
+    assert verdicts["worst_wait"] == REGRESSION and cell.verdict == REGRESSION
 
 
 def test_threshold_and_alpha_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -3,7 +3,9 @@ report_html, pyperf_export) on a fixed run.
 
 tests/data/small_run is a small but realistic run: blocking, threaded, epoll and a
 skipped uvloop; echo, 64 B, 1/10/100 connections; epoll repeated 3 times with its 100-
-connection cell client-bound; blocking at 100 connections failed.
+connection cell client-bound (so suspect); blocking at 100 connections failed, at 10 it
+served one connection and starved nine (their worst wait is the 5 s window). The rows
+are curated (round numbers), in the current row schema.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,7 @@ import pyperf
 import pytest
 
 from bench import plots
-from bench.frame import aggregate, load_frame, model_sort_key, t_interval
+from bench.frame import aggregate, load_frame, model_sort_key
 from bench.pyperf_export import write_pyperf_suite
 from bench.record import Row
 from bench.report import build_report
@@ -31,7 +32,9 @@ CHART_STEMS = (
     "throughput",
     "latency_p50",
     "latency_p99",
+    "worst_wait",
     "cpu_per_request",
+    "core_per_request",
     "peak_rss",
     "error_share",
     "starved",
@@ -65,7 +68,9 @@ def test_load_frame_flattens_rows(rows: list[Row]) -> None:
     df = load_frame(rows)
     assert len(df) == 18
     assert {
-        "load.latency_us.p99",
+        "load.latency.p99",
+        "load.latency_all.p99",
+        "load.connections.worst_wait_max_us",
         "load.connections.starved",
         "server.peak_rss_bytes",
         "cell.model",
@@ -91,23 +96,29 @@ def test_aggregate_medians_ci_and_statuses(rows: list[Row]) -> None:
     assert epoll["status"] == "ok" and epoll["n"] == 3
     assert epoll["throughput.median"] == 42000  # repeats 41000, 43500, 42000
     assert epoll["p99.median"] == 402  # repeats 410, 388, 402: a median, never a mean
-    values = [41000, 43500, 42000]
-    half = 4.303 * statistics.stdev(values) / math.sqrt(3)
-    assert epoll["throughput.ci_low"] == pytest.approx(statistics.fmean(values) - half)
-    assert epoll["throughput.ci_high"] == pytest.approx(statistics.fmean(values) + half)
+    # three repeats: the interval of the median is [min, max], covering 75%
+    assert (epoll["throughput.ci_low"], epoll["throughput.ci_high"]) == (41000, 43500)
+    assert epoll["throughput.coverage"] == 0.75
+    assert epoll["verdict"] == "valid" and not epoll["p99.bound"]
     single = cells.loc["threaded/echo/c1/p64/persistent/loadgen"]
     assert single["n"] == 1 and math.isnan(single["throughput.ci_low"])
     assert cells.loc["blocking/echo/c100/p64/persistent/loadgen", "status"] == "failed"
-    assert cells.loc["epoll/echo/c100/p64/persistent/loadgen", "status"] == "client-bound"
+    bound = cells.loc["epoll/echo/c100/p64/persistent/loadgen"]
+    assert bound["status"] == "client-bound" and bound["verdict"] == "suspect"
+    assert "waited for work 2%" in bound["reasons"]
+    starving = cells.loc["blocking/echo/c10/p64/persistent/loadgen"]
+    assert starving["worst_wait.median"] == 5_000_000 and starving["censored.median"] == 10
     assert cells.loc["uvloop/echo/c1/p64/persistent/loadgen", "status"] == "skipped"
     # Known models in the fixed order, connections ascending within a model.
     assert list(dict.fromkeys(cells["cell.model"])) == ["blocking", "threaded", "epoll", "uvloop"]
 
 
-def test_t_interval_needs_two_values() -> None:
-    assert all(math.isnan(v) for v in t_interval([5.0]))
-    low, high = t_interval([1.0, 3.0])
-    assert low == pytest.approx(2 - 12.706) and high == pytest.approx(2 + 12.706)
+def test_error_share_divides_one_scope() -> None:
+    rows = RunStore.open(SMALL_RUN).rows()
+    df = load_frame(rows).set_index("key")
+    threaded = df.loc["threaded/echo/c100/p64/persistent/loadgen"]
+    # 40 errors in the window over 120,000 answered + 40 failed requests in it
+    assert threaded["error_share"] == pytest.approx(100 * 40 / 120_040)
 
 
 # -- report.md ------------------------------------------------------------------------
@@ -132,19 +143,27 @@ def test_report_header_names_the_machine_and_run(built: Path) -> None:
 def test_report_tables_show_medians_failures_and_markers(built: Path) -> None:
     report = (built / "report.md").read_text()
     throughput = md_table(report, "Throughput (req/s)")
-    assert throughput[(10, "epoll")].startswith("42,000 ± ")
-    assert throughput[(1, "threaded")] == "12,100"  # one repeat: no CI
+    assert throughput[(10, "epoll")] == "42,000 (41,000–43,500)"
+    assert throughput[(1, "threaded")] == "12,100"  # one repeat: no interval
     assert throughput[(100, "blocking")] == "failed"
-    assert throughput[(100, "epoll")].endswith(" †")  # client-bound
+    assert throughput[(100, "epoll")].endswith(" † §")  # client-bound, so suspect
     assert throughput[(10, "uvloop")] == "skipped"
-    assert md_table(report, "p99 latency (µs)")[(10, "epoll")].startswith("402 ± ")
-    assert md_table(report, "p99.9 latency (µs)")[(100, "blocking")] == "failed"
-    assert md_table(report, "Errors (count, all kinds)")[(100, "threaded")] == "40"
+    p99 = md_table(report, "p99 latency, all requests (µs)")
+    assert p99[(10, "epoll")] == "402 (388–410)"
+    assert md_table(report, "p99.9 latency, all requests (µs)")[(100, "blocking")] == "failed"
+    assert md_table(report, "Errors (count, whole run)")[(100, "threaded")] == "40"
     assert md_table(report, "Starved connections (count)")[(10, "blocking")] == "9"
+    worst = md_table(report, "Longest wait of any connection (µs, capped at the window)")
+    assert worst[(10, "blocking")] == "5,000,000"  # starved: the whole window
+    assert md_table(report, "Unanswered at the end (requests)")[(10, "blocking")] == "10"
     assert md_table(report, "Server peak RSS (MiB)")[(100, "threaded")] == "20.0"
-    assert md_table(report, "Server CPU per request (µs)")[(1, "epoll")].startswith("18.8 ± ")
-    assert "† client-bound" in report  # the legend explains the marker
+    cpu = md_table(report, "Server CPU per request, process view (µs)")
+    assert cpu[(1, "epoll")].startswith("18.8 (")
+    assert "† client-bound" in report and "§ suspect" in report  # the legend
+    assert "covers the true median with probability 75% with 3 repeats" in report
     assert "timeout: 99 of 100 connections" in report  # the failure's reason, in Notes
+    assert "## Verdicts: suspect cells" in report
+    assert "## Significance" in report and "no difference between models can be tested" in report
 
 
 def test_every_chart_is_written_as_png_and_svg(built: Path) -> None:
@@ -159,7 +178,7 @@ def test_every_chart_is_written_as_png_and_svg(built: Path) -> None:
 
 def test_report_html_is_self_contained(built: Path) -> None:
     html = (built / "report.html").read_text()
-    assert "<table" in html and "42,000 ± " in html
+    assert "<table" in html and "42,000 (41,000–43,500)" in html
     assert '<td class="failed">failed</td>' in html
     assert html.count('src="data:image/svg+xml;base64,') == len(CHART_STEMS)
     assert 'src="charts/' not in html and "http://" not in html.replace("http://www.w3.org", "")
@@ -199,12 +218,20 @@ def slower(rows: list[Row], factor: float) -> list[Row]:
         if not row.load:
             out.append(row)
             continue
-        latency = {k: v * factor for k, v in row.load["latency_us"].items()}
-        load = {
-            **row.load,
-            "throughput_rps": row.load["throughput_rps"] / factor,
-            "latency_us": latency,
-        }
+        load = row.load
+        latency = load.latency_all or load.latency
+        slow = dataclasses.replace(
+            latency, **{k: getattr(latency, k) * factor for k in ("p50", "p99", "p999")}
+        )
+        worst = load.connections.worst_wait_max_us or 0
+        load = dataclasses.replace(
+            load,
+            throughput_rps=load.throughput_rps / factor,
+            latency_all=slow,
+            connections=dataclasses.replace(
+                load.connections, worst_wait_max_us=round(worst * factor)
+            ),
+        )
         out.append(dataclasses.replace(row, load=load))
     return out
 
@@ -213,6 +240,7 @@ def test_pyperf_suite_values(built: Path) -> None:
     suite = pyperf.BenchmarkSuite.load(str(built / "pyperf.json"))
     names = suite.get_benchmark_names()
     assert EPOLL_C10 in names and f"{EPOLL_C10}:p99" in names and f"{EPOLL_C10}:p99.9" in names
+    assert f"{EPOLL_C10}:worst-wait" in names
     assert not any(name.startswith(("blocking/echo/c100", "uvloop/")) for name in names)
     bench = suite.get_benchmark(EPOLL_C10)
     assert bench.get_nrun() == 3 and bench.get_unit() == "second"

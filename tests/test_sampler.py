@@ -40,7 +40,7 @@ def test_a_prefork_servers_children_count_in_its_cpu_memory_and_fds(server_facto
     summary = sampler.stop()
     main_spent = sum(main.cpu_times()[:2]) - main_before
     child_spent = sum(child.cpu_times()[:2]) - child_before
-    assert result["requests"] > 0 and sum(result["errors"].values()) == 0
+    assert result.requests > 0 and result.error_count == 0
     assert child_spent > 0.1  # SO_REUSEPORT gave the child some of the 40 connections
     total = summary["cpu_user_s"] + summary["cpu_sys_s"]
     assert total > main_spent + 0.8 * child_spent

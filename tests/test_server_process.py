@@ -14,7 +14,8 @@ from bench.server_process import STDERR_TAIL, ServerProcess
 pytestmark = pytest.mark.real  # starts processes
 
 # Speaks the launcher's contract (a ready line, a stopped line on SIGTERM) and writes
-# 1 MiB to stderr after the ready line, as a model logging every failed accept would.
+# 1 MiB to stderr and 1 MiB to stdout after the ready line, as a model logging every
+# failed accept would.
 FLOODING_SERVER = textwrap.dedent("""
     import json, signal, sys
     from pathlib import Path
@@ -25,7 +26,9 @@ FLOODING_SERVER = textwrap.dedent("""
     print(json.dumps({"event": "ready", "port": 9, "pid": 0}), flush=True)
     for _ in range(1024):
         sys.stderr.write("x" * 1023 + "\\n")
+        sys.stdout.write("y" * 1023 + "\\n")
     sys.stderr.flush()
+    sys.stdout.flush()
     Path(sys.argv[1]).write_text("wrote it all")
     signal.pause()
 """)
@@ -40,12 +43,12 @@ class FloodingServer(ServerProcess):
         return [sys.executable, "-c", FLOODING_SERVER, str(self.marker)]
 
 
-def test_a_server_that_floods_stderr_does_not_block(tmp_path: Path) -> None:
+def test_a_server_that_floods_stderr_and_stdout_does_not_block(tmp_path: Path) -> None:
     marker = tmp_path / "done"
     server = FloodingServer(marker).start()
     try:
-        # When stderr was a pipe read only at the stop, the server blocked once the
-        # 64 KiB pipe was full and never wrote the marker.
+        # When stderr or stdout was a pipe read only at the stop, the server blocked
+        # once the 64 KiB pipe was full and never wrote the marker.
         _wait_for(marker, 10.0)
     finally:
         code = server.stop()
@@ -53,6 +56,9 @@ def test_a_server_that_floods_stderr_does_not_block(tmp_path: Path) -> None:
     assert server.stopped == {"event": "stopped", "accepted": 0}
     assert server.stderr_bytes == 1024 * 1024
     assert len(server.stderr) <= STDERR_TAIL + 1024 and server.stderr.endswith("x\n")
+    log = server.log_text()  # what the runner keeps in the run folder: bounded
+    assert "== stderr ==" in log and "== stdout (last 200 lines) ==" in log
+    assert len(log) < STDERR_TAIL + 201 * 1024 and "[first " in log
 
 
 def _wait_for(path: Path, timeout: float) -> None:

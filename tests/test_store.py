@@ -13,18 +13,11 @@ import pytest
 from bench.machine import collect_metadata
 from bench.record import CellKey, Row
 from bench.store import METADATA_SCHEMA, RunStore, StoreError
+from tests.helpers import load_result
 
 
 def make_row(run_id: str, connections: int, repeat: int = 0, status: str = "ok") -> Row:
-    load = (
-        {
-            "requests": 1000 * connections,
-            "throughput_rps": 200.0 * connections,
-            "latency_us": {"p50": 50, "p99": 90},
-        }
-        if status == "ok"
-        else {}
-    )
+    load = load_result(throughput=200.0 * connections) if status == "ok" else None
     return Row(
         run_id=run_id,
         cell=CellKey("epoll", connections=connections),
@@ -106,8 +99,28 @@ def test_a_row_of_another_schema_is_an_error(store: RunStore) -> None:
     data = json.loads(make_row("run-1", 1).to_json())
     data["schema"] = 99
     store.results_path.write_text(json.dumps(data) + "\n")
-    with pytest.raises(StoreError, match=r":1: invalid row: row schema 99"):
+    with pytest.raises(StoreError, match=r"rows of schema 99, this sockbench reads schema 2: "):
         store.rows()
+
+
+def test_a_run_of_schema_1_says_how_to_make_it_again(tmp_path: Path) -> None:
+    store = RunStore.create(tmp_path, "old", {"profile": "quick", "git": {"sha": "e82158c"}})
+    data = json.loads(make_row("old", 1).to_json())
+    data["schema"] = 1
+    store.results_path.write_text(json.dumps(data) + "\n")
+    with pytest.raises(StoreError) as info:
+        store.rows()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "python -m bench run --profile quick" in message and "git e82158c" in message
+
+
+def test_a_cell_run_again_replaces_its_earlier_row(store: RunStore) -> None:
+    store.append(make_row("run-1", 1, status="failed"))
+    store.append(make_row("run-1", 10))
+    store.append(make_row("run-1", 1))  # --retry-failed ran it again
+    rows = store.rows()
+    assert [(r.cell.connections, r.status) for r in rows] == [(10, "ok"), (1, "ok")]
 
 
 def test_update_metadata_rewrites_atomically(store: RunStore) -> None:

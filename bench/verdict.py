@@ -1,0 +1,91 @@
+"""Can a cell's figures be believed? The checks behind a row's `valid` or `suspect`.
+
+Each check is a pure function of the load result (and of how busy the machine was
+before the cell), so it is tested on numbers, not on runs. The thresholds and why they
+are where they are: docs/verdicts.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+
+from bench.record import Reason
+from clients.result import Interval, LoadResult
+
+CODES = ("client-bound", "rate", "non-stationary", "busy-machine", "few-samples")
+RATE_SHARE = 0.95  # an open loop must achieve this share of the asked rate
+BUSY_BEFORE = 10.0  # % of the machine's CPU time busy in the half second before the cell
+# A stationary window: throughput of its first and last thirds within DRIFT of each
+# other, and the typical p99 of a third within P99_SPREAD times that of another (and
+# more than P99_FLOOR_US apart, so that 20 us against 70 us is not a trend).
+DRIFT = 0.25
+P99_SPREAD = 3.0
+P99_FLOOR_US = 1000
+MIN_INTERVALS = 6  # fewer interval histograms than this: no stationarity check
+# The most extreme percentile shown (p99.9) needs 10 samples beyond it.
+SAMPLES_FOR = (("p99.9", 10_000), ("p99", 1_000))
+
+
+def judge(load: LoadResult, busy_before: float | None) -> tuple[Reason, ...]:
+    """Every reason to doubt the cell, in CODES order; empty: valid."""
+    reasons = [Reason("client-bound", text) for text in load.client.reasons]
+    asked, achieved = load.rate.asked, load.rate.achieved
+    if asked and achieved < RATE_SHARE * asked:
+        reasons.append(
+            Reason(
+                "rate",
+                f"achieved {achieved:,.0f} req/s of the {asked:,.0f} asked "
+                f"({100 * achieved / asked:.0f}%, below {100 * RATE_SHARE:.0f}%)",
+            )
+        )
+    if (drift := non_stationary(load.intervals)) is not None:
+        reasons.append(Reason("non-stationary", drift))
+    if busy_before is not None and busy_before > BUSY_BEFORE:
+        reasons.append(
+            Reason(
+                "busy-machine",
+                f"the machine was {busy_before:.0f}% busy in the half second before the "
+                f"cell (above {BUSY_BEFORE:.0f}%)",
+            )
+        )
+    count = (load.latency_all or load.latency).count
+    for name, needed in SAMPLES_FOR:
+        if count < needed:
+            reasons.append(
+                Reason(
+                    "few-samples",
+                    f"{name} from {count:,} requests (needs {needed:,} for 10 beyond it)",
+                )
+            )
+            break
+    return tuple(reasons)
+
+
+def non_stationary(intervals: Sequence[Interval]) -> str | None:
+    """Why the window was not steady (throughput or p99 moved between its thirds)."""
+    if len(intervals) < MIN_INTERVALS:
+        return None
+    third = len(intervals) // 3
+    first, last = intervals[:third], intervals[-third:]
+    counts = [sum(i.count for i in part) for part in (first, last)]
+    if max(counts) and abs(counts[1] - counts[0]) > DRIFT * max(counts):
+        return (
+            f"throughput moved {100 * (counts[1] - counts[0]) / max(counts[0], 1):+.0f}% "
+            "from the first to the last third of the window"
+        )
+    parts = [intervals[:third], intervals[third:-third], intervals[-third:]]
+    typical = [
+        statistics.median(i.p99_us for i in part if i.count)
+        for part in parts
+        if any(i.count for i in part)
+    ]
+    if len(typical) >= 2:
+        low, high = min(typical), max(typical)
+        if high > P99_SPREAD * max(low, 1) and high - low > P99_FLOOR_US:
+            return f"p99 ranged from {low:,.0f} to {high:,.0f} us between thirds of the window"
+    return None
+
+
+def verdict(reasons: Sequence[Reason]) -> str:
+    return "suspect" if reasons else "valid"
