@@ -172,7 +172,8 @@ def significance_section(frame: pd.DataFrame, group_columns: list[str]) -> Secti
                 verdict += f" (too few repeats: p cannot go below {test.min_p:.2f})"
             rows.append(
                 [
-                    f"{group_title(group.iloc[0])}, {int(keys[-1]):,} connections",
+                    f"{group_title(group.iloc[0])}, {int(keys[-1]):,} "
+                    + ("connection" if int(keys[-1]) == 1 else "connections"),
                     f"{test.higher} > {test.lower}",
                     f"{test.ratio:.2f}x" if test.ratio == test.ratio else "n/a",
                     f"{test.p_adjusted:.3f}",

@@ -262,6 +262,29 @@ def _sum_columns(df: pd.DataFrame, prefix: str) -> pd.Series:
     return df[columns].apply(pd.to_numeric, errors="coerce").sum(axis=1, min_count=1)
 
 
+def _reasons_text(suspect: pd.DataFrame, n_usable: int) -> str:
+    """Per check, in how many repeats it failed and one example: "client-bound in 3 of
+    6 repeats, e.g. worker 0 waited for work 5% of the window (...)"."""
+    by_code: dict[str, list[str]] = {}
+    for listed in suspect["reasons"] if "reasons" in suspect.columns else ():
+        for reason in listed if isinstance(listed, list) else ():
+            by_code.setdefault(reason["code"], []).append(reason["text"])
+    parts = []
+    for code, texts in by_code.items():
+        repeats = len(texts) if code != "client-bound" else None
+        if repeats is None:  # one reason per bound worker: count the repeats instead
+            repeats = sum(
+                any(r["code"] == code for r in listed)
+                for listed in suspect["reasons"]
+                if isinstance(listed, list)
+            )
+        if n_usable > 1:
+            parts.append(f"{code} in {repeats} of {n_usable} repeats, e.g. {texts[0]}")
+        else:
+            parts.append(texts[0])
+    return "; ".join(parts)
+
+
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """One row per cell (all repeats together).
 
@@ -317,12 +340,7 @@ def _aggregate_cell(group: pd.DataFrame) -> dict[str, Any]:
     )
     suspect = usable[usable["verdict"] == "suspect"]
     record["verdict"] = "suspect" if not suspect.empty else ("valid" if n_usable else None)
-    texts: list[str] = []
-    for listed in suspect["reasons"] if "reasons" in suspect.columns else ():
-        for reason in listed if isinstance(listed, list) else ():
-            if reason["text"] not in texts:
-                texts.append(reason["text"])
-    record["reasons"] = "; ".join(texts)
+    record["reasons"] = _reasons_text(suspect, n_usable)
     for metric in METRICS:
         values = [
             float(v)

@@ -57,7 +57,7 @@ _FALLBACK_COLORS = (
 _FALLBACK_MARKERS = ("o", "s", "D", "^", "v", "<", ">", "p", "h", "*")
 
 FAILED_STRIP = 0.08  # bottom strip for failed cells, as a fraction of the axis height
-LOWER_MARKER: Final = 6  # matplotlib's CARETUP: a value that is at least this
+LOWER_MARKER: Final = "$\\uparrow$"  # drawn above a point: the value is at least this
 
 
 def model_style(model: str) -> Style:
@@ -90,6 +90,8 @@ def plot_metric(
     """
     models = sorted({str(m) for m in frame["cell.model"]}, key=model_sort_key)
     failed_at_bottom = transforms.blended_transform_factory(ax.transData, ax.transAxes)
+    # 10 points above the data point, whatever the scale
+    above = transforms.offset_copy(ax.transData, x=0, y=10 * ax.figure.dpi / 72, units="dots")
     handles: list[Line2D] = []
     data_artists: list[Artist] = []  # kept out of the failed strip
     any_failed = any_bound = any_value = any_lower = False
@@ -161,8 +163,9 @@ def plot_metric(
                 y[have & lower],
                 linestyle="none",
                 marker=LOWER_MARKER,
-                markersize=10,
+                markersize=11,
                 color=style.color,
+                transform=above,
                 zorder=4,
             )
         if not failed.empty:
@@ -244,9 +247,9 @@ def plot_metric(
                 [],
                 linestyle="none",
                 marker=LOWER_MARKER,
-                markersize=10,
+                markersize=11,
                 color="0.35",
-                label="arrow: a lower bound\n(unanswered requests)",
+                label="arrow above a point:\na lower bound (requests\nstill unanswered)",
             )
         )
     if any_failed:
