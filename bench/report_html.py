@@ -23,7 +23,8 @@ dl.facts dt { font-weight: 600; } dl.facts dd { margin: 0; }
 table { border-collapse: collapse; margin: .3em 0 1.2em; font-size: .92em; }
 th, td { border: 1px solid #ddd; padding: .25em .6em; }
 th { background: #f4f4f4; }
-table.numeric td { text-align: right; font-variant-numeric: tabular-nums; }
+table.numeric td { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.wide { overflow-x: auto; }
 table.numeric td:first-child { text-align: left; }
 td.failed { color: #b00020; font-weight: 600; } td.skipped { color: #888; }
 figure { margin: 1em 0 2em; } figure img { width: 100%; max-width: 68em; height: auto; }
@@ -69,7 +70,8 @@ def html_table(table: Table) -> str:
             for c in row
         )
         body.append(f"<tr>{cells}</tr>")
-    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table_html = f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="wide">{table_html}</div>'  # wide tables scroll, the page does not
 
 
 def _image(path: Path, title: str) -> str:
