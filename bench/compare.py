@@ -38,6 +38,7 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from bench.record import USABLE, Row
+from bench.stats import min_p_value
 from bench.store import RunStore, StoreError, write_text_atomic
 
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
@@ -153,13 +154,6 @@ class Comparison:
 
 
 # -- the statistics ---------------------------------------------------------------------
-
-
-def min_p_value(n: int, m: int) -> float:
-    """The smallest two-sided p the exact Mann-Whitney test can give for n vs m values."""
-    if n < 1 or m < 1:
-        return 1.0
-    return min(1.0, 2 / math.comb(n + m, n))
 
 
 def bootstrap_ratio_ci(

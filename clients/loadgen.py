@@ -32,7 +32,7 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from clients import hist
+from clients import hist, saturation
 from clients.connections import CONNECT_WINDOW
 from clients.errors import ERROR_KINDS
 from clients.histlog import Interval as HistInterval
@@ -71,8 +71,6 @@ SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loo
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
-IDLE_PERCENT = 10.0  # a worker that waited for work less than this was the bottleneck
-CONTENDED_PERCENT = 10.0  # one that waited for a CPU more than this was contended
 
 
 Child = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe
@@ -421,22 +419,12 @@ def judge_client(
 ) -> Client:
     """Client-bound when a worker hardly waited for work (it was the bottleneck) or
     waited for a CPU (contended); see docs/loadgen.md, "Saturation"."""
-    workers, reasons = [], []
-    for index, r in enumerate(results):
+    workers = []
+    for r in results:
         share = 100.0 / r.window_s if r.window_s > 0 else 0.0
-        waited = round(r.wait_s * share, 1)
         delayed = None if r.run_delay_s is None else round(r.run_delay_s * share, 1)
-        workers.append(Worker(round(r.cpu_s * share, 1), waited, delayed))
-        if waited < IDLE_PERCENT:
-            reasons.append(
-                f"worker {index} waited for work {waited:.0f}% of the window "
-                "(the load generator was the bottleneck)"
-            )
-        if delayed is not None and delayed > CONTENDED_PERCENT:
-            reasons.append(
-                f"worker {index} waited for a CPU {delayed:.0f}% of the window "
-                "(contended: something else ran on its CPU)"
-            )
+        workers.append(Worker(round(r.cpu_s * share, 1), round(r.wait_s * share, 1), delayed))
+    reasons = saturation.reasons(workers)
     return Client(
         workers=tuple(workers),
         cores=tuple(sorted(set(cores))),

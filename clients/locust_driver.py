@@ -33,6 +33,7 @@ from typing import IO
 
 import psutil
 
+from clients import saturation
 from clients.result import (
     Client,
     Connections,
@@ -83,8 +84,6 @@ CPU_WARNINGS = (
     "CPU usage was too high",
 )
 # Saturation, as the native load generator judges it (% of the window's wall time).
-BOTTLENECK_WAITED_FOR_WORK = 10.0  # below: the worker was almost never idle
-CONTENDED_WAITED_FOR_CPU = 10.0  # above: something else ran on its CPU
 SAMPLE_INTERVAL_S = 0.1  # the sampler of locust's processes and cores
 
 # Failure exception class name (as locust writes it in the failures CSV) -> error kind.
@@ -346,18 +345,7 @@ def judge_client(
     """Bound when a worker was hardly ever idle (the bottleneck), when one waited long for
     a CPU (contended), or when locust itself warned of its CPU usage. Not judged (None)
     only when no worker could be sampled and locust did not warn."""
-    reasons = []
-    for i, w in enumerate(workers):
-        if w.waited_for_work is not None and w.waited_for_work < BOTTLENECK_WAITED_FOR_WORK:
-            reasons.append(
-                f"worker {i} waited for work {w.waited_for_work:.0f}% of the window "
-                "(the load generator was the bottleneck)"
-            )
-        if w.waited_for_cpu is not None and w.waited_for_cpu > CONTENDED_WAITED_FOR_CPU:
-            reasons.append(
-                f"worker {i} waited for a CPU {w.waited_for_cpu:.0f}% of the window "
-                "(contended: something else ran on its CPU)"
-            )
+    reasons = saturation.reasons(workers)
     if cpu_warning:
         reasons.append("locust warned: CPU usage above 90%")
     bound: bool | None = bool(reasons)

@@ -25,7 +25,6 @@ from bench.compare import (
     CompareError,
     compare_runs,
     headline,
-    min_p_value,
 )
 from bench.record import CellKey, Row
 from bench.store import RunStore
@@ -224,12 +223,6 @@ def test_too_few_repeats_is_no_change_with_a_note(tmp_path: Path) -> None:
     cell = next(c for c in cmp.cells if c.key == POLL10)
     assert cell.verdict == NO_CHANGE
     assert any(note.startswith("too few repeats (2 vs 2") for note in cell.notes)
-
-
-def test_min_p_value() -> None:
-    assert min_p_value(2, 2) == pytest.approx(1 / 3)
-    assert min_p_value(3, 3) == pytest.approx(0.1)  # 3 vs 3 cannot reach 0.05 either
-    assert min_p_value(5, 5) == pytest.approx(2 / 252)
 
 
 def test_cells_in_one_run_only_are_listed(

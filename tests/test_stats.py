@@ -176,6 +176,8 @@ def test_three_vs_three_can_never_be_significant() -> None:
     assert t.p == pytest.approx(0.1)
     assert not t.significant
     assert min_p_value(3, 3) == pytest.approx(0.1)
+    assert min_p_value(2, 2) == pytest.approx(1 / 3)
+    assert min_p_value(5, 5) == pytest.approx(2 / 252)
 
 
 def test_zero_lower_median_gives_nan_ratio() -> None:
