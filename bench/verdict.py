@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from bench.record import Reason
 from clients.result import Interval, LoadResult
 
-CODES = ("client-bound", "rate", "non-stationary", "busy-machine", "few-samples")
+CODES = ("client-bound", "rate", "overloaded", "non-stationary", "busy-machine", "few-samples")
 RATE_SHARE = 0.95  # an open loop must achieve this share of the asked rate
 BUSY_BEFORE = 10.0  # % of the machine's CPU time busy in the half second before the cell
 # A stationary window: the throughputs of its first and last thirds within DRIFT of the
@@ -38,6 +38,15 @@ def judge(load: LoadResult, busy_before: float | None) -> tuple[Reason, ...]:
                 "rate",
                 f"achieved {achieved:,.0f} req/s of the {asked:,.0f} asked "
                 f"({100 * achieved / asked:.0f}%, below {100 * RATE_SHARE:.0f}%)",
+            )
+        )
+    if load.rate.overloaded:
+        backlog = [i.backlog for i in load.intervals if i.backlog is not None]
+        reasons.append(
+            Reason(
+                "overloaded",
+                f"the backlog grew from {backlog[0]:,} to {backlog[-1]:,} requests "
+                "through the window: the offered load is above what the server sustains",
             )
         )
     if (drift := non_stationary(load.intervals)) is not None:

@@ -24,6 +24,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -38,6 +39,7 @@ from clients.errors import ERROR_KINDS
 from clients.histlog import Interval as HistInterval
 from clients.histlog import write_interval_log
 from clients.loops import INTERVAL_NS
+from clients.pipelined import ARRIVALS
 from clients.plan import WorkerPlan
 from clients.result import (
     Client,
@@ -65,6 +67,7 @@ from common.cli import (
 from common.process import STOP_SIGNALS, raise_fd_limit
 
 PROTOCOLS = ("echo", "http")
+OVERLOAD_MARGIN = 10  # requests: a backlog must grow by more than this to be a trend
 MODES = ("persistent", "per-request")
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
 SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loops)
@@ -94,6 +97,7 @@ class LoadConfig:
     warmup: float = 1.0  # seconds before the window, not counted
     payload: int = 64
     rate: float | None = None  # requests/s in total; None is a closed loop
+    arrivals: str = "uniform"  # open loop: "uniform" or "poisson" (clients.pipelined)
     mode: str = "persistent"
     timeout: float = 5.0  # connect and reply timeout, seconds
     cpus: tuple[int, ...] | None = None
@@ -129,6 +133,8 @@ def resolve(config: LoadConfig) -> tuple[int, tuple[Any, ...]]:
 def validate(config: LoadConfig) -> None:
     if config.protocol not in PROTOCOLS:
         raise ConfigError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+    if config.arrivals not in ARRIVALS:
+        raise ConfigError(f"arrivals {config.arrivals!r} is not one of {', '.join(ARRIVALS)}")
     if config.mode not in MODES:
         raise ConfigError(f"mode {config.mode!r} is not one of {', '.join(MODES)}")
     if config.connections < 1:
@@ -196,6 +202,7 @@ def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> lis
                 parent_pid=os.getpid(),
                 sources=sources,
                 spin_us=spin_us,
+                arrivals=config.arrivals,
             )
         )
         first += count
@@ -335,6 +342,8 @@ def build_result(
     per_conn = [n for r in results for n in r.per_conn]
     worst = hist.spread([w for r in results for w in r.worst_wait_us])
     sent = [r.sent for r in results]
+    slices = max((len(r.backlog) for r in results), default=0)
+    backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(slices)]
     open_loop = config.rate is not None
     return LoadResult(
         tool="sockbench.loadgen",
@@ -350,6 +359,7 @@ def build_result(
             mode=config.mode,
             timeout=config.timeout,
             cpus=tuple(sorted(set(config.cpus))) if config.cpus else None,
+            arrivals=config.arrivals,
         ),
         window=window,
         requests=requests,
@@ -381,9 +391,10 @@ def build_result(
             if None not in sent
             else round(requests / duration, 1),
             achieved=round(requests / duration, 1),
+            overloaded=overloaded(backlog),
         ),
         client=judge_client(results, config.cpus or sorted(os.sched_getaffinity(0)), cores_busy),
-        intervals=merge_intervals(results),
+        intervals=merge_intervals(results, backlog),
         interval_s=INTERVAL_NS / 1e9,
         histogram=hist.encode(answered),
         histogram_all=hist.encode(hist.merge([hist.encode(answered), hist.encode(censored)])),
@@ -391,16 +402,38 @@ def build_result(
     )
 
 
-def merge_intervals(results: Sequence[WorkerResult]) -> tuple[Interval, ...]:
+def merge_intervals(
+    results: Sequence[WorkerResult], backlog: Sequence[int] = ()
+) -> tuple[Interval, ...]:
     slices = max((len(r.intervals) for r in results), default=0)
     merged = []
     for i in range(slices):
         histogram = hist.merge(r.intervals[i] for r in results if i < len(r.intervals))
         p99 = hist.percentiles(histogram, {"p99": 99.0})["p99"]
         merged.append(
-            Interval(round(i * INTERVAL_NS / 1e9, 3), int(histogram.get_total_count()), p99)
+            Interval(
+                round(i * INTERVAL_NS / 1e9, 3),
+                int(histogram.get_total_count()),
+                p99,
+                backlog[i] if i < len(backlog) else None,
+            )
         )
     return tuple(merged)
+
+
+def overloaded(backlog: Sequence[int]) -> bool:
+    """The backlog kept growing: its last third well above its first (twice, and by
+    more than OVERLOAD_MARGIN requests, so that a backlog of 2 then 5 is not a trend),
+    and the middle third between the two."""
+    if len(backlog) < 6:
+        return False
+    third = len(backlog) // 3
+    first, middle, last = (
+        statistics.median(backlog[:third]),
+        statistics.median(backlog[third:-third]),
+        statistics.median(backlog[-third:]),
+    )
+    return last > 2 * first + OVERLOAD_MARGIN and first <= middle <= last
 
 
 def interval_histograms(results: Sequence[WorkerResult], duration: float) -> list[HistInterval]:
@@ -448,6 +481,8 @@ def summary_line(result: LoadResult) -> str:
         line += " (" + ", ".join(f"{k} {v}" for k, v in result.errors.items() if v) + ")"
     if result.rate.asked:
         line += f"; rate asked {result.rate.asked:g}, sent {result.rate.sent:g}/s"
+        if result.rate.overloaded:
+            line += " (OVERLOADED: the backlog grew through the window)"
     if result.client.bound:
         line += "; CLIENT-BOUND: " + "; ".join(result.client.reasons)
     return line
@@ -500,6 +535,13 @@ def build_parser() -> ArgumentParser:
         "each request's intended send time (default: closed loop)",
     )
     parser.add_argument(
+        "--arrivals",
+        choices=ARRIVALS,
+        default="uniform",
+        help="with --rate: requests arrive evenly spaced, or as a Poisson process "
+        "(default uniform); each is sent at its arrival, answered or not",
+    )
+    parser.add_argument(
         "--mode",
         choices=MODES,
         default="persistent",
@@ -550,6 +592,7 @@ def main(argv: list[str] | None = None) -> int:
         warmup=args.warmup,
         payload=payload,
         rate=args.rate,
+        arrivals=args.arrivals,
         mode=args.mode,
         timeout=args.timeout,
         cpus=args.cpus,

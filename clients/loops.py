@@ -121,9 +121,11 @@ class Loops(Connections):
         if not self.warming:
             while t >= self.next_slice and self.next_slice < self.end:
                 self.slices.append(len(self.lat))
+                self._slice_closed()
                 self.next_slice += INTERVAL_NS
             if t >= self.end:
                 self.slices.append(len(self.lat))
+                self._slice_closed()
                 self.cpu1 = time.process_time()
                 self.sched1 = schedstat()
                 return True
@@ -133,6 +135,9 @@ class Loops(Connections):
         upcoming = self.window_start if self.warming else min(self.next_slice, self.end)
         self.mark = min(upcoming, self.next_scan)
         return False
+
+    def _slice_closed(self) -> None:
+        """A hook at the end of every interval (clients.pipelined records its backlog)."""
 
     def _scan_timeouts(self, t: int) -> None:
         limit, pending = self.timeout_ns, self.pending

@@ -26,3 +26,5 @@ class WorkerPlan:
     # closed loop: busy-poll this long before sleeping in epoll (0: never); only for a
     # worker with a CPU of its own (see clients.loops)
     spin_us: int = 0
+    # open loop: "uniform" or "poisson" arrivals per connection (clients.pipelined)
+    arrivals: str = "uniform"

@@ -43,6 +43,7 @@ class Params:
     mode: str  # "persistent" or "per-request"
     timeout: float
     cpus: tuple[int, ...] | None
+    arrivals: str = "uniform"  # open loop: "uniform" or "poisson"
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,15 @@ class Connections:
 
 @dataclass(frozen=True)
 class Rate:
-    """Requests per second in the window: asked (None in a closed loop), sent, answered."""
+    """Requests per second in the window: asked (None in a closed loop), sent, answered.
+
+    `overloaded`: the backlog (requests sent or due, not yet answered) kept growing
+    through the window: the offered load is above what the server sustains."""
 
     asked: float | None
     sent: float
     achieved: float
+    overloaded: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,7 @@ class Interval:
     start_s: float  # from the window's start
     count: int  # replies in the slice
     p99_us: int
+    backlog: int | None = None  # open loop: requests in flight or queued at the slice's end
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from multiprocessing.connection import Connection as Pipe
 from clients import hist
 from clients.connections import SECOND_NS
 from clients.loops import Loops
+from clients.pipelined import PipelinedLoops
 from clients.plan import WorkerPlan
 from common.process import STOP_SIGNALS, die_with_parent, raise_fd_limit
 
@@ -44,6 +45,7 @@ class WorkerResult:
     latency_sent: str  # open loop: replies' latencies from the actual send; else ""
     send_lag: str  # open loop: actual minus intended send of the window's sends; else ""
     intervals: list[str]  # latency histogram per INTERVAL_NS slice of the window
+    backlog: list[int]  # pipelined open loop: requests in flight or queued, per slice end
     connect: str  # connect latencies (all phases)
     errors: dict[str, int]  # by kind (clients.errors), in the window
     errors_before: dict[str, int]  # by kind, before the window
@@ -69,7 +71,7 @@ def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
         if plan.cpus:
             os.sched_setaffinity(0, plan.cpus)
         raise_fd_limit()
-        loops = Loops(plan)
+        loops = PipelinedLoops(plan) if plan.rate and plan.mode == "persistent" else Loops(plan)
         try:
             loops.connect_all()
             pipe.send(("connected", loops.established))
@@ -110,6 +112,7 @@ def result_of(loops: Loops) -> WorkerResult:
         latency_sent=encoded(loops.lat_sent) if loops.plan.rate else "",
         send_lag=encoded(loops.lag) if loops.plan.rate else "",
         intervals=[encoded(loops.lat[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
+        backlog=list(loops.backlog) if isinstance(loops, PipelinedLoops) else [],
         connect=encoded(loops.connect_lat),
         errors={kind: after[kind] - before[kind] for kind in after},
         errors_before=dict(before),

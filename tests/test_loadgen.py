@@ -21,7 +21,9 @@ from bench.server_process import ServerProcess
 from bench.verdict import judge, verdict
 from clients import hist, wire
 from clients.errors import ERROR_KINDS
-from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, run
+from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, overloaded, run
+from clients.pipelined import PipelinedLoops
+from clients.plan import WorkerPlan
 from clients.result import LoadResult
 from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
@@ -358,16 +360,21 @@ def test_open_loop_against_a_slower_server_reports_the_backlog() -> None:
             "--duration", "1", "--warmup", "0.2",
         )  # fmt: skip
     assert result.rate.asked == 1000
-    assert result.rate.achieved < 300 and result.rate.sent < 300, result.rate
+    # a true open loop: every request is sent at its arrival, answered or not
+    assert result.rate.sent > 900 and result.rate.achieved < 300, result.rate
     everything = result.latency_all
     assert everything is not None
-    # the requests due but never sent are the backlog: ~800/s over the window and more
+    # the requests sent and not answered are the backlog: ~800/s over the window and more
     assert everything.censored > 600, everything
     assert everything.count == result.requests + everything.censored
     assert "p99" in everything.bounds and everything.p99 > 500_000
+    assert result.rate.overloaded
+    backlog = [i.backlog for i in result.intervals]
+    assert backlog[-1] is not None and backlog[0] is not None and backlog[-1] > backlog[0] + 300
     reasons = judge(result, busy_before=None)
     assert verdict(reasons) == "suspect"
     assert any(r.code == "rate" and "of the 1,000 asked" in r.text for r in reasons)
+    assert any(r.code == "overloaded" for r in reasons)
 
 
 @pytest.mark.real
@@ -397,6 +404,48 @@ def test_a_starved_connection_waited_the_whole_window() -> None:
     everything = result.latency_all
     assert everything is not None and everything.censored == 3
     assert everything.max > 500_000 and "max" in everything.bounds  # sent in the warm-up
+
+
+def _plan(arrivals: str) -> WorkerPlan:
+    return WorkerPlan(
+        index=0, family=socket.AF_INET, address=("127.0.0.1", 9), protocol="echo",
+        payload=64, mode="persistent", connections=4, first=0, total=4, rate=1000.0,
+        timeout=1.0, cpus=None, parent_pid=os.getpid(), arrivals=arrivals,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("arrivals, cv", [("uniform", 0.0), ("poisson", 1.0)])
+def test_arrival_gaps(arrivals: str, cv: float) -> None:
+    loops = PipelinedLoops(_plan(arrivals))
+    try:
+        gaps = [loops._gap() for _ in range(20_000)]
+    finally:
+        loops.close()
+    mean = sum(gaps) / len(gaps)
+    assert mean == pytest.approx(4_000_000, rel=0.03)  # 4 connections at 1000/s: 4 ms each
+    spread = (sum((g - mean) ** 2 for g in gaps) / len(gaps)) ** 0.5 / mean
+    assert spread == pytest.approx(cv, abs=0.05)  # exponential gaps: CV 1
+
+
+def test_overloaded_means_a_backlog_that_keeps_growing() -> None:
+    assert overloaded([0, 5, 40, 90, 150, 200, 260, 330, 400])
+    assert not overloaded([3, 0, 5, 2, 4, 1, 3, 6, 2])  # busy but steady
+    assert not overloaded([0, 1, 2, 3, 4, 5, 6, 7, 8])  # growing, but by a handful
+    assert not overloaded([0, 50, 100])  # too short to judge
+    assert not overloaded([100, 400, 900, 20, 10, 5, 300, 350, 330])  # drained in between
+
+
+@pytest.mark.real
+def test_poisson_arrivals_reach_the_asked_rate(echo_server: ServerProcess) -> None:
+    result = loadgen_json(
+        "--target", f"127.0.0.1:{echo_server.port}", "--rate", "2000", "--arrivals",
+        "poisson", "--connections", "4", "--processes", "1", "--duration", "1",
+        "--warmup", "0.2",
+    )  # fmt: skip
+    assert total_errors(result) == 0, result.errors
+    assert result.params.arrivals == "poisson"
+    assert 1700 <= result.rate.achieved <= 2300, result.rate  # a Poisson count, +-15%
+    assert not result.rate.overloaded
 
 
 # -- wrong servers ----------------------------------------------------------------------
@@ -586,9 +635,11 @@ def test_open_loop_sees_a_stall_that_closed_loop_hides() -> None:
     assert closed.latency.max >= 180_000, closed.latency
     assert closed.latency.p99 < 50_000, closed.latency
     assert closed.requests > 3 * opened.requests
-    # wrk2's -U view: from the actual send, the open loop's stall hides again
+    # every request went out on time (pipelined behind the stalled one), so timing
+    # from the actual send (wrk2's -U) sees the stall too: no coordinated omission
+    assert opened.send_lag is not None and opened.send_lag.p99 < 5_000, opened.send_lag
     assert opened.latency_uncorrected is not None
-    assert opened.latency_uncorrected.p99 < opened.latency.p99
+    assert opened.latency_uncorrected.p99 >= 150_000
 
 
 # -- histograms -------------------------------------------------------------------------
