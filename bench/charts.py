@@ -8,6 +8,7 @@ bench.plots's; titles, captions and files are here.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench import plots
+from bench import curve_plots, plots
+from bench.curve_plots import CapacityBar, CurveLine
 from bench.frame import Metric
 
 # Stable SVG ids and text kept as text, so an unchanged run re-renders to the same bytes.
@@ -32,6 +34,53 @@ def save_metric_chart(
         ax = fig.add_subplot()
         plots.plot_metric(ax, cells, metric.name, ylabel=metric.label, log_y=metric.log_y)
         ax.set_title(title, fontsize=11.5, loc="left")
+        _save(fig, stem, caption_text)
+
+
+def save_curve_chart(
+    panels: Sequence[tuple[str, Sequence[CurveLine]]],
+    targets: Sequence[tuple[str, float]],
+    title: str,
+    caption_text: str,
+    stem: Path,
+    *,
+    ylabel: str,
+) -> None:
+    """Load-latency curves: one panel per connection count, sharing the latency axis."""
+    with matplotlib.rc_context(RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig = Figure(figsize=(4.6 * len(panels) + 1.8, 4.4), dpi=150, layout="constrained")
+        axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+        for ax, (name, lines) in zip(axes, panels, strict=True):
+            curve_plots.plot_curves(ax, lines, targets, name)
+        axes[0].set_ylabel(ylabel)
+        handles, labels = [], []
+        for ax in axes:  # each model once in the legend
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                if label not in labels:
+                    handles.append(handle)
+                    labels.append(label)
+        fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=8.5)
+        fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
+        _save(fig, stem, caption_text)
+
+
+def save_capacity_chart(
+    panels: Sequence[tuple[str, Sequence[CapacityBar]]],
+    title: str,
+    caption_text: str,
+    stem: Path,
+) -> None:
+    """Capacities at one target: one panel per connection count, models sorted."""
+    with matplotlib.rc_context(RC):
+        rows = max((len(bars) for _, bars in panels), default=1)
+        fig = Figure(
+            figsize=(4.4 * len(panels) + 1.2, 1.4 + 0.34 * rows), dpi=150, layout="constrained"
+        )
+        axes = fig.subplots(1, len(panels), squeeze=False)[0]
+        for ax, (name, bars) in zip(axes, panels, strict=True):
+            curve_plots.plot_capacities(ax, bars, name)
+        fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
         _save(fig, stem, caption_text)
 
 

@@ -59,6 +59,28 @@ def build_parser() -> ArgumentParser:
         metavar="KIND:US",
         help="server-side work per request as an axis: none, cpu:US, wait:US",
     )
+    run.add_argument(
+        "--rates",
+        nargs="+",
+        type=positive_float,
+        metavar="RPS",
+        help="offered load as an axis: open-loop cells at these rates (req/s)",
+    )
+    run.add_argument(
+        "--sweep",
+        nargs="+",
+        type=positive_float,
+        metavar="FRACTION",
+        help="open-loop cells at these increasing fractions of the capacity a short "
+        "closed-loop probe finds, e.g. 0.25 0.5 0.9 1.1",
+    )
+    run.add_argument("--arrivals", choices=["uniform", "poisson"], help="of the open-loop cells")
+    run.add_argument(
+        "--slo",
+        nargs="+",
+        metavar="TARGET",
+        help="latency targets for the capacity figures, e.g. p99:1ms p99.9:10ms",
+    )
     run.add_argument("--repeats", type=positive_int)
     run.add_argument(
         "--duration", type=positive_float, metavar="S", help="measured window per cell"
@@ -178,6 +200,10 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         driver=args.driver,
         seed=args.seed,
         inject_delay_us=args.inject_delay_us,
+        rates=args.rates,
+        sweep=args.sweep,
+        arrivals=args.arrivals,
+        slo=args.slo,
     )
 
 

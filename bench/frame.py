@@ -32,6 +32,7 @@ CELL_COLUMNS = [
     "cell.driver",
     "cell.backlog",
     "cell.work",
+    "cell.load",
 ]
 # One table set and one figure per metric for each combination of these:
 STATS = ("median", "ci_low", "ci_high", "coverage", "bound")
@@ -217,6 +218,7 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
         "status",
         "reason",
         "verdict",
+        "probe_rps",
         "server_cpu_us_per_request",
         "server_core_us_per_request",
         "load.requests",

@@ -7,6 +7,7 @@ that slow drift of the machine (thermal, noisy neighbours) does not favour one m
 
 from __future__ import annotations
 
+import math
 import random
 import tomllib
 from dataclasses import asdict, dataclass, fields, replace
@@ -14,7 +15,9 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from bench.curves import parse_target
 from bench.record import CellKey
+from clients.pipelined import ARRIVALS
 from clients.wire import MAX_PAYLOAD
 from servers import MODELS
 from servers.protocol import DEFAULT_MAX_FRAME
@@ -57,6 +60,13 @@ class Matrix:
     seed: int = 0
     inject_delay_us: int = 0  # extra server CPU per request, outside the cell key
     description: str = ""
+    # offered load (bench.curves): open-loop rates in req/s, and fractions of the
+    # capacity a short closed-loop probe finds; either adds open-loop cells
+    rates: tuple[float, ...] = ()
+    sweep: tuple[float, ...] = ()
+    closed: bool = True  # with rates or a sweep: keep the closed-loop cells too
+    arrivals: str = "poisson"  # of the open-loop cells
+    slo: tuple[str, ...] = ()  # latency targets for the capacity figures, e.g. "p99:1ms"
 
     def __post_init__(self) -> None:
         check = [
@@ -82,6 +92,20 @@ class Matrix:
             (self.repeats < 1, "repeats must be >= 1"),
             (self.inject_delay_us < 0, "inject-delay-us must be >= 0"),
             (self.duration <= 0 or self.warmup < 0, "duration must be > 0 and warmup >= 0"),
+            (
+                any(not (r > 0 and math.isfinite(r)) for r in self.rates),
+                "rates must be positive numbers of requests per second",
+            ),
+            (
+                any(not (f > 0 and math.isfinite(f)) for f in self.sweep)
+                or list(self.sweep) != sorted(set(self.sweep)),
+                "sweep must be increasing fractions of the capacity, each > 0",
+            ),
+            (self.arrivals not in ARRIVALS, f"arrivals must be one of {ARRIVALS}"),
+            (
+                bool(self.rates or self.sweep) and self.driver != "loadgen",
+                "rates and sweeps need the loadgen driver (locust paces users, it is no open loop)",
+            ),
         ]
         for failed, message in check:
             if failed:
@@ -89,6 +113,11 @@ class Matrix:
         for work in self.works:
             try:
                 parse_work(work)
+            except ValueError as exc:
+                raise MatrixError(str(exc)) from None
+        for target in self.slo:
+            try:
+                parse_target(target)
             except ValueError as exc:
                 raise MatrixError(str(exc)) from None
 
@@ -103,8 +132,9 @@ class Matrix:
                 driver=self.driver,
                 backlog=bl,
                 work=w,
+                load=load,
             )
-            for m, p, c, b, mode, bl, w in product(
+            for m, p, c, b, mode, bl, w, load in product(
                 self.models,
                 self.protocols,
                 self.connections,
@@ -112,6 +142,7 @@ class Matrix:
                 self.modes,
                 self.backlogs,
                 self.works,
+                self.loads,
             )
         ]
         cells: list[Cell] = []
@@ -120,6 +151,12 @@ class Matrix:
             random.Random(self.seed * 1000 + repeat).shuffle(order)
             cells.extend(Cell(key, repeat) for key in order)
         return cells
+
+    @property
+    def loads(self) -> tuple[str, ...]:
+        """The offered-load axis as CellKey.load values ("" is the closed loop)."""
+        opened = (*(f"r{r:g}" for r in self.rates), *(f"f{f:g}" for f in self.sweep))
+        return ("", *opened) if self.closed or not opened else opened
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

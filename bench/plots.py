@@ -295,7 +295,7 @@ def _format_axes(
         ax.set_xlim(low / 1.6, high * 1.6)  # room for markers and error bar caps
     if log_y:
         ax.set_yscale("log")
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain_number))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain_number))
         positive = [v for v in medians if v > 0]
         low, high = min(positive) / 1.6, max(positive) * 1.6
         ax.set_ylim(low, high)
@@ -304,7 +304,7 @@ def _format_axes(
         if high / low < 3200:
             ax.yaxis.set_minor_formatter(ticker.FuncFormatter(_two_and_five))
     else:
-        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain_number))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain_number))
         top = max(medians, default=0.0)
         ax.set_ylim(0, top * 1.15 if top > 0 else 1)  # honest zero baseline
     ax.set_xlabel(xlabel)
@@ -328,7 +328,7 @@ def _reserve_failed_strip(ax: Axes, *, log: bool) -> None:
     else:
         ax.set_ylim(low - share * (high - low), high)
         ax.yaxis.set_major_formatter(
-            ticker.FuncFormatter(lambda v, pos: "" if v < low else _plain_number(v, pos))
+            ticker.FuncFormatter(lambda v, pos: "" if v < low else plain_number(v, pos))
         )
     ax.add_patch(
         Rectangle(
@@ -354,10 +354,10 @@ def _bar_lengths(mid: Any, low: Any, high: Any) -> list[Any]:
 
 def _two_and_five(value: float, pos: int) -> str:
     mantissa = value / 10 ** np.floor(np.log10(value)) if value > 0 else 0
-    return _plain_number(value, pos) if round(mantissa, 6) in (2, 5) else ""
+    return plain_number(value, pos) if round(mantissa, 6) in (2, 5) else ""
 
 
-def _plain_number(value: float, _pos: int) -> str:
+def plain_number(value: float, _pos: int) -> str:
     if value == 0:
         return "0"
     if abs(value) >= 1000:

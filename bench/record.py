@@ -43,6 +43,9 @@ class CellKey:
     driver: str = "loadgen"  # or "locust"
     backlog: int = 0  # listen() backlog; 0 means the system maximum (somaxconn)
     work: str = ""  # server-side work per request, e.g. "cpu:100" or "wait:1000"
+    # offered load: "" a closed loop; "r5000" an open loop at 5000 req/s; "f0.5" an open
+    # loop at half the capacity a short closed-loop probe found (bench.curves)
+    load: str = ""
 
     @property
     def key(self) -> str:
@@ -54,6 +57,8 @@ class CellKey:
             key += f"/b{self.backlog}"
         if self.work:
             key += f"/w{self.work}"
+        if self.load:
+            key += f"/{self.load}"
         return key
 
 
@@ -76,6 +81,7 @@ class Row:
     reasons: tuple[Reason, ...] = ()
     busy_before: float | None = None  # % of the machine's CPU time busy just before
     server_log: str | None = None  # what the server wrote, relative to the run folder
+    probe_rps: float | None = None  # a "f<fraction>" cell: the capacity its rate is a share of
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from bench.charts import save_metric_chart
+from bench.curve_report import curve_sections
 from bench.document import (
     Document,
     Section,
@@ -51,10 +52,14 @@ def build_report(run_dir: Path) -> Path:
     charts_dir.mkdir(exist_ok=True)
 
     sections = []
-    if not cells.empty:
-        for _, group in cells.groupby(GROUP_COLUMNS, sort=False, dropna=False):
+    closed = cells[cells["cell.load"].fillna("") == ""] if not cells.empty else cells
+    if not closed.empty:
+        for _, group in closed.groupby(GROUP_COLUMNS, sort=False, dropna=False):
             sections.append(_section(group, meta, charts_dir))
-        for extra in (verdict_section(cells), significance_section(frame, GROUP_COLUMNS)):
+    sections += curve_sections(frame, meta, charts_dir, caption(meta))
+    if not cells.empty:
+        closed_rows = frame[frame["cell.load"].fillna("") == ""]
+        for extra in (verdict_section(cells), significance_section(closed_rows, GROUP_COLUMNS)):
             if extra is not None:
                 sections.append(extra)
     doc = Document(

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.cpus import CpuPlan
+from bench.curves import load_rate
 from bench.matrix import Cell, Matrix
 from bench.record import Row
 from bench.sampler import CoreSampler, ServerSampler
@@ -28,9 +29,13 @@ from common.cpus import format_cpu_list
 from servers import MODELS
 
 BUSY_SAMPLE_S = 0.5  # how long to watch the machine before each cell
+PROBE_S = 1.0  # the closed-loop capacity probe of a sweep (bench.curves)
+_PROBES: dict[tuple[str, str, int], float] = {}  # (run, closed-loop key, repeat) -> req/s
 
 
-def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[str]:
+def load_command(
+    cell: Cell, port: int, matrix: Matrix, plan: CpuPlan, probe_rps: float | None = None
+) -> list[str]:
     key = cell.key
     common = [
         "--target",
@@ -43,6 +48,8 @@ def load_command(cell: Cell, port: int, matrix: Matrix, plan: CpuPlan) -> list[s
         str(key.payload),
         "--quiet",
     ]
+    if (rate := load_rate(key.load, probe_rps)) is not None:
+        common += ["--rate", f"{rate:.1f}", "--arrivals", matrix.arrivals]
     if key.driver == "locust":
         return [
             sys.executable,
@@ -124,6 +131,12 @@ def run_cell(
     load: LoadResult | None = None
     failure = None
     hdr_log = None
+    probe_rps = None
+    if cell.key.load.startswith("f"):
+        probe_rps = probe_capacity(cell, server.port, matrix, plan, run_id)
+        if probe_rps is None:
+            server.stop()
+            return row("failed", "the capacity probe got no reply", busy_before=busy_before)
     if run_dir is not None and cell.key.driver == "loadgen":
         (run_dir / "hdr").mkdir(exist_ok=True)
         hdr_log = f"hdr/{slug}.hlog"
@@ -131,7 +144,7 @@ def run_cell(
         sampler = ServerSampler(server.pid).start()
         cores = CoreSampler(list(plan.server)).start()
         try:
-            command = load_command(cell, server.port, matrix, plan)
+            command = load_command(cell, server.port, matrix, plan, probe_rps)
             if hdr_log is not None and run_dir is not None:
                 command += ["--interval-log", str(run_dir / hdr_log)]
             done = subprocess.run(
@@ -171,6 +184,7 @@ def run_cell(
         "server_core_us_per_request": core_per_request(cores, len(plan.server), load),
         "busy_before": busy_before,
         "server_log": server_log,
+        "probe_rps": probe_rps,
     }
     if load is not None and hdr_log is not None and load.interval_log:
         load = replace(load, interval_log=hdr_log)  # relative to the run folder
@@ -196,6 +210,32 @@ def run_cell(
         reasons=reasons,
         **figures,
     )
+
+
+def probe_capacity(
+    cell: Cell, port: int, matrix: Matrix, plan: CpuPlan, run_id: str
+) -> float | None:
+    """A cell's closed-loop throughput, the capacity its sweep steps are shares of:
+    measured once per cell key and repeat (PROBE_S), then kept for the other steps."""
+    closed = replace(cell, key=replace(cell.key, load=""))
+    key = (run_id, closed.key.key, cell.repeat)
+    if key not in _PROBES:
+        short = replace(matrix, duration=PROBE_S, warmup=min(matrix.warmup, 0.3))
+        try:
+            done = subprocess.run(
+                load_command(closed, port, short, plan),
+                capture_output=True,
+                text=True,
+                timeout=load_timeout(closed, short),
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            return None
+        load, failure = parse_load(done)
+        if failure or load is None or not load.requests:
+            return None
+        _PROBES[key] = load.throughput_rps
+    return _PROBES[key]
 
 
 def machine_busy(seconds: float) -> float | None:

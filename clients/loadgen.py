@@ -341,10 +341,15 @@ def build_result(
     duration = config.duration
     per_conn = [n for r in results for n in r.per_conn]
     worst = hist.spread([w for r in results for w in r.worst_wait_us])
+    open_loop = config.rate is not None
     sent = [r.sent for r in results]
+    # a closed loop sends the next request as a reply arrives: sent is achieved
+    sent_rps = round(
+        sum(n or 0 for n in sent) / duration if None not in sent else requests / duration, 1
+    )
+    send_lag = hist.latency(hist.merge(r.send_lag for r in results)) if open_loop else None
     slices = max((len(r.backlog) for r in results), default=0)
     backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(slices)]
-    open_loop = config.rate is not None
     return LoadResult(
         tool="sockbench.loadgen",
         params=Params(
@@ -371,7 +376,7 @@ def build_result(
         latency_uncorrected=(
             hist.latency(hist.merge(r.latency_sent for r in results)) if open_loop else None
         ),
-        send_lag=hist.latency(hist.merge(r.send_lag for r in results)) if open_loop else None,
+        send_lag=send_lag,
         connect=hist.connect_latency(hist.merge(r.connect for r in results)),
         errors={kind: sum(r.errors[kind] for r in results) for kind in ERROR_KINDS},
         errors_before={kind: sum(r.errors_before[kind] for r in results) for kind in ERROR_KINDS},
@@ -386,14 +391,18 @@ def build_result(
         fairness=round(hist.jain_index(per_conn), 4),
         rate=Rate(
             asked=config.rate,
-            # a closed loop sends the next request as a reply arrives: sent is achieved
-            sent=round(sum(n or 0 for n in sent) / duration, 1)
-            if None not in sent
-            else round(requests / duration, 1),
+            sent=sent_rps,
             achieved=round(requests / duration, 1),
             overloaded=overloaded(backlog),
         ),
-        client=judge_client(results, config.cpus or sorted(os.sched_getaffinity(0)), cores_busy),
+        client=judge_client(
+            results,
+            config.cpus or sorted(os.sched_getaffinity(0)),
+            cores_busy,
+            late=saturation.late(config.rate, sent_rps, send_lag.p50)
+            if config.rate is not None and send_lag is not None
+            else None,
+        ),
         intervals=merge_intervals(results, backlog),
         interval_s=INTERVAL_NS / 1e9,
         histogram=hist.encode(answered),
@@ -448,16 +457,20 @@ def interval_histograms(results: Sequence[WorkerResult], duration: float) -> lis
 
 
 def judge_client(
-    results: Sequence[WorkerResult], cores: Sequence[int], cores_busy: float | None
+    results: Sequence[WorkerResult],
+    cores: Sequence[int],
+    cores_busy: float | None,
+    late: list[str] | None = None,
 ) -> Client:
     """Client-bound when a worker hardly waited for work (it was the bottleneck) or
-    waited for a CPU (contended); see docs/loadgen.md, "Saturation"."""
+    waited for a CPU (contended); in an open loop (`late` given), when it did not keep
+    its schedule instead of by idleness. See docs/loadgen.md, "Saturation"."""
     workers = []
     for r in results:
         share = 100.0 / r.window_s if r.window_s > 0 else 0.0
         delayed = None if r.run_delay_s is None else round(r.run_delay_s * share, 1)
         workers.append(Worker(round(r.cpu_s * share, 1), round(r.wait_s * share, 1), delayed))
-    reasons = saturation.reasons(workers)
+    reasons = saturation.reasons(workers, idle_rule=late is None) + (late or [])
     return Client(
         workers=tuple(workers),
         cores=tuple(sorted(set(cores))),

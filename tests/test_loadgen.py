@@ -19,12 +19,12 @@ import pytest
 
 from bench.server_process import ServerProcess
 from bench.verdict import judge, verdict
-from clients import hist, wire
+from clients import hist, saturation, wire
 from clients.errors import ERROR_KINDS
 from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, overloaded, run
 from clients.pipelined import PipelinedLoops
 from clients.plan import WorkerPlan
-from clients.result import LoadResult
+from clients.result import LoadResult, Worker
 from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
 from tests.helpers import cpu_hog, cpus_by_idleness
@@ -813,3 +813,12 @@ def test_workers_never_outlive_the_parent(echo_server: ServerProcess, how: int) 
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+def test_an_open_loop_is_judged_by_its_schedule() -> None:
+    assert saturation.late(1000, 990, 200) == []  # on time, all sent
+    assert "sent 800 of the 1,000" in saturation.late(1000, 800, 200)[0]
+    assert "median send lag 5,000 us" in saturation.late(1000, 990, 5000)[0]
+    busy = [Worker(cpu=99.0, waited_for_work=2.0, waited_for_cpu=1.0)]
+    assert saturation.reasons(busy)  # a closed loop this busy set the pace
+    assert saturation.reasons(busy, idle_rule=False) == []  # an open loop may poll, on time
