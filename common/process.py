@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 PR_SET_PDEATHSIG = 1
 # The signals that stop every long-running process here: kill and Ctrl-C.
@@ -38,6 +39,17 @@ def die_with_parent(parent_pid: int | None = None) -> None:
     _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Around starting threads: they inherit the blocked mask, so a SIGTERM can only
+    land on the main thread (see block_stop_signals), with no window in between."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def block_stop_signals() -> None:

@@ -138,6 +138,9 @@ def run_model(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    # A blocked mask survives exec: a server started from a thread that blocks them
+    # (one that starts processes for a harness) would never see its stop signal.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     host, bound_port = listener.getsockname()[:2]
     emit(
         {

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from common.process import stop_signals_blocked
 from servers.conn import Counters, accept, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
@@ -40,7 +41,8 @@ def serve(
             )
             handlers[sock] = thread
             try:
-                thread.start()
+                with stop_signals_blocked():  # SIGTERM must wake this thread's accept
+                    thread.start()
             except RuntimeError:  # the OS refused another thread
                 handlers.pop(sock, None)
                 counters.add("refused")

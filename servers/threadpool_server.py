@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from common.process import stop_signals_blocked
 from servers.conn import Counters, accept, prepare, serve_blocking
 from servers.protocol import ServerProtocol
 
@@ -55,7 +56,8 @@ def serve(
                 continue
             with state:
                 queued.add(prepare(sock, blocking=True))
-            pool.submit(handle, sock, make_protocol())
+            with stop_signals_blocked():  # a new pool thread: SIGTERM stays ours
+                pool.submit(handle, sock, make_protocol())
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
         with state:

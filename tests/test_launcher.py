@@ -84,3 +84,23 @@ def test_signal_stops_within_2s_closing_connections(server_factory, model, signu
     except ConnectionResetError:
         pass
     idle.close()
+
+
+@pytest.mark.real
+def test_a_server_started_with_sigterm_blocked_still_stops_on_it() -> None:
+    """A blocked signal mask survives exec; the launcher unblocks its stop signals."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "servers", "run", "threaded", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM}),
+    )
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["event"] == "ready"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
