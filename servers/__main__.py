@@ -142,21 +142,23 @@ def run_model(args: argparse.Namespace) -> int:
     # (one that starts processes for a harness) would never see its stop signal.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
     host, bound_port = listener.getsockname()[:2]
-    emit(
-        {
-            "event": "ready",
-            "model": model.name,
-            "protocol": args.protocol,
-            "host": host,
-            "port": bound_port,
-            "pid": os.getpid(),
-            "backlog": backlog,
-            "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us},
-        }
-    )
     given = {"backlog": backlog, "workers": args.workers}
     options = {name: given[name] for name in model.options if given[name] is not None}
     try:
+        # Inside the try: a harness may stop the server the moment it reads this line,
+        # while the write is still returning (that used to end in a traceback, exit 1).
+        emit(
+            {
+                "event": "ready",
+                "model": model.name,
+                "protocol": args.protocol,
+                "host": host,
+                "port": bound_port,
+                "pid": os.getpid(),
+                "backlog": backlog,
+                "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us},
+            }
+        )
         serve(listener, make_protocol, counters, **options)
     except Shutdown:
         pass
