@@ -43,8 +43,8 @@ def die_with_parent(parent_pid: int | None = None) -> None:
 
 @contextlib.contextmanager
 def stop_signals_blocked() -> Iterator[None]:
-    """Around starting threads: they inherit the blocked mask, so a SIGTERM can only
-    land on the main thread (see block_stop_signals), with no window in between."""
+    """Around starting threads: they inherit the blocked mask, so that a SIGTERM can
+    only land on the main thread (see block_stop_signals), with no window in between."""
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield

@@ -23,6 +23,9 @@ class Model:
     summary: str
     reuseport: bool = False  # the launcher sets SO_REUSEPORT (several processes bind)
     options: tuple[str, ...] = ()  # launcher options serve() takes: "backlog", "workers"
+    # Stopped by shutting the listener down, so that the stop surfaces from accept()
+    # (servers.conn.Stopping), never as an exception raised amid thread start-up
+    stop_at_accept: bool = False
 
     def unavailable_reason(self) -> str | None:
         """None when the model can run here, else why not."""
@@ -43,7 +46,13 @@ MODELS: dict[str, Model] = {
     m.name: m
     for m in [
         Model("blocking", "servers.blocking", None, "iterative: one connection at a time"),
-        Model("threaded", "servers.threaded", None, "one OS thread per connection"),
+        Model(
+            "threaded",
+            "servers.threaded",
+            None,
+            "one OS thread per connection",
+            stop_at_accept=True,
+        ),
         Model("select", "servers.select_server", "select.select", "select() loop, FD_SETSIZE cap"),
         Model("poll", "servers.poll_server", "select.poll", "poll() loop"),
         Model("epoll", "servers.epoll_server", "select.epoll", "epoll loop, level-triggered"),
@@ -74,6 +83,7 @@ MODELS: dict[str, Model] = {
             None,
             "bounded ThreadPoolExecutor of blocking handlers",
             options=("workers",),
+            stop_at_accept=True,
         ),
         Model(
             "prefork",

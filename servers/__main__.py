@@ -11,13 +11,14 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
 from common.cli import USAGE_ERROR, ArgumentParser, port, positive_int
 from common.process import raise_fd_limit
 from servers import MODELS
-from servers.conn import Counters, reserve_descriptor
+from servers.conn import Counters, Stopping, reserve_descriptor
 from servers.listener import make_listener, system_backlog
 from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
 from servers.work import Work, parse_work, with_work
@@ -134,6 +135,14 @@ def run_model(args: argparse.Namespace) -> int:
     def stop(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupt the cleanup
+        if model.stop_at_accept:
+            # No exception here: it could land inside Thread.start() or a pool's submit()
+            # holding their locks. The main thread's next accept() fails instead.
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return
         raise Shutdown(signum)
 
     signal.signal(signal.SIGTERM, stop)
@@ -160,7 +169,7 @@ def run_model(args: argparse.Namespace) -> int:
             }
         )
         serve(listener, make_protocol, counters, **options)
-    except Shutdown:
+    except (Shutdown, Stopping):
         pass
     finally:
         listener.close()

@@ -62,6 +62,11 @@ def reserve_descriptor() -> None:
         _reserve = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
+class Stopping(BaseException):
+    """accept() on a listener the launcher shut down to stop the server; BaseException,
+    like the launcher's Shutdown, so that no model's `except Exception` swallows it."""
+
+
 def accept(listener: socket.socket, counters: Counters) -> socket.socket | None:
     """One accept() for every model of ours: the socket, or None when the connection
     was shed or aborted; BlockingIOError passes through (nothing is waiting).
@@ -77,6 +82,8 @@ def accept(listener: socket.socket, counters: Counters) -> socket.socket | None:
     except (BlockingIOError, InterruptedError):
         raise
     except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.EBADF):
+            raise Stopping from None  # the launcher shut the listener down
         if exc.errno not in (errno.EMFILE, errno.ENFILE):
             return None  # ECONNABORTED and the like: that connection is gone already
         if _reserve is None:  # nothing to free: let descriptors close before trying again

@@ -41,7 +41,7 @@ def serve(
             )
             handlers[sock] = thread
             try:
-                with stop_signals_blocked():  # SIGTERM must wake this thread's accept
+                with stop_signals_blocked():  # SIGTERM must reach the accepting thread
                     thread.start()
             except RuntimeError:  # the OS refused another thread
                 handlers.pop(sock, None)

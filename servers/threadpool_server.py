@@ -56,7 +56,7 @@ def serve(
                 continue
             with state:
                 queued.add(prepare(sock, blocking=True))
-            with stop_signals_blocked():  # a new pool thread: SIGTERM stays ours
+            with stop_signals_blocked():  # a new pool thread: SIGTERM stays the acceptor's
                 pool.submit(handle, sock, make_protocol())
     finally:
         pool.shutdown(wait=False, cancel_futures=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 
 from bench.server_process import ServerProcess
 from clients.result import (
@@ -166,14 +167,28 @@ def load_result(
     )
 
 
+def quiet_cpus(seconds: float = 0.3, busy_limit: float = 25.0) -> list[int]:
+    """This process's CPUs, the idlest first (as cpus_by_idleness), for a test that
+    must not be contended; skips it when even the idlest CPU is busy with something
+    else (then no client can be uncontended here, whatever the code does)."""
+    order, busy = _idleness(seconds)
+    if busy[order[0]] > busy_limit:
+        pytest.skip(f"no quiet CPU: the idlest was {busy[order[0]]:.0f}% busy with other work")
+    return order
+
+
 def cpus_by_idleness(seconds: float = 0.3) -> list[int]:
     """This process's CPUs, the idlest first, measured over `seconds` (/proc/stat):
     a test that must not be contended puts its client on the first."""
+    return _idleness(seconds)[0]
+
+
+def _idleness(seconds: float) -> tuple[list[int], dict[int, float]]:
     allowed = sorted(os.sched_getaffinity(0))
     before = {cpu: cpustat.ticks([cpu]) for cpu in allowed}
     time.sleep(seconds)  # a measurement window, not a synchronisation
     busy = {cpu: cpustat.busy_percent(before[cpu], cpustat.ticks([cpu])) or 0.0 for cpu in allowed}
-    return sorted(allowed, key=lambda cpu: busy[cpu])
+    return sorted(allowed, key=lambda cpu: busy[cpu]), busy
 
 
 @contextlib.contextmanager

@@ -27,7 +27,7 @@ from clients.plan import WorkerPlan
 from clients.result import LoadResult, Worker
 from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
-from tests.helpers import cpu_hog, cpus_by_idleness
+from tests.helpers import cpu_hog, cpus_by_idleness, quiet_cpus
 
 
 def loadgen(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -279,7 +279,7 @@ def test_pinned_worker_busy_polls_but_is_judged_by_its_waiting() -> None:
 
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs: the client's and the test server's")
-    client, other, *_ = cpus_by_idleness()
+    client, other, *_ = quiet_cpus()
     with TinyEchoServer(slow, cpus={other}) as server:
         result = loadgen_json(
             "--target", server.target, "--connections", "1", "--cpus", str(client),
@@ -319,7 +319,7 @@ def test_a_cpu_hog_on_the_clients_cpu_makes_it_client_bound_by_contention() -> N
 def test_a_light_load_on_a_quiet_cpu_is_not_contended() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         pytest.skip("needs two CPUs: the client's and the server's")
-    client, other, *_ = cpus_by_idleness()
+    client, other, *_ = quiet_cpus()
     with ServerProcess(model="epoll", cpus=[other]) as server:
         result = loadgen_json(
             "--target", f"127.0.0.1:{server.port}", "--connections", "2", "--rate", "400",
