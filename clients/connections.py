@@ -38,6 +38,8 @@ class Connections:
         self.plan = plan
         self.ep = select.epoll()
         self.timeout_ns = int(plan.timeout * SECOND_NS)
+        # open loop: between two requests of one connection slot (0: closed loop)
+        self.interval_ns = int(plan.total * SECOND_NS / plan.rate) if plan.rate else 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.connect_lat = array("q")  # connect latencies, ns
         n_variants = wire.variants(plan.payload) if plan.protocol == "echo" else 1
@@ -206,7 +208,7 @@ class Connections:
         connections it has; the open loop and per-request mode keep their schedule."""
         plan = self.plan
         if plan.rate:
-            self.slot_due[slot] += int(plan.total * SECOND_NS / plan.rate)
+            self.slot_due[slot] += self.interval_ns
             heapq.heappush(self.heap, (max(self.slot_due[slot], t + RETRY_NS), slot))
         elif plan.mode == "per-request":
             heapq.heappush(self.heap, (t + RETRY_NS, slot))

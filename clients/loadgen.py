@@ -220,16 +220,17 @@ def run(config: LoadConfig, interval_log: str | None = None) -> LoadResult:
     family, address = resolve(config)
     plans = make_plans(config, family, address)
     results, window, cores_busy = _drive(config, plans)
+    slices = interval_histograms(results, config.duration)  # merged once, used twice
     if interval_log is not None:
         with open(interval_log, "w") as stream:
             write_interval_log(
                 stream,
                 window.start_unix,
-                interval_histograms(results, config.duration),
+                slices,
                 comment=f"sockbench.loadgen {config.protocol} to {config.target}, "
                 f"{config.connections} connections; latency in microseconds",
             )
-    return build_result(config, plans, results, window, cores_busy, interval_log)
+    return build_result(config, plans, results, slices, window, cores_busy, interval_log)
 
 
 def _drive(
@@ -331,6 +332,7 @@ def build_result(
     config: LoadConfig,
     plans: Sequence[WorkerPlan],
     results: Sequence[WorkerResult],
+    slices: Sequence[HistInterval],
     window: Window | None = None,
     cores_busy: float | None = None,
     interval_log: str | None = None,
@@ -348,8 +350,8 @@ def build_result(
         sum(n or 0 for n in sent) / duration if None not in sent else requests / duration, 1
     )
     send_lag = hist.latency(hist.merge(r.send_lag for r in results)) if open_loop else None
-    slices = max((len(r.backlog) for r in results), default=0)
-    backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(slices)]
+    ends = max((len(r.backlog) for r in results), default=0)
+    backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(ends)]
     return LoadResult(
         tool="sockbench.loadgen",
         params=Params(
@@ -403,7 +405,7 @@ def build_result(
             if config.rate is not None and send_lag is not None
             else None,
         ),
-        intervals=merge_intervals(results, backlog),
+        intervals=summarise_intervals(slices, backlog),
         interval_s=INTERVAL_NS / 1e9,
         histogram=hist.encode(answered),
         histogram_all=hist.encode(hist.merge([hist.encode(answered), hist.encode(censored)])),
@@ -411,23 +413,19 @@ def build_result(
     )
 
 
-def merge_intervals(
-    results: Sequence[WorkerResult], backlog: Sequence[int] = ()
+def summarise_intervals(
+    slices: Sequence[HistInterval], backlog: Sequence[int] = ()
 ) -> tuple[Interval, ...]:
-    slices = max((len(r.intervals) for r in results), default=0)
-    merged = []
-    for i in range(slices):
-        histogram = hist.merge(r.intervals[i] for r in results if i < len(r.intervals))
-        p99 = hist.percentiles(histogram, {"p99": 99.0})["p99"]
-        merged.append(
-            Interval(
-                round(i * INTERVAL_NS / 1e9, 3),
-                int(histogram.get_total_count()),
-                p99,
-                backlog[i] if i < len(backlog) else None,
-            )
+    """Count and p99 of each merged slice, with the backlog at its end where known."""
+    return tuple(
+        Interval(
+            round(start, 3),
+            int(histogram.get_total_count()),
+            hist.percentiles(histogram, {"p99": 99.0})["p99"],
+            backlog[i] if i < len(backlog) else None,
         )
-    return tuple(merged)
+        for i, (start, _length, histogram) in enumerate(slices)
+    )
 
 
 def overloaded(backlog: Sequence[int]) -> bool:

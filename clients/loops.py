@@ -4,9 +4,10 @@ Three loops share the connection tables of clients.connections:
 
 - `_run_closed`, the hot path: persistent connections, each sends its next request the
   moment the whole reply to the last one arrived;
-- `_run_scheduled` with `_send_due`: persistent connections in an open loop (`--rate`),
-  each request sent at its intended time and timed from it (the wrk2 correction);
-- `_run_scheduled` with `_open_due`: a new connection per request.
+- `_run_scheduled`: a new connection per request, each due at its intended time
+  (with `--rate`) and timed from it (the wrk2 correction).
+
+The open loop over persistent connections is clients.pipelined's.
 
 Nothing unanswered disappears: at the window's end `censored()` gives the wait so far of
 every request still unanswered (in the open loop, also of every request that fell due
@@ -33,7 +34,6 @@ import heapq
 import os
 import time
 from array import array
-from collections.abc import Callable
 
 from clients.connections import (
     OUT,
@@ -66,12 +66,12 @@ class Loops(Connections):
         self.lat = array("q")  # reply latencies in the window, ns
         self.lat_sent = array("q")  # open loop: the same from the actual send (wrk2 -U)
         self.lag = array("q")  # open loop: actual minus intended send, sends in the window
-        self.interval_ns = int(plan.total * SECOND_NS / plan.rate) if plan.rate else 0
         self.pending = self.issued  # where the timeout scan looks (sents in closed mode)
         self.warming = True
         self.window_start = self.end = self.next_slice = self.next_scan = 0
         self.mark = 0  # the next time _tick has something to do
         self.slices: list[int] = []  # len(self.lat) at the end of each interval
+        self.backlog: list[int] = []  # clients.pipelined: requests in flight, per slice end
         self.sent = 0  # scheduled modes: requests sent in the window
         self.errors_before = dict(self.errors)  # snapshot at the window's start
         self.cpu0 = self.cpu1 = 0.0
@@ -80,6 +80,22 @@ class Loops(Connections):
 
     def run(self, t0: int, window_start: int, end: int) -> None:
         """Warm up from t0, measure from window_start to end (CLOCK_MONOTONIC ns)."""
+        now = self._begin(t0, window_start, end)
+        plan = self.plan
+        step = SECOND_NS / plan.rate if plan.rate else 0  # between sends over all workers
+        if plan.mode == "per-request":
+            for slot in range(plan.connections):
+                self.slot_due[slot] = now + int((plan.first + slot) * step)
+            self._run_scheduled([(due, slot) for slot, due in enumerate(self.slot_due)])
+        else:
+            self.pending = self.sents  # the hot path keeps only sents up to date
+            for fd in sorted(self.live):
+                self.sents[fd] = t = time.monotonic_ns()
+                self._send(fd, t)
+            self._run_closed()
+
+    def _begin(self, t0: int, window_start: int, end: int) -> int:
+        """Set the phases up, sleep until t0; the time then (CLOCK_MONOTONIC ns)."""
         self.window_start, self.end = window_start, end
         self.next_slice = window_start + INTERVAL_NS
         self.mark = window_start
@@ -88,21 +104,7 @@ class Loops(Connections):
             time.sleep(delay / SECOND_NS)
         now = time.monotonic_ns()
         self.next_scan = now + SCAN_NS
-        plan = self.plan
-        step = SECOND_NS / plan.rate if plan.rate else 0  # between sends over all workers
-        if plan.mode == "per-request" or plan.rate:
-            for slot in range(plan.connections):
-                self.slot_due[slot] = now + int((plan.first + slot) * step)
-            self._run_scheduled(
-                [(due, slot) for slot, due in enumerate(self.slot_due)],
-                self._open_due if plan.mode == "per-request" else self._send_due,
-            )
-        else:
-            self.pending = self.sents  # the hot path keeps only sents up to date
-            for fd in sorted(self.live):
-                self.sents[fd] = t = time.monotonic_ns()
-                self._send(fd, t)
-            self._run_closed()
+        return now
 
     # -- phases --------------------------------------------------------------------------
 
@@ -202,16 +204,6 @@ class Loops(Connections):
             due = self.sents[fd] + self.interval_ns if self.plan.rate else t
             self.slot_due[slot] = due
             heapq.heappush(self.heap, (due, slot))
-        elif self.plan.rate:
-            self.counts[fd] += 1
-            due = self.slot_due[slot] = self.sents[fd] + self.interval_ns
-            if due <= t:  # behind schedule: send at once, latency still counts from `due`
-                self.sents[fd] = due
-                self._send_scheduled(fd, t)
-            else:
-                self.issued[fd] = 0
-                self.exps[fd] = None
-                heapq.heappush(self.heap, (due, slot))
         else:
             self.counts[fd] += 1
             self.sents[fd] = t
@@ -303,21 +295,19 @@ class Loops(Connections):
                         return
                     mark = self.mark
 
-    # -- scheduled sends: the open loop and the per-request mode -------------------------
+    # -- scheduled connections: the per-request mode ------------------------------------
 
-    def _run_scheduled(
-        self, schedule: list[tuple[int, int]], start: Callable[[int, int, int], bool]
-    ) -> None:
-        """Send or connect as `schedule`'s (due time, fd or slot) entries fall due,
-        `start(due, item, now)` each; handle replies (and, per request, connects)
-        between. Epoll sleeps until the next due entry, in whole milliseconds; under a
-        millisecond it polls without sleeping; both count as waiting for work."""
+    def _run_scheduled(self, schedule: list[tuple[int, int]]) -> None:
+        """Open a connection as `schedule`'s (due time, slot) entries fall due; handle
+        connects and replies between. Epoll sleeps until the next due entry, in whole
+        milliseconds; under a millisecond it polls without sleeping; both count as
+        waiting for work."""
         heap = self.heap
         heap.extend(schedule)
         heapq.heapify(heap)
         poll, read, now = self.ep.poll, os.read, time.monotonic_ns
         exps, connecting = self.exps, self.connecting
-        slow, complete, heappop = self._slow, self._complete, heapq.heappop
+        slow, complete, heappop, start = self._slow, self._complete, heapq.heappop, self._open_due
         spun_from = 0
         data: bytes | OSError
         while True:
@@ -361,16 +351,6 @@ class Loops(Connections):
             self.sent += 1
             self.lag.append(t - self.sents[fd])
         self._send(fd, t)
-
-    def _send_due(self, when: int, slot: int, t: int) -> bool:
-        """Open loop: the slot's next request, timed from when it was due; a slot whose
-        connection failed reconnects first, keeping its schedule."""
-        fd = self.slot_fd[slot]
-        if fd < 0 or self.socks[fd] is None or self.slot_of[fd] != slot:
-            return self._open_due(when, slot, t)
-        self.sents[fd] = self.slot_due[slot]
-        self._send_scheduled(fd, t)
-        return True
 
     def _open_due(self, when: int, slot: int, t: int) -> bool:
         """A new connection for `slot`; its request goes once connected."""

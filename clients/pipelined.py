@@ -26,9 +26,9 @@ import random
 import time
 from collections import deque
 
-from clients.connections import IN, OUT, POLL_S, RECV_CAP, RETRY_NS, SECOND_NS
+from clients.connections import IN, OUT, POLL_S, RECV_CAP, RETRY_NS
 from clients.errors import error_kind
-from clients.loops import INTERVAL_NS, SCAN_NS, Loops
+from clients.loops import Loops
 from clients.plan import WorkerPlan
 
 ARRIVALS = ("uniform", "poisson")
@@ -50,9 +50,7 @@ class PipelinedLoops(Loops):
         )
         n = plan.connections
         self.waiting: list[list[int]] = [[] for _ in range(n)]  # arrivals of unconnected slots
-        self.backlog: list[int] = []  # requests in flight or waiting, at each slice's end
         self.rng = random.Random(plan.index * 7919 + plan.first)  # reproducible arrivals
-        self.mean_gap = plan.total * SECOND_NS / plan.rate if plan.rate else 0.0
         self._repeated: dict[tuple[bytes, int], bytes] = {}
         self.batch: dict[int, bytearray] = {}  # fd -> requests that arrived this turn
 
@@ -60,24 +58,17 @@ class PipelinedLoops(Loops):
 
     def _gap(self) -> int:
         if self.plan.arrivals == "poisson":
-            return max(1, int(self.rng.expovariate(1.0) * self.mean_gap))
-        return int(self.mean_gap)
+            return max(1, int(self.rng.expovariate(1.0) * self.interval_ns))
+        return self.interval_ns
 
     def run(self, t0: int, window_start: int, end: int) -> None:
         """Warm up from t0, measure from window_start to end (CLOCK_MONOTONIC ns)."""
-        self.window_start, self.end = window_start, end
-        self.next_slice = window_start + INTERVAL_NS
-        self.mark = window_start
-        delay = t0 - time.monotonic_ns()
-        if delay > 0:
-            time.sleep(delay / SECOND_NS)
-        now = time.monotonic_ns()
-        self.next_scan = now + SCAN_NS
-        step = self.mean_gap / self.plan.total
+        now = self._begin(t0, window_start, end)
+        step = self.interval_ns / self.plan.total
         for slot in range(self.plan.connections):
             first = (self.plan.first + slot) * step
             if self.plan.arrivals == "poisson":
-                first = self.rng.expovariate(1.0) * self.mean_gap
+                first = self.rng.expovariate(1.0) * self.interval_ns
             self.slot_due[slot] = now + int(first)
             self.heap.append((self.slot_due[slot], slot))
         for fd in self.live:

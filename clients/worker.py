@@ -112,7 +112,7 @@ def result_of(loops: Loops) -> WorkerResult:
         latency_sent=encoded(loops.lat_sent) if loops.plan.rate else "",
         send_lag=encoded(loops.lag) if loops.plan.rate else "",
         intervals=[encoded(loops.lat[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
-        backlog=list(loops.backlog) if isinstance(loops, PipelinedLoops) else [],
+        backlog=list(loops.backlog),
         connect=encoded(loops.connect_lat),
         errors={kind: after[kind] - before[kind] for kind in after},
         errors_before=dict(before),
