@@ -15,9 +15,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bench.verdict import RATE_SHARE  # a sound step achieved this share of its rate
+
 PERCENTILES = {"p50": "p50", "p90": "p90", "p99": "p99", "p99.9": "p999"}  # name -> field
 UNITS_US = {"us": 1, "ms": 1000, "s": 1_000_000}
-RATE_SHARE = 0.95  # as bench.verdict: a step must achieve this share of its asked rate
 
 
 @dataclass(frozen=True)

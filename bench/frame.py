@@ -267,24 +267,20 @@ def _sum_columns(df: pd.DataFrame, prefix: str) -> pd.Series:
 def _reasons_text(suspect: pd.DataFrame, n_usable: int) -> str:
     """Per check, in how many repeats it failed and one example: "client-bound in 3 of
     6 repeats, e.g. worker 0 waited for work 5% of the window (...)"."""
-    by_code: dict[str, list[str]] = {}
+    repeats: dict[str, int] = {}
+    example: dict[str, str] = {}
     for listed in suspect["reasons"] if "reasons" in suspect.columns else ():
-        for reason in listed if isinstance(listed, list) else ():
-            by_code.setdefault(reason["code"], []).append(reason["text"])
-    parts = []
-    for code, texts in by_code.items():
-        repeats = len(texts) if code != "client-bound" else None
-        if repeats is None:  # one reason per bound worker: count the repeats instead
-            repeats = sum(
-                any(r["code"] == code for r in listed)
-                for listed in suspect["reasons"]
-                if isinstance(listed, list)
-            )
-        if n_usable > 1:
-            parts.append(f"{code} in {repeats} of {n_usable} repeats, e.g. {texts[0]}")
-        else:
-            parts.append(texts[0])
-    return "; ".join(parts)
+        if not isinstance(listed, list):
+            continue
+        for code in dict.fromkeys(r["code"] for r in listed):  # a repeat counts once
+            repeats[code] = repeats.get(code, 0) + 1
+        for reason in listed:
+            example.setdefault(reason["code"], reason["text"])
+    if n_usable <= 1:
+        return "; ".join(example.values())
+    return "; ".join(
+        f"{code} in {n} of {n_usable} repeats, e.g. {example[code]}" for code, n in repeats.items()
+    )
 
 
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
