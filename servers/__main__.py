@@ -21,6 +21,7 @@ from servers import MODELS
 from servers.conn import Counters, Stopping, reserve_descriptor
 from servers.listener import make_listener, system_backlog
 from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
+from servers.stop_kick import watch_stop_signals
 from servers.work import Work, parse_work, with_work
 
 
@@ -147,6 +148,7 @@ def run_model(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    watch_stop_signals()  # the handler runs even if the signal lands outside a syscall
     # A blocked mask survives exec: a server started from a thread that blocks them
     # (one that starts processes for a harness) would never see its stop signal.
     signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))

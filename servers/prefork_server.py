@@ -26,6 +26,7 @@ from servers import epoll_server
 from servers.conn import Counters
 from servers.listener import open_listener
 from servers.protocol import ServerProtocol
+from servers.stop_kick import watch_stop_signals
 
 STOP_WAIT = 1.5  # seconds for children to stop before SIGKILL: the launcher has 2 s
 
@@ -90,6 +91,7 @@ def _child(
     try:
         signal.signal(signal.SIGTERM, _raise_stop)
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent stops us
+        watch_stop_signals()  # our own: the parent's wakeup pipe came with the fork
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         die_with_parent(parent)
         _pin(index, cpus)
