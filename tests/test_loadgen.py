@@ -636,8 +636,11 @@ def test_open_loop_sees_a_stall_that_closed_loop_hides() -> None:
     assert closed.latency.p99 < 50_000, closed.latency
     assert closed.requests > 3 * opened.requests
     # every request went out on time (pipelined behind the stalled one), so timing
-    # from the actual send (wrk2's -U) sees the stall too: no coordinated omission
-    assert opened.send_lag is not None and opened.send_lag.p99 < 5_000, opened.send_lag
+    # from the actual send (wrk2's -U) sees the stall too: no coordinated omission.
+    # A client that held its sends back during the stall would show a fifth of its
+    # sends late by 0-200 ms (p99 near 200 ms); a scheduler hiccup on a busy 2-core
+    # runner makes a few sends late by ~10 ms (seen in CI), so the bound sits between.
+    assert opened.send_lag is not None and opened.send_lag.p99 < 50_000, opened.send_lag
     assert opened.latency_uncorrected is not None
     assert opened.latency_uncorrected.p99 >= 150_000
 
