@@ -7,8 +7,9 @@ bench.plots's; titles, captions and files are here.
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench import curve_plots, plots
-from bench.curve_plots import CapacityBar, CurveLine
+from bench import curve_plots, plots, time_plots
+from bench.curve_plots import CapacityBar, CurveLine, ModelCurve
 from bench.frame import Metric
+from clients.result import Interval
 
 # Stable SVG ids and text kept as text, so an unchanged run re-renders to the same bytes.
 RC: Any = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 10}
@@ -45,8 +47,10 @@ def save_curve_chart(
     stem: Path,
     *,
     ylabel: str,
+    capacity_label: str = "capacity",
 ) -> None:
-    """Load-latency curves: one panel per connection count, sharing the latency axis."""
+    """Load-latency curves: one panel per connection count, sharing the latency axis,
+    every model a line (an overview: bench.curve_report draws it for a few models)."""
     with matplotlib.rc_context(RC), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         fig = Figure(figsize=(4.6 * len(panels) + 1.8, 4.4), dpi=150, layout="constrained")
@@ -60,8 +64,114 @@ def save_curve_chart(
                 if label not in labels:
                     handles.append(handle)
                     labels.append(label)
-        fig.legend(handles, labels, loc="outside right upper", frameon=False, fontsize=8.5)
+        for mark in curve_plots.legend_handles(capacity_label, percentiles=False):
+            handles.append(mark)
+            labels.append(str(mark.get_label()))
+        _legend_beside(axes[-1], handles, fontsize=8.5)
         fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
+        _save(fig, stem, caption_text)
+
+
+def _legend_beside(ax: Any, handles: Sequence[Any], *, fontsize: float) -> None:
+    """A legend right of `ax`, top-aligned with it: a figure legend "outside right"
+    would sit level with the title and run into a long one."""
+    ax.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+              borderaxespad=0, frameon=False, fontsize=fontsize)  # fmt: skip
+
+
+PANEL_SIZE = (3.5, 2.05)  # inches per small multiple: legible at the report's width
+WRAP_COLUMNS = 2  # models wrap into this many columns: 3 shrinks text in the HTML report
+
+
+def save_curve_multiples(
+    models: Sequence[str],
+    columns: Sequence[tuple[str, Mapping[str, ModelCurve]]],
+    targets: Sequence[tuple[str, float]],
+    title: str,
+    caption_text: str,
+    stem: Path,
+    *,
+    capacity_label: str,
+) -> None:
+    """Small multiples of the load-latency curves: a panel per model and connection count.
+
+    `columns` are (label, {model: curve}) per connection count. With several counts, a
+    row per model and a column per count; with one, the models wrap into WRAP_COLUMNS
+    columns. Panels of one connection count share both axes, so their curves compare;
+    each shows the other models' p99 faintly (bench.curve_plots.plot_model_panel).
+    """
+    blocks = max(1, min(len(models), WRAP_COLUMNS // len(columns)))
+    rows = math.ceil(len(models) / blocks)
+    width = blocks * len(columns)
+    with matplotlib.rc_context(RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig = Figure(
+            figsize=(PANEL_SIZE[0] * width + 2.4, PANEL_SIZE[1] * rows + 1.0),
+            dpi=150,
+            layout="constrained",
+        )
+        grid = fig.add_gridspec(rows, width)
+        leaders: dict[int, Any] = {}
+        top_right: Any = None
+        for index, model in enumerate(models):
+            row, block = divmod(index, blocks)
+            below = index + blocks < len(models)  # another panel under this one
+            for j, (label, curves) in enumerate(columns):
+                ax = fig.add_subplot(grid[row, block * len(columns) + j])
+                if row == 0:
+                    top_right = ax
+                if j in leaders:  # one connection count: one pair of axes to compare on
+                    ax.sharex(leaders[j])
+                    ax.sharey(leaders[j])
+                else:
+                    leaders[j] = ax
+                others = [c.line("p99") for name, c in curves.items() if name != model]
+                curve_plots.plot_model_panel(
+                    ax, curves.get(model), others, targets, f"{model} · {label}"
+                )
+                if below:
+                    ax.tick_params(labelbottom=False)
+                else:
+                    ax.set_xlabel("achieved (req/s)", fontsize=8)
+                if block:
+                    ax.tick_params(labelleft=False)
+        for j, (_label, curves) in enumerate(columns):
+            limits = curve_plots.latency_range(list(curves.values()), targets)
+            if limits is not None and j in leaders:
+                leaders[j].set_ylim(*limits)
+                leaders[j].set_xlim(0, curve_plots.throughput_range(list(curves.values())))
+        fig.supylabel("latency, all requests (µs, log scale)", fontsize=9)
+        handles = curve_plots.legend_handles(capacity_label, percentiles=True)
+        _legend_beside(top_right, handles, fontsize=8)  # the first row's last panel
+        fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
+        _save(fig, stem, caption_text)
+
+
+def save_time_chart(
+    intervals: Sequence[Interval],
+    interval_s: float,
+    title: str,
+    caption_text: str,
+    stem: Path,
+    *,
+    asked_rps: float | None = None,
+) -> None:
+    """Throughput and p99 per slice of one cell's window (and the backlog, if any):
+    panels stacked on one time axis (bench.time_plots)."""
+    backlog = any(i.backlog for i in intervals)
+    with matplotlib.rc_context(RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        heights = [1.0, 1.0, 0.7] if backlog else [1.0, 1.0]
+        fig = Figure(figsize=(8, 1.4 + 1.7 * sum(heights)), dpi=150, layout="constrained")
+        axes = fig.subplots(len(heights), 1, sharex=True, height_ratios=heights)
+        time_plots.plot_throughput(axes[0], intervals, interval_s, asked_rps=asked_rps)
+        time_plots.plot_p99(axes[1], intervals, interval_s)
+        if backlog:
+            time_plots.plot_backlog(axes[2], intervals, interval_s)
+        for ax in axes[:-1]:
+            ax.tick_params(labelbottom=False)
+        axes[-1].set_xlabel("time in the measured window (s)")
+        fig.suptitle(title, fontsize=11, x=0.01, ha="left")
         _save(fig, stem, caption_text)
 
 

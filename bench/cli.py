@@ -123,6 +123,12 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--no-report", action="store_true", help="skip the report at the end")
     report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
     report.add_argument("run_dir", type=Path)
+    report.add_argument(
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help="the models the load-latency overview chart draws (at most 6)",
+    )
     sub.add_parser("list", help="list profiles and models")
     compare = sub.add_parser(
         "compare", help="compare two runs: the regression gate (exit 1 on a regression)"
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, argv if argv is not None else sys.argv[1:])
         if args.command == "report":
-            return cmd_report(args.run_dir)
+            return cmd_report(args.run_dir, args.models)
         if args.command == "compare":
             return cmd_compare(args)
         return cmd_list()
@@ -285,10 +291,10 @@ def resume_mismatch(metadata: dict[str, Any]) -> str | None:
     return None
 
 
-def cmd_report(run_dir: Path) -> int:
+def cmd_report(run_dir: Path, models: list[str] | None = None) -> int:
     from bench.report import build_report  # pandas and matplotlib load only here
 
-    report = build_report(run_dir)
+    report = build_report(run_dir, models)
     print(f"report: {report}")
     return 0
 

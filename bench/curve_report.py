@@ -5,26 +5,73 @@ instead: per group and connection count, each model's steps as a curve, and its
 capacity at each target (bench.curves) per repeat, summarised as the median with the
 interval of the median (bench.stats) and "≥" where any repeat's capacity was only a
 lower bound.
+
+Two charts of the curves per group: small multiples (a panel per model and connection
+count, every model), and an overview with every model as a line in one panel, drawn
+only for up to OVERVIEW_MAX models (more lines tangle): `bench report --models ...`
+picks the ones it shows.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.charts import save_capacity_chart, save_curve_chart
-from bench.curve_plots import CapacityBar, CurveLine
-from bench.curves import Capacity, Step, Target, capacity, load_rate, parse_target
+from bench.charts import save_capacity_chart, save_curve_chart, save_curve_multiples
+from bench.curve_plots import CapacityBar, ModelCurve
+from bench.curves import (
+    KNEE_FACTOR,
+    Capacity,
+    Step,
+    Target,
+    capacity,
+    knee,
+    load_rate,
+    parse_target,
+)
 from bench.document import Section, Table, group_slug, group_title
 from bench.frame import GROUP_COLUMNS, model_sort_key
+from bench.matrix import MatrixError
 from bench.record import USABLE
 from bench.stats import median_interval
 
 DEFAULT_TARGETS = ("p99:1ms", "p99:10ms")
+OVERVIEW_MAX = 6  # models as lines in one panel; beyond this they tangle
+DRAWN = ("p50", "p99", "p999")  # the percentiles of a model's small-multiple panel
+
+
+def _opened(frame: pd.DataFrame) -> pd.DataFrame:
+    """The usable open-loop rows (CellKey.load set)."""
+    if frame.empty or "cell.load" not in frame.columns:
+        return frame.iloc[0:0]
+    usable = frame[frame["status"].isin(USABLE)]
+    return usable[usable["cell.load"].fillna("") != ""]
+
+
+def check_models(frame: pd.DataFrame, models: Sequence[str] | None) -> None:
+    """MatrixError (a one-line usage error in bench.cli) unless every name in the
+    overview subset has load-latency curves in this run and there are at most
+    OVERVIEW_MAX of them. Called before anything is drawn."""
+    if models is None:
+        return
+    have = sorted({str(m) for m in _opened(frame)["cell.model"]}, key=model_sort_key)
+    if not have:
+        raise MatrixError("--models picks the load-latency overview, but this run has no curves")
+    if unknown := [m for m in models if m not in have]:
+        raise MatrixError(
+            f"--models: no load-latency curve for {', '.join(unknown)} in this run "
+            f"(it has {', '.join(have)})"
+        )
+    if len(set(models)) > OVERVIEW_MAX:
+        raise MatrixError(
+            f"--models: at most {OVERVIEW_MAX} models for the overview chart (got "
+            f"{len(set(models))}); the small multiples show every model"
+        )
 
 
 def targets_of(meta: dict[str, Any]) -> list[Target]:
@@ -33,20 +80,24 @@ def targets_of(meta: dict[str, Any]) -> list[Target]:
 
 
 def curve_sections(
-    frame: pd.DataFrame, meta: dict[str, Any], charts_dir: Path, caption: str
+    frame: pd.DataFrame,
+    meta: dict[str, Any],
+    charts_dir: Path,
+    caption: str,
+    models: Sequence[str] | None = None,
 ) -> list[Section]:
-    if frame.empty or "cell.load" not in frame.columns:
-        return []
-    usable = frame[frame["status"].isin(USABLE)]
-    opened = usable[usable["cell.load"].fillna("") != ""]
+    """A section per group with open-loop rows; `models`: the overview chart's subset
+    (check_models first)."""
+    opened = _opened(frame)
     if opened.empty:
         return []
+    usable = frame[frame["status"].isin(USABLE)]
     targets = targets_of(meta)
     sections = []
     for _, group in opened.groupby(GROUP_COLUMNS, sort=False, dropna=False):
         first = group.iloc[0]
         closed = usable[(usable["cell.load"].fillna("") == "") & _same_group(usable, first)]
-        sections.append(_section(group, closed, targets, charts_dir, caption))
+        sections.append(_section(group, closed, targets, charts_dir, caption, models))
     return sections
 
 
@@ -111,6 +162,7 @@ def _section(
     targets: list[Target],
     charts_dir: Path,
     caption: str,
+    subset: Sequence[str] | None,
 ) -> Section:
     first = opened.iloc[0]
     title, slug = group_title(first), group_slug(first)
@@ -121,7 +173,8 @@ def _section(
         "stays under it with 95% of the rate achieved and the backlog not growing, "
         "interpolated between steps; median over repeats with the interval of the "
         "median; ≥: a lower bound (the load generator or the sweep ran out first). "
-        "docs/curves.md says how to read these."
+        f"The knee is the last step before p99 passes {KNEE_FACTOR:g} times the lowest "
+        "step's for good (the achieved rate there). docs/curves.md says how to read these."
     ]
     models = sorted(opened["cell.model"].unique(), key=model_sort_key)
     counts = sorted(int(c) for c in opened["cell.connections"].unique())
@@ -129,8 +182,9 @@ def _section(
     for conns in counts:
         header.append(f"{conns:,} conns: closed loop")
         header += [f"{conns:,} conns: {t.text}" for t in targets]
+        header.append(f"{conns:,} conns: knee")
     rows = []
-    panels: dict[int, list[CurveLine]] = {c: [] for c in counts}
+    columns: dict[int, dict[str, ModelCurve]] = {c: {} for c in counts}
     bars: dict[tuple[str, int], list[CapacityBar]] = {}
     for model in models:
         row = [str(model)]
@@ -152,20 +206,60 @@ def _section(
                     )
                     if first_capacity is None and target is targets[0]:
                         first_capacity = bar.rps
-            if not cells.empty:
-                panels[conns].append(_line(str(model), cells, targets[0], first_capacity))
+            if cells.empty:
+                row.append("")
+                continue
+            curve = model_curve(str(model), cells, targets[0], first_capacity)
+            columns[conns][str(model)] = curve
+            row.append(
+                "none in the sweep" if curve.knee is None else f"{curve.achieved[curve.knee]:,.0f}"
+            )
         rows.append(row)
     section.tables = [Table("Capacity at each latency target (req/s)", header, rows)]
-    stem = f"curves_{slug}"
-    save_curve_chart(
-        [(f"{c:,} connections", panels[c]) for c in counts],
-        [(t.text, t.limit_us) for t in targets if t.percentile == targets[0].percentile],
-        f"Load-latency curves ({targets[0].text.split(':')[0]}, all requests): {title}",
-        caption,
+    first_target = targets[0].text.split(":")[0]
+    drawn_targets = [(t.text, t.limit_us) for t in targets if t.percentile == targets[0].percentile]
+    capacity_label = f"capacity at {targets[0].text}"
+
+    stem = f"curves_by_model_{slug}"
+    chart_title = f"Load-latency curves by model (p50, p99, p99.9, all requests): {title}"
+    save_curve_multiples(
+        [str(m) for m in models],
+        [(f"{c:,} conns", columns[c]) for c in counts],
+        drawn_targets,
+        chart_title,
+        "One panel per model and connection count; panels of one connection count share "
+        "their axes. Grey: the other models' p99.\n" + caption,
         charts_dir / stem,
-        ylabel=f"{targets[0].text.split(':')[0]} latency, all requests (µs)",
+        capacity_label=capacity_label,
     )
-    section.charts.append((f"Load-latency curves: {title}", f"charts/{stem}"))
+    section.charts.append((chart_title, f"charts/{stem}"))
+
+    shown = [str(m) for m in models if subset is None or str(m) in subset]
+    if not shown or len(shown) > OVERVIEW_MAX:
+        section.paragraphs.append(
+            f"No overview chart with every model as a line: {len(models)} models would "
+            f"tangle (it is drawn for {OVERVIEW_MAX} or fewer). The small multiples show "
+            "every model; python -m bench report RUN_DIR --models epoll uvloop asyncio "
+            "draws the overview for the models named."
+            if shown
+            else "No overview chart: none of the models named with --models is in this group."
+        )
+    else:
+        stem = f"curves_{slug}"
+        chart_title = f"Load-latency curves ({first_target}, all requests): {title}"
+        if len(shown) < len(models):
+            chart_title += f" ({', '.join(shown)})"
+        save_curve_chart(
+            [(f"{c:,} connections", [columns[c][m].line(targets[0].percentile)
+              for m in shown if m in columns[c]]) for c in counts],
+            drawn_targets,
+            chart_title,
+            caption,
+            charts_dir / stem,
+            ylabel=f"{first_target} latency, all requests (µs)",
+            capacity_label=capacity_label,
+        )  # fmt: skip
+        section.charts.append((chart_title, f"charts/{stem}"))
     for target in targets:
         stem = f"capacity_{target.text.replace(':', '_').replace('.', '')}_{slug}"
         save_capacity_chart(
@@ -178,33 +272,45 @@ def _section(
     return section
 
 
-def _line(model: str, cells: pd.DataFrame, target: Target, capacity_rps: float | None) -> CurveLine:
-    """The median step of each offered load, across repeats, in order of asked rate."""
+def model_curve(
+    model: str, cells: pd.DataFrame, target: Target, capacity_rps: float | None
+) -> ModelCurve:
+    """One model's curve at one connection count: the median step of each offered load
+    across repeats, in order of asked rate, with p50, p99, p99.9 and the target's
+    percentile, and its knee (bench.curves.knee, on p99)."""
+    fields = list(dict.fromkeys([*DRAWN, target.percentile]))
     points = []
     for load, steps in cells.groupby("cell.load"):
         asked = [load_rate(str(load), _number(p)) or 0.0 for p in steps.get("probe_rps", [None])]
         achieved = pd.to_numeric(steps["load.rate.achieved"], errors="coerce").dropna()
-        latency = pd.to_numeric(
-            steps[f"load.latency_all.{target.percentile}"], errors="coerce"
-        ).dropna()
-        if achieved.empty or latency.empty:
+        if achieved.empty:
             continue
+        latency = {}
+        for field in fields:
+            values = pd.to_numeric(steps[f"load.latency_all.{field}"], errors="coerce").dropna()
+            latency[field] = statistics.median(values) if len(values) else 0.0
         bounds = steps.get("load.latency_all.bounds", pd.Series([], dtype=object))
+        overloaded = steps.get("load.rate.overloaded", pd.Series([], dtype=object))
         points.append(
             (
                 statistics.median(asked),
                 statistics.median(achieved),
-                statistics.median(latency),
-                any(isinstance(b, list) and target.percentile in b for b in bounds),
+                latency,
+                {f: any(isinstance(b, list) and f in b for b in bounds) for f in fields},
                 bool((steps["verdict"] == "suspect").any()),
+                bool(overloaded.fillna(False).astype(bool).any()),
+                bool((steps["status"] == "client-bound").any()),
             )
         )
-    points.sort()
-    return CurveLine(
+    points.sort(key=lambda p: p[0])
+    steps_p99 = [Step(p[0], p[1], p[2]["p99"], p[5], p[6]) for p in points]
+    found = knee(steps_p99)
+    return ModelCurve(
         model,
         [p[1] for p in points],
-        [p[2] for p in points],
-        [p[3] for p in points],
+        {f: [p[2][f] for p in points] for f in fields},
+        {f: [p[3][f] for p in points] for f in fields},
         [p[4] for p in points],
         capacity_rps,
+        None if found is None else steps_p99.index(found),
     )

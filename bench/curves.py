@@ -100,3 +100,36 @@ def capacity(steps: Sequence[Step], limit_us: float) -> Capacity:
     share = (math.log(limit_us) - low) / (high - low) if high > low else 0.0
     rps = ok.achieved + max(0.0, min(1.0, share)) * (nxt.achieved - ok.achieved)
     return Capacity(rps, False, "interpolated to the next step")
+
+
+# A step "takes off" when its latency is above KNEE_FACTOR times the lowest step's. In an
+# M/M/1 queue every percentile of the time in system scales as 1/(1 - load), so from a
+# lowest step at 10-25% of capacity it triples at about 70-75%: where queueing starts to
+# dominate. A factor of 3 is also the p99 spread bench.verdict tolerates within one steady
+# window (P99_SPREAD), so noise alone does not make a knee.
+KNEE_FACTOR = 3.0
+
+
+def knee(steps: Sequence[Step], factor: float = KNEE_FACTOR) -> Step | None:
+    """The last step before latency takes off for good, or None where it does not.
+
+    Steps in order of asked rate; the baseline is the lowest step's latency. A step takes
+    off when its latency exceeds `factor` times the baseline or it is not sound (rate
+    not achieved, or the backlog growing). The knee is the step just before the first
+    one from which every step has taken off: one noisy step in the middle, followed by
+    steps back under the line, is not a knee. None with fewer than two steps, when the
+    lowest step is already unsound (no flat part to bend from: `blocking` at 100
+    connections), or when the highest step has not taken off (the sweep ended first).
+    """
+    ordered = sorted(steps, key=lambda s: s.asked)
+    if len(ordered) < 2 or not ordered[0].sound or ordered[0].latency_us <= 0:
+        return None
+    limit = factor * ordered[0].latency_us
+    first_off = None
+    for index in range(len(ordered) - 1, 0, -1):  # walk back from the top
+        step = ordered[index]
+        if step.latency_us > limit or not step.sound:
+            first_off = index
+        else:
+            break
+    return ordered[first_off - 1] if first_off is not None else None

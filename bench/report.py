@@ -8,13 +8,14 @@ bench.pyperf_export.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from bench.charts import save_metric_chart
-from bench.curve_report import curve_sections
+from bench.curve_report import check_models, curve_sections
 from bench.document import (
     Document,
     Section,
@@ -33,6 +34,7 @@ from bench.record import USABLE
 from bench.report_html import render_html
 from bench.report_md import render_markdown
 from bench.store import RunStore
+from bench.time_report import time_section
 
 CHARTS_DIR = "charts"
 REPORT_MD = "report.md"
@@ -40,13 +42,18 @@ REPORT_HTML = "report.html"
 PYPERF_JSON = "pyperf.json"
 
 
-def build_report(run_dir: Path) -> Path:
-    """Write report.md, report.html, charts/*.png|svg and pyperf.json into `run_dir`."""
+def build_report(run_dir: Path, models: Sequence[str] | None = None) -> Path:
+    """Write report.md, report.html, charts/*.png|svg and pyperf.json into `run_dir`.
+
+    `models`: the models the load-latency overview chart draws (bench.curve_report);
+    a name without curves in the run is a MatrixError, raised before anything is written.
+    """
     run_dir = Path(run_dir)
     store = RunStore.open(run_dir)
     rows = store.rows()
     meta = store.metadata
     frame = load_frame(rows)
+    check_models(frame, models)
     cells = aggregate(frame)
     charts_dir = run_dir / CHARTS_DIR
     charts_dir.mkdir(exist_ok=True)
@@ -56,7 +63,9 @@ def build_report(run_dir: Path) -> Path:
     if not closed.empty:
         for _, group in closed.groupby(GROUP_COLUMNS, sort=False, dropna=False):
             sections.append(_section(group, meta, charts_dir))
-    sections += curve_sections(frame, meta, charts_dir, caption(meta))
+    sections += curve_sections(frame, meta, charts_dir, caption(meta), models)
+    if (over_time := time_section(rows, charts_dir, caption(meta))) is not None:
+        sections.append(over_time)
     if not cells.empty:
         closed_rows = frame[frame["cell.load"].fillna("") == ""]
         for extra in (verdict_section(cells), significance_section(closed_rows, GROUP_COLUMNS)):
