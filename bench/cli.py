@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.cpus import CpuPlanError, plan_cpus
-from bench.matrix import DRIVERS, MODES, Matrix, MatrixError, load_profile, override, profile_names
+from bench.matrix import (
+    DRIVERS,
+    MODES,
+    Cell,
+    Matrix,
+    MatrixError,
+    load_profile,
+    override,
+    profile_names,
+)
 from bench.progress import Progress
 from bench.record import Row
 from bench.runner import run_cell
+from bench.slo_run import ESTIMATED_STEPS, run_searches
 from bench.store import RunStore, StoreError
 from common.cli import (
     USAGE_ERROR,
@@ -80,6 +91,18 @@ def build_parser() -> ArgumentParser:
         nargs="+",
         metavar="TARGET",
         help="latency targets for the capacity figures, e.g. p99:1ms p99.9:10ms",
+    )
+    run.add_argument(
+        "--search",
+        action="store_true",
+        default=None,
+        help="search each cell's capacity at each --slo target (bracket, bisect, re-test)",
+    )
+    run.add_argument(
+        "--search-steps",
+        type=positive_int,
+        metavar="N",
+        help="budget of open-loop steps per search (default 14)",
     )
     run.add_argument("--repeats", type=positive_int)
     run.add_argument(
@@ -210,6 +233,8 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         sweep=args.sweep,
         arrivals=args.arrivals,
         slo=args.slo,
+        search=args.search,
+        search_steps=args.search_steps,
     )
 
 
@@ -249,13 +274,28 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     # put back afterwards, for a caller running this in-process (the tests).
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, set(plan.client))
-    progress = Progress(len(cells))
+    searches = len(matrix.cells()) * len(matrix.slo) if matrix.search else 0
+    progress = Progress(len(cells) + searches * ESTIMATED_STEPS)
+
+    def run_one(cell: Cell, probe_rps: float | None = None) -> Row:
+        progress.cell_started(f"{cell.key.key} r{cell.repeat}")
+        row = run_cell(cell, matrix, plan, store.run_id, store.path)
+        if probe_rps is not None:  # a search step: the capacity its search is planned around
+            row = replace(row, probe_rps=probe_rps)
+        store.append(row)
+        progress.cell_finished(row)
+        return row
+
+    def search_ended(estimated: int, ran: int) -> None:
+        progress.total += ran - estimated
+
     try:
-        for cell in cells:
-            progress.cell_started(f"{cell.key.key} r{cell.repeat}")
-            row: Row = run_cell(cell, matrix, plan, store.run_id, store.path)
-            store.append(row)
-            progress.cell_finished(row)
+        if matrix.search:
+            todo = {(c.key, c.repeat) for c in cells}
+            run_searches(matrix, store.rows(), todo, run_one, search_ended)
+        else:
+            for cell in cells:
+                run_one(cell)
     except KeyboardInterrupt:
         store.update_metadata(interrupted=True)
         sys.stderr.write(

@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.curves import parse_target
 from bench.record import CellKey
+from bench.search import MAX_STEPS
 from clients.pipelined import ARRIVALS
 from clients.wire import MAX_PAYLOAD
 from servers import MODELS
@@ -67,6 +68,10 @@ class Matrix:
     closed: bool = True  # with rates or a sweep: keep the closed-loop cells too
     arrivals: str = "poisson"  # of the open-loop cells
     slo: tuple[str, ...] = ()  # latency targets for the capacity figures, e.g. "p99:1ms"
+    # search each closed-loop cell's capacity at each target (bench.search), within a
+    # budget of open-loop steps per search
+    search: bool = False
+    search_steps: int = MAX_STEPS
 
     def __post_init__(self) -> None:
         check = [
@@ -103,9 +108,16 @@ class Matrix:
             ),
             (self.arrivals not in ARRIVALS, f"arrivals must be one of {ARRIVALS}"),
             (
-                bool(self.rates or self.sweep) and self.driver != "loadgen",
-                "rates and sweeps need the loadgen driver (locust paces users, it is no open loop)",
+                bool(self.rates or self.sweep or self.search) and self.driver != "loadgen",
+                "rates, sweeps and searches need the loadgen driver "
+                "(locust paces users, it is no open loop)",
             ),
+            (self.search and not self.slo, "a search needs latency targets (--slo p99:1ms ...)"),
+            (
+                self.search and bool(self.rates or self.sweep),
+                "a search picks its own rates: no --rates or --sweep with it",
+            ),
+            (self.search_steps < 3, "search-steps must be >= 3 (bracket, bisect, re-test)"),
         ]
         for failed, message in check:
             if failed:

@@ -46,6 +46,9 @@ class CellKey:
     # offered load: "" a closed loop; "r5000" an open loop at 5000 req/s; "f0.5" an open
     # loop at half the capacity a short closed-loop probe found (bench.curves)
     load: str = ""
+    # a step of the search for a capacity at a target (bench.search): "p99:1ms#3" is the
+    # third step of the search for p99 <= 1 ms; its rate is in `load`
+    search: str = ""
 
     @property
     def key(self) -> str:
@@ -59,6 +62,8 @@ class CellKey:
             key += f"/w{self.work}"
         if self.load:
             key += f"/{self.load}"
+        if self.search:
+            key += f"/{self.search}"
         return key
 
 

@@ -33,6 +33,7 @@ from bench.pyperf_export import write_pyperf_suite
 from bench.record import USABLE
 from bench.report_html import render_html
 from bench.report_md import render_markdown
+from bench.slo_report import slo_sections
 from bench.store import RunStore
 from bench.time_report import time_section
 
@@ -63,7 +64,10 @@ def build_report(run_dir: Path, models: Sequence[str] | None = None) -> Path:
     if not closed.empty:
         for _, group in closed.groupby(GROUP_COLUMNS, sort=False, dropna=False):
             sections.append(_section(group, meta, charts_dir))
-    sections += curve_sections(frame, meta, charts_dir, caption(meta), models)
+    searched = frame["cell.search"].fillna("") != "" if not frame.empty else None
+    swept = frame if searched is None else frame[~searched]  # search steps: slo_report
+    sections += curve_sections(swept, meta, charts_dir, caption(meta), models)
+    sections += slo_sections(rows, meta, charts_dir, caption(meta))
     if (over_time := time_section(rows, charts_dir, caption(meta))) is not None:
         sections.append(over_time)
     if not cells.empty:
