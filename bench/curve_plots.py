@@ -78,6 +78,8 @@ class CapacityBar:
     low: float | None
     high: float | None
     at_least: bool
+    below: int = 0  # repeats below the lowest step (or the floor), left out of the median
+    repeats: int = 0
 
 
 def plot_curves(
@@ -272,31 +274,42 @@ def _style(ax: Axes) -> None:
 
 def plot_capacities(ax: Axes, bars: Sequence[CapacityBar], title: str) -> None:
     """One horizontal bar per model, sorted, whiskers the interval of the median; "≥"
-    where the capacity is only a lower bound, a note where it is below the sweep."""
+    where the capacity is only a lower bound, a note where it is below the sweep, a
+    hatched bar and a count where only some repeats are."""
     ordered = sorted(bars, key=lambda b: b.rps or 0.0)
     for row, bar in enumerate(ordered):
         style = model_style(bar.model)
         if bar.rps is None:
+            every = f" ({bar.below} of {bar.repeats} repeats)" if bar.repeats > 1 else ""
             ax.annotate(
-                "below the lowest step", (0, row), xytext=(3, 0), textcoords="offset points",
-                va="center", fontsize=7.5, color="0.35",
+                f"below the lowest step{every}", (0, row), xytext=(3, 0),
+                textcoords="offset points", va="center", fontsize=7.5, color="0.35",
             )  # fmt: skip
             continue
-        ax.barh(row, bar.rps, color=style.color, alpha=0.85 if not bar.at_least else 0.45)
+        partial = bar.below > 0  # the median leaves repeats out: say so on the bar
+        ax.barh(
+            row, bar.rps, color=style.color, alpha=0.45 if bar.at_least or partial else 0.85,
+            hatch="///" if partial else None, edgecolor="white" if partial else None,
+        )  # fmt: skip
         if bar.low is not None and bar.high is not None and bar.high > bar.low:
             ax.errorbar(
                 bar.rps, row, xerr=[[bar.rps - bar.low], [bar.high - bar.rps]], fmt="none",
                 ecolor="0.2", elinewidth=1, capsize=3,
             )  # fmt: skip
         label = f"≥{bar.rps:,.0f}" if bar.at_least else f"{bar.rps:,.0f}"
+        if partial:
+            label += f" ({bar.below} of {bar.repeats} below)"
         ax.annotate(
             label, (bar.high or bar.rps, row), xytext=(4, 0), textcoords="offset points",
             va="center", fontsize=7.5,
         )  # fmt: skip
     ax.set_yticks(range(len(ordered)), [b.model for b in ordered])
+    ax.set_ylim(-0.6, max(len(ordered), 1) - 0.4)  # the bottom row clear of the axis
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(4))  # thousands separators need room
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(plain_number))
     right = max((b.high or b.rps or 0.0) for b in ordered) if ordered else 1.0
-    ax.set_xlim(0, right * 1.25 or 1.0)
+    room = 1.6 if any(b.below and b.rps for b in ordered) else 1.25  # for the labels
+    ax.set_xlim(0, right * room or 1.0)
     ax.set_title(title, fontsize=10, loc="left")
     ax.set_xlabel("capacity (req/s)")
     ax.grid(True, axis="x", color="0.88", linewidth=0.8)

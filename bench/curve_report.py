@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -139,10 +140,11 @@ def capacities(rows: pd.DataFrame, target: Target) -> list[Capacity]:
     return [capacity(_steps(g, target), target.limit_us) for _, g in rows.groupby("repeat")]
 
 
-def capacity_text(found: list[Capacity]) -> tuple[str, CapacityBar | None]:
+def capacity_text(found: list[Capacity]) -> tuple[str, CapacityBar]:
     values = [c.rps for c in found if c.rps is not None]
+    below = len(found) - len(values)
     if not values:
-        return "below the lowest step", None
+        return "below the lowest step", CapacityBar("", None, None, None, False, below, below)
     median = statistics.median(values)
     interval = median_interval(values)
     at_least = any(c.at_least for c in found)
@@ -153,7 +155,7 @@ def capacity_text(found: list[Capacity]) -> tuple[str, CapacityBar | None]:
         text += f" ({len(found) - len(values)} of {len(found)} repeats below the lowest step)"
     low = None if math.isnan(interval.low) else interval.low
     high = None if math.isnan(interval.high) else interval.high
-    return text, CapacityBar("", median, low, high, at_least)
+    return text, CapacityBar("", median, low, high, at_least, below, len(found))
 
 
 def _section(
@@ -200,12 +202,9 @@ def _section(
                     continue
                 text, bar = capacity_text(capacities(cells, target))
                 row.append(text)
-                if bar is not None:
-                    bars.setdefault((target.text, conns), []).append(
-                        CapacityBar(str(model), bar.rps, bar.low, bar.high, bar.at_least)
-                    )
-                    if first_capacity is None and target is targets[0]:
-                        first_capacity = bar.rps
+                bars.setdefault((target.text, conns), []).append(replace(bar, model=str(model)))
+                if first_capacity is None and target is targets[0]:
+                    first_capacity = bar.rps
             if cells.empty:
                 row.append("")
                 continue

@@ -120,8 +120,7 @@ def _section(
                 if len(finished) < len(found):
                     text += f" ({len(found) - len(finished)} unfinished)"
                 line.append(text.replace("below the lowest step", "below the floor"))
-                if bar is not None:
-                    bars[(target.text, conns)].append(replace(bar, model=model))
+                bars[(target.text, conns)].append(replace(bar, model=model))
         table.append(line)
     detail = []
     order = {t.text: i for i, t in enumerate(targets)}

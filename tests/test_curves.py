@@ -94,3 +94,16 @@ def test_a_sweep_gives_curves_and_capacities(tmp_path: Path) -> None:
     assert "4 conns: p99:100ms" in report
     for stem in ("curves_echo_p64", "capacity_p99_100ms_echo_p64"):
         assert (tmp_path / "c" / "charts" / f"{stem}.png").stat().st_size > 10_000
+
+
+def test_a_capacity_with_repeats_below_the_sweep_says_how_many() -> None:
+    from bench.curve_report import capacity_text
+    from bench.curves import Capacity
+
+    text, bar = capacity_text([Capacity(20_000.0, False, ""), Capacity(None, False, "")])
+    assert "1 of 2 repeats below the lowest step" in text
+    assert (bar.rps, bar.below, bar.repeats) == (20_000.0, 1, 2)  # drawn hatched, with a count
+    text, bar = capacity_text([Capacity(None, False, ""), Capacity(None, False, "")])
+    assert text == "below the lowest step" and bar.rps is None and bar.below == 2
+    _text, bar = capacity_text([Capacity(20_000.0, False, ""), Capacity(30_000.0, True, "")])
+    assert bar.below == 0 and bar.at_least
