@@ -203,6 +203,8 @@ def load_profile(name: str) -> Matrix:
         raise MatrixError(f"profile {path}: unknown keys {sorted(unknown)}")
     if data.get("models", "all") == "all":
         data["models"] = list(MODELS)
+    elif data["models"] == "families":  # one line per model family: no variants
+        data["models"] = [name for name, model in MODELS.items() if not model.family]
     try:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items()

@@ -26,6 +26,9 @@ class Model:
     # Stopped by shutting the listener down, so that the stop surfaces from accept()
     # (servers.conn.Stopping), never as an exception raised amid thread start-up
     stop_at_accept: bool = False
+    # a variant of another model (the same strategy written another way): "" for a
+    # family's own line; `models = "families"` in a profile keeps one line per family
+    family: str = ""
 
     def unavailable_reason(self) -> str | None:
         """None when the model can run here, else why not."""
@@ -75,6 +78,38 @@ MODELS: dict[str, Model] = {
             "uvloop",
             "the asyncio code on uvloop's loop",
             options=("backlog",),
+        ),
+        Model(
+            "asyncio-buffered",
+            "servers.asyncio_buffered",
+            None,
+            "asyncio with a BufferedProtocol reading into its own buffer",
+            options=("backlog",),
+            family="asyncio",
+        ),
+        Model(
+            "asyncio-streams",
+            "servers.asyncio_streams",
+            None,
+            "asyncio.start_server, StreamReader/StreamWriter, a task per connection",
+            options=("backlog",),
+            family="asyncio",
+        ),
+        Model(
+            "uvloop-buffered",
+            "servers.uvloop_buffered",
+            "uvloop",
+            "asyncio-buffered on uvloop's loop",
+            options=("backlog",),
+            family="uvloop",
+        ),
+        Model(
+            "uvloop-streams",
+            "servers.uvloop_streams",
+            "uvloop",
+            "asyncio-streams on uvloop's loop",
+            options=("backlog",),
+            family="uvloop",
         ),
         Model("gevent", "servers.gevent_server", "gevent", "gevent StreamServer, greenlets"),
         Model(

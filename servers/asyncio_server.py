@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable
 
 from common.process import STOP_SIGNALS
-from servers.conn import OUTPUT_LIMIT, Counters
+from servers.conn import OUTPUT_LIMIT, RECV_SIZE, Counters
 from servers.protocol import ServerProtocol
 
 CLOSE_GRACE = 0.5  # seconds for aborted transports to report connection_lost
@@ -107,11 +107,33 @@ class Adapter(asyncio.Protocol):
         self.counters.add("closed")
 
 
+class BufferedAdapter(Adapter, asyncio.BufferedProtocol):
+    """The same adapter reading into one buffer of its own (asyncio.BufferedProtocol).
+
+    A plain Protocol gets a new bytes object per read, for which the loop allocates
+    its 256 KiB read size first: past glibc's mmap threshold, an mmap and munmap per
+    read (docs/models.md). Here the loop reads into our preallocated buffer and only
+    the bytes received are copied out: the transport may keep what we write."""
+
+    def __init__(
+        self, protocol: ServerProtocol, counters: Counters, live: set[asyncio.Transport]
+    ) -> None:
+        super().__init__(protocol, counters, live)
+        self.buffer = memoryview(bytearray(RECV_SIZE))
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.answer(self.protocol.feed(bytes(self.buffer[:nbytes])))
+
+
 async def _serve(
     listener: socket.socket,
     make_protocol: Callable[[], ServerProtocol],
     counters: Counters,
     backlog: int,
+    adapter: type[Adapter],
 ) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -119,7 +141,7 @@ async def _serve(
         loop.add_signal_handler(signum, stop.set)
     live: set[asyncio.Transport] = set()
     server = await loop.create_server(
-        lambda: Adapter(make_protocol(), counters, live), sock=listener, backlog=backlog
+        lambda: adapter(make_protocol(), counters, live), sock=listener, backlog=backlog
     )
     try:
         await stop.wait()
@@ -145,10 +167,12 @@ def serve(
     counters: Counters,
     backlog: int = socket.SOMAXCONN,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
+    adapter: type[Adapter] = Adapter,
 ) -> None:
-    """Serve until SIGTERM/SIGINT, then return; `loop_factory` picks the loop (uvloop).
+    """Serve until SIGTERM/SIGINT, then return; `loop_factory` picks the loop (uvloop),
+    `adapter` the protocol class (BufferedAdapter).
 
     create_server() calls listen() again (with 100 unless told): hence the launcher's
     backlog here."""
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(_serve(listener, make_protocol, counters, backlog))
+        runner.run(_serve(listener, make_protocol, counters, backlog, adapter))

@@ -1,0 +1,23 @@
+"""uvloop-streams: asyncio-streams, unchanged, on uvloop's loop."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+
+import uvloop
+
+from servers import asyncio_streams
+from servers.conn import Counters
+from servers.protocol import ServerProtocol
+
+
+def serve(
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    backlog: int = socket.SOMAXCONN,
+) -> None:
+    asyncio_streams.serve(
+        listener, make_protocol, counters, backlog, loop_factory=uvloop.new_event_loop
+    )
