@@ -117,6 +117,13 @@ def build_parser() -> ArgumentParser:
         metavar="US",
         help="extra server CPU per request (tests the regression gate)",
     )
+    run.add_argument(
+        "--malloc-mmap-threshold",
+        type=int,
+        metavar="BYTES",
+        help="every server's glibc MALLOC_MMAP_THRESHOLD_ (default: glibc's dynamic one; "
+        "MALLOC_* variables of this shell never reach the servers)",
+    )
     run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
     run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
     run.add_argument(
@@ -229,6 +236,7 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         driver=args.driver,
         seed=args.seed,
         inject_delay_us=args.inject_delay_us,
+        malloc_mmap_threshold=args.malloc_mmap_threshold,
         rates=args.rates,
         sweep=args.sweep,
         arrivals=args.arrivals,

@@ -6,6 +6,7 @@ import shlex
 from typing import Any
 
 from bench.record import USABLE, Row
+from bench.server_process import allocator_text
 
 
 def _plain(value: Any) -> str:
@@ -62,6 +63,7 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
     }
     counts["suspect"] = sum(r.verdict == "suspect" and r.status in USABLE for r in rows)
     limits = meta.get("limits") or {}
+    matrix = meta.get("matrix") or {}
     command = meta.get("command_line")
     return [
         ("Run", str(meta.get("run_id", "?"))),
@@ -71,6 +73,7 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
         ("Git", git_text),
         ("Command", _command_text(command)),
         ("Profile", _plain(meta.get("profile"))),
+        ("Allocator", allocator_text(int(matrix.get("malloc_mmap_threshold", 0)))),
         (
             "Rows",
             f"{len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")",

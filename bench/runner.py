@@ -122,7 +122,11 @@ def run_cell(
         return row("skipped", f"model unavailable here: {unavailable}")
     busy_before = machine_busy(BUSY_SAMPLE_S)
     server = ServerProcess(
-        cell.key.model, cell.key.protocol, extra_args=server_args(cell, matrix), cpus=plan.server
+        cell.key.model,
+        cell.key.protocol,
+        extra_args=server_args(cell, matrix),
+        cpus=plan.server,
+        malloc_mmap_threshold=matrix.malloc_mmap_threshold,
     )
     try:
         server.start()

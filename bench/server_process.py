@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -49,6 +49,29 @@ def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None) -> Cal
     return setup
 
 
+def allocator_env(environ: Mapping[str, str], mmap_threshold: int = 0) -> dict[str, str]:
+    """The server's environment under one allocator policy for every model.
+
+    glibc's malloc changes its behaviour with MALLOC_* variables and GLIBC_TUNABLES:
+    asyncio's 256 KiB reads cost an mmap and munmap each under the default dynamic
+    threshold, and not with a fixed one (docs/models.md). A variable left over in the
+    caller's shell must not favour one run over another, so they are dropped, and
+    `mmap_threshold` > 0 sets MALLOC_MMAP_THRESHOLD_ for every server alike."""
+    env = {
+        k: v for k, v in environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
+    }
+    if mmap_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    return env
+
+
+def allocator_text(mmap_threshold: int = 0) -> str:
+    """The policy in words, for the report's header."""
+    if mmap_threshold:
+        return f"glibc malloc, MALLOC_MMAP_THRESHOLD_={mmap_threshold} for every server"
+    return "glibc malloc defaults (dynamic mmap threshold) for every server"
+
+
 @dataclass
 class ServerProcess:
     model: str
@@ -58,6 +81,8 @@ class ServerProcess:
     cpus: Sequence[int] | None = None
     ready_timeout: float = 10.0
     fd_limit: int | None = None  # to run the server out of descriptors (tests)
+    # the allocator policy (allocator_env): 0 keeps glibc's dynamic mmap threshold
+    malloc_mmap_threshold: int = 0
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
@@ -119,6 +144,7 @@ class ServerProcess:
             stderr=self._stderr_file,
             text=True,
             preexec_fn=_child_setup(self.cpus, self.fd_limit),
+            env=allocator_env(os.environ, self.malloc_mmap_threshold),
         )
         line = self._read_line(self.ready_timeout)
         if not line:

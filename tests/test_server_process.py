@@ -67,3 +67,19 @@ def _wait_for(path: Path, timeout: float) -> None:
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared: the server is blocked"
         time.sleep(0.01)
+
+
+def _environ(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+@pytest.mark.parametrize("threshold", [0, 1_048_576])
+def test_every_server_gets_the_runs_allocator_policy(monkeypatch, threshold: int) -> None:
+    # a variable left in the caller's shell must not reach one run's servers
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
+    with ServerProcess("epoll", malloc_mmap_threshold=threshold) as server:
+        env = _environ(server.pid)
+    malloc = {k: v for k, v in env.items() if k.startswith("MALLOC_")}
+    assert malloc == ({"MALLOC_MMAP_THRESHOLD_": str(threshold)} if threshold else {})
