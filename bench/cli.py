@@ -118,11 +118,10 @@ def build_parser() -> ArgumentParser:
         help="extra server CPU per request (tests the regression gate)",
     )
     run.add_argument(
-        "--malloc-mmap-threshold",
-        type=int,
-        metavar="BYTES",
-        help="every server's glibc MALLOC_MMAP_THRESHOLD_ (default: glibc's dynamic one; "
-        "MALLOC_* variables of this shell never reach the servers)",
+        "--allocator",
+        choices=["warm", "cold"],
+        help="every server's glibc malloc thresholds: warm (default) as a long-running "
+        "server has them, cold as a fresh process does (docs/models.md)",
     )
     run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
     run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
@@ -236,7 +235,7 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         driver=args.driver,
         seed=args.seed,
         inject_delay_us=args.inject_delay_us,
-        malloc_mmap_threshold=args.malloc_mmap_threshold,
+        allocator=args.allocator,
         rates=args.rates,
         sweep=args.sweep,
         arrivals=args.arrivals,

@@ -73,7 +73,7 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
         ("Git", git_text),
         ("Command", _command_text(command)),
         ("Profile", _plain(meta.get("profile"))),
-        ("Allocator", allocator_text(int(matrix.get("malloc_mmap_threshold", 0)))),
+        ("Allocator", allocator_text(str(matrix.get("allocator", "cold")))),
         (
             "Rows",
             f"{len(rows)} (" + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")",

@@ -18,6 +18,7 @@ from typing import Any
 from bench.curves import parse_target
 from bench.record import CellKey
 from bench.search import MAX_STEPS
+from bench.server_process import ALLOCATOR_POLICIES
 from clients.pipelined import ARRIVALS
 from clients.wire import MAX_PAYLOAD
 from servers import MODELS
@@ -60,9 +61,8 @@ class Matrix:
     driver: str = "loadgen"
     seed: int = 0
     inject_delay_us: int = 0  # extra server CPU per request, outside the cell key
-    # every server's allocator policy (bench.server_process.allocator_env): 0 keeps
-    # glibc's dynamic mmap threshold; > 0 fixes MALLOC_MMAP_THRESHOLD_ at that many bytes
-    malloc_mmap_threshold: int = 0
+    # every server's allocator policy (bench.server_process.ALLOCATOR_POLICIES)
+    allocator: str = "warm"
     description: str = ""
     # offered load (bench.curves): open-loop rates in req/s, and fractions of the
     # capacity a short closed-loop probe finds; either adds open-loop cells
@@ -99,7 +99,10 @@ class Matrix:
             (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
             (self.repeats < 1, "repeats must be >= 1"),
             (self.inject_delay_us < 0, "inject-delay-us must be >= 0"),
-            (self.malloc_mmap_threshold < 0, "malloc-mmap-threshold must be >= 0 (0: default)"),
+            (
+                self.allocator not in ALLOCATOR_POLICIES,
+                f"allocator must be one of {', '.join(ALLOCATOR_POLICIES)}",
+            ),
             (self.duration <= 0 or self.warmup < 0, "duration must be > 0 and warmup >= 0"),
             (
                 any(not (r > 0 and math.isfinite(r)) for r in self.rates),

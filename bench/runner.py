@@ -126,7 +126,7 @@ def run_cell(
         cell.key.protocol,
         extra_args=server_args(cell, matrix),
         cpus=plan.server,
-        malloc_mmap_threshold=matrix.malloc_mmap_threshold,
+        allocator=matrix.allocator,
     )
     try:
         server.start()

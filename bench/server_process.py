@@ -49,27 +49,35 @@ def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None) -> Cal
     return setup
 
 
-def allocator_env(environ: Mapping[str, str], mmap_threshold: int = 0) -> dict[str, str]:
-    """The server's environment under one allocator policy for every model.
+# glibc moves its mmap threshold up to a freed mmapped block's size, and its trim
+# threshold to twice that, the first time a process frees one with free(). A fresh
+# server has not: asyncio's 256 KiB reads then cost an mmap, an mremap and a munmap
+# each, until one connection's EOF frees such a block and the server turns 3x faster
+# (docs/models.md). "warm" starts every server in the state a long-running one reaches;
+# "cold" keeps the fresh process's defaults.
+ALLOCATOR_POLICIES = {
+    "warm": {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "2097152"},
+    "cold": {},
+}
 
-    glibc's malloc changes its behaviour with MALLOC_* variables and GLIBC_TUNABLES:
-    asyncio's 256 KiB reads cost an mmap and munmap each under the default dynamic
-    threshold, and not with a fixed one (docs/models.md). A variable left over in the
-    caller's shell must not favour one run over another, so they are dropped, and
-    `mmap_threshold` > 0 sets MALLOC_MMAP_THRESHOLD_ for every server alike."""
+
+def allocator_env(environ: Mapping[str, str], policy: str = "warm") -> dict[str, str]:
+    """The server's environment under one allocator policy (ALLOCATOR_POLICIES) for
+    every model: a MALLOC_* or GLIBC_TUNABLES setting left in the caller's shell is
+    dropped, so it cannot favour one run over another."""
     env = {
         k: v for k, v in environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"
     }
-    if mmap_threshold:
-        env["MALLOC_MMAP_THRESHOLD_"] = str(mmap_threshold)
+    env.update(ALLOCATOR_POLICIES[policy])
     return env
 
 
-def allocator_text(mmap_threshold: int = 0) -> str:
+def allocator_text(policy: str = "warm") -> str:
     """The policy in words, for the report's header."""
-    if mmap_threshold:
-        return f"glibc malloc, MALLOC_MMAP_THRESHOLD_={mmap_threshold} for every server"
-    return "glibc malloc defaults (dynamic mmap threshold) for every server"
+    settings = " ".join(f"{k}={v}" for k, v in ALLOCATOR_POLICIES[policy].items())
+    if policy == "warm":
+        return f"glibc malloc as a long-running server has it ({settings}), every server"
+    return "glibc malloc as a fresh process has it (dynamic thresholds), every server"
 
 
 @dataclass
@@ -81,8 +89,7 @@ class ServerProcess:
     cpus: Sequence[int] | None = None
     ready_timeout: float = 10.0
     fd_limit: int | None = None  # to run the server out of descriptors (tests)
-    # the allocator policy (allocator_env): 0 keeps glibc's dynamic mmap threshold
-    malloc_mmap_threshold: int = 0
+    allocator: str = "warm"  # allocator_env's policy
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
@@ -144,7 +151,7 @@ class ServerProcess:
             stderr=self._stderr_file,
             text=True,
             preexec_fn=_child_setup(self.cpus, self.fd_limit),
-            env=allocator_env(os.environ, self.malloc_mmap_threshold),
+            env=allocator_env(os.environ, self.allocator),
         )
         line = self._read_line(self.ready_timeout)
         if not line:

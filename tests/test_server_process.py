@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import STDERR_TAIL, ServerProcess
+from bench.server_process import ALLOCATOR_POLICIES, STDERR_TAIL, ServerProcess
 
 pytestmark = pytest.mark.real  # starts processes
 
@@ -74,12 +74,13 @@ def _environ(pid: int) -> dict[str, str]:
     return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
 
 
-@pytest.mark.parametrize("threshold", [0, 1_048_576])
-def test_every_server_gets_the_runs_allocator_policy(monkeypatch, threshold: int) -> None:
+@pytest.mark.parametrize("policy", ["warm", "cold"])
+def test_every_server_gets_the_runs_allocator_policy(monkeypatch, policy: str) -> None:
     # a variable left in the caller's shell must not reach one run's servers
     monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "4096")
-    with ServerProcess("epoll", malloc_mmap_threshold=threshold) as server:
+    with ServerProcess("epoll", allocator=policy) as server:
         env = _environ(server.pid)
     malloc = {k: v for k, v in env.items() if k.startswith("MALLOC_")}
-    assert malloc == ({"MALLOC_MMAP_THRESHOLD_": str(threshold)} if threshold else {})
+    assert malloc == ALLOCATOR_POLICIES[policy]
+    assert (malloc == {}) == (policy == "cold")
