@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -259,16 +259,34 @@ def _section(
             capacity_label=capacity_label,
         )  # fmt: skip
         section.charts.append((chart_title, f"charts/{stem}"))
+    add_capacity_charts(section, bars, targets, counts, "capacity", f": {title}", slug, caption,
+                        charts_dir)  # fmt: skip
+    return section
+
+
+def add_capacity_charts(
+    section: Section,
+    bars: Mapping[tuple[str, int], list[CapacityBar]],
+    targets: Sequence[Target],
+    counts: Sequence[int],
+    prefix: str,
+    after_target: str,
+    slug: str,
+    caption: str,
+    charts_dir: Path,
+) -> None:
+    """A capacity chart per target (a panel per connection count) into `section`:
+    `<prefix>_<target>_<slug>`, titled "Capacity at <target><after_target>"."""
     for target in targets:
-        stem = f"capacity_{target.text.replace(':', '_').replace('.', '')}_{slug}"
+        stem = f"{prefix}_{target.text.replace(':', '_').replace('.', '')}_{slug}"
+        chart_title = f"Capacity at {target.text}{after_target}"
         save_capacity_chart(
             [(f"{c:,} connections", bars.get((target.text, c), [])) for c in counts],
-            f"Capacity at {target.text}: {title}",
+            chart_title,
             caption,
             charts_dir / stem,
         )
-        section.charts.append((f"Capacity at {target.text}: {title}", f"charts/{stem}"))
-    return section
+        section.charts.append((chart_title, f"charts/{stem}"))
 
 
 def model_curve(

@@ -14,8 +14,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from bench.charts import save_capacity_chart
-from bench.curve_report import capacity_text
+from bench.curve_report import add_capacity_charts, capacity_text
 from bench.curves import Capacity, Target, parse_target
 from bench.document import Section, Table, group_slug, group_title
 from bench.frame import model_sort_key
@@ -150,13 +149,7 @@ def _section(
             detail,
         ),
     ]
-    for target in targets:
-        stem = f"slo_{target.text.replace(':', '_').replace('.', '')}_{slug}"
-        save_capacity_chart(
-            [(f"{c:,} connections", bars.get((target.text, c), [])) for c in counts],
-            f"Capacity at {target.text}, searched: {title}",
-            caption,
-            charts_dir / stem,
-        )
-        section.charts.append((f"Capacity at {target.text}, searched: {title}", f"charts/{stem}"))
+    add_capacity_charts(
+        section, bars, targets, counts, "slo", f", searched: {title}", slug, caption, charts_dir
+    )
     return section

@@ -128,6 +128,26 @@ class BufferedAdapter(Adapter, asyncio.BufferedProtocol):
         self.answer(self.protocol.feed(bytes(self.buffer[:nbytes])))
 
 
+def stop_event(loop: asyncio.AbstractEventLoop) -> asyncio.Event:
+    """An event SIGTERM and SIGINT set, through the loop's own signal handlers."""
+    stop = asyncio.Event()
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    return stop
+
+
+async def wait_for_stop(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Until `stop` is set; from then on a second signal is ignored, as the launcher
+    does: the loop's handlers are swapped for SIG_IGN with the signals blocked, so that
+    none lands in between."""
+    await stop.wait()
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    for signum in STOP_SIGNALS:
+        loop.remove_signal_handler(signum)
+        signal.signal(signum, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 async def _serve(
     listener: socket.socket,
     make_protocol: Callable[[], ServerProtocol],
@@ -136,22 +156,13 @@ async def _serve(
     adapter: type[Adapter],
 ) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event(loop)
     live: set[asyncio.Transport] = set()
     server = await loop.create_server(
         lambda: adapter(make_protocol(), counters, live), sock=listener, backlog=backlog
     )
     try:
-        await stop.wait()
-        # From here on a second signal is ignored, as the launcher does: swap the loop's
-        # handlers for SIG_IGN with the signals blocked, so none lands in between.
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-            signal.signal(signum, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        await wait_for_stop(loop, stop)
     finally:
         server.close()  # closes the listener; live connections are ours to close
         for transport in list(live):

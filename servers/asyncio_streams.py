@@ -11,11 +11,10 @@ serve() returns. `loop_factory` runs the same code on uvloop (uvloop_streams).
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 from collections.abc import Callable
 
-from common.process import STOP_SIGNALS
+from servers.asyncio_server import stop_event, wait_for_stop
 from servers.conn import OUTPUT_LIMIT, RECV_SIZE, Counters
 from servers.protocol import ServerProtocol
 
@@ -57,9 +56,7 @@ async def _serve(
     backlog: int,
 ) -> None:
     loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in STOP_SIGNALS:
-        loop.add_signal_handler(signum, stop.set)
+    stop = stop_event(loop)
     tasks: set[asyncio.Task[None]] = set()
 
     async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -73,13 +70,7 @@ async def _serve(
 
     server = await asyncio.start_server(connected, sock=listener, backlog=backlog)
     try:
-        await stop.wait()
-        # A second signal is ignored from here on, as in the launcher (see asyncio_server).
-        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        for signum in STOP_SIGNALS:
-            loop.remove_signal_handler(signum)
-            signal.signal(signum, signal.SIG_IGN)
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        await wait_for_stop(loop, stop)
     finally:
         server.close()  # closes the listener; the connections' tasks are ours to end
         for task in list(tasks):
