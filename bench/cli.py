@@ -24,6 +24,7 @@ from bench.matrix import (
 from bench.progress import Progress
 from bench.record import Row
 from bench.runner import run_cell
+from bench.search import MAX_STEPS
 from bench.slo_run import ESTIMATED_STEPS, run_searches
 from bench.store import RunStore, StoreError
 from common.cli import (
@@ -102,7 +103,7 @@ def build_parser() -> ArgumentParser:
         "--search-steps",
         type=positive_int,
         metavar="N",
-        help="budget of open-loop steps per search (default 14)",
+        help=f"budget of open-loop steps per search (default {MAX_STEPS})",
     )
     run.add_argument("--repeats", type=positive_int)
     run.add_argument(

@@ -19,7 +19,7 @@ from bench.curves import Capacity, Target, parse_target
 from bench.document import Section, Table, group_slug, group_title
 from bench.frame import model_sort_key
 from bench.record import CellKey, Row
-from bench.search import CEILING_SHARE, Found
+from bench.search import CEILING_SHARE, MAX_STEPS, Found
 from bench.slo_run import replay, search_target, step_number
 
 Search = tuple[CellKey, int, str]  # closed-loop cell, repeat, target text
@@ -33,7 +33,7 @@ def searches(rows: list[Row], budget: int) -> dict[Search, Found | None]:
             closed = replace(row.cell, load="", search="")
             steps[(closed, row.repeat, search_target(row))].append(row)
     ended: dict[Search, Found | None] = {}
-    for (closed, repeat, text), found in sorted(steps.items(), key=lambda kv: str(kv[0])):
+    for (closed, repeat, text), found in steps.items():
         ordered = sorted(found, key=step_number)
         capacity = ordered[0].probe_rps
         if capacity is None:
@@ -48,7 +48,7 @@ def slo_sections(
     rows: list[Row], meta: dict[str, Any], charts_dir: Path, caption: str
 ) -> list[Section]:
     matrix = meta.get("matrix") or {}
-    budget = int(matrix.get("search_steps") or 14)
+    budget = int(matrix.get("search_steps") or MAX_STEPS)
     ended = searches(rows, budget)
     if not ended:
         return []
