@@ -205,7 +205,7 @@ def run_cell(
         failure = f"{failure}; {stop_note}" if failure else stop_note
     if failure or load is None:
         return row("failed", (failure or "no load result").strip(), **figures)
-    reasons = judge(load, busy_before)
+    reasons = judge(load, busy_before, sample["counters"].get("workers_restarted", 0))
     bound = load.client.bound
     return row(
         "client-bound" if bound else "ok",

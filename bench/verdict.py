@@ -13,7 +13,15 @@ from collections.abc import Sequence
 from bench.record import Reason
 from clients.result import Interval, LoadResult
 
-CODES = ("client-bound", "rate", "overloaded", "non-stationary", "busy-machine", "few-samples")
+CODES = (
+    "client-bound",
+    "rate",
+    "overloaded",
+    "non-stationary",
+    "busy-machine",
+    "few-samples",
+    "restarted",
+)
 RATE_SHARE = 0.95  # an open loop must achieve this share of the asked rate
 BUSY_BEFORE = 10.0  # % of the machine's CPU time busy in the half second before the cell
 # A stationary window: the throughputs of its first and last thirds within DRIFT of the
@@ -28,8 +36,9 @@ MIN_INTERVALS = 6  # fewer interval histograms than this: no stationarity check
 SAMPLES_FOR = (("p99.9", 10_000), ("p99", 1_000))
 
 
-def judge(load: LoadResult, busy_before: float | None) -> tuple[Reason, ...]:
-    """Every reason to doubt the cell, in CODES order; empty: valid."""
+def judge(load: LoadResult, busy_before: float | None, restarts: int = 0) -> tuple[Reason, ...]:
+    """Every reason to doubt the cell, in CODES order; empty: valid. `restarts`: the
+    server's worker processes that died and were replaced during the cell."""
     reasons = [Reason("client-bound", text) for text in load.client.reasons]
     asked, achieved = load.rate.asked, load.rate.achieved
     if asked and achieved < RATE_SHARE * asked:
@@ -69,6 +78,11 @@ def judge(load: LoadResult, busy_before: float | None) -> tuple[Reason, ...]:
                 )
             )
             break
+    if restarts:
+        were = "processes died and were" if restarts > 1 else "process died and was"
+        reasons.append(
+            Reason("restarted", f"{restarts} server worker {were} replaced during the cell")
+        )
     return tuple(reasons)
 
 

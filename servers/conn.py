@@ -34,6 +34,7 @@ class Counters:
     refused: int = 0  # accepted by the kernel, closed at once by the model
     protocol_errors: int = 0  # closed because the peer broke the protocol
     closed: int = 0
+    workers_restarted: int = 0  # worker processes that died and were replaced (prefork)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, n: int = 1) -> None:

@@ -2,6 +2,8 @@
 
 Level-triggered and non-blocking. A connection is watched for EPOLLOUT only while it
 has output pending, and for EPOLLIN only while its backlog is under the limit.
+`watches` lets a caller serve descriptors of its own in the same loop (prefork's parent
+hears its children die there).
 """
 
 from __future__ import annotations
@@ -9,12 +11,15 @@ from __future__ import annotations
 import select
 import socket
 from collections.abc import Callable
+from typing import TypeAlias
 
 from servers.conn import Connection, Counters, Timers, accept_ready, close_all
 from servers.protocol import ServerProtocol
 
 READ, WRITE = select.EPOLLIN, select.EPOLLOUT
 TROUBLE = select.EPOLLERR | select.EPOLLHUP  # reported as readable
+# fd -> called once when fd turns readable (after it left the loop); returns new watches
+Watches: TypeAlias = "dict[int, Callable[[], Watches]]"
 
 
 def interest(conn: Connection) -> int:
@@ -22,14 +27,20 @@ def interest(conn: Connection) -> int:
 
 
 def serve(
-    listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
+    listener: socket.socket,
+    make_protocol: Callable[[], ServerProtocol],
+    counters: Counters,
+    watches: Watches | None = None,
 ) -> None:
     listener.setblocking(False)
+    watches = {} if watches is None else watches
     conns: dict[int, Connection] = {}
     watched: dict[int, int] = {}  # fd -> the events the kernel watches for it now
     timers = Timers()
     poller = select.epoll()
     poller.register(listener.fileno(), READ)
+    for fd in watches:
+        poller.register(fd, READ)
 
     def settle(conn: Connection) -> None:
         if conn.done:
@@ -49,6 +60,12 @@ def serve(
                         conns[conn.fd] = conn
                         poller.register(conn.fd, READ)
                         watched[conn.fd] = READ
+                    continue
+                if fd in watches:
+                    poller.unregister(fd)
+                    for new, call in watches.pop(fd)().items():
+                        watches[new] = call
+                        poller.register(new, READ)
                     continue
                 conn = conns[fd]
                 conn.step(readable=bool(events & (READ | TROUBLE)), writable=bool(events & WRITE))

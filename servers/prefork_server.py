@@ -4,9 +4,12 @@ The kernel spreads new connections over the sockets bound to the port (by a hash
 the addresses), so N processes use N cores with no GIL and no shared state. The parent
 is worker 0: it serves on the launcher's listener, which it must not close (connections
 queued there since the ready line would be reset). Workers 1..N-1 are forked children,
-each pinned to one CPU of the set, dying with the parent (PR_SET_PDEATHSIG). On stop the
-parent SIGTERMs them, waits at most 1.5 s, SIGKILLs stragglers, and adds the counters
-each child sent back over a pipe (JSON) to its own.
+each pinned to one CPU of the set, dying with the parent (PR_SET_PDEATHSIG). A child's
+counters pipe is watched in the parent's epoll loop: it turns readable only when the
+child exits, and then the parent reaps it and forks a replacement (at most
+MAX_RESTARTS), counting `workers_restarted` and saying so in an event line. On stop
+the parent SIGTERMs the children, waits at most 1.5 s, SIGKILLs stragglers, and adds
+the counters each child sent back over its pipe (JSON) to its own.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from servers.protocol import ServerProtocol
 from servers.stop_kick import watch_stop_signals
 
 STOP_WAIT = 1.5  # seconds for children to stop before SIGKILL: the launcher has 2 s
+MAX_RESTARTS = 32  # a worker that dies at every start must not fork forever
 
 
 class _Stop(BaseException):
@@ -43,12 +47,30 @@ def serve(
     workers: int | None = None,
 ) -> None:
     cpus = sorted(os.sched_getaffinity(0))  # the plan's CPU set (pinned before exec)
-    children: dict[int, int] = {}  # pid -> read end of its counters pipe
+    children: dict[int, tuple[int, int]] = {}  # read end of its counters pipe -> pid, index
+
+    def spawn(index: int) -> epoll_server.Watches:
+        fd = _fork(index, cpus, listener, backlog, make_protocol, children)
+        return {fd: lambda: respawn(fd)}
+
+    def respawn(fd: int) -> epoll_server.Watches:
+        pid, index = children.pop(fd)
+        status, lost = _reap(pid, fd, counters)
+        event = {"worker": index, "pid": pid, "status": status, "counters_lost": lost}
+        if counters.workers_restarted >= MAX_RESTARTS:
+            _emit({"event": "worker_lost", **event})
+            return {}
+        counters.add("workers_restarted")
+        watches = spawn(index)
+        _emit({"event": "worker_restarted", **event, "new_pid": children[next(iter(watches))][0]})
+        return watches
+
     try:
+        watches: epoll_server.Watches = {}
         for index in range(1, workers or len(cpus)):
-            _fork(index, cpus, listener, backlog, make_protocol, children)
+            watches |= spawn(index)
         _pin(0, cpus)
-        epoll_server.serve(listener, make_protocol, counters)
+        epoll_server.serve(listener, make_protocol, counters, watches)
     finally:
         _stop(children, counters)
 
@@ -59,8 +81,9 @@ def _fork(
     listener: socket.socket,
     backlog: int,
     make_protocol: Callable[[], ServerProtocol],
-    children: dict[int, int],
-) -> None:
+    children: dict[int, tuple[int, int]],
+) -> int:
+    """Start worker `index`; the read end of its counters pipe, on record in children."""
     read_fd, write_fd = os.pipe()
     parent = os.getpid()
     # Signals stay blocked until the child has its own handler and the parent has the
@@ -70,11 +93,36 @@ def _fork(
         pid = os.fork()
         if pid == 0:
             os.close(read_fd)
+            _close_connections(keep={listener.fileno(), write_fd})
             _child(index, cpus, parent, listener, backlog, make_protocol, write_fd, blocked)
-        children[pid] = read_fd
+        children[read_fd] = (pid, index)
         os.close(write_fd)  # the child's end: EOF once it exits
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return read_fd
+
+
+def _close_connections(keep: set[int]) -> None:
+    """In a replacement child: close the parent's connections that came with the fork.
+    Held open here, a connection the parent closes would never end (no FIN) and would
+    stay in the parent's epoll set. Their Python objects stay referenced by the
+    parent's frames under this one, so nothing closes these numbers again."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd in keep or fd <= 2:
+            continue
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError:
+            continue  # not a socket (or the listing's own descriptor, gone by now)
+        try:
+            connected = sock.type == socket.SOCK_STREAM and not sock.getsockopt(
+                socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+            )
+        finally:
+            sock.detach()
+        if connected:
+            os.close(fd)
 
 
 def _child(
@@ -122,24 +170,43 @@ def _pin(index: int, cpus: list[int]) -> None:
         os.sched_setaffinity(0, {cpus[index % len(cpus)]})
 
 
-def _stop(children: dict[int, int], counters: Counters) -> None:
-    for pid in children:
+def _reap(pid: int, fd: int, counters: Counters) -> tuple[int, bool]:
+    """A child whose pipe turned readable: its counters added, its wait status, and
+    whether its counters were lost."""
+    lost = not _collect(fd, counters)
+    return os.waitpid(pid, 0)[1], lost
+
+
+def _collect(fd: int, counters: Counters) -> bool:
+    """Read an exiting child's counters pipe to EOF (its exit closes the write end) and
+    add what it sent; False: it sent nothing (killed before it wrote them)."""
+    with os.fdopen(fd, "rb") as reader:
+        data = reader.read()
+    try:
+        for name, n in json.loads(data).items():
+            counters.add(name, n)
+    except ValueError:
+        return False
+    return True
+
+
+def _emit(event: dict[str, object]) -> None:
+    print(json.dumps(event), flush=True)  # the launcher's stdout: one JSON object a line
+
+
+def _stop(children: dict[int, tuple[int, int]], counters: Counters) -> None:
+    pids = {pid: fd for fd, (pid, _) in children.items()}
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
-    running, deadline = set(children), time.monotonic() + STOP_WAIT
+    running, deadline = set(pids), time.monotonic() + STOP_WAIT
     while running and time.monotonic() < deadline:
         running -= {pid for pid in running if os.waitpid(pid, os.WNOHANG)[0]}
         time.sleep(0.005)
     for pid in running:  # a stuck child: its counters are lost
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-    for pipe in children.values():
-        with os.fdopen(pipe, "rb") as reader:
-            data = reader.read()
-        try:
-            for name, n in json.loads(data).items():
-                counters.add(name, n)
-        except ValueError:
-            pass  # killed before it wrote them
+    for pipe in pids.values():
+        _collect(pipe, counters)

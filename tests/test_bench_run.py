@@ -7,8 +7,10 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import Any
 
+import psutil
 import pytest
 
 from bench import cli
@@ -88,6 +90,42 @@ def test_crashed_server_gives_failed_row_and_the_run_goes_on(tmp_path, monkeypat
     assert rows["poll"].status == "failed"
     assert "server exited" in (rows["poll"].reason or "")
     assert rows["epoll"].status in ("ok", "client-bound")
+
+
+class WorkerKillingServer(ServerProcess):
+    """prefork with two workers (even on one server CPU), one of which is SIGKILLed
+    once it holds a connection."""
+
+    def __init__(self, model: str, *args: Any, extra_args: Any = (), **kw: Any) -> None:
+        super().__init__(model, *args, extra_args=[*extra_args, "--workers", "2"], **kw)
+
+    def start(self) -> ServerProcess:
+        super().start()
+        threading.Thread(target=self._kill_a_worker, daemon=True).start()
+        return self
+
+    def _kill_a_worker(self) -> None:
+        parent, deadline = psutil.Process(self.pid), time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            for child in parent.children():
+                if any(c.status == psutil.CONN_ESTABLISHED for c in child.net_connections("tcp")):
+                    child.kill()
+                    return
+            time.sleep(0.005)
+
+
+def test_a_prefork_worker_killed_mid_cell_is_counted_in_the_row(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr("bench.runner.ServerProcess", WorkerKillingServer)
+    code = run_bench(tmp_path, "--models", "prefork", "--connections", "16", "--no-report")
+    assert code == 0
+    [row] = RunStore.open(tmp_path / "t").rows()
+    assert row.status in ("ok", "client-bound"), row.reason
+    assert row.server["counters"]["workers_restarted"] == 1
+    assert "restarted" in [r.code for r in row.reasons] and row.verdict == "suspect"
+    assert row.load is not None and row.load.requests > 0
+    errors = [row.load.errors, row.load.errors_before]
+    failed = sum(e.get(k, 0) for e in errors for k in ("reset", "closed"))
+    assert failed > 0  # the dead worker's connections
 
 
 def test_retry_failed_runs_the_failed_cells_again(tmp_path, monkeypatch) -> None:

@@ -4,6 +4,7 @@ bound, prefork's processes, stops with replies still held, and the listen backlo
 from __future__ import annotations
 
 import collections
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,8 @@ import time
 import psutil
 import pytest
 
+from clients.errors import ERROR_KINDS
+from clients.result import LoadResult
 from tests.helpers import (
     AVAILABLE,
     connect,
@@ -146,6 +149,76 @@ def test_prefork_children_die_with_a_killed_parent(server_factory):
     server.kill()  # SIGKILL: no cleanup in the parent, PR_SET_PDEATHSIG does it
     gone, alive = psutil.wait_procs(children, timeout=5.0)
     assert not alive
+
+
+def _established(proc: psutil.Process, port: int) -> int:
+    return sum(
+        1
+        for c in proc.net_connections("tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
+    )
+
+
+def _wait_for(what: str, check, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not (found := check()):
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.01)
+    return found
+
+
+def _restart_event(server) -> dict | None:
+    for line in list(server.stdout_tail):
+        if '"worker_restarted"' in line:
+            return json.loads(line)
+    return None
+
+
+def test_prefork_replaces_a_worker_killed_mid_run(server_factory):
+    """SIGKILL one worker under load: a replacement serves new connections, each
+    connection the dead worker held fails once at the client, the stop line counts the
+    restart, and the run goes on."""
+    conns = 32
+    server = server_factory("prefork", "echo", "--workers", "2")
+    parent, child = prefork_processes(server, 2)
+    load = subprocess.Popen(
+        [sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{server.port}",
+         "--connections", str(conns), "--processes", "1", "--duration", "3",
+         "--warmup", "0.2", "--timeout", "2", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    socks: list[socket.socket] = []
+    try:
+        both = [parent, child]
+        _wait_for("connections", lambda: sum(_established(p, server.port) for p in both) == conns)
+        held = _established(child, server.port)
+        assert held > 0  # 32 hashed all onto the parent: 2^-32
+        child.kill()
+        event = _wait_for("restart line", lambda: _restart_event(server))
+        assert event["pid"] == child.pid and event["counters_lost"] is True
+        replacement = psutil.Process(event["new_pid"])
+        assert replacement.ppid() == server.pid
+        _wait_for("listening replacement", lambda: len(prefork_processes(server, 2)) == 2)
+        assert _established(replacement, server.port) == 0  # the parent's stayed with it
+        socks = [connect(server.port) for _ in range(40)]
+        for sock in socks:
+            assert exchange(sock, frame(b"after"), 9) == frame(b"after")
+        assert _established(replacement, server.port) > 0  # 40 all on the parent: 2^-40
+        out, err = load.communicate(timeout=30)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait()
+        for sock in socks:
+            sock.close()
+    assert load.returncode == 0, err
+    result = LoadResult.from_json(out)
+    lost = {k: result.errors.get(k, 0) + result.errors_before.get(k, 0) for k in ERROR_KINDS}
+    assert lost["reset"] + lost["closed"] == held, lost
+    assert lost["mismatch"] == 0 and result.requests > 0
+    assert server.stop() == 0, server.stderr
+    assert server.stopped["workers_restarted"] == 1
+    assert not replacement.is_running() or replacement.status() == psutil.STATUS_ZOMBIE
 
 
 @pytest.mark.parametrize("model", NEW_MODELS)

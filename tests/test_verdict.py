@@ -36,12 +36,16 @@ def test_each_check_gives_its_reason() -> None:
         "rate": judge(slow, None),
         "busy-machine": judge(busy, busy_before=48.0),
         "few-samples": judge(few, None),
+        "restarted": judge(base, None, restarts=1),
     }
     for code, reasons in cases.items():
         assert [r.code for r in reasons] == [code], (code, reasons)
         assert verdict(reasons) == "suspect"
     assert "achieved 4,700 req/s of the 5,000 asked (94%" in cases["rate"][0].text
     assert "p99.9 from 4,000 requests" in cases["few-samples"][0].text
+    assert cases["restarted"][0].text == (
+        "1 server worker process died and was replaced during the cell"
+    )
     # 95% of the asked rate is enough
     assert judge(dataclasses.replace(base, rate=Rate(5000.0, 5000.0, 4760.0)), None) == ()
 
