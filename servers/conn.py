@@ -25,6 +25,7 @@ RECV_SIZE = 64 * 1024
 # Stop reading from a connection whose unsent output passes this, until it drains:
 # a client that sends but never reads must not make the server buffer without bound.
 OUTPUT_LIMIT = 1024 * 1024
+WANT_READ, WANT_WRITE = 1, 2  # Connection.wanted()'s mask
 ACCEPT_BATCH = 64  # accepts per readiness event, so new arrivals can't starve the rest
 
 
@@ -206,8 +207,23 @@ class Connection:
             not self.out and not self.held and (self.eof or self.protocol.closing)
         )
 
-    def step(self, readable: bool, writable: bool) -> None:
-        """Handle one readiness report; errors and hang-ups are reported as readable."""
+    def wanted(self) -> int | None:
+        """What to watch next, as a WANT_READ | WANT_WRITE mask; None: done. One call
+        where the loops' settle() used three properties: it runs once per request."""
+        out, held = self.out, self.held
+        if self.broken:
+            return None
+        ending = self.eof or self.protocol.closing
+        if ending and not out and not held:
+            return None
+        mask = WANT_WRITE if out else 0
+        if not ending and len(out) + held < OUTPUT_LIMIT:
+            mask |= WANT_READ
+        return mask
+
+    def step(self, readable: int, writable: int) -> None:
+        """Handle one readiness report (truthy: ready); errors and hang-ups are reported
+        as readable."""
         if readable:
             self.on_readable()
         if writable and not self.broken:
@@ -258,10 +274,10 @@ class Connection:
         except OSError:
             self.broken = True
             return
-        if data is reply:
-            self.out += memoryview(reply)[sent:]
-        else:
+        if data is not reply:
             del self.out[:sent]
+        elif sent < len(reply):
+            self.out += memoryview(reply)[sent:]
 
     def close(self) -> None:
         self.closed = True

@@ -18,12 +18,12 @@ from servers.protocol import ServerProtocol
 
 READ, WRITE = select.EPOLLIN, select.EPOLLOUT
 TROUBLE = select.EPOLLERR | select.EPOLLHUP  # reported as readable
+READABLE = READ | TROUBLE
 # fd -> called once when fd turns readable (after it left the loop); returns new watches
 Watches: TypeAlias = "dict[int, Callable[[], Watches]]"
 
 
-def interest(conn: Connection) -> int:
-    return (READ if conn.wants_read else 0) | (WRITE if conn.wants_write else 0)
+EVENTS = (0, READ, WRITE, READ | WRITE)  # indexed by Connection.wanted()'s mask
 
 
 def serve(
@@ -33,28 +33,29 @@ def serve(
     watches: Watches | None = None,
 ) -> None:
     listener.setblocking(False)
+    listening = listener.fileno()
     watches = {} if watches is None else watches
     conns: dict[int, Connection] = {}
     watched: dict[int, int] = {}  # fd -> the events the kernel watches for it now
     timers = Timers()
     poller = select.epoll()
-    poller.register(listener.fileno(), READ)
+    poller.register(listening, READ)
     for fd in watches:
         poller.register(fd, READ)
 
     def settle(conn: Connection) -> None:
-        if conn.done:
+        if (mask := conn.wanted()) is None:
             poller.unregister(conn.fd)
             del conns[conn.fd], watched[conn.fd]
             conn.close()
-        elif (wanted := interest(conn)) != watched[conn.fd]:
+        elif (wanted := EVENTS[mask]) != watched[conn.fd]:
             poller.modify(conn.fd, wanted)
             watched[conn.fd] = wanted
 
     try:
         while True:
             for fd, events in poller.poll(timers.timeout()):
-                if fd == listener.fileno():
+                if fd == listening:
                     for sock in accept_ready(listener, counters):
                         conn = Connection(sock, make_protocol(), counters, timers)
                         conns[conn.fd] = conn
@@ -68,7 +69,7 @@ def serve(
                         poller.register(new, READ)
                     continue
                 conn = conns[fd]
-                conn.step(readable=bool(events & (READ | TROUBLE)), writable=bool(events & WRITE))
+                conn.step(events & READABLE, events & WRITE)
                 settle(conn)
             for conn in timers.due():
                 settle(conn)

@@ -16,28 +16,29 @@ from servers.protocol import ServerProtocol
 
 READ, WRITE = select.POLLIN, select.POLLOUT
 TROUBLE = select.POLLERR | select.POLLHUP | select.POLLNVAL  # reported as readable
+READABLE = READ | TROUBLE
 
 
-def interest(conn: Connection) -> int:
-    return (READ if conn.wants_read else 0) | (WRITE if conn.wants_write else 0)
+EVENTS = (0, READ, WRITE, READ | WRITE)  # indexed by Connection.wanted()'s mask
 
 
 def serve(
     listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
 ) -> None:
     listener.setblocking(False)
+    listening = listener.fileno()
     conns: dict[int, Connection] = {}
     watched: dict[int, int] = {}  # fd -> the events the kernel watches for it now
     timers = Timers()
     poller = select.poll()
-    poller.register(listener.fileno(), READ)
+    poller.register(listening, READ)
 
     def settle(conn: Connection) -> None:
-        if conn.done:
+        if (mask := conn.wanted()) is None:
             poller.unregister(conn.fd)
             del conns[conn.fd], watched[conn.fd]
             conn.close()
-        elif (wanted := interest(conn)) != watched[conn.fd]:
+        elif (wanted := EVENTS[mask]) != watched[conn.fd]:
             poller.modify(conn.fd, wanted)
             watched[conn.fd] = wanted
 
@@ -45,7 +46,7 @@ def serve(
         while True:
             timeout = timers.timeout()  # poll() counts in milliseconds
             for fd, events in poller.poll(None if timeout is None else timeout * 1000):
-                if fd == listener.fileno():
+                if fd == listening:
                     for sock in accept_ready(listener, counters):
                         conn = Connection(sock, make_protocol(), counters, timers)
                         conns[conn.fd] = conn
@@ -53,7 +54,7 @@ def serve(
                         watched[conn.fd] = READ
                     continue
                 conn = conns[fd]
-                conn.step(readable=bool(events & (READ | TROUBLE)), writable=bool(events & WRITE))
+                conn.step(events & READABLE, events & WRITE)
                 settle(conn)
             for conn in timers.due():
                 settle(conn)

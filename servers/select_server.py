@@ -21,6 +21,7 @@ def serve(
     listener: socket.socket, make_protocol: Callable[[], ServerProtocol], counters: Counters
 ) -> None:
     listener.setblocking(False)
+    listening = listener.fileno()
     conns: dict[int, Connection] = {}
     timers = Timers()
 
@@ -31,12 +32,12 @@ def serve(
 
     try:
         while True:
-            readers = [listener.fileno()] + [fd for fd, c in conns.items() if c.wants_read]
+            readers = [listening] + [fd for fd, c in conns.items() if c.wants_read]
             writers = [fd for fd, c in conns.items() if c.wants_write]
             ready_r, ready_w, _ = select.select(readers, writers, [], timers.timeout())
             readable, writable = set(ready_r), set(ready_w)
             for fd in readable | writable:
-                if fd == listener.fileno():
+                if fd == listening:
                     for sock in accept_ready(listener, counters):
                         if sock.fileno() >= FD_SETSIZE:
                             counters.add("refused")
@@ -46,7 +47,7 @@ def serve(
                         conns[conn.fd] = conn
                     continue
                 conn = conns[fd]
-                conn.step(readable=fd in readable, writable=fd in writable)
+                conn.step(fd in readable, fd in writable)
                 settle(conn)
             for conn in timers.due():
                 settle(conn)

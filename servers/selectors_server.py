@@ -16,8 +16,7 @@ from servers.protocol import ServerProtocol
 READ, WRITE = selectors.EVENT_READ, selectors.EVENT_WRITE
 
 
-def interest(conn: Connection) -> int:
-    return (READ if conn.wants_read else 0) | (WRITE if conn.wants_write else 0)
+EVENTS = (0, READ, WRITE, READ | WRITE)  # indexed by Connection.wanted()'s mask
 
 
 def serve(
@@ -30,11 +29,11 @@ def serve(
     poller.register(listener, READ)
 
     def settle(conn: Connection) -> None:
-        if conn.done:
+        if (mask := conn.wanted()) is None:
             poller.unregister(conn.fd)
             del conns[conn.fd]
             conn.close()
-        elif (wanted := interest(conn)) != poller.get_key(conn.fd).events:
+        elif (wanted := EVENTS[mask]) != poller.get_key(conn.fd).events:
             poller.modify(conn.fd, wanted, conn)
 
     try:
@@ -47,7 +46,7 @@ def serve(
                         poller.register(conn.fd, READ, conn)
                     continue
                 conn = key.data
-                conn.step(readable=bool(events & READ), writable=bool(events & WRITE))
+                conn.step(events & READ, events & WRITE)
                 settle(conn)
             for conn in timers.due():
                 settle(conn)
