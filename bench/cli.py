@@ -1,4 +1,4 @@
-"""`python -m bench run | report | compare | list`: the product's main command line."""
+"""`python -m bench run | report | compare | explain | list`: the product's main command line."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import explain_cli
 from bench.cpus import CpuPlanError, plan_cpus
 from bench.matrix import (
     DRIVERS,
@@ -160,6 +161,7 @@ def build_parser() -> ArgumentParser:
         help="the models the load-latency overview chart draws (at most 6)",
     )
     sub.add_parser("list", help="list profiles and models")
+    explain_cli.add_parser(sub)
     compare = sub.add_parser(
         "compare", help="compare two runs: the regression gate (exit 1 on a regression)"
     )
@@ -202,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args.run_dir, args.models)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "explain":
+            return explain_cli.cmd_explain(args, argv if argv is not None else sys.argv[1:])
         return cmd_list()
     except (MatrixError, CpuPlanError, StoreError) as exc:
         sys.stderr.write(f"python -m bench: error: {exc}\n")

@@ -212,7 +212,7 @@ class LoadResult:
                 f"{SCHEMA}: run the load again with this version"
             )
         try:
-            return _build(cls, data)
+            return build_dataclass(cls, data)
         except (TypeError, ValueError, KeyError) as exc:
             raise LoadResultError(f"malformed load result: {exc}") from None
 
@@ -224,7 +224,7 @@ def no_errors() -> dict[str, int]:
 T = TypeVar("T")
 
 
-def _build(cls: type[T], data: dict[str, Any]) -> T:
+def build_dataclass(cls: type[T], data: dict[str, Any]) -> T:
     """A dataclass from its asdict() form, nested dataclasses and tuples included."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
@@ -246,12 +246,13 @@ def _convert(hint: Any, value: Any) -> Any:
     if is_dataclass(hint) and isinstance(hint, type):
         if not isinstance(value, dict):
             raise ValueError(f"{hint.__name__} must be an object")
-        return _build(hint, value)
+        return build_dataclass(hint, value)
     return value
 
 
 __all__ = [
     "SCHEMA",
+    "build_dataclass",
     "Client",
     "ConnectLatency",
     "Connections",

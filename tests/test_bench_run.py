@@ -96,8 +96,9 @@ class WorkerKillingServer(ServerProcess):
     """prefork with two workers (even on one server CPU), one of which is SIGKILLed
     once it holds a connection."""
 
-    def __init__(self, model: str, *args: Any, extra_args: Any = (), **kw: Any) -> None:
-        super().__init__(model, *args, extra_args=[*extra_args, "--workers", "2"], **kw)
+    def __init__(self, model: str, protocol: str = "echo", **kw: Any) -> None:
+        kw["extra_args"] = [*kw.get("extra_args", ()), "--workers", "2"]
+        super().__init__(model, protocol, **kw)
 
     def start(self) -> ServerProcess:
         super().start()

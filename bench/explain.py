@@ -1,0 +1,326 @@
+"""`bench explain MODEL ...`: where a model's CPU per request goes, at one offered rate.
+
+For each model: a server on the server CPUs, the load generator's open loop at --rate on
+the client CPUs, and three back-to-back phases inside the load's window:
+
+1. clean: nothing attached. CPU per request in the process view (user and system time
+   of the server and its children) and the core view (the server CPUs' busy time,
+   softirq included);
+2. syscalls: `perf stat` counts the raw_syscalls:sys_enter tracepoint on the server
+   CPUs, and the common calls by name. It counts in the kernel without stopping the
+   server, so events batch as they do unobserved (strace stops the server at each
+   call and changes that);
+3. profile: `perf record` samples the server CPUs 2999 times a second, on-CPU only,
+   and the samples of the server's processes split its time by shared object (kernel,
+   interpreter, libc, the model's extension module) and by symbol.
+
+Each figure divides by the replies of its own phase, counted from the load
+generator's 100 ms interval counts between the phase's ends; the CPU per request of
+phases 2 and 3, beside the clean one, shows what the observing cost. What this cannot
+see, and why not py-spy: docs/models.md, "Where the microseconds go".
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench import perf_session
+from bench.cpus import CpuPlan
+from bench.sampler import CoreSampler, ServerSampler
+from bench.server_process import ServerProcess
+from clients.result import LoadResult, LoadResultError, build_dataclass
+from common.cpus import format_cpu_list
+
+SCHEMA = 1
+PHASES = ("clean", "syscalls", "profile")
+LEAD_S = 0.5  # into the window before the first phase (the connects take milliseconds)
+TEARDOWN_S = 3.0  # perf stat takes about 1.3 s to close between two phases
+WARMUP_S = 1.0
+TOP = 12  # symbols kept per model
+
+
+class ExplainError(RuntimeError):
+    """A model whose costs could not be measured; the others go on."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    seconds: float
+    requests: float  # replies in the phase
+    user_us: float  # per request, process view
+    sys_us: float
+    core_us: float | None  # per request, core view
+
+    @property
+    def cpu_us(self) -> float:
+        return self.user_us + self.sys_us
+
+
+@dataclass(frozen=True)
+class Cost:
+    name: str  # a part (kernel, interpreter, libc, a module) or "symbol (object)"
+    us: float  # on-CPU microseconds per request, from the profile's samples
+
+
+@dataclass(frozen=True)
+class Explained:
+    model: str
+    protocol: str
+    payload: int
+    connections: int
+    rate: float | None  # asked, requests/s; None: the closed loop
+    achieved: float  # the load's whole window
+    client_bound: bool | None
+    phases: tuple[Phase, ...]
+    syscalls_per_request: float | None
+    syscalls: tuple[tuple[str, float], ...]  # (name, per request), most first
+    parts: tuple[Cost, ...]  # the profile by part, most first
+    symbols: tuple[Cost, ...]  # the TOP symbols
+    samples: int  # the profile's samples of the server's processes
+    notes: tuple[str, ...]  # what could not be measured, and why
+    repeats: int = 1  # every figure is the median of this many measurements
+    cpu_range: tuple[float, float] | None = None  # the clean total's lowest and highest
+    schema: int = SCHEMA
+
+    def phase(self, name: str) -> Phase | None:
+        return next((p for p in self.phases if p.name == name), None)
+
+
+@dataclass(frozen=True)
+class Options:
+    protocol: str = "echo"
+    payload: int = 64
+    connections: int = 100
+    rate: float | None = 50_000.0  # None: the closed loop
+    phase_s: int = 2
+
+
+def explain_model(
+    model: str, options: Options, plan: CpuPlan, out_dir: Path, log: Callable[[str], None]
+) -> Explained:
+    """Measure one model (see the module); ExplainError if it cannot be measured."""
+    server = ServerProcess(model, options.protocol, cpus=plan.server)
+    try:
+        server.start()
+    except Exception as exc:
+        raise ExplainError(f"{model}: the server did not start: {exc}") from None
+    data = out_dir / f"perf-{model}.data"
+    # Each perf starts in its own phase: a perf stat's tracepoints cost even while its
+    # events are off, and it takes about 1.3 s to close (TEARDOWN_S).
+    sessions = {
+        "syscalls": lambda: perf_session.syscall_counter(plan.server, out_dir),
+        "profile": lambda: perf_session.profiler(plan.server, data),
+    }
+    ran: dict[str, perf_session.PerfSession] = {}
+    try:
+        sampler = ServerSampler(server.pid).start()
+        cores = CoreSampler(list(plan.server)).start()
+        loadgen = subprocess.Popen(
+            _load_command(options, server.port, plan),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(WARMUP_S + LEAD_S)
+            spans = []
+            for name in PHASES:
+                log(f"{model}: {name} phase ({options.phase_s} s)")
+                if name in sessions:
+                    ran[name] = session = sessions[name]()
+                    spans.append((name, *session.measure(options.phase_s)))
+                    session.close()
+                else:
+                    start = time.time()
+                    time.sleep(options.phase_s)
+                    spans.append((name, start, time.time()))
+            pids = {server.pid, *(c.pid for c in psutil.Process(server.pid).children(True))}
+            out, err = loadgen.communicate(timeout=options.phase_s * 10 + 30)
+        finally:
+            if loadgen.poll() is None:
+                loadgen.kill()
+                loadgen.wait()
+            sampler.stop()
+            cores.stop()
+        try:
+            load = LoadResult.from_json(out)
+        except LoadResultError:
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            raise ExplainError(f"{model}: the load generator failed: {last}") from None
+    finally:
+        for session in ran.values():
+            session.close()
+        server.stop()
+    counter, profiler = ran["syscalls"], ran["profile"]
+    phases = tuple(
+        _phase(name, a, b, load, sampler, cores, len(plan.server)) for name, a, b in spans
+    )
+    if any(p.requests <= 0 for p in phases):
+        raise ExplainError(f"{model}: a phase fell outside the load's window or saw no reply")
+    notes = []
+    counts: Counter[str] = Counter()
+    if counter.note:
+        notes.append(f"syscalls: not counted, {counter.note}")
+    else:
+        counts = perf_session.parse_stat(counter.stderr)
+    by_symbol: Counter[tuple[str, str]] = Counter()
+    if profiler.note:
+        notes.append(f"profile: not sampled, {profiler.note}")
+    else:
+        by_symbol = perf_session.samples(data, pids)
+    data.unlink(missing_ok=True)
+    calls, profile = phases[1], phases[2]
+    total = counts.get(perf_session.TOTAL)
+    named = {
+        k.removeprefix("syscalls:sys_enter_"): v
+        for k, v in counts.items()
+        if k != perf_session.TOTAL
+    }
+    if total is not None and (other := total - sum(named.values())) > 0:
+        named["other"] = other
+    per_sample = 1e6 / perf_session.SAMPLE_HZ / profile.requests  # us per request
+    parts: Counter[str] = Counter()
+    for (_, dso), n in by_symbol.items():
+        parts[perf_session.part(dso)] += n
+    return Explained(
+        model=model,
+        protocol=options.protocol,
+        payload=options.payload,
+        connections=options.connections,
+        rate=options.rate,
+        achieved=load.throughput_rps,
+        client_bound=load.client.bound,
+        phases=phases,
+        syscalls_per_request=None if total is None else total / calls.requests,
+        syscalls=tuple((k, v / calls.requests) for k, v in Counter(named).most_common() if v),
+        parts=tuple(Cost(k, n * per_sample) for k, n in parts.most_common()),
+        symbols=tuple(
+            Cost(f"{sym} ({perf_session.part(dso)})", n * per_sample)
+            for (sym, dso), n in by_symbol.most_common(TOP)
+        ),
+        samples=sum(by_symbol.values()),
+        notes=tuple(notes),
+    )
+
+
+def combine(runs: Sequence[Explained]) -> Explained:
+    """One model's repeats as one record: the median of every figure."""
+    if len(runs) == 1:
+        return runs[0]
+    first, med = runs[0], statistics.median
+    phases = tuple(
+        Phase(
+            p.name,
+            med(r.phases[i].seconds for r in runs),
+            med(r.phases[i].requests for r in runs),
+            med(r.phases[i].user_us for r in runs),
+            med(r.phases[i].sys_us for r in runs),
+            None if any(r.phases[i].core_us is None for r in runs)
+            else med(r.phases[i].core_us or 0.0 for r in runs),
+        )
+        for i, p in enumerate(first.phases)
+    )  # fmt: skip
+
+    def medians(
+        items: Callable[[Explained], Sequence[tuple[str, float]]],
+    ) -> list[tuple[str, float]]:
+        names = {name for r in runs for name, _ in items(r)}
+        table = [(n, med(dict(items(r)).get(n, 0.0) for r in runs)) for n in names]
+        return sorted(table, key=lambda kv: -kv[1])
+
+    totals = [r.syscalls_per_request for r in runs]
+    clean = [r.phases[0].cpu_us for r in runs]
+    return Explained(
+        model=first.model,
+        protocol=first.protocol,
+        payload=first.payload,
+        connections=first.connections,
+        rate=first.rate,
+        achieved=med(r.achieved for r in runs),
+        client_bound=any(r.client_bound for r in runs),
+        phases=phases,
+        syscalls_per_request=None if None in totals else med(t or 0.0 for t in totals),
+        syscalls=tuple((n, v) for n, v in medians(lambda r: r.syscalls) if v),
+        parts=tuple(Cost(n, v) for n, v in medians(lambda r: [(c.name, c.us) for c in r.parts])),
+        symbols=tuple(
+            Cost(n, v) for n, v in medians(lambda r: [(c.name, c.us) for c in r.symbols])[:TOP]
+        ),
+        samples=sum(r.samples for r in runs),
+        notes=tuple(dict.fromkeys(n for r in runs for n in r.notes)),
+        repeats=len(runs),
+        cpu_range=(min(clean), max(clean)),
+    )
+
+
+def _load_command(options: Options, port: int, plan: CpuPlan) -> list[str]:
+    window = 3 * options.phase_s + 2 * LEAD_S + TEARDOWN_S
+    rate = [] if options.rate is None else ["--rate", f"{options.rate:g}"]
+    return [
+        sys.executable, "-m", "clients.loadgen", "--target", f"127.0.0.1:{port}",
+        "--protocol", options.protocol, "--payload", str(options.payload),
+        "--connections", str(options.connections), *rate,
+        "--duration", f"{window:g}", "--warmup", f"{WARMUP_S:g}",
+        "--cpus", format_cpu_list(plan.client), "--quiet",
+    ]  # fmt: skip
+
+
+def _phase(
+    name: str,
+    start: float,
+    end: float,
+    load: LoadResult,
+    sampler: ServerSampler,
+    cores: CoreSampler,
+    ncpus: int,
+) -> Phase:
+    requests = replies_between(load, start, end)
+    cpu = sampler.cpu_between(start, end)
+    busy = cores.busy_percent(start, end)
+    if not requests or cpu is None:
+        return Phase(name, end - start, 0.0, 0.0, 0.0, None)
+    core = None if busy is None else busy / 100 * (end - start) * ncpus * 1e6 / requests
+    return Phase(
+        name, end - start, requests, cpu[0] * 1e6 / requests, cpu[1] * 1e6 / requests, core
+    )
+
+
+def replies_between(load: LoadResult, start: float, end: float) -> float:
+    """Replies in [start, end] (unix times) from the load's interval counts, a slice
+    counted in proportion to its overlap; 0 if the span leaves the window."""
+    if load.window is None or not load.intervals:
+        return 0.0
+    if start < load.window.start_unix or end > load.window.end_unix:
+        return 0.0
+    total = 0.0
+    for interval in load.intervals:
+        a = load.window.start_unix + interval.start_s
+        b = a + load.interval_s
+        overlap = min(b, end) - max(a, start)
+        if overlap > 0:
+            total += interval.count * overlap / load.interval_s
+    return total
+
+
+def save(results: Sequence[Explained], metadata: dict[str, Any], path: Path) -> None:
+    data = {"schema": SCHEMA, "metadata": metadata, "models": [asdict(r) for r in results]}
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def load(path: Path) -> tuple[list[Explained], dict[str, Any]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: explain schema {data.get('schema')!r}, this reads {SCHEMA}")
+    return [build_dataclass(Explained, m) for m in data["models"]], data["metadata"]
