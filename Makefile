@@ -61,6 +61,12 @@ nightly: $(STAMP)
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
+# prefork (and epoll as the control) on 1, 2, 4 and 8 server CPUs: needs 9 CPUs or more.
+# On a 16-core machine: make scaling ARGS="--run-id scaling-16core"
+.PHONY: scaling
+scaling: $(STAMP)
+	$(BIN)/python -m bench.scaling $(ARGS)
+
 # The native load generator against wrk on the epoll server (needs wrk and 2 CPUs).
 .PHONY: crosscheck
 crosscheck: $(STAMP)
