@@ -129,10 +129,12 @@ def test_explain_measures_the_epoll_server(tmp_path) -> None:
         assert result.notes, "perf failed but the record does not say so"
         pytest.skip(f"the figures need perf: {reason}")
     calls = dict(result.syscalls)
-    # at 5,000 req/s over 10 connections each request is its own read and reply
-    assert calls["recvfrom"] == pytest.approx(1.0, abs=0.1), calls
-    assert calls["sendto"] == pytest.approx(1.0, abs=0.1), calls
-    assert result.syscalls_per_request is not None and 2.0 <= result.syscalls_per_request < 5
+    # Every read is answered by one write. A read takes one request, or several where
+    # a delayed client sent them together (seen with a CPU hog beside the client: 0.48).
+    assert calls["recvfrom"] == pytest.approx(calls["sendto"], abs=0.02), calls
+    assert 0.2 < calls["recvfrom"] <= 1.05, calls
+    total = result.syscalls_per_request
+    assert total is not None and calls["recvfrom"] + calls["sendto"] <= total < 5, calls
     parts = {c.name for c in result.parts}
     assert {"kernel", "interpreter"} <= parts, parts
     assert json.loads((tmp_path / "e" / "explain.json").read_text())["schema"] == 1
