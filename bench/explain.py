@@ -45,7 +45,8 @@ from common.cpus import format_cpu_list
 SCHEMA = 1
 PHASES = ("clean", "syscalls", "profile")
 LEAD_S = 0.5  # into the window before the first phase (the connects take milliseconds)
-TEARDOWN_S = 3.0  # perf stat takes about 1.3 s to close between two phases
+TEARDOWN_S = 4.0  # perf stat took 1.3 s to close here, between two phases
+CONNECT_S = 30.0  # for the load generator to establish its connections
 WARMUP_S = 1.0
 TOP = 12  # symbols kept per model
 
@@ -135,6 +136,13 @@ def explain_model(
             stdin=subprocess.DEVNULL,
         )
         try:
+            # The load's window opens WARMUP_S after its connections are up; waiting
+            # for them, not for a fixed time, keeps a slow start (a cold interpreter
+            # on CI) from putting the first phase before the window.
+            try:
+                _wait_connected(server.port, options.connections, loadgen)
+            except ExplainError as exc:
+                raise ExplainError(f"{model}: {exc}") from None
             time.sleep(WARMUP_S + LEAD_S)
             spans = []
             for name in PHASES:
@@ -168,8 +176,18 @@ def explain_model(
     phases = tuple(
         _phase(name, a, b, load, sampler, cores, len(plan.server)) for name, a, b in spans
     )
-    if any(p.requests <= 0 for p in phases):
-        raise ExplainError(f"{model}: a phase fell outside the load's window or saw no reply")
+    for phase, (name, a, b) in zip(phases, spans, strict=True):
+        if phase.requests <= 0:
+            w = load.window
+            where = (
+                ""
+                if w is None
+                else (
+                    f" ({a - w.start_unix:+.2f} to {b - w.start_unix:+.2f} s from the start of "
+                    f"a {w.end_unix - w.start_unix:.1f} s window)"
+                )
+            )
+            raise ExplainError(f"{model}: the {name} phase{where} saw no reply in the window")
     notes = []
     counts: Counter[str] = Counter()
     if counter.note:
@@ -214,6 +232,29 @@ def explain_model(
         samples=sum(by_symbol.values()),
         notes=tuple(notes),
     )
+
+
+def _wait_connected(port: int, connections: int, loadgen: subprocess.Popen[str]) -> None:
+    """Until the load generator's processes hold `connections` established connections
+    to `port` (counted on the client's side: the blocking model accepts one at a time);
+    ExplainError if the load generator exits or CONNECT_S passes first."""
+    deadline = time.monotonic() + CONNECT_S
+    while True:
+        try:
+            client = psutil.Process(loadgen.pid)
+            held = sum(
+                1
+                for proc in (client, *client.children(recursive=True))
+                for c in proc.net_connections("tcp")
+                if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == port
+            )
+        except psutil.Error:
+            held = 0
+        if held >= connections:
+            return
+        if loadgen.poll() is not None or time.monotonic() > deadline:
+            raise ExplainError(f"the load generator did not connect ({held} of {connections})")
+        time.sleep(0.01)
 
 
 def combine(runs: Sequence[Explained]) -> Explained:
