@@ -130,7 +130,8 @@ def legend(cells: pd.DataFrame) -> list[str]:
         f'"{LOWER_BOUND_MARK}": a lower bound: requests still unanswered when the window '
         "ended decide this percentile, so the true value is at least this.",
         f"{SUSPECT_MARK} suspect: a check failed (client-bound, rate not achieved, "
-        "unsteady window, busy machine, too few samples); see the Verdicts section.",
+        "unsteady window, busy machine, too few samples, a server worker restarted); see "
+        "the Verdicts section.",
         f"{CLIENT_BOUND_MARK} client-bound: the load generator was the bottleneck or did not "
         "get its CPU, so throughput is a lower bound on what the server can do.",
         f"{PARTIAL_MARK} some repeats of this cell failed; the value uses the others.",
