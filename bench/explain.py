@@ -173,9 +173,7 @@ def explain_model(
             session.close()
         server.stop()
     counter, profiler = ran["syscalls"], ran["profile"]
-    phases = tuple(
-        _phase(name, a, b, load, sampler, cores, len(plan.server)) for name, a, b in spans
-    )
+    phases = tuple(_phase(name, a, b, load, sampler, cores) for name, a, b in spans)
     for phase, (name, a, b) in zip(phases, spans, strict=True):
         if phase.requests <= 0:
             w = load.window
@@ -325,14 +323,13 @@ def _phase(
     load: LoadResult,
     sampler: ServerSampler,
     cores: CoreSampler,
-    ncpus: int,
 ) -> Phase:
     requests = replies_between(load, start, end)
     cpu = sampler.cpu_between(start, end)
-    busy = cores.busy_percent(start, end)
+    busy = cores.busy_seconds(start, end)
     if not requests or cpu is None:
         return Phase(name, end - start, 0.0, 0.0, 0.0, None)
-    core = None if busy is None else busy / 100 * (end - start) * ncpus * 1e6 / requests
+    core = None if busy is None else busy * 1e6 / requests
     return Phase(
         name, end - start, requests, cpu[0] * 1e6 / requests, cpu[1] * 1e6 / requests, core
     )

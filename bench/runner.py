@@ -185,7 +185,7 @@ def run_cell(
         "load": load,
         "server": sample,
         "server_cpu_us_per_request": cpu_per_request(sampler, load),
-        "server_core_us_per_request": core_per_request(cores, len(plan.server), load),
+        "server_core_us_per_request": core_per_request(cores, load),
         "busy_before": busy_before,
         "server_log": server_log,
         "probe_rps": probe_rps,
@@ -276,13 +276,10 @@ def cpu_per_request(sampler: ServerSampler, load: LoadResult | None) -> float | 
     return round(sum(spent) * 1e6 / load.requests, 3)
 
 
-def core_per_request(cores: CoreSampler, n_cpus: int, load: LoadResult | None) -> float | None:
+def core_per_request(cores: CoreSampler, load: LoadResult | None) -> float | None:
     """Server CPU microseconds per request (core view): the server CPUs' busy time in
     the window, softirq included, per request; whatever else ran there counts too."""
     if load is None or not load.requests or load.window is None:
         return None
-    busy = cores.busy_percent(load.window.start_unix, load.window.end_unix)
-    if busy is None:
-        return None
-    seconds = busy / 100 * n_cpus * (load.window.end_unix - load.window.start_unix)
-    return round(seconds * 1e6 / load.requests, 3)
+    seconds = cores.busy_seconds(load.window.start_unix, load.window.end_unix)
+    return None if seconds is None else round(seconds * 1e6 / load.requests, 3)

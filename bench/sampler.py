@@ -178,3 +178,8 @@ class CoreSampler(_Periodic):
             return None
         # Interpolating busy and total apart can round a full core to 100.00000000003.
         return min(100.0, max(0.0, 100.0 * (busy1 - busy0) / (total1 - total0)))
+
+    def busy_seconds(self, start: float, end: float) -> float | None:
+        """CPU seconds the CPUs were busy between two unix times, all of them together."""
+        busy = self.busy_percent(start, end)
+        return None if busy is None else busy / 100 * len(self.cpus) * (end - start)
