@@ -29,12 +29,12 @@ from bench.search import MAX_STEPS
 from bench.slo_run import ESTIMATED_STEPS, run_searches
 from bench.store import RunStore, StoreError
 from common.cli import (
-    USAGE_ERROR,
     ArgumentParser,
     cpu_list,
     non_negative_float,
     positive_float,
     positive_int,
+    usage_error,
 )
 from servers import MODELS
 
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             return explain_cli.cmd_explain(args, argv if argv is not None else sys.argv[1:])
         return cmd_list()
     except (MatrixError, CpuPlanError, StoreError) as exc:
-        sys.stderr.write(f"python -m bench: error: {exc}\n")
-        return USAGE_ERROR
+        return usage_error("python -m bench", exc)
 
 
 def cmd_list() -> int:
@@ -364,5 +363,4 @@ def cmd_compare(args: argparse.Namespace) -> int:
             out=args.out,
         )
     except CompareError as exc:
-        sys.stderr.write(f"python -m bench compare: error: {exc}\n")
-        return USAGE_ERROR
+        return usage_error("python -m bench compare", exc)

@@ -13,11 +13,12 @@ from typing import Any
 from bench.cpus import plan_cpus
 from bench.explain import Explained, ExplainError, Options, combine, explain_model, save
 from bench.explain_report import render
-from common.cli import USAGE_ERROR, cpu_list, positive_float, positive_int
+from common.cli import cpu_list, positive_float, positive_int, usage_error
 from common.cpus import format_cpu_list
 from servers import MODELS
 
 OUT = Path("results") / "explain"
+PROG = "python -m bench explain"
 
 
 def add_parser(sub: Any) -> None:
@@ -66,16 +67,16 @@ def add_parser(sub: Any) -> None:
 def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
     for name in args.models:
         if name not in MODELS:
-            return _usage(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+            return usage_error(PROG, f"unknown model {name!r}; choose from {', '.join(MODELS)}")
         if reason := MODELS[name].unavailable_reason():
-            return _usage(f"model {name!r} is unavailable here: {reason}")
+            return usage_error(PROG, f"model {name!r} is unavailable here: {reason}")
     if args.payload < 0 or (args.protocol == "echo" and args.payload == 0):
-        return _usage("--payload must be positive for echo (0 or more for http)")
+        return usage_error(PROG, "--payload must be positive for echo (0 or more for http)")
     plan = plan_cpus(args.server_cpus, args.client_cpus)
     run_id = args.run_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     out_dir = args.out / run_id
     if out_dir.exists():
-        return _usage(f"{out_dir} exists; pick another --run-id")
+        return usage_error(PROG, f"{out_dir} exists; pick another --run-id")
     out_dir.mkdir(parents=True)
     rate = None if args.closed_loop else args.rate
     options = Options(args.protocol, args.payload, args.connections, rate, args.phase)
@@ -121,11 +122,6 @@ def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
 
 def _log(text: str) -> None:
     sys.stderr.write(f"  {text}\n")
-
-
-def _usage(message: str) -> int:
-    sys.stderr.write(f"python -m bench explain: error: {message}\n")
-    return USAGE_ERROR
 
 
 def _git_sha() -> str:

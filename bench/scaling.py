@@ -20,14 +20,15 @@ from pathlib import Path
 from bench import cli
 from bench.record import Row
 from bench.store import RunStore
-from common.cli import USAGE_ERROR, ArgumentParser, positive_float, positive_int
+from common.cli import ArgumentParser, positive_float, positive_int, usage_error
 
 COUNTS = (1, 2, 4, 8)
 MODELS = ("prefork", "epoll")
+PROG = "python -m bench.scaling"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m bench.scaling", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("--cpus", nargs="+", type=positive_int, default=list(COUNTS))
     parser.add_argument("--models", nargs="+", default=list(MODELS))
     parser.add_argument("--connections", nargs="+", type=positive_int, default=[100, 1000])
@@ -44,13 +45,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     available = sorted(os.sched_getaffinity(0))
     if max(args.cpus) + 1 > len(available):
-        return _usage(
+        return usage_error(
+            PROG,
             f"{max(args.cpus)} server CPUs need {max(args.cpus) + 1} CPUs (one at least for "
-            f"the load generator); this machine lets us use {len(available)}"
+            f"the load generator); this machine lets us use {len(available)}",
         )
     parent = args.out / args.run_id
     if parent.exists():
-        return _usage(f"{parent} exists; pick another --run-id")
+        return usage_error(PROG, f"{parent} exists; pick another --run-id")
     for n in sorted(args.cpus):
         sys.stderr.write(f"== {n} server CPU{'s' if n > 1 else ''}\n")
         server, client = available[:n], available[n:]
@@ -107,11 +109,6 @@ def render(parent: Path, counts: Sequence[int]) -> str:
                 f"{bound} of {total} |"
             )
     return "\n".join(lines) + "\n"
-
-
-def _usage(message: str) -> int:
-    sys.stderr.write(f"python -m bench.scaling: error: {message}\n")
-    return USAGE_ERROR
 
 
 if __name__ == "__main__":

@@ -15,12 +15,17 @@ USAGE_ERROR = 2
 Number = TypeVar("Number", int, float)
 
 
+def usage_error(prog: str, message: object) -> int:
+    """Say a usage error in one line on stderr; the exit code to return (2)."""
+    sys.stderr.write(f"{prog}: error: {message}\n")
+    return USAGE_ERROR
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse, but a usage error is one line on stderr and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
-        sys.exit(USAGE_ERROR)
+        sys.exit(usage_error(self.prog, message))
 
 
 def port(text: str) -> int:

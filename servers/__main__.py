@@ -15,7 +15,7 @@ import socket
 import sys
 from typing import Any
 
-from common.cli import USAGE_ERROR, ArgumentParser, port, positive_int
+from common.cli import ArgumentParser, port, positive_int, usage_error
 from common.process import raise_fd_limit
 from servers import MODELS
 from servers.conn import Counters, Stopping, reserve_descriptor
@@ -24,6 +24,8 @@ from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_fact
 from servers.stop_kick import watch_stop_signals
 from servers.work import Work, parse_work, with_work
 
+PROG = "python -m servers"
+
 
 class Shutdown(BaseException):
     """Raised by the signal handler in the main thread; BaseException so that no
@@ -31,7 +33,7 @@ class Shutdown(BaseException):
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="python -m servers", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     lister = sub.add_parser("list", help="list the models and whether each runs here")
     lister.add_argument("--json", action="store_true", help="one JSON object per model")
@@ -108,11 +110,11 @@ def list_models(as_json: bool) -> int:
 def run_model(args: argparse.Namespace) -> int:
     model = MODELS.get(args.model)
     if model is None:
-        return usage_error(f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
+        return usage_error(PROG, f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
     if reason := model.unavailable_reason():
-        return usage_error(f"model {args.model!r} is unavailable here: {reason}")
+        return usage_error(PROG, f"model {args.model!r} is unavailable here: {reason}")
     if args.workers is not None and "workers" not in model.options:
-        return usage_error(f"model {model.name!r} takes no --workers")
+        return usage_error(PROG, f"model {model.name!r} takes no --workers")
     raise_fd_limit()
     reserve_descriptor()  # our accept loops shed connections with it when fds run out
     backlog = args.backlog or system_backlog()
@@ -120,14 +122,15 @@ def run_model(args: argparse.Namespace) -> int:
         listener = make_listener(args.host, args.port, backlog, model.reuseport)
     except (OSError, UnicodeError) as exc:
         return usage_error(
+            PROG,
             f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}"
             if isinstance(exc, OSError)
-            else f"bad host {args.host!r}"
+            else f"bad host {args.host!r}",
         )
     serve = model.load().serve
     counters = Counters()
     if args.inject_delay_us < 0:
-        return usage_error("--inject-delay-us must be >= 0")
+        return usage_error(PROG, "--inject-delay-us must be >= 0")
     work = Work(args.work.cpu_us + args.inject_delay_us, args.work.wait_us)
     make_protocol = with_work(
         protocol_factory(args.protocol, Limits(max_frame=args.max_frame)), work
@@ -182,11 +185,6 @@ def run_model(args: argparse.Namespace) -> int:
 def emit(event: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
-
-
-def usage_error(message: str) -> int:
-    sys.stderr.write(f"python -m servers: error: {message}\n")
-    return USAGE_ERROR
 
 
 def main(argv: list[str] | None = None) -> int:
