@@ -62,13 +62,14 @@ def serve(
                         poller.register(conn.fd, READ)
                         watched[conn.fd] = READ
                     continue
-                if fd in watches:
+                try:
+                    conn = conns[fd]
+                except KeyError:  # a caller's watch: the connections' path pays no lookup
                     poller.unregister(fd)
                     for new, call in watches.pop(fd)().items():
                         watches[new] = call
                         poller.register(new, READ)
                     continue
-                conn = conns[fd]
                 conn.step(events & READABLE, events & WRITE)
                 settle(conn)
             for conn in timers.due():
