@@ -49,8 +49,10 @@ def serve(
     cpus = sorted(os.sched_getaffinity(0))  # the plan's CPU set (pinned before exec)
     children: dict[int, tuple[int, int]] = {}  # read end of its counters pipe -> pid, index
 
-    def spawn(index: int) -> epoll_server.Watches:
-        fd = _fork(index, cpus, listener, backlog, make_protocol, children)
+    def spawn(index: int) -> int:
+        return _fork(index, cpus, listener, backlog, make_protocol, children)
+
+    def watch(fd: int) -> epoll_server.Watches:
         return {fd: lambda: respawn(fd)}
 
     def respawn(fd: int) -> epoll_server.Watches:
@@ -61,14 +63,14 @@ def serve(
             _emit({"event": "worker_lost", **event})
             return {}
         counters.add("workers_restarted")
-        watches = spawn(index)
-        _emit({"event": "worker_restarted", **event, "new_pid": children[next(iter(watches))][0]})
-        return watches
+        new = spawn(index)
+        _emit({"event": "worker_restarted", **event, "new_pid": children[new][0]})
+        return watch(new)
 
     try:
         watches: epoll_server.Watches = {}
         for index in range(1, workers or len(cpus)):
-            watches |= spawn(index)
+            watches |= watch(spawn(index))
         _pin(0, cpus)
         epoll_server.serve(listener, make_protocol, counters, watches)
     finally:
