@@ -10,7 +10,7 @@ the client CPUs, and three back-to-back phases inside the load's window:
    CPUs, and the common calls by name. It counts in the kernel without stopping the
    server, so events batch as they do unobserved (strace stops the server at each
    call and changes that);
-3. profile: `perf record` samples the server CPUs 2999 times a second, on-CPU only,
+3. profile: `perf record` samples the server CPUs every 333.667 µs of on-CPU time,
    and the samples of the server's processes split its time by shared object (kernel,
    interpreter, libc, the model's extension module) and by symbol.
 
@@ -196,7 +196,9 @@ def explain_model(
     if profiler.note:
         notes.append(f"profile: not sampled, {profiler.note}")
     else:
-        by_symbol = perf_session.samples(data, pids)
+        by_symbol, seen = perf_session.samples(data, pids)
+        if not by_symbol:
+            notes.append(f"profile: none of perf's {seen} samples was of the server's processes")
     data.unlink(missing_ok=True)
     calls, profile = phases[1], phases[2]
     total = counts.get(perf_session.TOTAL)
@@ -207,7 +209,7 @@ def explain_model(
     }
     if total is not None and (other := total - sum(named.values())) > 0:
         named["other"] = other
-    per_sample = 1e6 / perf_session.SAMPLE_HZ / profile.requests  # us per request
+    per_sample = perf_session.SAMPLE_NS / 1e3 / profile.requests  # us per request
     parts: Counter[str] = Counter()
     for (_, dso), n in by_symbol.items():
         parts[perf_session.part(dso)] += n

@@ -29,7 +29,10 @@ CALLS = (
 ).split()
 TOTAL = "raw_syscalls:sys_enter"
 WAIT_S = 30.0  # for perf to set its events up and answer a control word
-SAMPLE_HZ = 2999  # perf record's sampling rate: not a multiple of the kernel's tick
+# perf record's sampling period, in on-CPU nanoseconds (about 2997 a second): not a
+# multiple of the kernel's tick. The software clock samples by time everywhere; the
+# default event (cycles) depends on a PMU, and on CI's machine it gave no samples.
+SAMPLE_NS = 333_667
 
 
 class PerfSession:
@@ -133,7 +136,8 @@ def syscall_counter(cpus: Sequence[int], folder: Path) -> PerfSession:
 
 
 def profiler(cpus: Sequence[int], data: Path) -> PerfSession:
-    return PerfSession("record", ["-F", str(SAMPLE_HZ), "-o", str(data)], cpus, data.parent)
+    args = ["-e", "cpu-clock", "-c", str(SAMPLE_NS), "-o", str(data)]
+    return PerfSession("record", args, cpus, data.parent)
 
 
 def parse_stat(text: str) -> Counter[str]:
@@ -149,13 +153,16 @@ def parse_stat(text: str) -> Counter[str]:
 _SAMPLE = re.compile(r"^\s*(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
 
 
-def samples(data: Path, pids: set[int]) -> Counter[tuple[str, str]]:
-    """`perf record`'s samples of these processes: (symbol, shared object) -> count."""
+def samples(data: Path, pids: set[int]) -> tuple[Counter[tuple[str, str]], int]:
+    """`perf record`'s samples of these processes, (symbol, shared object) -> count,
+    and how many samples perf recorded in all (of any process, idle included)."""
     done = subprocess.run(
         ["perf", "script", "-i", str(data), "-F", "pid,ip,sym,dso"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
-    return parse_script(done.stdout, pids)
+    return parse_script(done.stdout, pids), sum(
+        1 for line in done.stdout.splitlines() if _SAMPLE.match(line)
+    )
 
 
 def parse_script(text: str, pids: set[int]) -> Counter[tuple[str, str]]:

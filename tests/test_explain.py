@@ -136,5 +136,5 @@ def test_explain_measures_the_epoll_server(tmp_path) -> None:
     total = result.syscalls_per_request
     assert total is not None and calls["recvfrom"] + calls["sendto"] <= total < 5, calls
     parts = {c.name for c in result.parts}
-    assert {"kernel", "interpreter"} <= parts, parts
+    assert {"kernel", "interpreter"} <= parts, (parts, result.notes)
     assert json.loads((tmp_path / "e" / "explain.json").read_text())["schema"] == 1
