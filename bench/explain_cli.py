@@ -24,7 +24,8 @@ PROG = "python -m bench explain"
 def add_parser(sub: Any) -> None:
     explain = sub.add_parser(
         "explain",
-        help="where each model's CPU per request goes: syscalls (perf), CPU, functions (py-spy)",
+        help="where each model's CPU per request goes: syscalls, CPU, parts and Python "
+        "functions (perf)",
     )
     explain.add_argument("models", nargs="+", metavar="MODEL")
     explain.add_argument("--protocol", choices=["echo", "http"], default="echo")
@@ -58,6 +59,13 @@ def add_parser(sub: Any) -> None:
         help="measurements per model, the models' order reversed each time; the tables "
         "show medians (default 3)",
     )
+    explain.add_argument(
+        "--no-functions",
+        dest="functions",
+        action="store_false",
+        help="do not name Python functions: the server runs without perf trampolines and "
+        "perf records no stacks (default: named on Python 3.12+)",
+    )
     explain.add_argument("--server-cpus", type=cpu_list, metavar="LIST")
     explain.add_argument("--client-cpus", type=cpu_list, metavar="LIST")
     explain.add_argument("--out", type=Path, default=OUT, metavar="DIR")
@@ -79,7 +87,9 @@ def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
         return usage_error(PROG, f"{out_dir} exists; pick another --run-id")
     out_dir.mkdir(parents=True)
     rate = None if args.closed_loop else args.rate
-    options = Options(args.protocol, args.payload, args.connections, rate, args.phase)
+    options = Options(
+        args.protocol, args.payload, args.connections, rate, args.phase, args.functions
+    )
     metadata = {
         "command": " ".join(["python -m bench", *argv]),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -91,7 +101,7 @@ def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
     if plan.note:
         sys.stderr.write(f"note: {plan.note}\n")
     affinity = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, set(plan.client))  # perf and py-spy stay off the server CPUs
+    os.sched_setaffinity(0, set(plan.client))  # perf stays off the server CPUs
     runs: dict[str, list[Explained]] = {name: [] for name in args.models}
     failed: set[str] = set()
     order = [

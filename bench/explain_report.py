@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.explain import Explained, Phase
+from bench.perf_session import NO_PYTHON
 
 CALLS_SHOWN = 4
+FUNCTIONS_SHOWN = 4
 PARTS = ("kernel", "interpreter", "libc")  # the rest is the models' own modules
 
 
@@ -77,6 +79,8 @@ def render(results: Sequence[Explained], metadata: dict[str, Any]) -> str:
             + " | ".join(f"{by_part.get(p, 0.0):.2f}" for p in PARTS)
             + f" | {shown} | {sum(by_part.values()):.2f} | {r.samples:,} |"
         )
+    if any(r.functions for r in results):
+        lines += _functions(results)
     if len(results) > 1:
         base = next((r for r in results if r.model == BASE), first)
         lines += _gaps(base, [r for r in results if r is not base])
@@ -86,7 +90,41 @@ def render(results: Sequence[Explained], metadata: dict[str, Any]) -> str:
         if r.symbols:
             lines += ["| symbol (part) | µs/request |", "|---|---:|"]
             lines += [f"| `{c.name}` | {c.us:.2f} |" for c in r.symbols]
+        if r.functions:
+            lines += ["", "| Python function | µs/request | of which kernel |", "|---|---:|---:|"]
+            lines += [f"| `{f.name}` | {f.us:.2f} | {f.kernel_us:.2f} |" for f in r.functions]
     return "\n".join(lines) + "\n"
+
+
+def _functions(results: Sequence[Explained]) -> list[str]:
+    lines = [
+        "",
+        "## Which Python functions",
+        "",
+        "A second server with perf trampolines (Python 3.12+), under a load window of its "
+        "own: its samples by the innermost Python function on the sampled stack, in µs per "
+        "request: the function's own bytecode and the C code and system calls it calls, "
+        "not the Python functions it calls; the kernel's part in brackets. "
+        f"`{NO_PYTHON}`: a C loop, or the interpreter outside any Python function. "
+        "Trampolines stop the interpreter from inlining Python calls: the process view's "
+        "CPU per request in this window beside the clean phase's shows what that cost.",
+        "",
+        f"| model | the top {FUNCTIONS_SHOWN} (kernel) | their sum | CPU µs here | clean |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for r in results:
+        clean, here = r.phase("clean"), r.phase("functions")
+        assert clean
+        if not r.functions or here is None:
+            lines.append(f"| {r.model} | n/a | | | {clean.cpu_us:.2f} |")
+            continue
+        top = r.functions[:FUNCTIONS_SHOWN]
+        shown = ", ".join(f"`{f.name}` {f.us:.2f} ({f.kernel_us:.2f})" for f in top)
+        lines.append(
+            f"| {r.model} | {shown} | {sum(f.us for f in top):.2f} | {here.cpu_us:.2f} | "
+            f"{clean.cpu_us:.2f} |"
+        )
+    return lines
 
 
 def _gaps(base: Explained, others: Sequence[Explained]) -> list[str]:

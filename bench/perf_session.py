@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from common.cpus import format_cpu_list
@@ -33,6 +34,8 @@ WAIT_S = 30.0  # for perf to set its events up and answer a control word
 # multiple of the kernel's tick. The software clock samples by time everywhere; the
 # default event (cycles) depends on a PMU, and on CI's machine it gave no samples.
 SAMPLE_NS = 333_667
+STACK_BYTES = 8192  # of user stack per sample: from a system call up to the Python frame
+NO_PYTHON = "(no Python frame)"
 
 
 class PerfSession:
@@ -135,8 +138,13 @@ def syscall_counter(cpus: Sequence[int], folder: Path) -> PerfSession:
     return PerfSession("stat", ["-x", ",", *events], cpus, folder)
 
 
-def profiler(cpus: Sequence[int], data: Path) -> PerfSession:
+def profiler(cpus: Sequence[int], data: Path, callchains: bool = False) -> PerfSession:
+    """`perf record` of on-CPU time; with `callchains`, each sample's user stack too
+    (DWARF unwinding: CPython is built without frame pointers), which is how perf finds
+    the Python function a sample falls in (Python 3.12+'s perf trampolines)."""
     args = ["-e", "cpu-clock", "-c", str(SAMPLE_NS), "-o", str(data)]
+    if callchains:
+        args += ["--call-graph", f"dwarf,{STACK_BYTES}"]
     return PerfSession("record", args, cpus, data.parent)
 
 
@@ -150,30 +158,71 @@ def parse_stat(text: str) -> Counter[str]:
     return counts
 
 
-_SAMPLE = re.compile(r"^\s*(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")
+_SAMPLE = re.compile(r"^\s*(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")  # pid ip sym (dso)
+_HEAD = re.compile(r"^\s*(\d+)\s*$")  # a callchain's first line: the pid
+_FRAME = re.compile(r"^\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$")  # ip sym (dso)
 
 
-def samples(data: Path, pids: set[int]) -> tuple[Counter[tuple[str, str]], int]:
-    """`perf record`'s samples of these processes, (symbol, shared object) -> count,
-    and how many samples perf recorded in all (of any process, idle included)."""
+@dataclass(frozen=True)
+class Samples:
+    """`perf record`'s samples of some processes."""
+
+    by_symbol: Counter[tuple[str, str]]  # (symbol, shared object) sampled -> count
+    # (innermost Python function on the stack, part the sample is in) -> count; empty
+    # without callchains
+    by_function: Counter[tuple[str, str]]
+    seen: int  # samples of any process, idle included
+
+
+def samples(data: Path, pids: set[int]) -> Samples:
+    """Read `perf record`'s data: the samples of these processes."""
     done = subprocess.run(
-        ["perf", "script", "-i", str(data), "-F", "pid,ip,sym,dso"],
-        capture_output=True, text=True, timeout=120,
+        ["perf", "script", "--no-inline", "-i", str(data), "-F", "pid,ip,sym,dso"],
+        capture_output=True, text=True, timeout=300,
     )  # fmt: skip
-    return parse_script(done.stdout, pids), sum(
-        1 for line in done.stdout.splitlines() if _SAMPLE.match(line)
-    )
+    return parse_script(done.stdout, pids)
 
 
-def parse_script(text: str, pids: set[int]) -> Counter[tuple[str, str]]:
-    """`perf script -F pid,ip,sym,dso` lines of these processes, counted by (symbol,
-    shared object)."""
-    counts: Counter[tuple[str, str]] = Counter()
-    for line in text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and int(match[1]) in pids:
-            counts[(match[2] or "?", match[3])] += 1
-    return counts
+def parse_script(text: str, pids: set[int]) -> Samples:
+    """`perf script -F pid,ip,sym,dso` output, one line per sample or, with callchains,
+    the pid on a line and the stack below it, innermost first, up to a blank line."""
+    by_symbol: Counter[tuple[str, str]] = Counter()
+    by_function: Counter[tuple[str, str]] = Counter()
+    seen = 0
+
+    def count(pid: int, stack: list[tuple[str, str]], chained: bool) -> None:
+        nonlocal seen
+        seen += 1
+        if pid not in pids or not stack:
+            return
+        symbol, dso = stack[0]
+        by_symbol[(symbol or "?", dso)] += 1
+        if chained:
+            python = next((python_function(s) for s, _ in stack if s.startswith("py::")), None)
+            by_function[(python or NO_PYTHON, part(dso))] += 1
+
+    pid, stack = None, []
+    for line in (*text.splitlines(), ""):
+        if pid is not None:
+            if frame := _FRAME.match(line):
+                stack.append((frame[1], frame[2]))
+                continue
+            count(pid, stack, True)
+            pid, stack = None, []
+        if match := _SAMPLE.match(line):
+            count(int(match[1]), [(match[2], match[3])], False)
+        elif match := _HEAD.match(line):
+            pid = int(match[1])
+    return Samples(by_symbol, by_function, seen)
+
+
+def python_function(symbol: str) -> str:
+    """A perf trampoline's symbol, `py::Class.method:/path/to/file.py`, as
+    `Class.method (to/file.py)`."""
+    name, _, path = symbol.removeprefix("py::").rpartition(":")
+    if not name:
+        return symbol
+    return f"{name} ({'/'.join(path.split('/')[-2:])})"
 
 
 def part(dso: str) -> str:

@@ -90,6 +90,7 @@ class ServerProcess:
     ready_timeout: float = 10.0
     fd_limit: int | None = None  # to run the server out of descriptors (tests)
     allocator: str = "warm"  # allocator_env's policy
+    env: Mapping[str, str] = field(default_factory=dict)  # set in the server's environment
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
@@ -151,7 +152,7 @@ class ServerProcess:
             stderr=self._stderr_file,
             text=True,
             preexec_fn=_child_setup(self.cpus, self.fd_limit),
-            env=allocator_env(os.environ, self.allocator),
+            env={**allocator_env(os.environ, self.allocator), **self.env},
         )
         line = self._read_line(self.ready_timeout)
         if not line:

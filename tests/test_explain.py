@@ -7,14 +7,26 @@ import json
 import shutil
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from bench import cli, perf_session
-from bench.explain import Cost, Explained, Phase, combine, load, replies_between
+from bench.explain import (
+    PYTHON_FUNCTIONS,
+    Cost,
+    Explained,
+    FunctionCost,
+    Phase,
+    combine,
+    load,
+    replies_between,
+)
 from bench.explain_report import render
 from clients.result import Interval, Window
 from tests.helpers import load_result
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 
 STAT = """\
 Events disabled
@@ -43,12 +55,53 @@ def test_perf_stat_and_script_output_are_read() -> None:
         "syscalls:sys_enter_recvfrom": 20112,
     }
     samples = perf_session.parse_script(SCRIPT, {700, 701})  # 999 is another process
-    assert samples[("_PyEval_EvalFrameDefault", "/opt/py/lib/libpython3.11.so.1.0")] == 2
-    assert sum(samples.values()) == 5
-    parts = {perf_session.part(dso) for _, dso in samples}
+    by_symbol = samples.by_symbol
+    assert by_symbol[("_PyEval_EvalFrameDefault", "/opt/py/lib/libpython3.11.so.1.0")] == 2
+    assert sum(by_symbol.values()) == 5 and samples.seen == 6
+    assert not samples.by_function  # no stacks, no functions
+    parts = {perf_session.part(dso) for _, dso in by_symbol}
     assert parts == {"kernel", "interpreter", "loop", "other"}
     assert perf_session.part("/usr/lib/x86_64-linux-gnu/libc.so.6") == "libc"
     assert perf_session.part("/usr/bin/python3.11") == "interpreter"
+
+
+# perf script -F pid,ip,sym,dso of `perf record --call-graph dwarf`, trimmed
+CHAINS = """\
+ 2784
+\tffffffff81df963e loopback_xmit ([kernel.kallsyms])
+\tffffffff81000130 entry_SYSCALL_64_after_hwframe ([kernel.kallsyms])
+\t          10aba4 __send (/usr/lib/x86_64-linux-gnu/libc.so.6)
+\t          110811 _PyEval_EvalFrameDefault (/opt/py/lib/libpython3.12.so.1.0)
+\t    7f3b93cb5236 py::Connection.send:/work/main/servers/conn.py (/tmp/perf-2784.map)
+\t    7f3b93cb5290 py::serve:/work/main/servers/epoll_server.py (/tmp/perf-2784.map)
+
+ 2784
+\t          110811 _PyEval_EvalFrameDefault (/opt/py/lib/libpython3.12.so.1.0)
+\t    7f3b93cb5290 py::serve:/work/main/servers/epoll_server.py (/tmp/perf-2784.map)
+
+ 2784
+\t           1c2d0 uv__io_poll (/venv/uvloop/loop.cpython-312-x86_64-linux-gnu.so)
+\t           1c2d0 uv_run (/venv/uvloop/loop.cpython-312-x86_64-linux-gnu.so)
+
+    0
+\tffffffff8225f8ab pv_native_safe_halt ([kernel.kallsyms])
+"""
+
+
+def test_stacks_name_the_innermost_python_function() -> None:
+    samples = perf_session.parse_script(CHAINS, {2784})
+    assert samples.seen == 4
+    assert samples.by_symbol == {
+        ("loopback_xmit", "[kernel.kallsyms]"): 1,
+        ("_PyEval_EvalFrameDefault", "/opt/py/lib/libpython3.12.so.1.0"): 1,
+        ("uv__io_poll", "/venv/uvloop/loop.cpython-312-x86_64-linux-gnu.so"): 1,
+    }
+    # The kernel's time in send() is Connection.send's, not serve's that called it.
+    assert samples.by_function == {
+        ("Connection.send (servers/conn.py)", "kernel"): 1,
+        ("serve (servers/epoll_server.py)", "interpreter"): 1,
+        (perf_session.NO_PYTHON, "loop"): 1,
+    }
 
 
 def test_replies_between_counts_slices_by_their_overlap() -> None:
@@ -68,10 +121,12 @@ def _explained(model: str, total: float, calls: float = 2.0) -> Explained:
     return Explained(
         model=model, protocol="echo", payload=64, connections=100, rate=50_000.0,
         achieved=50_000.0, client_bound=False,
-        phases=(phase, replace(phase, name="syscalls"), replace(phase, name="profile")),
+        phases=(phase, replace(phase, name="syscalls"), replace(phase, name="profile"),
+                replace(phase, name="functions", user_us=total / 2)),
         syscalls_per_request=calls, syscalls=(("recvfrom", 1.0), ("sendto", 1.0)),
         parts=(Cost("kernel", total * 0.7), Cost("interpreter", total * 0.3)),
         symbols=(Cost("tcp_ack (kernel)", 0.2),), samples=100, notes=(),
+        functions=(FunctionCost("Connection.send (servers/conn.py)", total * 0.5, total * 0.4),),
     )  # fmt: skip
 
 
@@ -82,12 +137,27 @@ def test_repeats_combine_into_medians_and_the_report_shows_the_gaps() -> None:
     clean = combined.phase("clean")
     assert clean is not None and clean.cpu_us == pytest.approx(8.0)
     assert dict((c.name, c.us) for c in combined.parts)["kernel"] == pytest.approx(5.6)
+    [send] = combined.functions
+    assert (send.us, send.kernel_us) == pytest.approx((4.0, 3.2))
     other = combine([_explained("uvloop", t, calls=2.5) for t in (6.0, 6.0, 7.0)])
     text = render([combined, other], {"server_cpus": "0", "client_cpus": "1", "when": "now",
                                       "git": "abc", "command": "bench explain"})  # fmt: skip
     assert "| epoll | 50,000 | 2.00 | 6.00 | 8.00 (7.00–12.00) |" in text
     assert "## Gaps against epoll" in text
     assert "| uvloop | -2.00 | -0.50 | -1.50 | +0.50 |" in text
+    assert (
+        "| epoll | `Connection.send (servers/conn.py)` 4.00 (3.20) | 4.00 | 10.00 | 8.00 |" in text
+    )
+    no_functions = replace(other, functions=(), phases=other.phases[:3])
+    text = render([combined, no_functions], {"server_cpus": "0", "client_cpus": "1",
+                  "when": "now", "git": "abc", "command": "bench explain"})  # fmt: skip
+    assert "| uvloop | n/a | | | 6.00 |" in text
+
+
+def test_the_reference_runs_of_schema_1_still_load() -> None:
+    results, metadata = load(REFERENCE / "explain-2core" / "explain.json")
+    assert len(results) == 15 and metadata["server_cpus"] == "0"
+    assert all(r.functions == () and r.schema == 1 for r in results)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:
@@ -137,4 +207,15 @@ def test_explain_measures_the_epoll_server(tmp_path) -> None:
     assert total is not None and calls["recvfrom"] + calls["sendto"] <= total < 5, calls
     parts = {c.name for c in result.parts}
     assert {"kernel", "interpreter"} <= parts, (parts, result.notes)
-    assert json.loads((tmp_path / "e" / "explain.json").read_text())["schema"] == 1
+    functions = {f.name: f for f in result.functions}
+    if PYTHON_FUNCTIONS:  # the loop's own functions, and the reply's system call in send
+        assert [p.name for p in result.phases] == ["clean", "syscalls", "profile", "functions"]
+        assert {
+            "Connection.on_readable (servers/conn.py)",
+            "serve (servers/epoll_server.py)",
+        } <= set(functions), result.functions
+        send = functions["Connection.send (servers/conn.py)"]
+        assert 0 < send.kernel_us <= send.us, send
+    else:
+        assert not functions and any("Python functions" in n for n in result.notes)
+    assert json.loads((tmp_path / "e" / "explain.json").read_text())["schema"] == 2
