@@ -50,6 +50,7 @@ class PerfSession:
         self._ack: int | None = None
         self._closed = False
         self._failed: str | None = None
+        self._fifos: tuple[Path, ...] = ()
         if shutil.which("perf") is None:
             self.note = "perf is not installed (Debian: linux-perf)"
             return
@@ -66,8 +67,9 @@ class PerfSession:
         # (not permitted, no such event) must not leave us waiting forever.
         self._ctl = _open_writer(ctl, self.proc)
         self._ack = os.open(ack, os.O_RDONLY | os.O_NONBLOCK)
-        for fifo in (ctl, ack):
-            fifo.unlink()  # both ends are open: the names are no longer needed
+        # The names go in close(): perf opens the ack fifo after the control one, and
+        # took it away from perf once in 45 sessions when unlinked here.
+        self._fifos = (ctl, ack)
 
     def _command(self, word: str) -> bool:
         """Send perf a control word; whether it acknowledged it within WAIT_S."""
@@ -106,6 +108,8 @@ class PerfSession:
         for fd in (self._ctl, self._ack):
             if fd is not None:
                 os.close(fd)
+        for fifo in self._fifos:
+            fifo.unlink(missing_ok=True)
         try:
             _, self.stderr = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:

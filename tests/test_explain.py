@@ -195,6 +195,7 @@ def test_explain_measures_the_epoll_server(tmp_path) -> None:
     assert clean is not None and 0 < clean.cpu_us < 1000
     assert (tmp_path / "e" / "explain.md").read_text().count("| epoll |") >= 2
     assert not list((tmp_path / "e").glob("perf-*.data"))  # the profile's data is not kept
+    assert not list((tmp_path / "e").glob(".perf-*"))  # nor the control fifos
     if reason := _perf_counts_here():
         assert result.notes, "perf failed but the record does not say so"
         pytest.skip(f"the figures need perf: {reason}")
