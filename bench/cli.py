@@ -114,10 +114,10 @@ def build_parser() -> ArgumentParser:
     run.add_argument("--driver", choices=DRIVERS)
     run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
     run.add_argument(
-        "--inject-delay-us",
+        "--inject-delay-ns",
         type=int,
-        metavar="US",
-        help="extra server CPU per request (tests the regression gate)",
+        metavar="NS",
+        help="extra server CPU nanoseconds per request (tests the regression gate; default 0)",
     )
     run.add_argument(
         "--allocator",
@@ -238,7 +238,7 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         warmup=args.warmup,
         driver=args.driver,
         seed=args.seed,
-        inject_delay_us=args.inject_delay_us,
+        inject_delay_ns=args.inject_delay_ns,
         allocator=args.allocator,
         rates=args.rates,
         sweep=args.sweep,

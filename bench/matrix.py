@@ -60,7 +60,7 @@ class Matrix:
     warmup: float = 0.5
     driver: str = "loadgen"
     seed: int = 0
-    inject_delay_us: int = 0  # extra server CPU per request, outside the cell key
+    inject_delay_ns: int = 0  # extra server CPU per request, outside the cell key
     # every server's allocator policy (bench.server_process.ALLOCATOR_POLICIES)
     allocator: str = "warm"
     description: str = ""
@@ -98,7 +98,7 @@ class Matrix:
             ),
             (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
             (self.repeats < 1, "repeats must be >= 1"),
-            (self.inject_delay_us < 0, "inject-delay-us must be >= 0"),
+            (self.inject_delay_ns < 0, "inject-delay-ns must be >= 0"),
             (
                 self.allocator not in ALLOCATOR_POLICIES,
                 f"allocator must be one of {', '.join(ALLOCATOR_POLICIES)}",

@@ -88,8 +88,8 @@ def load_timeout(cell: Cell, matrix: Matrix) -> float:
 
 def server_args(cell: Cell, matrix: Matrix) -> list[str]:
     args = []
-    if matrix.inject_delay_us:
-        args += ["--inject-delay-us", str(matrix.inject_delay_us)]
+    if matrix.inject_delay_ns:
+        args += ["--inject-delay-ns", str(matrix.inject_delay_ns)]
     if cell.key.backlog:
         args += ["--backlog", str(cell.key.backlog)]
     if cell.key.work:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+from dataclasses import asdict, replace
 from typing import Any
 
 from common.cli import ArgumentParser, port, positive_int, usage_error
@@ -69,11 +70,12 @@ def build_parser() -> ArgumentParser:
         help="processes (prefork) or pool threads (threadpool)",
     )
     run.add_argument(
-        "--inject-delay-us",
+        "--inject-delay-ns",
         type=int,
         default=0,
-        metavar="US",
-        help="extra CPU microseconds per request, to test the regression gate",
+        metavar="NS",
+        help="extra CPU nanoseconds per request, spun on the wall clock, to test the "
+        "regression gate (default 0)",
     )
     return parser
 
@@ -129,9 +131,9 @@ def run_model(args: argparse.Namespace) -> int:
         )
     serve = model.load().serve
     counters = Counters()
-    if args.inject_delay_us < 0:
-        return usage_error(PROG, "--inject-delay-us must be >= 0")
-    work = Work(args.work.cpu_us + args.inject_delay_us, args.work.wait_us)
+    if args.inject_delay_ns < 0:
+        return usage_error(PROG, "--inject-delay-ns must be >= 0")
+    work = replace(args.work, inject_ns=args.inject_delay_ns)
     make_protocol = with_work(
         protocol_factory(args.protocol, Limits(max_frame=args.max_frame)), work
     )
@@ -170,7 +172,7 @@ def run_model(args: argparse.Namespace) -> int:
                 "port": bound_port,
                 "pid": os.getpid(),
                 "backlog": backlog,
-                "work": {"cpu_us": work.cpu_us, "wait_us": work.wait_us},
+                "work": asdict(work),
             }
         )
         serve(listener, make_protocol, counters, **options)

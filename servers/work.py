@@ -3,8 +3,9 @@
 `cpu:US` burns US microseconds of CPU per request answered; `wait:US` waits US
 microseconds without CPU, the way each model would (a sleep in thread models, a timer
 in event loops), by setting the protocol's `hold_s` for the model to honour.
-`--inject-delay-us` adds CPU work too, outside the cell key: it exists to test the
-regression gate.
+`--inject-delay-ns` adds CPU work too, outside the cell key: it exists to test the
+regression gate, and spins on the wall clock (`perf_counter_ns`, no system call), since
+reading the thread's CPU clock is a system call that costs more than the finest step.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ KINDS = ("cpu", "wait")
 class Work:
     cpu_us: int = 0
     wait_us: int = 0
+    inject_ns: int = 0  # --inject-delay-ns
 
     def __bool__(self) -> bool:
-        return bool(self.cpu_us or self.wait_us)
+        return bool(self.cpu_us or self.wait_us or self.inject_ns)
 
 
 def parse_work(text: str) -> Work:
@@ -69,6 +71,10 @@ class WorkingProtocol:
         self._seen = self.inner.answered
         if requests and self.work.cpu_us:
             spin(requests * self.work.cpu_us)
+        if requests and self.work.inject_ns:
+            end = time.perf_counter_ns() + requests * self.work.inject_ns
+            while time.perf_counter_ns() < end:
+                pass
         self.hold_s = requests * self.work.wait_us / 1e6
         return reply
 

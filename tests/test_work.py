@@ -34,11 +34,21 @@ def test_cpu_work_burns_cpu_per_request() -> None:
     assert time.process_time() - start >= 0.05  # 3 x 20 ms of CPU, not of sleep
 
 
+def test_injected_delay_spins_nanoseconds_per_request() -> None:
+    protocol = WorkingProtocol(EchoProtocol(), Work(inject_ns=2_000_000))
+    start = time.perf_counter()
+    assert protocol.feed(frame(b"x") * 3) == frame(b"x") * 3
+    assert time.perf_counter() - start >= 0.006  # 3 x 2 ms
+    start = time.perf_counter()
+    protocol.feed(frame(b"x")[:3])  # half a request: nothing answered, nothing owed
+    assert time.perf_counter() - start < 0.002
+
+
 @pytest.mark.real
 @pytest.mark.parametrize("model", AVAILABLE)
 def test_wait_work_delays_replies_and_overlaps_except_when_blocking(server_factory, model):
     server = server_factory(model, "echo", "--work", "wait:300000")  # 300 ms per request
-    assert server.ready["work"] == {"cpu_us": 0, "wait_us": 300000}
+    assert server.ready["work"] == {"cpu_us": 0, "wait_us": 300000, "inject_ns": 0}
     count = 1 if model == "blocking" else 8
     socks = [connect(server.port) for _ in range(count)]
     try:
