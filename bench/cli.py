@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import explain_cli
+from bench import ab_cli, explain_cli
 from bench.cpus import CpuPlanError, plan_cpus
 from bench.matrix import (
     DRIVERS,
@@ -162,6 +162,7 @@ def build_parser() -> ArgumentParser:
     )
     sub.add_parser("list", help="list profiles and models")
     explain_cli.add_parser(sub)
+    ab_cli.add_parser(sub)
     compare = sub.add_parser(
         "compare", help="compare two runs: the regression gate (exit 1 on a regression)"
     )
@@ -204,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(args.run_dir, args.models)
         if args.command == "compare":
             return cmd_compare(args)
+        if args.command == "ab":
+            return ab_cli.cmd_ab(args, argv if argv is not None else sys.argv[1:])
         if args.command == "explain":
             return explain_cli.cmd_explain(args, argv if argv is not None else sys.argv[1:])
         return cmd_list()

@@ -24,7 +24,7 @@ class Progress:
             self.stream.write(f"\r[{self.done + 1}/{self.total}] {label} ...\x1b[K")
             self.stream.flush()
 
-    def cell_finished(self, row: Row) -> None:
+    def cell_finished(self, row: Row, label: str | None = None) -> None:
         self.done += 1
         elapsed = time.monotonic() - self.started
         eta = elapsed / self.done * (self.total - self.done)
@@ -35,7 +35,8 @@ class Progress:
             status += " (suspect: " + "; ".join(r.code for r in row.reasons) + ")"
         width = len(str(self.total))
         line = (
-            f"[{self.done:>{width}}/{self.total}] {row.cell.key} r{row.repeat} {figure}  "
+            f"[{self.done:>{width}}/{self.total}] {label or f'{row.cell.key} r{row.repeat}'} "
+            f"{figure}  "
             f"ETA {_duration(eta)}  {status}"
         )
         prefix = "\r\x1b[K" if self.stream.isatty() else ""

@@ -87,6 +87,7 @@ class Row:
     busy_before: float | None = None  # % of the machine's CPU time busy just before
     server_log: str | None = None  # what the server wrote, relative to the run folder
     probe_rps: float | None = None  # a "f<fraction>" cell: the capacity its rate is a share of
+    server_git: str | None = None  # the servers' commit, where they came from another (bench ab)
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:

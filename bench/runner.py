@@ -98,10 +98,15 @@ def server_args(cell: Cell, matrix: Matrix) -> list[str]:
 
 
 def run_cell(
-    cell: Cell, matrix: Matrix, plan: CpuPlan, run_id: str, run_dir: Path | None = None
+    cell: Cell,
+    matrix: Matrix,
+    plan: CpuPlan,
+    run_id: str,
+    run_dir: Path | None = None,
+    server_root: Path | None = None,
 ) -> Row:
     """Run one cell; with `run_dir`, the server's output and the cell's interval log
-    go there (logs/, hdr/)."""
+    go there (logs/, hdr/); with `server_root`, the servers of that checkout run."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     slug = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.key.key)}-r{cell.repeat}"
@@ -127,6 +132,7 @@ def run_cell(
         extra_args=server_args(cell, matrix),
         cpus=plan.server,
         allocator=matrix.allocator,
+        cwd=server_root,
     )
     try:
         server.start()

@@ -22,6 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from common.process import block_stop_signals, die_with_parent
@@ -91,6 +92,9 @@ class ServerProcess:
     fd_limit: int | None = None  # to run the server out of descriptors (tests)
     allocator: str = "warm"  # allocator_env's policy
     env: Mapping[str, str] = field(default_factory=dict)  # set in the server's environment
+    # the checkout whose servers/ run (bench ab); None: this one. `-m servers` imports
+    # from the working directory first.
+    cwd: Path | None = None
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
@@ -153,6 +157,7 @@ class ServerProcess:
             text=True,
             preexec_fn=_child_setup(self.cpus, self.fd_limit),
             env={**allocator_env(os.environ, self.allocator), **self.env},
+            cwd=self.cwd,
         )
         line = self._read_line(self.ready_timeout)
         if not line:
