@@ -7,7 +7,11 @@ interpreter, so their dependencies must match it.
 
 Pair i of a cell runs base then new when i is even, new then base when it is odd
 (A B B A ...), back to back on the same CPUs, so that a shift of the whole machine
-falls on both sides of a pair and cancels in its ratio. Each side's rows go to a run of
+falls on both sides of a pair and cancels in its ratio. With `together`, both sides of
+a pair run at the same time, each its own server and load generator on the same CPUs:
+the machine's swings within a pair cancel too (docs/nightly.md measures both), at the
+price of each side sharing the CPUs with the other; server CPU per request is then the
+figure to read, since each load generator gets half a client CPU. Each side's rows go to a run of
 its own (`base/` and `new/` in the comparison's folder), and each row records the
 commit of the servers that made it (`server_git`).
 """
@@ -18,6 +22,7 @@ import contextlib
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -112,21 +117,33 @@ def run_pairs(
     plan: CpuPlan,
     started: Callable[[str], None],
     finished: Callable[[Row, str], None],
+    together: bool = False,
 ) -> None:
-    """Every cell's pairs, interleaved (see the module); the rows go to the stores as
-    they come, so that an interruption keeps what has run."""
+    """Every cell's pairs, interleaved, or both sides at once with `together` (see the
+    module); the rows go to the stores as they come, so that an interruption keeps
+    what has run."""
     cells: dict[int, list[Cell]] = {}
     for cell in matrices[0].cells():
         cells.setdefault(cell.repeat, []).append(cell)
+
+    def one(cell: Cell, side: int, label: str) -> Row:
+        source, store = sources[side], stores[side]
+        row = run_cell(cell, matrices[side], plan, store.run_id, store.path, source.root, together)
+        return replace(row, server_git=source.sha)
+
     for pair in sorted(cells):
         for cell in cells[pair]:
+            labels = [f"{cell.key.key} pair {pair + 1} {sources[side].side}" for side in (0, 1)]
+            if together:
+                started(f"{cell.key.key} pair {pair + 1} both")
+                with ThreadPoolExecutor(2) as pool:
+                    rows = list(pool.map(one, (cell, cell), (0, 1), labels))
+                for side, row in enumerate(rows):
+                    stores[side].append(row)
+                    finished(row, labels[side])
+                continue
             for side in pair_order(pair):
-                source, store = sources[side], stores[side]
-                label = f"{cell.key.key} pair {pair + 1} {source.side}"
-                started(label)
-                row = run_cell(
-                    cell, matrices[side], plan, store.run_id, store.path, server_root=source.root
-                )
-                row = replace(row, server_git=source.sha)
-                store.append(row)
-                finished(row, label)
+                started(labels[side])
+                row = one(cell, side, labels[side])
+                stores[side].append(row)
+                finished(row, labels[side])

@@ -4,8 +4,9 @@ Every cell of the matrix gets the same tests, decided before any data is seen, s
 the family's size (Holm's m) does not depend on the results:
 
 - continuous, over the pairs where both sides' repeats are usable (ok or client-bound):
-  throughput, the p99 of all requests (the unanswered ones included) and the longest
-  wait of any connection (bench.compare.METRICS);
+  throughput, the p99 of all requests (the unanswered ones included), the longest wait
+  of any connection (bench.compare.METRICS), and the server's CPU per request (process
+  view), which sees a slower server even where the load generator is the limit;
 - the share of repeats affected on each side, over every repeat: failed (the cell did
   not complete), errors (any error in the window, mismatches included), starved (a
   connection that got no reply in the window) and suspect (the validity verdict).
@@ -59,7 +60,9 @@ FLAGS: tuple[tuple[str, Callable[[Row], bool]], ...] = (
     ("starved", _starved),
     ("suspect", _suspect),
 )
-TESTS_PER_CELL = len(METRICS) + len(FLAGS)
+CPU = MetricSpec("cpu_per_request", "server CPU per request", "µs", (), False, ".2f")
+CONTINUOUS = (*METRICS, CPU)
+TESTS_PER_CELL = len(CONTINUOUS) + len(FLAGS)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ def analyse(
         pairs = sorted(set(a) & set(b))
         if len(pairs) < len(set(a) | set(b)):
             notes[key].append(f"{len(set(a) ^ set(b))} repeats without their pair left out")
-        for spec in METRICS:
+        for spec in CONTINUOUS:
             values = [
                 (x, y)
                 for r in pairs
@@ -138,7 +141,7 @@ def analyse(
 def _value(row: Row, spec: MetricSpec) -> float | None:
     if row.status not in USABLE:
         return None
-    value: object = row.load
+    value: object = row.server_cpu_us_per_request if spec is CPU else row.load
     for part in spec.path:
         value = getattr(value, part, None)
     if isinstance(value, bool) or not isinstance(value, int | float):

@@ -62,6 +62,13 @@ def add_parser(sub: Any) -> None:
         help=f"the family's error rate, Holm-corrected (default {ALPHA:g})",
     )
     ab.add_argument(
+        "--together",
+        action="store_true",
+        help="run both sides of each pair at the same time, each its own server and load "
+        "generator on the same CPUs: the machine's swings cancel within the pair "
+        "(default: one after the other, A B B A)",
+    )
+    ab.add_argument(
         "--new-inject-delay-ns",
         type=int,
         default=0,
@@ -117,6 +124,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
         "server_cpus": ",".join(map(str, plan.server)),
         "client_cpus": ",".join(map(str, plan.client)),
         "new_inject_delay_ns": args.new_inject_delay_ns,
+        "together": args.together,
     }
     folder.mkdir(parents=True)
     stores = tuple(
@@ -146,7 +154,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
             meta["base"], meta["new"] = (_describe(s) for s in ready)
             run_pairs(
                 matrices, ready, (stores[0], stores[1]), plan,
-                progress.cell_started, progress.cell_finished,
+                progress.cell_started, progress.cell_finished, args.together,
             )  # fmt: skip
     except AbError as exc:
         return usage_error(PROG, exc)

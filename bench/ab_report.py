@@ -9,8 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from bench.ab_analysis import FLAGS, SKIPPED, TESTS_PER_CELL, CellResult
-from bench.compare import METRICS
+from bench.ab_analysis import CONTINUOUS, FLAGS, SKIPPED, TESTS_PER_CELL, CellResult
 from bench.paired import (
     IMPROVEMENT,
     NO_CHANGE,
@@ -41,7 +40,9 @@ def render(results: Sequence[CellResult], meta: dict[str, Any]) -> str:
     lines = [
         f"# bench ab: {_source(new)} against {_source(base)}",
         "",
-        f"**{headline(results)}.** {pairs} pairs per cell, run A B B A back to back on "
+        f"**{headline(results)}.** {pairs} pairs per cell, "
+        + ("both sides of a pair at once" if meta.get("together") else "run A B B A back to back")
+        + " on "
         f"server CPUs {meta['server_cpus']}, load generator CPUs {meta['client_cpus']}; "
         f"{meta['when']}. Command: `{meta['command']}`",
         "",
@@ -60,7 +61,7 @@ def render(results: Sequence[CellResult], meta: dict[str, Any]) -> str:
             f"{floor:.4f}, above alpha/m = {alpha / m:.5f}: no continuous metric can be "
             f"flagged. Use at least {need} pairs (docs/nightly.md).",
         ]
-    heads = [spec.name for spec in METRICS] + [name for name, _ in FLAGS]
+    heads = [spec.name for spec in CONTINUOUS] + [name for name, _ in FLAGS]
     lines += [
         "",
         "| cell | verdict | " + " | ".join(heads) + " |",

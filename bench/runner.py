@@ -34,8 +34,14 @@ _PROBES: dict[tuple[str, str, int], float] = {}  # (run, closed-loop key, repeat
 
 
 def load_command(
-    cell: Cell, port: int, matrix: Matrix, plan: CpuPlan, probe_rps: float | None = None
+    cell: Cell,
+    port: int,
+    matrix: Matrix,
+    plan: CpuPlan,
+    probe_rps: float | None = None,
+    shared: bool = False,
 ) -> list[str]:
+    """The load generator's command line; `shared`: another one runs on the same CPUs."""
     key = cell.key
     common = [
         "--target",
@@ -78,6 +84,7 @@ def load_command(
         key.mode,
         "--cpus",
         format_cpu_list(plan.client),
+        *(["--no-busy-poll"] if shared else []),
     ]
 
 
@@ -104,9 +111,11 @@ def run_cell(
     run_id: str,
     run_dir: Path | None = None,
     server_root: Path | None = None,
+    shared: bool = False,
 ) -> Row:
     """Run one cell; with `run_dir`, the server's output and the cell's interval log
-    go there (logs/, hdr/); with `server_root`, the servers of that checkout run."""
+    go there (logs/, hdr/); with `server_root`, the servers of that checkout run;
+    `shared`: another cell runs on the same CPUs at the same time (bench ab --together)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     slug = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.key.key)}-r{cell.repeat}"
@@ -154,7 +163,7 @@ def run_cell(
         sampler = ServerSampler(server.pid).start()
         cores = CoreSampler(list(plan.server)).start()
         try:
-            command = load_command(cell, server.port, matrix, plan, probe_rps)
+            command = load_command(cell, server.port, matrix, plan, probe_rps, shared)
             if hdr_log is not None and run_dir is not None:
                 command += ["--interval-log", str(run_dir / hdr_log)]
             done = subprocess.run(

@@ -101,6 +101,7 @@ class LoadConfig:
     mode: str = "persistent"
     timeout: float = 5.0  # connect and reply timeout, seconds
     cpus: tuple[int, ...] | None = None
+    busy_poll: bool = True  # where a worker has a CPU of its own (see `run`)
     allow_remote: bool = False
 
 
@@ -172,7 +173,7 @@ def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> lis
             f"{share} connections per process exceed RLIMIT_NOFILE ({hard}); use more --processes"
         )
     # Busy-polling pays only on a CPU nobody else needs: pinned, one worker per CPU.
-    spin_us = SPIN_US if cpus and processes <= len(cpus) else 0
+    spin_us = SPIN_US if cpus and processes <= len(cpus) and config.busy_poll else 0
     sources: tuple[str, ...] = ()
     if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith("127."):
         sources = tuple(f"127.0.0.{i}" for i in range(1, SOURCES + 1))
@@ -573,6 +574,13 @@ def build_parser() -> ArgumentParser:
         f"{SPIN_US} us before sleeping (keep them off the server's CPUs)",
     )
     parser.add_argument(
+        "--no-busy-poll",
+        dest="busy_poll",
+        action="store_false",
+        help="never busy-poll: another load generator shares these CPUs (bench ab "
+        "--together), and a spinning worker would take its turns",
+    )
+    parser.add_argument(
         "--allow-remote", action="store_true", help="allow a target outside loopback"
     )
     parser.add_argument(
@@ -607,6 +615,7 @@ def main(argv: list[str] | None = None) -> int:
         mode=args.mode,
         timeout=args.timeout,
         cpus=args.cpus,
+        busy_poll=args.busy_poll,
         allow_remote=args.allow_remote,
     )
     try:

@@ -111,7 +111,7 @@ def test_the_same_revision_twice_runs_interleaved_and_cleans_up(tmp_path, capsys
     starts = sorted((r.started_at, r.repeat, side) for side, rs in rows.items() for r in rs)
     assert [side for *_, side in starts][:2] == ["base", "new"]  # pair 1: A then B
     data = json.loads((folder / "ab.json").read_text())
-    assert data["schema"] == 1 and data["metadata"]["tests"] == 7
+    assert data["schema"] == 1 and data["metadata"]["tests"] == 8
     [cell] = data["cells"]
     assert cell["verdict"] == "no change"
     text = (folder / "ab.md").read_text()
@@ -153,3 +153,19 @@ def test_refusing_one_connection_in_a_hundred_fails_through_errors(tmp_path, cap
     assert changes["errors"]["verdict"] == "regression"
     assert code == 1 and cell["verdict"] == "regression"
     assert "1 regression" in capsys.readouterr().out
+
+
+@pytest.mark.real
+def test_together_runs_both_sides_of_a_pair_at_once(tmp_path) -> None:
+    if _head() is None:
+        pytest.skip("not a git checkout")
+    argv = ["ab", _this(), _this(), *SHORT, "--connections", "10", "--pairs", "2", "--together"]
+    assert cli.main([*argv, "--out", str(tmp_path), "--run-id", "tog"]) == 0
+    base, new = (RunStore.open(tmp_path / "tog" / side).rows() for side in ab.SIDES)
+    for a, b in zip(base, new, strict=True):
+        assert a.status in USABLE and b.status in USABLE
+        assert a.load and b.load and a.load.window and b.load.window
+        # the two windows overlap: both sides ran in the same second
+        assert a.load.window.start_unix < b.load.window.end_unix
+        assert b.load.window.start_unix < a.load.window.end_unix
+    assert "both sides of a pair at once" in (tmp_path / "tog" / "ab.md").read_text()

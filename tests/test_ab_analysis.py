@@ -1,0 +1,91 @@
+"""bench.ab_analysis and bench.ab_power on made-up rows: verdicts, flags, skipped cells."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from bench import ab_power
+from bench.ab_analysis import TESTS_PER_CELL, analyse
+from bench.ab_report import render
+from bench.paired import AffectedChange, PairedChange
+from bench.record import CellKey, Row
+from bench.store import RunStore
+from tests.helpers import load_result
+
+PAIRS = 12
+
+
+def _rows(model: str, run_id: str, factor: float, seed: int, **load_changes) -> list[Row]:
+    rng = np.random.default_rng(seed)  # the same seed on both sides: the same machine drift
+    rows = []
+    for repeat in range(PAIRS):
+        drift = 1 + rng.normal(0, 0.08)
+        load = replace(load_result(throughput=10_000 * drift * factor), **load_changes)
+        rows.append(Row(run_id, CellKey(model=model, connections=10), repeat, "ok", load=load))
+    return rows
+
+
+def test_a_drop_is_a_regression_and_drift_is_not() -> None:
+    base = _rows("epoll", "base", 1.0, 1) + _rows("poll", "base", 1.0, 2)
+    new = _rows("epoll", "new", 0.85, 1) + _rows("poll", "new", 1.0, 2)
+    results, m = analyse(base, new, alpha=0.05, threshold=0.05)
+    assert m == 2 * TESTS_PER_CELL
+    verdicts = {r.key.split("/")[0]: r.verdict for r in results}
+    assert verdicts == {"epoll": "regression", "poll": "no change"}
+    throughput = results[0].changes[0]
+    assert isinstance(throughput, PairedChange) and 0.84 < throughput.ratio < 0.86
+
+
+def test_errors_fail_the_gate_though_throughput_is_unchanged() -> None:
+    base = _rows("epoll", "base", 1.0, 3)
+    errors = {**load_result().errors, "reset": 1}
+    new = _rows("epoll", "new", 1.0, 3, errors=errors)
+    [result], _ = analyse(base, new, alpha=0.05, threshold=0.05)
+    changes = {c.metric: c for c in result.changes}
+    assert changes["throughput"].verdict == "no change"
+    flagged = changes["errors"]
+    assert isinstance(flagged, AffectedChange) and flagged.verdict == "regression"
+    assert (flagged.base_affected, flagged.new_affected) == (0, PAIRS)
+    assert result.verdict == "regression"
+
+
+def test_skipped_cells_are_skipped_and_out_of_the_family() -> None:
+    skipped = [
+        Row(r, CellKey(model="uvloop"), 0, "skipped", reason="no uvloop") for r in ("base", "new")
+    ]
+    results, m = analyse(
+        _rows("epoll", "base", 1, 4) + [skipped[0]],
+        _rows("epoll", "new", 1, 4) + [skipped[1]],
+        0.05,
+        0.05,
+    )
+    assert m == TESTS_PER_CELL
+    assert [r.verdict for r in results] == ["no change", "skipped"]
+    sources = {side: {"side": side, "given": side, "sha": ""} for side in ("base", "new")}
+    meta = {
+        **sources, "tests": m, "alpha": 0.05, "pairs": PAIRS, "threshold": 0.05,
+        "server_cpus": "0", "client_cpus": "1", "when": "now", "command": "bench ab a b",
+    }  # fmt: skip
+    text = render(results, meta)
+    assert "0 regression, 0 improvement, 1 no change, 1 skipped in 2 cells" in text
+    assert "Warning" not in text  # 12 pairs can reach alpha/m = 0.05/7
+
+
+def test_power_is_simulated_from_an_a_a_comparisons_pairs(tmp_path: Path) -> None:
+    for side, seed in (("base", 5), ("new", 6)):
+        store = RunStore.create(tmp_path, side, {"profile": "nightly"})
+        for row in _rows("epoll", side, 1.0, seed):
+            store.append(row)
+    ratios = ab_power.noise(tmp_path)
+    assert list(ratios) == ["epoll/echo/c10/p64/persistent/loadgen"]
+    [diffs] = ratios.values()
+    assert len(diffs) == PAIRS
+    rng = np.random.default_rng(1)
+    quiet = [0.01 * x for x in np.random.default_rng(2).normal(size=30)]
+    assert ab_power.simulate(quiet, 12, 0.10, 1 - 0.05 / 7, 0.05, rng) == (1.0, 0.0)
+    noisy = [0.3 * x for x in np.random.default_rng(2).normal(size=30)]
+    power, alarms = ab_power.simulate(noisy, 12, 0.10, 1 - 0.05 / 7, 0.05, rng)
+    assert power < 0.2 and alarms < 0.01
