@@ -66,6 +66,11 @@ CHECKED_METADATA: tuple[tuple[str, str], ...] = (
 )
 
 
+# How a cell is measured, outside its key: two runs that differ here measure different
+# things under the same cell keys (the axes themselves only change which cells match).
+MATRIX_SETTINGS = ("duration", "warmup", "allocator", "inject_delay_ns", "arrivals")
+
+
 class CompareError(Exception):
     """Bad input for a comparison; the message is one line."""
 
@@ -246,13 +251,18 @@ def compare_metric(
 
 
 def metadata_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """'group.field: base value vs new value' for each checked field that differs."""
+    """'group.field: base value vs new value' for each checked field that differs, and
+    for each of the matrices' MATRIX_SETTINGS that both runs record."""
     out = []
     for group, name in CHECKED_METADATA:
         a = (base.get(group) or {}).get(name)
         b = (new.get(group) or {}).get(name)
         if a != b:
             out.append(f"{group}.{name}: {a!r} vs {b!r}")
+    if (ma := base.get("matrix")) and (mb := new.get("matrix")):
+        for name in MATRIX_SETTINGS:  # a setting older runs did not record is not checked
+            if name in ma and name in mb and ma[name] != mb[name]:
+                out.append(f"matrix.{name}: {ma.get(name)!r} vs {mb.get(name)!r}")
     return out
 
 

@@ -273,6 +273,22 @@ def test_different_setups_refused_unless_forced(
     assert "Warning:" in out and all(f in out for f in fields)
 
 
+def test_runs_of_different_matrices_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    matrix = {"profile": "nightly", "duration": 2.0, "warmup": 0.5, "repeats": 5}
+    base = make_run(tmp_path, "base", baseline_values(), metadata={**METADATA, "matrix": matrix})
+    same = {**METADATA, "matrix": {**matrix, "repeats": 3}}  # more or fewer repeats: fine
+    older = {**METADATA, "matrix": {k: v for k, v in matrix.items() if k != "warmup"}}
+    assert compare_runs(base, make_run(tmp_path, "older", baseline_values(), metadata=older))
+    assert compare_runs(base, make_run(tmp_path, "same", baseline_values(), metadata=same))
+    shorter = {**METADATA, "matrix": {**matrix, "duration": 1.0}}
+    new = make_run(tmp_path, "new", baseline_values(), metadata=shorter)
+    code, out, err = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "matrix.duration: 2.0 vs 1.0" in err
+
+
 def test_out_writes_the_summary_there(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], real_chart: None
 ) -> None:
