@@ -21,9 +21,9 @@ from common.process import raise_fd_limit
 from servers import MODELS
 from servers.conn import Counters, Stopping, reserve_descriptor
 from servers.listener import make_listener, system_backlog
-from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits, protocol_factory
+from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits
 from servers.stop_kick import watch_stop_signals
-from servers.work import Work, parse_work, with_work
+from servers.work import Work, parse_work, work_factory
 
 PROG = "python -m servers"
 
@@ -134,9 +134,7 @@ def run_model(args: argparse.Namespace) -> int:
     if args.inject_delay_ns < 0:
         return usage_error(PROG, "--inject-delay-ns must be >= 0")
     work = replace(args.work, inject_ns=args.inject_delay_ns)
-    make_protocol = with_work(
-        protocol_factory(args.protocol, Limits(max_frame=args.max_frame)), work
-    )
+    make_protocol = work_factory(args.protocol, Limits(max_frame=args.max_frame), work)
 
     def stop(signum: int, _frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from servers.protocol import EchoProtocol
-from servers.work import Work, WorkingProtocol, parse_work
+from servers.protocol import EchoProtocol, Limits
+from servers.work import Work, WorkingProtocol, parse_work, work_factory
 from tests.helpers import AVAILABLE, connect, exchange, frame
 
 
@@ -67,3 +67,22 @@ def test_wait_work_delays_replies_and_overlaps_except_when_blocking(server_facto
     # wait side by side: 8 connections in far less than 8 x 0.6 s.
     assert elapsed >= 0.55
     assert elapsed < 2.5
+
+
+def test_injection_alone_subclasses_the_protocol_and_spins_per_request() -> None:
+    make = work_factory("echo", Limits(), Work(inject_ns=2_000_000))
+    protocol = make()
+    assert isinstance(protocol, EchoProtocol) and not isinstance(protocol, WorkingProtocol)
+    start = time.perf_counter()
+    assert protocol.feed(frame(b"x") * 3) == frame(b"x") * 3
+    assert time.perf_counter() - start >= 0.006  # 3 x 2 ms
+    assert protocol.answered == 3 and protocol.hold_s == 0.0
+    start = time.perf_counter()
+    protocol.feed(frame(b"x")[:3])  # half a request: nothing answered, nothing owed
+    assert time.perf_counter() - start < 0.002
+
+
+def test_injection_with_other_work_keeps_the_wrapper() -> None:
+    protocol = work_factory("echo", Limits(), Work(wait_us=1000, inject_ns=10))()
+    assert isinstance(protocol, WorkingProtocol)
+    assert isinstance(work_factory("echo", Limits(), Work())(), EchoProtocol)
