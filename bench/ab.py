@@ -126,7 +126,7 @@ def run_pairs(
     for cell in matrices[0].cells():
         cells.setdefault(cell.repeat, []).append(cell)
 
-    def one(cell: Cell, side: int, label: str) -> Row:
+    def one(cell: Cell, side: int) -> Row:
         source, store = sources[side], stores[side]
         row = run_cell(cell, matrices[side], plan, store.run_id, store.path, source.root, together)
         return replace(row, server_git=source.sha)
@@ -137,13 +137,13 @@ def run_pairs(
             if together:
                 started(f"{cell.key.key} pair {pair + 1} both")
                 with ThreadPoolExecutor(2) as pool:
-                    rows = list(pool.map(one, (cell, cell), (0, 1), labels))
+                    rows = list(pool.map(one, (cell, cell), (0, 1)))
                 for side, row in enumerate(rows):
                     stores[side].append(row)
                     finished(row, labels[side])
                 continue
             for side in pair_order(pair):
                 started(labels[side])
-                row = one(cell, side, labels[side])
+                row = one(cell, side)
                 stores[side].append(row)
                 finished(row, labels[side])

@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from bench.compare import METRICS, MetricSpec
+from bench.compare import METRICS, MetricSpec, load_value
 from bench.paired import (
     IMPROVEMENT,
     NO_CHANGE,
@@ -89,10 +89,7 @@ def analyse(
     base: Sequence[Row], new: Sequence[Row], alpha: float, threshold: float
 ) -> tuple[list[CellResult], int]:
     """Each cell's changes, judged as one family; and the family's size."""
-    sides: tuple[dict[str, dict[int, Row]], ...] = ({}, {})
-    for side, rows in zip(sides, (base, new), strict=True):
-        for row in rows:
-            side.setdefault(row.cell.key, {})[row.repeat] = row
+    sides = _by_cell(base), _by_cell(new)
     keys = list(dict.fromkeys([*sides[0], *sides[1]]))
     skipped = {
         key
@@ -110,11 +107,7 @@ def analyse(
         if len(pairs) < len(set(a) | set(b)):
             notes[key].append(f"{len(set(a) ^ set(b))} repeats without their pair left out")
         for spec in CONTINUOUS:
-            values = [
-                (x, y)
-                for r in pairs
-                if (x := _value(a[r], spec)) is not None and (y := _value(b[r], spec)) is not None
-            ]
+            values = _values(a, b, pairs, spec)
             if len(values) < 2:
                 notes[key].append(f"{spec.name}: {len(values)} usable pairs, not tested")
                 raw.append((key, _untested(spec)))
@@ -138,15 +131,40 @@ def analyse(
     return results, m
 
 
+def paired_values(
+    base: Sequence[Row], new: Sequence[Row], spec: MetricSpec
+) -> dict[str, list[tuple[float, float]]]:
+    """Each cell's (base, new) figures of `spec`, pair by pair, where both are usable."""
+    a, b = _by_cell(base), _by_cell(new)
+    return {
+        key: _values(a[key], b[key], sorted(set(a[key]) & set(b[key])), spec)
+        for key in a
+        if key in b
+    }
+
+
+def _by_cell(rows: Sequence[Row]) -> dict[str, dict[int, Row]]:
+    cells: dict[str, dict[int, Row]] = {}
+    for row in rows:
+        cells.setdefault(row.cell.key, {})[row.repeat] = row
+    return cells
+
+
+def _values(
+    a: dict[int, Row], b: dict[int, Row], pairs: Sequence[int], spec: MetricSpec
+) -> list[tuple[float, float]]:
+    return [
+        (x, y)
+        for r in pairs
+        if (x := _value(a[r], spec)) is not None and (y := _value(b[r], spec)) is not None
+    ]
+
+
 def _value(row: Row, spec: MetricSpec) -> float | None:
     if row.status not in USABLE:
         return None
-    value: object = row.server_cpu_us_per_request if spec is CPU else row.load
-    for part in spec.path:
-        value = getattr(value, part, None)
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    if not math.isfinite(value) or value <= 0:  # a ratio needs two positive values
+    value = row.server_cpu_us_per_request if spec is CPU else load_value(row, spec.path)
+    if value is None or not math.isfinite(value) or value <= 0:  # a ratio needs two > 0
         return None
     return float(value)
 

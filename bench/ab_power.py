@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.ab import SIDES
-from bench.ab_analysis import family_size
+from bench.ab_analysis import CONTINUOUS, family_size, paired_values
 from bench.paired import hodges_lehmann, signed_rank_p
-from bench.record import USABLE, Row
 from bench.store import RunStore, StoreError
 from common.cli import ArgumentParser, positive_float, positive_int, usage_error
 
@@ -29,27 +28,16 @@ TRIALS = 2000
 SEED = 14
 
 
-def _figure(row: Row, metric: str) -> float | None:
-    if row.load is None or row.status not in USABLE:
-        return None
-    return row.load.throughput_rps if metric == "throughput" else row.server_cpu_us_per_request
-
-
 def noise(folder: Path, metric: str = "throughput") -> dict[str, list[float]]:
     """Each cell's log ratios of `metric` (throughput or cpu_per_request) over its pairs
     (new / base)."""
-    sides = [RunStore.open(folder / side).rows() for side in SIDES]
-    values: list[dict[tuple[str, int], float]] = [{}, {}]
-    for side, rows in zip(values, sides, strict=True):
-        for row in rows:
-            if (figure := _figure(row, metric)) is not None:
-                side[(row.cell.key, row.repeat)] = figure
-    ratios: dict[str, list[float]] = {}
-    for key, repeat in sorted(set(values[0]) & set(values[1])):
-        a, b = values[0][(key, repeat)], values[1][(key, repeat)]
-        if a > 0 and b > 0:
-            ratios.setdefault(key, []).append(math.log(b / a))
-    return ratios
+    spec = next(s for s in CONTINUOUS if s.name == metric)
+    base, new = (RunStore.open(folder / side).rows() for side in SIDES)
+    return {
+        key: [math.log(y / x) for x, y in values]
+        for key, values in paired_values(base, new, spec).items()
+        if values
+    }
 
 
 def simulate(

@@ -266,7 +266,8 @@ def metadata_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]
     return out
 
 
-def _value(row: Row, path: tuple[str, ...]) -> float | None:
+def load_value(row: Row, path: tuple[str, ...]) -> float | None:
+    """The load result's figure at `path` (e.g. ('throughput_rps',)), if a finite number."""
     value: Any = row.load
     for part in path:
         value = getattr(value, part, None)
@@ -292,7 +293,7 @@ class _Side:
                 continue
             metrics = side.values.setdefault(key, {m.name: [] for m in METRICS})
             for spec in METRICS:
-                if (value := _value(row, spec.path)) is not None:
+                if (value := load_value(row, spec.path)) is not None:
                     metrics[spec.name].append(value)
         return side
 
