@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.ab import SIDES, AbError, Source, checkouts, resolve, run_pairs
-from bench.ab_analysis import analyse, family_size
+from bench.ab_analysis import TOGETHER_EXPECTED, analyse, family_size
 from bench.ab_report import headline, save
 from bench.cpus import plan_cpus
 from bench.matrix import MatrixError, load_profile, override, profile_names
@@ -22,8 +22,8 @@ from common.cli import cpu_list, non_negative_float, positive_float, positive_in
 PROG = "python -m bench ab"
 OUT = Path("results") / "ab"
 REPO = Path(__file__).resolve().parent.parent
-PAIRS = 12  # docs/nightly.md: the power calculation
-THRESHOLD_PCT = 5.0
+PROFILE = "gate"  # few cells, many pairs: docs/nightly.md, "How many pairs"
+THRESHOLD_PCT = 3.0  # docs/nightly.md: what the gate catches at this threshold
 ALPHA = 0.05
 INTERRUPTED = 130
 
@@ -37,13 +37,13 @@ def add_parser(sub: Any) -> None:
     ab.add_argument("new", metavar="NEW", help="a git revision, or a checkout's folder")
     ab.add_argument(
         "--profile",
-        default="nightly",
-        help=f"the matrix: one of {', '.join(profile_names())} or a .toml (default nightly)",
+        default=PROFILE,
+        help=f"the matrix: one of {', '.join(profile_names())} or a .toml (default {PROFILE})",
     )
     ab.add_argument("--models", nargs="+", metavar="MODEL")
     ab.add_argument("--connections", nargs="+", type=positive_int, metavar="N")
     ab.add_argument(
-        "--pairs", type=positive_int, default=PAIRS, help=f"pairs per cell (default {PAIRS})"
+        "--pairs", type=positive_int, help="pairs per cell (default: the profile's repeats)"
     )
     ab.add_argument("--duration", type=positive_float, metavar="S", help="window per run")
     ab.add_argument("--warmup", type=non_negative_float, metavar="S")
@@ -88,7 +88,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
         return usage_error(PROG, f"--threshold {args.threshold:g} must be between 0 and 100")
     if not 0 < args.alpha < 1:
         return usage_error(PROG, f"--alpha {args.alpha:g} must be between 0 and 1")
-    if args.pairs < 2:
+    if args.pairs is not None and args.pairs < 2:
         return usage_error(PROG, "--pairs must be at least 2")
     if args.new_inject_delay_ns < 0:
         return usage_error(PROG, "--new-inject-delay-ns must be >= 0")
@@ -105,6 +105,8 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
         sources = (resolve("base", args.base, REPO), resolve("new", args.new, REPO))
     except (AbError, MatrixError, ValueError) as exc:
         return usage_error(PROG, exc)
+    if matrix.repeats < 2:
+        return usage_error(PROG, f"profile {args.profile}: a pair needs repeats >= 2")
     run_id = args.run_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     folder = args.out / run_id
     if folder.exists():
@@ -117,7 +119,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
     meta: dict[str, Any] = {
         "command": command,
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "pairs": args.pairs,
+        "pairs": matrix.repeats,
         "alpha": args.alpha,
         "threshold": args.threshold / 100,
         "tests": family_size(cells),
@@ -125,6 +127,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
         "client_cpus": ",".join(map(str, plan.client)),
         "new_inject_delay_ns": args.new_inject_delay_ns,
         "together": args.together,
+        "expected_reasons": sorted(TOGETHER_EXPECTED) if args.together else [],
     }
     folder.mkdir(parents=True)
     stores = tuple(
@@ -143,7 +146,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
         sys.stderr.write(f"note: {plan.note}\n")
     total = 2 * len(matrix.cells())
     sys.stderr.write(
-        f"ab {folder}: {cells} cells x {args.pairs} pairs x 2 sides = {total} runs; server "
+        f"ab {folder}: {cells} cells x {matrix.repeats} pairs x 2 sides = {total} runs; server "
         f"CPUs {list(plan.server)}, load generator CPUs {list(plan.client)}\n"
     )
     progress = Progress(total)
@@ -167,7 +170,10 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
         os.sched_setaffinity(0, affinity)
     for store in stores:
         store.update_metadata(interrupted=False)
-    results, _ = analyse(stores[0].rows(), stores[1].rows(), args.alpha, args.threshold / 100)
+    expected = TOGETHER_EXPECTED if args.together else frozenset()
+    results, _ = analyse(
+        stores[0].rows(), stores[1].rows(), args.alpha, args.threshold / 100, expected
+    )
     path = save(results, meta, folder)
     print(f"{headline(results)}: {path}")
     return 1 if any(r.verdict == "regression" for r in results) else 0

@@ -53,6 +53,14 @@ def render(results: Sequence[CellResult], meta: dict[str, Any]) -> str:
         f"whole interval beyond {100 * meta['threshold']:g}% in the bad direction. Counts: "
         "repeats affected, base → new, Fisher's exact test (one-sided).",
     ]
+    if meta.get("expected_reasons"):
+        lines += [
+            "",
+            "Both sides at once, every run is "
+            + " and ".join(meta["expected_reasons"])
+            + " by design: `suspect` counts the runs doubted for any other reason, and "
+            "each side's throughput is its share of the CPUs, not a standalone figure.",
+        ]
     if floor > alpha / max(m, 1):
         need = math.ceil(1 + math.log2(max(m, 1) / alpha))
         lines += [

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 
 from bench import ab_power
-from bench.ab_analysis import TESTS_PER_CELL, analyse
+from bench.ab_analysis import TESTS_PER_CELL, TOGETHER_EXPECTED, analyse
 from bench.ab_report import render
 from bench.paired import AffectedChange, PairedChange
-from bench.record import CellKey, Row
+from bench.record import CellKey, Reason, Row
 from bench.store import RunStore
 from tests.helpers import load_result
 
@@ -50,6 +50,31 @@ def test_errors_fail_the_gate_though_throughput_is_unchanged() -> None:
     assert isinstance(flagged, AffectedChange) and flagged.verdict == "regression"
     assert (flagged.base_affected, flagged.new_affected) == (0, PAIRS)
     assert result.verdict == "regression"
+
+
+def test_both_at_once_the_suspect_test_counts_only_unexpected_reasons() -> None:
+    """Together, every run is client-bound on a busy machine: that alone cannot fire, and
+    cannot hide a side whose windows are also non-stationary."""
+    designed = (Reason("client-bound", "shared CPU"), Reason("busy-machine", "shared CPU"))
+    drifting = (*designed, Reason("non-stationary", "throughput moved"))
+
+    def runs(run_id: str, reasons: tuple[Reason, ...]) -> list[Row]:
+        return [
+            replace(r, verdict="suspect", reasons=reasons) for r in _rows("epoll", run_id, 1, 5)
+        ]
+
+    def suspect(new: list[Row], expected: frozenset[str]) -> AffectedChange:
+        [result], _ = analyse(runs("base", designed), new, 0.05, 0.05, expected)
+        change = next(c for c in result.changes if c.metric == "suspect")
+        assert isinstance(change, AffectedChange)
+        return change
+
+    same = suspect(runs("new", designed), TOGETHER_EXPECTED)
+    assert (same.base_affected, same.new_affected, same.verdict) == (0, 0, "no change")
+    worse = suspect(runs("new", drifting), TOGETHER_EXPECTED)
+    assert (worse.base_affected, worse.new_affected, worse.verdict) == (0, PAIRS, "regression")
+    blind = suspect(runs("new", drifting), frozenset())  # one after the other: all count
+    assert (blind.base_affected, blind.new_affected) == (PAIRS, PAIRS)
 
 
 def test_skipped_cells_are_skipped_and_out_of_the_family() -> None:
