@@ -169,11 +169,13 @@ def _values(
     return [
         (x, y)
         for r in pairs
-        if (x := _value(a[r], spec)) is not None and (y := _value(b[r], spec)) is not None
+        if (x := metric_value(a[r], spec)) is not None
+        and (y := metric_value(b[r], spec)) is not None
     ]
 
 
-def _value(row: Row, spec: MetricSpec) -> float | None:
+def metric_value(row: Row, spec: MetricSpec) -> float | None:
+    """A usable repeat's figure of `spec`, as the tests take it (positive, finite)."""
     if row.status not in USABLE:
         return None
     value = row.server_cpu_us_per_request if spec is CPU else load_value(row, spec.path)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ab_cli, explain_cli
+from bench import ab_cli, explain_cli, history_report
 from bench.cpus import CpuPlanError, plan_cpus
 from bench.matrix import (
     DRIVERS,
@@ -163,8 +163,10 @@ def build_parser() -> ArgumentParser:
     sub.add_parser("list", help="list profiles and models")
     explain_cli.add_parser(sub)
     ab_cli.add_parser(sub)
+    history_report.add_parser(sub)
     compare = sub.add_parser(
-        "compare", help="compare two runs: the regression gate (exit 1 on a regression)"
+        "compare",
+        help="compare two existing runs' repeats (exit 1 on a regression); the gate is bench ab",
     )
     compare.add_argument("base_run", type=Path, metavar="BASE_RUN")
     compare.add_argument("new_run", type=Path, metavar="NEW_RUN")
@@ -207,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(args)
         if args.command == "ab":
             return ab_cli.cmd_ab(args, argv if argv is not None else sys.argv[1:])
+        if args.command == "history":
+            return history_report.cmd_history(args)
         if args.command == "explain":
             return explain_cli.cmd_explain(args, argv if argv is not None else sys.argv[1:])
         return cmd_list()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 from functools import cache
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import fisher_exact
 
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
@@ -162,7 +163,7 @@ def judge(
     return judged
 
 
-def _ranks(values: np.ndarray) -> np.ndarray:
+def _ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     """Ranks 1..n, ties given their mean rank."""
     order = values.argsort(kind="stable")
     ranks = np.empty(len(values), dtype=float)

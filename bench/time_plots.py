@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from matplotlib import ticker, transforms
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
 from bench.plots import plain_number
 from clients.result import Interval
+
+Array = npt.NDArray[Any]  # numpy's stubs type float arrays differently from one release to the next
 
 LINE = "#1f77b4"
 THIRD = "#d62728"  # the verdict's per-third figures
@@ -139,16 +143,16 @@ def _usable(ax: Axes, intervals: Sequence[Interval], interval_s: float) -> bool:
     return False
 
 
-def _edges(intervals: Sequence[Interval], interval_s: float) -> tuple[np.ndarray, np.ndarray]:
+def _edges(intervals: Sequence[Interval], interval_s: float) -> tuple[Array, Array]:
     starts = np.array([i.start_s for i in intervals], dtype=float)
     return starts, starts + interval_s
 
 
-def _bins(starts: np.ndarray, interval_s: float) -> np.ndarray:
+def _bins(starts: Array, interval_s: float) -> Array:
     return np.append(starts, starts[-1] + interval_s)
 
 
-def _shade_thirds(ax: Axes, starts: np.ndarray, interval_s: float) -> None:
+def _shade_thirds(ax: Axes, starts: Array, interval_s: float) -> None:
     """Grey bands behind the first and last thirds, which the verdict compares."""
     for start, end in thirds(len(starts))[::2]:
         ax.axvspan(starts[start], starts[end - 1] + interval_s, color=SHADE, zorder=0, lw=0)

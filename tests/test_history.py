@@ -1,0 +1,158 @@
+"""bench.history: entries from the committed bench ab result, the JSONL file, the series."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bench.history import (
+    METRICS,
+    SCHEMA,
+    HistoryEntry,
+    HistoryError,
+    append,
+    entries_from_ab,
+    load,
+    machine_of,
+    series,
+)
+
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "ab-aa-together"
+
+
+def _ab() -> dict:
+    return json.loads((REFERENCE / "ab.json").read_text())
+
+
+def test_entries_carry_the_ab_results_figures() -> None:
+    ab = _ab()
+    entries = entries_from_ab(REFERENCE)
+    cells = [c for c in ab["cells"] if not c["skipped"]]
+    assert [e.cell for e in entries] == [c["key"] for c in cells]
+    rows = [json.loads(line) for line in (REFERENCE / "new" / "results.jsonl").open()]
+    for entry, cell in zip(entries, cells, strict=True):
+        assert entry.schema == SCHEMA
+        assert (entry.base_sha, entry.new_sha) == (
+            ab["metadata"]["base"]["sha"],
+            ab["metadata"]["new"]["sha"],
+        )
+        assert entry.when == ab["metadata"]["when"]
+        assert [m.name for m in entry.metrics] == list(METRICS)
+        # the new side's median throughput, from the raw rows rather than through Row
+        usable = [
+            r["load"]["throughput_rps"]
+            for r in rows
+            if r["key"] == cell["key"] and r["status"] in ("ok", "client-bound")
+        ]
+        throughput = entry.metric("throughput")
+        assert throughput is not None
+        assert throughput.median == statistics.median(usable)
+        assert throughput.repeats == len(usable)
+        paired = {c["metric"]: c for c in cell["changes"]}
+        for m in entry.metrics:
+            assert (m.ratio, m.low, m.high, m.verdict) == tuple(
+                paired[m.name][k] for k in ("ratio", "low", "high", "verdict")
+            )
+
+
+def test_round_trip_through_the_file(tmp_path: Path) -> None:
+    history = tmp_path / "sub" / "history.jsonl"
+    entries = entries_from_ab(REFERENCE)
+    assert append(history, entries) == len(entries)
+    assert load(history) == entries
+    text = history.read_text()
+    assert len(text.splitlines()) == len(entries)
+    assert append(history, entries) == 0  # the same night is not added twice
+    assert history.read_text() == text
+    later = [replace(e, when="2026-12-03T02:00:00+00:00") for e in entries]
+    assert append(history, later) == len(later)
+    assert load(history) == entries + later
+
+
+def test_fingerprint_ignores_kernel_and_python_patch_release() -> None:
+    meta = json.loads((REFERENCE / "new" / "metadata.json").read_text())
+    machine = machine_of(meta)
+    assert machine.python == "CPython 3.11"
+    assert (machine.server_cpus, machine.client_cpus) == ((0,), (1,))
+    moved = json.loads(json.dumps(meta))
+    moved["host"]["kernel"] = "7.0.0"
+    moved["python"]["version"] = "3.11.99"
+    moved["host"]["hostname"] = "elsewhere"
+    assert machine_of(moved).fingerprint == machine.fingerprint
+    other = json.loads(json.dumps(meta))
+    other["host"]["cpu_count"] = 4
+    assert machine_of(other).fingerprint != machine.fingerprint
+    other = json.loads(json.dumps(meta))
+    other["python"]["version"] = "3.12.1"
+    assert machine_of(other).fingerprint != machine.fingerprint
+
+
+def test_load_refuses_an_unknown_schema_and_names_the_line(tmp_path: Path) -> None:
+    history = tmp_path / "history.jsonl"
+    entry = entries_from_ab(REFERENCE)[0]
+    future = json.loads(entry.to_json()) | {"schema": SCHEMA + 1}
+    history.write_text(entry.to_json() + "\n" + json.dumps(future) + "\n")
+    with pytest.raises(HistoryError, match=rf"history.jsonl:2: schema {SCHEMA + 1}"):
+        load(history)
+    with pytest.raises(HistoryError):  # nor is it appended to
+        append(history, [entry])
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"schema": 1, "when": "2026-12-0',  # a torn last line: refused, not skipped
+        "[1, 2]",
+        '{"schema": 1}',
+    ],
+)
+def test_load_skips_nothing(tmp_path: Path, line: str) -> None:
+    history = tmp_path / "history.jsonl"
+    history.write_text(entries_from_ab(REFERENCE)[0].to_json() + "\n\n" + line + "\n")
+    with pytest.raises(HistoryError, match=r"history.jsonl:3: "):
+        load(history)
+
+
+def test_an_entry_whose_fingerprint_is_not_its_machines_is_refused(tmp_path: Path) -> None:
+    data = json.loads(entries_from_ab(REFERENCE)[0].to_json())
+    data["machine"]["cpu_count"] = 64
+    history = tmp_path / "history.jsonl"
+    history.write_text(json.dumps(data) + "\n")
+    with pytest.raises(HistoryError, match="fingerprint"):
+        load(history)
+
+
+def test_a_folder_that_is_not_an_ab_result_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(HistoryError, match="no ab.json"):
+        entries_from_ab(tmp_path)
+    (tmp_path / "ab.json").write_text(json.dumps({"schema": 1, "cells": []}))
+    with pytest.raises(HistoryError, match="not a bench ab result"):
+        entries_from_ab(tmp_path)  # no base/ and new/ run folders
+    (tmp_path / "ab.json").write_text(json.dumps({"schema": 9}))
+    with pytest.raises(HistoryError, match="schema 9"):
+        entries_from_ab(tmp_path)
+
+
+def _night(entry: HistoryEntry, when: str, sha: str, throughput: float | None) -> HistoryEntry:
+    metrics = tuple(
+        replace(m, median=throughput) if m.name == "throughput" else m for m in entry.metrics
+    )
+    return replace(entry, when=when, new_sha=sha, metrics=metrics)
+
+
+def test_series_is_one_machine_and_cell_oldest_first() -> None:
+    first, second = entries_from_ab(REFERENCE)[:2]
+    entries = [
+        _night(first, "2026-12-03T02:00:00+00:00", "c3", 300.0),
+        _night(first, "2026-12-01T02:00:00+00:00", "c1", 100.0),
+        _night(second, "2026-12-02T02:00:00+00:00", "other-cell", 7.0),
+        _night(first, "2026-12-02T02:00:00+00:00", "c2", None),  # nothing usable that night
+        _night(first, "2026-12-04T01:00:00+01:00", "c4", 400.0),  # 00:00 UTC: after c3
+    ]
+    got = series(entries, first.fingerprint, first.cell, "throughput")
+    assert [(n.new_sha, n.value) for n in got] == [("c1", 100.0), ("c3", 300.0), ("c4", 400.0)]
+    assert series(entries, "not-a-machine", first.cell, "throughput") == ()
