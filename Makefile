@@ -41,22 +41,29 @@ report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>" >&2; exit 2; }
 	$(BIN)/python -m bench report $(RUN)
 
-# The nightly regression gate: run the nightly profile, compare with a baseline run.
-# BASELINE=path, else the newest run under results/baseline/, else results/reference/nightly/.
-# With no baseline at all (the first night) the run becomes the first baseline: no compare.
-# COMPARE_FLAGS=--force compares runs made on different machines (hosted CI runners).
+# The nightly regression gate (docs/nightly.md): `bench ab` between BASE and NEW (HEAD) on
+# the gate profile, both sides at once; exit 1 on a regression. Then the night's cell
+# medians join the history, its page is redrawn, and NEW becomes the last good commit
+# when the gate passed. BASE=rev, else that last good commit, else HEAD~1.
 NIGHTLY_ID := nightly-$(shell date -u +%Y%m%d-%H%M%S)
-COMPARE_FLAGS ?=
+NEW ?= HEAD
+BASE ?=
+AB_OUT ?= results/ab
+HISTORY ?= results/history/history.jsonl
+LAST_GOOD = $(dir $(HISTORY))last-good
 nightly: $(STAMP)
-	@base="$(BASELINE)"; \
-	[ -n "$$base" ] || base=$$(ls -d results/baseline/*/ 2>/dev/null | tail -n 1); \
-	[ -n "$$base" ] || base=$$(ls -d results/reference/nightly/*/ 2>/dev/null | tail -n 1); \
-	$(BIN)/python -m bench run --profile nightly --run-id $(NIGHTLY_ID) $(ARGS) || exit $$?; \
-	if [ -z "$$base" ]; then \
-	  echo "make nightly: no baseline yet; results/$(NIGHTLY_ID) can be the first" \
-	    | tee results/$(NIGHTLY_ID)/summary.md; exit 0; fi; \
-	$(BIN)/python -m bench compare "$$base" results/$(NIGHTLY_ID) $(COMPARE_FLAGS) \
-	  --out results/$(NIGHTLY_ID)/summary.md
+	@base="$(BASE)"; \
+	[ -n "$$base" ] || base=$$(cat $(LAST_GOOD) 2>/dev/null); \
+	[ -n "$$base" ] || base=HEAD~1; \
+	echo "make nightly: $$base against $(NEW)"; \
+	$(BIN)/python -m bench ab "$$base" "$(NEW)" --profile gate --together \
+	  --out $(AB_OUT) --run-id $(NIGHTLY_ID) $(ARGS); \
+	rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	$(BIN)/python -m bench history $(HISTORY) --append $(AB_OUT)/$(NIGHTLY_ID) \
+	  --out $(dir $(HISTORY)) || exit $$?; \
+	sha=$$(git rev-parse --verify -q "$(NEW)^{commit}" || git -C "$(NEW)" rev-parse HEAD); \
+	[ $$rc -ne 0 ] || echo "$$sha" > $(LAST_GOOD); \
+	exit $$rc
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache .mypy_cache *.egg-info

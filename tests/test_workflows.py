@@ -45,7 +45,7 @@ def uses(workflow: dict[str, Any], job: str, action: str) -> dict[str, Any]:
     return found[0]
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "nightly-bench.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "nightly-bench.yml", "ab-pr.yml"])
 def test_every_job_is_well_formed(name: str) -> None:
     workflow = load(name)
     assert workflow.get("name")
@@ -63,7 +63,7 @@ def test_every_job_is_well_formed(name: str) -> None:
         assert len(ids) == len(set(ids)), f"{job_id}: duplicate step ids"
 
 
-@pytest.mark.parametrize("name", ["ci.yml", "nightly-bench.yml"])
+@pytest.mark.parametrize("name", ["ci.yml", "nightly-bench.yml", "ab-pr.yml"])
 def test_python_is_set_up_with_a_pip_cache(name: str) -> None:
     workflow = load(name)
     (job,) = workflow["jobs"]
@@ -91,40 +91,78 @@ def test_nightly_triggers() -> None:
     (entry,) = on["schedule"]
     fields = entry["cron"].split()
     assert len(fields) == 5 and fields[2:] == ["*", "*", "*"], "not a daily cron"
-    # A manual run can pick the committed reference: the way to accept a change.
-    choice = on["workflow_dispatch"]["inputs"]["baseline"]
-    assert choice["default"] in choice["options"] and "reference" in choice["options"]
+    # A manual run can name the base: the way to accept a change on purpose.
+    assert on["workflow_dispatch"]["inputs"]["base"]["default"] == ""
 
 
-def test_nightly_fetches_a_baseline_then_runs_make_nightly() -> None:
+def test_nightly_runs_bench_ab_from_the_last_good_night() -> None:
     workflow = load("nightly-bench.yml")
     (job,) = workflow["jobs"]
+    checkout = uses(workflow, job, "actions/checkout")
+    assert checkout["with"]["fetch-depth"] == 0  # the base's worktree needs its commit
     commands = runs(workflow, job)
-    assert "make install" in commands
     assert "gh run list --workflow nightly-bench.yml" in commands
-    assert "--status success" in commands
-    assert "gh run download" in commands and "-n nightly-run" in commands
-    assert "results/reference/nightly" in commands  # the fallback baseline
-    assert "make nightly BASELINE=" in commands
+    assert "--status success" in commands and "headSha" in commands
+    assert "base=HEAD~1" in commands  # the first night
+    assert 'make nightly BASE="$BASE"' in commands
     order = [commands.index(s) for s in ("make install", "gh run list", "make nightly")]
     assert order == sorted(order)
-    baseline = next(s for s in steps(workflow, job) if "gh run list" in s.get("run", ""))
-    assert "GH_TOKEN" in baseline["env"]
+    base = next(s for s in steps(workflow, job) if "gh run list" in s.get("run", ""))
+    assert "GH_TOKEN" in base["env"]
     assert workflow["permissions"]["actions"] == "read"
+    assert job_limit(workflow, job) <= 45
 
 
-def test_nightly_always_uploads_the_run_and_writes_the_summary() -> None:
+def test_nightly_keeps_the_history_on_its_branch() -> None:
+    workflow = load("nightly-bench.yml")
+    (job,) = workflow["jobs"]
+    branch = workflow["env"]["HISTORY_BRANCH"]
+    commands = runs(workflow, job)
+    assert 'git fetch --quiet origin "$HISTORY_BRANCH"' in commands
+    assert 'push --quiet origin "HEAD:refs/heads/$HISTORY_BRANCH"' in commands and branch
+    assert workflow["permissions"]["contents"] == "write"
+    save = next(s for s in steps(workflow, job) if "push" in s.get("run", ""))
+    bench = next(s for s in steps(workflow, job) if "make nightly" in s.get("run", ""))
+    order = steps(workflow, job)
+    assert order.index(bench) < order.index(save) and "always()" in save["if"]
+
+
+def test_nightly_always_uploads_the_night_and_writes_the_summary() -> None:
     workflow = load("nightly-bench.yml")
     (job,) = workflow["jobs"]
     upload = uses(workflow, job, "actions/upload-artifact")
-    assert upload["with"]["name"] == "nightly-run"
+    assert "results/ab/nightly" in upload["with"]["path"]
     assert "always()" in upload["if"]
     bench = next(s for s in steps(workflow, job) if "make nightly" in s.get("run", ""))
+    assert "NIGHTLY_ID=nightly" in bench["run"]
     after = steps(workflow, job)[steps(workflow, job).index(bench) + 1 :]
     assert upload in after
     summary = [s for s in after if "GITHUB_STEP_SUMMARY" in s.get("run", "")]
     assert len(summary) == 1 and "always()" in summary[0]["if"]
-    assert "summary.md" in summary[0]["run"]
+    assert "results/ab/nightly/ab.md" in summary[0]["run"]
     # The job must fail on a regression: the bench step may not swallow make's status.
     assert not bench.get("continue-on-error")
     assert "|| true" not in bench["run"]
+
+
+def test_pull_request_ab_is_opt_in_by_label_and_reports_to_the_summary() -> None:
+    workflow = load("ab-pr.yml")
+    assert "pull_request" in triggers(workflow)
+    (job,) = workflow["jobs"]
+    assert "'bench-ab'" in workflow["jobs"][job]["if"]
+    checkout = uses(workflow, job, "actions/checkout")
+    assert checkout["with"]["fetch-depth"] == 0
+    assert "pull_request.head.sha" in checkout["with"]["ref"]
+    commands = runs(workflow, job)
+    assert "git merge-base" in commands
+    assert '-m bench ab "$base" HEAD --profile gate --together' in commands
+    bench = next(s for s in steps(workflow, job) if "bench ab" in s.get("run", ""))
+    assert not bench.get("continue-on-error") and "|| true" not in bench["run"]
+    summary = next(s for s in steps(workflow, job) if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
+    assert "always()" in summary["if"] and "results/ab/pr/ab.md" in summary["run"]
+    assert job_limit(workflow, job) <= 45
+    assert workflow["permissions"] == {"contents": "read"}
+
+
+def job_limit(workflow: dict[str, Any], job: str) -> int:
+    return int(workflow["jobs"][job]["timeout-minutes"])
