@@ -151,26 +151,40 @@ def finding_line(f: Found) -> str:
     )
 
 
+LOCATE_NIGHTS = 2  # a shift's night is placed within about 2 nights (docs/nightly.md)
+
+
 def code_or_machine(f: Found) -> str:
-    """What that night's paired comparison says of a shift. The medians carry the host's
-    swings from one night to the next; the paired ratio, both versions at once, does not:
-    a step the ratio does not show is the machine's, not the code's."""
+    """What the nights' paired comparisons say of a shift. The medians carry the host's
+    swings from one night to the next; a paired ratio, both versions at once, does not.
+    Of the nights around the shift (its place is known to about 2 nights) whose base was
+    the night before, one whose interval lies on the shift's side measured the step:
+    the code. If none did, the step was likely the machine's."""
+    if f.finding.kind != "shift":
+        return ""
     night = f.finding.night
-    if f.finding.kind != "shift" or night < 1:
+    around = range(max(1, night - LOCATE_NIGHTS), min(len(f.nights), night + LOCATE_NIGHTS + 1))
+    chained = [
+        (n, n.paired)
+        for k in around
+        if (n := f.nights[k]).base_sha == f.nights[k - 1].new_sha
+        and n.paired is not None
+        and n.paired.ratio is not None
+        and n.paired.low is not None
+        and n.paired.high is not None
+    ]
+    if not chained:
         return ""
-    first, before = f.nights[night], f.nights[night - 1]
-    paired = first.paired
-    if paired is None or None in (paired.ratio, paired.low, paired.high):
-        return ""
-    span = f"{paired.ratio:.3f} [{paired.low:.3f}-{paired.high:.3f}]"
-    if first.base_sha != before.new_sha:
-        return f"; that night's bench ab ratio {span} was against {first.base_sha[:10]}"
-    agrees = paired.high < 1 if f.finding.change < 0 else paired.low > 1  # type: ignore[operator]
-    if agrees:
-        return f"; that night's bench ab against the night before agrees ({span}): the code"
+    down = f.finding.change < 0
+    for n, p in chained:
+        if (p.high < 1) if down else (p.low > 1):  # type: ignore[operator]
+            return (
+                f"; the code: bench ab of {n.new_sha[:10]} against the night before saw "
+                f"{p.ratio:.3f} [{p.low:.3f}-{p.high:.3f}]"
+            )
     return (
-        f"; that night's bench ab against the night before saw {span}: "
-        "not the code, likely the machine"
+        f"; not one commit: none of the {len(chained)} paired comparisons with the night "
+        "before around it saw a step that way (the machine, or a slow drift)"
     )
 
 
@@ -228,7 +242,8 @@ def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
         '<html lang="en"><head><meta charset="utf-8"><title>sockbench history</title>',
         f"<style>{_CSS}</style></head><body>",
         "<h1>sockbench history</h1>",
-        f"<p>{len(entries)} entries, {len(machines)} machines. Each point is a night's median "
+        f"<p>{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
+        f"{_plural(len(machines), 'machine')}. Each point is a night's median "
         "of the new side's usable repeats in <code>bench ab</code>; circles mark the nights "
         "that <code>bench ab</code> itself judged a regression (red) or an improvement "
         "(green). Shifts (E-Divisive) and drift (Mann-Kendall) are marked with the commit "
