@@ -19,6 +19,7 @@ import numpy as np
 
 from bench.ab import SIDES
 from bench.ab_analysis import CONTINUOUS, family_size, paired_values
+from bench.ab_cli import THRESHOLD_PCT
 from bench.paired import hodges_lehmann, signed_rank_p
 from bench.store import RunStore, StoreError
 from common.cli import ArgumentParser, positive_float, positive_int, usage_error
@@ -73,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         help="the slowdown to catch, in percent (default 10)",
     )  # fmt: skip
     parser.add_argument(
-        "--threshold", type=positive_float, default=5.0, metavar="PCT",
-        help="bench ab's threshold, in percent (default 5)",
+        "--threshold", type=positive_float, default=THRESHOLD_PCT, metavar="PCT",
+        help=f"bench ab's threshold, in percent (default {THRESHOLD_PCT:g})",
     )  # fmt: skip
     parser.add_argument(
         "--cells", type=positive_int, metavar="N",
