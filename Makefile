@@ -42,27 +42,43 @@ report: $(STAMP)
 	$(BIN)/python -m bench report $(RUN)
 
 # The nightly regression gate (docs/nightly.md): `bench ab` between BASE and NEW (HEAD) on
-# the gate profile, both sides at once; exit 1 on a regression. Then the night's cell
-# medians join the history, its page is redrawn, and NEW becomes the last good commit
-# when the gate passed. BASE=rev, else that last good commit, else HEAD~1.
+# the gate profile, both sides at once; exit 1 on a regression. Then NEW against a fixed
+# ANCHOR (the same run when the anchor is the base) goes into the history, whose page is
+# redrawn; NEW becomes the last good commit when the gate passed.
+# BASE=rev, else the last good commit, else HEAD~1; ANCHOR=rev (moves it: a new series),
+# else the history's anchor, else (the first night) the base, which then stays the anchor.
 NIGHTLY_ID := nightly-$(shell date -u +%Y%m%d-%H%M%S)
 NEW ?= HEAD
 BASE ?=
+ANCHOR ?=
 AB_OUT ?= results/ab
 HISTORY ?= results/history/history.jsonl
 LAST_GOOD = $(dir $(HISTORY))last-good
+ANCHOR_FILE = $(dir $(HISTORY))anchor
+AB = $(BIN)/python -m bench ab --profile gate --together --out $(AB_OUT)
 nightly: $(STAMP)
-	@base="$(BASE)"; \
+	@sha() { git rev-parse --verify -q "$$1^{commit}" || git -C "$$1" rev-parse HEAD; } 2>/dev/null; \
+	base="$(BASE)"; \
 	[ -n "$$base" ] || base=$$(cat $(LAST_GOOD) 2>/dev/null); \
 	[ -n "$$base" ] || base=HEAD~1; \
-	echo "make nightly: $$base against $(NEW)"; \
-	$(BIN)/python -m bench ab "$$base" "$(NEW)" --profile gate --together \
-	  --out $(AB_OUT) --run-id $(NIGHTLY_ID) $(ARGS); \
+	anchor="$(ANCHOR)"; \
+	[ -n "$$anchor" ] || anchor=$$(cat $(ANCHOR_FILE) 2>/dev/null); \
+	[ -n "$$anchor" ] || anchor=$$base; \
+	base_sha=$$(sha "$$base") && anchor_sha=$$(sha "$$anchor") \
+	  || { echo "make nightly: no such revision or checkout: $$base or $$anchor" >&2; exit 2; }; \
+	echo "make nightly: $$base_sha against $(NEW); the history's anchor: $$anchor_sha"; \
+	$(AB) "$$base" "$(NEW)" --run-id $(NIGHTLY_ID) $(ARGS); \
 	rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
-	$(BIN)/python -m bench history $(HISTORY) --append $(AB_OUT)/$(NIGHTLY_ID) \
-	  --out $(dir $(HISTORY)) || exit $$?; \
-	sha=$$(git rev-parse --verify -q "$(NEW)^{commit}" || git -C "$(NEW)" rev-parse HEAD); \
-	[ $$rc -ne 0 ] || echo "$$sha" > $(LAST_GOOD); \
+	trend=$(AB_OUT)/$(NIGHTLY_ID); \
+	if [ "$$anchor_sha" != "$$base_sha" ]; then \
+	  trend=$(AB_OUT)/$(NIGHTLY_ID)-anchor; \
+	  $(AB) "$$anchor" "$(NEW)" --run-id $(NIGHTLY_ID)-anchor $(ARGS); \
+	  [ $$? -le 1 ] || exit 2; \
+	fi; \
+	$(BIN)/python -m bench history $(HISTORY) --append $$trend --out $(dir $(HISTORY)) \
+	  || exit $$?; \
+	echo "$$anchor_sha" > $(ANCHOR_FILE); \
+	[ $$rc -ne 0 ] || sha "$(NEW)" > $(LAST_GOOD); \
 	exit $$rc
 
 clean:

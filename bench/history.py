@@ -1,16 +1,32 @@
 """The history of nightly `bench ab` results: one immutable, versioned entry per cell and night.
 
+The series a history is read for is a paired ratio against a FIXED ANCHOR. Each night,
+besides the gate, `bench ab ANCHOR HEAD --together` runs (both versions' servers at once,
+on the same CPUs), and only that comparison joins the history: every entry of a series
+has the anchor as its base, and a point is bench ab's Hodges-Lehmann ratio new / anchor
+over that night's pairs, with its interval. On a shared VM one side's medians move by
+tens of percent between comparisons made minutes apart, the paired ratio of an A/A
+comparison by a percent or so (docs/nightly.md): a series of medians could not show a
+10% shift there, a series of ratios can. A chain of nightly ratios (the night before ->
+tonight) would add up each night's error into a random walk; against a fixed anchor the
+nights' errors stay independent. When the anchor moves, a new series starts.
+
 Each nightly comparison adds one `HistoryEntry` per cell to a JSONL file (one entry a
 line), kept for as long as the project lives (in CI on a branch of its own: artifacts
 expire). An entry holds what a trend needs and nothing that a run folder holds already:
 
-- when the comparison ran, the commits it measured (base and new: new is the night's);
+- when the comparison ran, the commits it measured (base: the anchor; new: the night's);
 - the machine, as a short stable fingerprint and the fields it hashes. Hosted runners'
   CPUs vary, so a history is only read per fingerprint; the kernel and the Python patch
   release are left out because they change under a hosted runner every few weeks
   without moving the figures by much, and would cut the history into short pieces;
-- per metric (bench.ab_analysis.CONTINUOUS): the median of the new side over its usable
-  repeats, and bench ab's paired ratio new / base with its interval and verdict.
+- per metric (bench.ab_analysis.CONTINUOUS): bench ab's paired ratio new / base with its
+  interval, number of pairs and verdict (the series), and the median of the new side over
+  its usable repeats (for the table only: measured beside the anchor, it is the new
+  side's share of the CPUs, not a standalone figure).
+
+An entry whose base is not an anchor (a gate comparison appended by hand) does no harm:
+each base is a series of its own, a short one.
 
 `load` refuses an unknown schema and names any line it cannot read; nothing is skipped.
 """
@@ -19,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -74,6 +91,7 @@ class MetricNight:
     low: float | None  # its interval
     high: float | None
     verdict: str | None  # bench ab's verdict for this metric
+    pairs: int | None = None  # how many pairs the ratio is over
 
 
 @dataclass(frozen=True)
@@ -84,7 +102,7 @@ class HistoryEntry:
     fingerprint: str
     machine: Machine
     cell: str  # the cell key, e.g. "epoll/echo/c100/p64/persistent/loadgen"
-    base_sha: str
+    base_sha: str  # the anchor
     new_sha: str  # the commit measured that night
     metrics: tuple[MetricNight, ...]
     run: str = ""  # the ab folder's name, to find the rows again
@@ -132,14 +150,16 @@ class HistoryEntry:
 
 @dataclass(frozen=True)
 class Night:
-    """One point of a series: a night's median of one metric."""
+    """One point of a series: a night's paired ratio new / anchor of one metric."""
 
     when: str
-    base_sha: str
+    base_sha: str  # the anchor
     new_sha: str
-    value: float
-    verdict: str | None  # bench ab's verdict that night
-    paired: MetricNight | None = None  # that night's bench ab: ratio new / base, interval
+    value: float  # bench ab's Hodges-Lehmann ratio new / anchor
+    low: float | None  # its interval
+    high: float | None
+    verdict: str | None  # bench ab's verdict that night, against the anchor
+    pairs: int | None = None
 
 
 # -- from a bench ab folder -------------------------------------------------------------
@@ -218,6 +238,7 @@ def _metrics(rows: Sequence[Row], changes: Sequence[dict[str, Any]]) -> tuple[Me
                 low=change.get("low"),
                 high=change.get("high"),
                 verdict=change.get("verdict"),
+                pairs=change.get("pairs"),
             )
         )
     return tuple(out)
@@ -281,20 +302,45 @@ def load(history: Path) -> list[HistoryEntry]:
 # -- reading it -------------------------------------------------------------------------
 
 
+def anchors(
+    entries: Iterable[HistoryEntry], fingerprint: str, cell: str | None = None
+) -> list[str]:
+    """The bases (anchors) of one machine's entries, of one cell if given, in the order of
+    their first night (the file's order between nights at the same time)."""
+    first: dict[str, datetime] = {}
+    for entry in entries:
+        if entry.fingerprint != fingerprint or (cell is not None and entry.cell != cell):
+            continue
+        when = datetime.fromisoformat(entry.when)
+        if entry.base_sha not in first or when < first[entry.base_sha]:
+            first[entry.base_sha] = when
+    return sorted(first, key=first.__getitem__)  # a stable sort: ties keep the file's order
+
+
 def series(
-    entries: Iterable[HistoryEntry], fingerprint: str, cell: str, metric: str
+    entries: Iterable[HistoryEntry], fingerprint: str, cell: str, metric: str, anchor: str
 ) -> tuple[Night, ...]:
-    """One machine's nights of one cell and metric, oldest first. A night whose metric has
-    no median (no usable repeat: every one failed) is not a point of the series; the
+    """One machine's nights of one cell and metric against one anchor, oldest first: the
+    paired ratio new / anchor with its interval. A night whose ratio is missing (too few
+    usable pairs to test), not finite or not positive is not a point of the series; the
     report's table still lists it."""
     nights = []
     for entry in entries:
-        if entry.fingerprint != fingerprint or entry.cell != cell:
+        if (entry.fingerprint, entry.cell, entry.base_sha) != (fingerprint, cell, anchor):
             continue
-        value = entry.metric(metric)
-        if value is None or value.median is None:
+        m = entry.metric(metric)
+        if m is None or m.ratio is None or not (math.isfinite(m.ratio) and m.ratio > 0):
             continue
         nights.append(
-            Night(entry.when, entry.base_sha, entry.new_sha, value.median, value.verdict, value)
+            Night(
+                entry.when,
+                entry.base_sha,
+                entry.new_sha,
+                m.ratio,
+                m.low,
+                m.high,
+                m.verdict,
+                m.pairs,
+            )
         )
     return tuple(sorted(nights, key=lambda n: datetime.fromisoformat(n.when)))

@@ -2,11 +2,13 @@
 every cell over the nights, with its shifts and drift (bench.changepoints).
 
 With --append, the `bench ab` folder's entries are added to the history first (bench.history;
-an entry already there is not added twice). Then, per machine fingerprint and cell, a
-chart of each metric over the nights (x: the night's date and commit, y: the new side's
-median; shifts and drift marked, with their commit ranges in the legend) and a table of
-every entry go to DIR/index.html (one self-contained page, the charts inlined as SVG),
-and the findings, one line each, to DIR/history.md.
+an entry already there is not added twice). Then, per machine fingerprint, per anchor
+(the base of the nightly `bench ab ANCHOR HEAD --together`) and per cell, a chart of each
+metric over the nights (x: the night's date and commit; y: the paired ratio new / anchor,
+its interval as an error bar, a line at 1.0; shifts and drift marked, with their commit
+ranges in the legend) and a table of every entry go to DIR/index.html (one
+self-contained page, the charts inlined as SVG), and the findings, one line each, to
+DIR/history.md. A series too short for bench.changepoints is drawn, not analysed.
 
 Exit status: 2 with one line for bad input (a missing or unreadable history, an unknown
 schema, an --append folder that is not a bench ab result), checked before anything is
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -27,7 +30,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.ab_analysis import CONTINUOUS
-from bench.history import HistoryEntry, HistoryError, Night, append, entries_from_ab, load, series
+from bench.history import (
+    HistoryEntry,
+    HistoryError,
+    Night,
+    anchors,
+    append,
+    entries_from_ab,
+    load,
+    series,
+)
 from bench.store import write_text_atomic
 from common.cli import usage_error
 
@@ -46,9 +58,10 @@ WORSE, BETTER = "#c62828", "#2e7d32"
 
 @dataclass(frozen=True)
 class Found:
-    """A finding in one machine's series of one cell and metric."""
+    """A finding in one machine's series of one cell and metric against one anchor."""
 
     fingerprint: str
+    anchor: str
     cell: str
     metric: str
     finding: Finding
@@ -109,27 +122,32 @@ def cmd_history(args: argparse.Namespace) -> int:
 # -- analysis ---------------------------------------------------------------------------
 
 
-def keys(entries: Sequence[HistoryEntry]) -> dict[str, list[str]]:
-    """Fingerprint -> its cells, in the order they first appear."""
-    out: dict[str, list[str]] = {}
+def keys(entries: Sequence[HistoryEntry]) -> dict[str, dict[str, list[str]]]:
+    """Fingerprint -> its anchors (in the order of their first night) -> their cells (in
+    the order they first appear)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for fingerprint in dict.fromkeys(e.fingerprint for e in entries):
+        out[fingerprint] = {anchor: [] for anchor in anchors(entries, fingerprint)}
     for e in entries:
-        cells = out.setdefault(e.fingerprint, [])
+        cells = out[e.fingerprint][e.base_sha]
         if e.cell not in cells:
             cells.append(e.cell)
     return out
 
 
 def analyse(entries: Sequence[HistoryEntry]) -> list[Found]:
+    """bench.changepoints on every series; one too short for it finds nothing."""
     from bench.changepoints import find  # scipy's and Otava's code load only here
 
     found = []
-    for fingerprint, cells in keys(entries).items():
-        for cell in cells:
-            for metric in SPECS:
-                nights = series(entries, fingerprint, cell, metric)
-                values = [n.value for n in nights]
-                for finding in find(values, [n.new_sha for n in nights]):
-                    found.append(Found(fingerprint, cell, metric, finding, nights))
+    for fingerprint, by_anchor in keys(entries).items():
+        for anchor, cells in by_anchor.items():
+            for cell in cells:
+                for metric in SPECS:
+                    nights = series(entries, fingerprint, cell, metric, anchor)
+                    values = [n.value for n in nights]
+                    for finding in find(values, [n.new_sha for n in nights]):
+                        found.append(Found(fingerprint, anchor, cell, metric, finding, nights))
     return found
 
 
@@ -146,45 +164,28 @@ def write(entries: Sequence[HistoryEntry], found: Sequence[Found], out: Path) ->
 
 def finding_line(f: Found) -> str:
     return (
-        f"{f.cell}, {f.metric}, {f.finding.kind}, {f.size()}, "
-        f"commits {f.finding.commits} (p {f.finding.p:.2g}){code_or_machine(f)}"
+        f"machine {f.fingerprint}, anchor {f.anchor[:10]}, {f.cell}, {f.metric}, "
+        f"{f.finding.kind}, {f.size()}, commits {f.finding.commits} (p {f.finding.p:.2g})"
     )
 
 
-LOCATE_NIGHTS = 2  # a shift's night is placed within about 2 nights (docs/nightly.md)
+def pairs_text(entries: Sequence[HistoryEntry]) -> str:
+    """How many pairs the entries' ratios are over: "16", "12-16", or "N" when unknown."""
+    counts = {m.pairs for e in entries for m in e.metrics if m.pairs}
+    if not counts:
+        return "N"
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
 
 
-def code_or_machine(f: Found) -> str:
-    """What the nights' paired comparisons say of a shift. The medians carry the host's
-    swings from one night to the next; a paired ratio, both versions at once, does not.
-    Of the nights around the shift (its place is known to about 2 nights) whose base was
-    the night before, one whose interval lies on the shift's side measured the step:
-    the code. If none did, the step was likely the machine's."""
-    if f.finding.kind != "shift":
-        return ""
-    night = f.finding.night
-    around = range(max(1, night - LOCATE_NIGHTS), min(len(f.nights), night + LOCATE_NIGHTS + 1))
-    chained = [
-        (n, n.paired)
-        for k in around
-        if (n := f.nights[k]).base_sha == f.nights[k - 1].new_sha
-        and n.paired is not None
-        and n.paired.ratio is not None
-        and n.paired.low is not None
-        and n.paired.high is not None
-    ]
-    if not chained:
-        return ""
-    down = f.finding.change < 0
-    for n, p in chained:
-        if (p.high < 1) if down else (p.low > 1):  # type: ignore[operator]
-            return (
-                f"; the code: bench ab of {n.new_sha[:10]} against the night before saw "
-                f"{p.ratio:.3f} [{p.low:.3f}-{p.high:.3f}]"
-            )
+def what_a_point_is(entries: Sequence[HistoryEntry]) -> str:
+    """The page's and the summary's words on what a point is (markdown)."""
     return (
-        f"; not one commit: none of the {len(chained)} paired comparisons with the night "
-        "before around it saw a step that way (the machine, or a slow drift)"
+        "Each point is that night's commit against the anchor, both at once (`bench ab "
+        "ANCHOR HEAD --together`): the Hodges-Lehmann ratio new / anchor of "
+        f"{pairs_text(entries)} pairs and its interval. The medians in the tables are each "
+        "side's share of the CPUs, measured beside the other side, not standalone figures; "
+        "they swing from night to night far more than the ratio does."
     )
 
 
@@ -193,29 +194,39 @@ def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> 
     lines = ["# sockbench history", "", "## Findings", ""]
     if not found:
         lines.append("None: no shift or drift in any series.")
-    for fingerprint in machines:
-        mine = [f for f in found if f.fingerprint == fingerprint]
-        if mine and len(machines) > 1:
-            lines += [f"Machine `{fingerprint}`:", ""]
-        lines += [f"- {finding_line(f)}" for f in mine]
+    lines += [f"- {finding_line(f)}" for f in found]
     lines += [
+        "",
+        what_a_point_is(entries),
         "",
         "Shifts: Apache Otava's E-Divisive; drift: Mann-Kendall with Sen's slope over the "
         "last nights (docs/nightly.md). Each commit range is the last night before the "
-        "change and its first night. Advisory: the gate is `bench ab`.",
+        "change and its first night. A series too short for them is not analysed. "
+        "Advisory: the gate is `bench ab`.",
         "",
-        "## Machines",
+        "## Machines and anchors",
         "",
     ]
-    for fingerprint, machine in machines.items():
-        its = [e for e in entries if e.fingerprint == fingerprint]
-        nights = sorted({e.when for e in its}, key=datetime.fromisoformat)
-        cells = len({e.cell for e in its})
-        lines.append(
-            f"- `{fingerprint}`: {machine.describe()}; {_plural(len(nights), 'night')} "
-            f"({nights[0][:10]} to {nights[-1][:10]}), {_plural(cells, 'cell')}"
-        )
+    for fingerprint, by_anchor in keys(entries).items():
+        lines.append(f"- `{fingerprint}`: {machines[fingerprint].describe()}")
+        for anchor, cells in by_anchor.items():
+            nights = _nights(entries, fingerprint, anchor)
+            lines.append(
+                f"  - anchor `{anchor[:10]}`: {_plural(len(nights), 'night')} "
+                f"({nights[0][:10]} to {nights[-1][:10]}), {_plural(len(cells), 'cell')}"
+            )
     return "\n".join(lines) + "\n"
+
+
+def _nights(entries: Sequence[HistoryEntry], fingerprint: str, anchor: str) -> list[str]:
+    """The times of one machine's comparisons against one anchor, oldest first."""
+    mine = {e.when for e in entries if (e.fingerprint, e.base_sha) == (fingerprint, anchor)}
+    return sorted(mine, key=datetime.fromisoformat)
+
+
+def _code(markdown: str) -> str:
+    """Escaped HTML of a line of markdown whose only markup is `code`."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
 
 
 def _plural(n: int, word: str) -> str:
@@ -243,53 +254,64 @@ def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>sockbench history</h1>",
         f"<p>{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
-        f"{_plural(len(machines), 'machine')}. Each point is a night's median "
-        "of the new side's usable repeats in <code>bench ab</code>; circles mark the nights "
-        "that <code>bench ab</code> itself judged a regression (red) or an improvement "
-        "(green). Shifts (E-Divisive) and drift (Mann-Kendall) are marked with the commit "
-        "range where they began. Advisory: the gate is <code>bench ab</code>.</p>",
+        f"{_plural(len(machines), 'machine')}. {_code(what_a_point_is(entries))} "
+        "The dotted line at 1.0 is the anchor's level. Circles mark the nights that "
+        "<code>bench ab</code> itself judged a regression (red) or an improvement (green) "
+        "against the anchor. Shifts (E-Divisive) and drift (Mann-Kendall) are marked with "
+        "the commit range where they began; a series too short for them is drawn, not "
+        "analysed. Advisory: the gate is <code>bench ab</code>.</p>",
         "<h2>Findings</h2>",
     ]
     if found:
         out.append(
             "<ul>"
             + "".join(
-                f'<li class="{"worse" if f.worse else "better"}">{escape(finding_line(f))}'
-                + (f" (machine {f.fingerprint})" if len(machines) > 1 else "")
-                + "</li>"
+                f'<li class="{"worse" if f.worse else "better"}">{escape(finding_line(f))}</li>'
                 for f in found
             )
             + "</ul>"
         )
     else:
         out.append("<p>None: no shift or drift in any series.</p>")
-    for fingerprint, cells in keys(entries).items():
+    for fingerprint, by_anchor in keys(entries).items():
         out.append(f"<h2>Machine {fingerprint}: {escape(machines[fingerprint].describe())}</h2>")
-        out += [cell_section(entries, found, fingerprint, cell) for cell in cells]
+        for anchor, cells in by_anchor.items():
+            nights = _nights(entries, fingerprint, anchor)
+            out.append(
+                f'<h3 id="{escape(fingerprint)}-{escape(anchor[:10])}">Against anchor '
+                f"{escape(anchor[:10])}</h3>\n<p>{_plural(len(nights), 'night')}, "
+                f"{nights[0][:10]} to {nights[-1][:10]}.</p>"
+            )
+            out += [cell_section(entries, found, fingerprint, anchor, cell) for cell in cells]
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
 
 def cell_section(
-    entries: Sequence[HistoryEntry], found: Sequence[Found], fingerprint: str, cell: str
+    entries: Sequence[HistoryEntry],
+    found: Sequence[Found],
+    fingerprint: str,
+    anchor: str,
+    cell: str,
 ) -> str:
-    """One machine's cell: a chart per metric, then the table of its entries."""
-    out = [f'<h3 id="{escape(fingerprint)}-{escape(cell)}">{escape(cell)}</h3>']
+    """One machine's cell against one anchor: a chart per metric, then its entries."""
+    key = (fingerprint, anchor, cell)
+    out = [f'<h4 id="{escape("-".join((fingerprint, anchor[:10], cell)))}">{escape(cell)}</h4>']
     out.append('<div class="charts">')
     for metric in SPECS:
-        nights = series(entries, fingerprint, cell, metric)
-        mine = [
-            f for f in found if (f.fingerprint, f.cell, f.metric) == (fingerprint, cell, metric)
-        ]
+        nights = series(entries, fingerprint, cell, metric, anchor)
+        mine = [f for f in found if (f.fingerprint, f.anchor, f.cell, f.metric) == (*key, metric)]
         out.append(f"<figure>{_image(chart_svg(cell, metric, nights, mine), metric)}</figure>")
     out.append("</div>")
-    out.append(entry_table([e for e in entries if (e.fingerprint, e.cell) == (fingerprint, cell)]))
+    out.append(entry_table([e for e in entries if (e.fingerprint, e.base_sha, e.cell) == key]))
     return "\n".join(out)
 
 
 def entry_table(entries: Sequence[HistoryEntry]) -> str:
-    head = ["when", "base", "new", "run"] + [
-        f"{name} ({SPECS[name].unit}), new/base" for name in SPECS
+    """Every entry: per metric the new side's median (of its repeats), the paired ratio
+    new / anchor [interval] (of its pairs), and bench ab's verdict unless "no change"."""
+    head = ["when", "anchor", "new", "run"] + [
+        f"{name}: median ({SPECS[name].unit}), new / anchor" for name in SPECS
     ]
     body = []
     for e in sorted(entries, key=lambda e: datetime.fromisoformat(e.when)):
@@ -302,6 +324,7 @@ def entry_table(entries: Sequence[HistoryEntry]) -> str:
             text = f"{m.median:{SPECS[name].fmt}} ({m.repeats})"
             if m.ratio is not None and m.low is not None and m.high is not None:
                 text += f", {m.ratio:.3f} [{m.low:.3f}–{m.high:.3f}]"
+                text += f" ({m.pairs} pairs)" if m.pairs else ""
             if m.verdict and m.verdict != "no change":
                 text += f" {m.verdict}"
             cells.append(text)
@@ -320,7 +343,7 @@ def _image(svg: bytes, title: str) -> str:
 
 
 def chart_svg(cell: str, metric: str, nights: Sequence[Night], found: Sequence[Found]) -> bytes:
-    """One metric of one cell over the nights, as SVG."""
+    """One metric of one cell over the nights against one anchor, as SVG."""
     import matplotlib  # only a report draws
     from matplotlib.figure import Figure
 
@@ -330,26 +353,49 @@ def chart_svg(cell: str, metric: str, nights: Sequence[Night], found: Sequence[F
         ax = fig.add_subplot()
         draw(ax, nights, found)
         ax.set_title(f"{spec.title}, {cell}", fontsize=9, loc="left")
-        ax.set_ylabel(spec.unit)
+        ax.set_ylabel("new / anchor")
         buffer = io.BytesIO()
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
     return buffer.getvalue()
 
 
 def draw(ax: Axes, nights: Sequence[Night], found: Sequence[Found]) -> None:
-    """The nights' medians, the gate's verdicts, then each finding with its commit range."""
+    """The nights' ratios new / anchor with their intervals, a line at 1.0 (the anchor's
+    level), bench ab's verdicts, then each finding with its commit range. In the SVG the
+    line's id is "no-change" and the error bars' "interval"."""
     from matplotlib.ticker import FixedLocator, MaxNLocator
 
     if not nights:
         ax.text(0.5, 0.5, "no usable night", ha="center", va="center", transform=ax.transAxes)
         return
+    ax.axhline(1.0, color="#777", lw=0.8, ls=":", gid="no-change")
     x = range(len(nights))
-    ax.plot(x, [n.value for n in nights], marker="o", markersize=3, color="#1f77b4", lw=1)
+    values = [n.value for n in nights]
+    ax.plot(x, values, marker="o", markersize=3, color="#1f77b4", lw=1)
+    bars = [
+        (i, n.value - n.low, n.high - n.value)
+        for i, n in enumerate(nights)
+        if n.low is not None and n.high is not None and n.low <= n.value <= n.high
+    ]
+    if bars:
+        xs, below, above = zip(*bars, strict=True)
+        _, _, lines = ax.errorbar(
+            xs,
+            [values[i] for i in xs],
+            yerr=[below, above],
+            fmt="none",
+            ecolor="#1f77b4",
+            alpha=0.5,
+            lw=0.8,
+            capsize=2,
+        )
+        for line in lines:
+            line.set_gid("interval")
     for verdict, color in (("regression", WORSE), ("improvement", BETTER)):
         marked = [(i, n.value) for i, n in enumerate(nights) if n.verdict == verdict]
         if marked:
             xs, ys = zip(*marked, strict=True)
-            label = f"bench ab: {verdict}"
+            label = f"bench ab against the anchor: {verdict}"
             ax.scatter(xs, ys, s=60, facecolors="none", edgecolors=color, label=label)
     for f in found:
         color = WORSE if f.worse else BETTER

@@ -1,17 +1,18 @@
 """`python -m bench.history_sim [--noise PCT] [--seed N]`: bench.changepoints on synthetic
 histories, against issue 14's acceptance.
 
-A history is 30 nights of one cell's throughput (higher is better: a slowdown is a
-drop) with log-normal noise: each night's value is the level times exp(e), e normal with
-standard deviation --noise percent (as a fraction). It prints, for --noise and for a few
-other levels so that one sees where detection breaks:
+A history is what bench.history analyses: 30 nights of one cell's paired throughput
+ratio new / anchor (bench ab against a fixed anchor, both at once; higher is better: a
+slowdown is a drop), with independent log-normal noise: each night's value is the level
+times exp(e), e normal with standard deviation --noise percent (as a fraction). It
+prints, for --noise and for a few other levels so that one sees where detection breaks:
 
-(a) a 10% drop from night 15 on: in how many of 10 histories a shift is found within
-    2 nights of night 15 (acceptance: at least 9);
-(b) a drift of 1% a night from night 10 on (night 11 is 1% down, night 12 2%, ...),
-    analysed on nights 1 to 25 only: in how many of 10 histories anything is flagged
-    (at least 9), and in how many as a drift (the trend test; a ramp can also read as
-    a shift, whose commit range then points into the ramp, not at its start);
+(a) a 10% drop of the ratio from night 15 on: in how many of 10 histories a shift is
+    found within 2 nights of night 15 (acceptance: at least 9);
+(b) a drift of the ratio of 1% a night from night 10 on (night 11 is 1% down, night 12
+    2%, ...), analysed on nights 1 to 25 only: in how many of 10 histories anything is
+    flagged (at least 9), and in how many as a drift (the trend test; a ramp can also
+    read as a shift, whose commit range then points into the ramp, not at its start);
 (c) pure noise, 30 nights: how many of 100 histories raise any finding (at most 5).
 
 Each scenario draws its noise from its own stream of --seed, and the same draws serve
@@ -33,11 +34,13 @@ import numpy.typing as npt
 from bench.changepoints import DRIFT, SHIFT, Finding, find
 from common.cli import ArgumentParser, non_negative_float, non_negative_int
 
-NOISE_PCT = 5.0  # sd of a night's log value, in percent: set it to the noise measured
-LEVELS_PCT = (2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+# sd of a night's log ratio new / anchor, in percent: the largest sd of the log of an A/A
+# comparison's paired ratio between comparisons (measured: see docs/nightly.md)
+NOISE_PCT = 1.5
+LEVELS_PCT = (1.0, 1.5, 2.0, 3.0, 5.0, 8.0)
 SEED = 0
 NIGHTS = 30
-LEVEL = 100_000.0  # req/s
+LEVEL = 1.0  # the ratio new / anchor before any change
 SHIFT_NIGHT, SHIFT_BY, SHIFT_SLACK = 15, -0.10, 2
 DRIFT_AFTER, DRIFT_PER_NIGHT, DRIFT_SEEN_BY = 10, -0.01, 25
 HISTORIES, NOISE_HISTORIES = 10, 100
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         type=non_negative_float,
         default=NOISE_PCT,
         metavar="PCT",
-        help=f"sd of a night's log value, in percent (default {NOISE_PCT:g})",
+        help=f"sd of a night's log ratio, in percent (default {NOISE_PCT:g})",
     )
     parser.add_argument("--seed", type=int, default=SEED, help=f"(default {SEED})")
     parser.add_argument(
@@ -152,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     levels = sorted({args.noise, *LEVELS_PCT})
     print(
-        f"synthetic histories: {NIGHTS} nights of throughput ({LEVEL:,.0f} req/s), "
-        f"log-normal noise, seed {args.seed}\n"
+        f"synthetic histories: {NIGHTS} nights of the paired throughput ratio new / anchor "
+        f"(level {LEVEL:g}), log-normal noise, seed {args.seed}\n"
         f"(a) a {-SHIFT_BY:.0%} drop at night {SHIFT_NIGHT}: shift found within "
         f"{SHIFT_SLACK} nights (need >= {NEED_FOUND}/{HISTORIES})\n"
         f"(b) {-DRIFT_PER_NIGHT:.0%} a night from night {DRIFT_AFTER}, nights 1-"

@@ -16,11 +16,13 @@ NIGHTS = 30
 COMMITS = [f"sha{night:02d}" for night in range(1, NIGHTS + 1)]  # night n (from 1): "sha<n>"
 
 
-def _series(noise: float, seed: int, factor: Callable[[int], float]) -> list[float]:
-    """100,000 x factor(night) x exp(noise e), nights 1..NIGHTS."""
+def _series(
+    noise: float, seed: int, factor: Callable[[int], float], level: float = 100_000
+) -> list[float]:
+    """level x factor(night) x exp(noise e), nights 1..NIGHTS."""
     z = np.random.default_rng(seed).standard_normal(NIGHTS)
     return [
-        100_000 * factor(night) * math.exp(noise * e)
+        level * factor(night) * math.exp(noise * e)
         for night, e in zip(range(1, NIGHTS + 1), z, strict=True)
     ]
 
@@ -34,6 +36,15 @@ def test_a_shift_at_night_15_names_nights_14_and_15() -> None:
     assert shift.commits == "sha14..sha15"
     assert shift.change == pytest.approx(-0.10, abs=0.01)
     assert shift.p < 0.001
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_series_of_ratios_near_1(seed: int) -> None:
+    """What bench.history analyses: ratios new / anchor, about 1.5% of noise."""
+    values = _series(0.015, 20 + seed, lambda night: 0.9 if night >= 15 else 1.0, level=1.0)
+    (shift,) = find(values, COMMITS)
+    assert (shift.kind, shift.commits) == (SHIFT, "sha14..sha15")
+    assert find(_series(0.015, 30 + seed, lambda night: 1.0, level=1.0), COMMITS) == []
 
 
 def test_a_rise_is_found_too() -> None:

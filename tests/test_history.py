@@ -14,6 +14,7 @@ from bench.history import (
     SCHEMA,
     HistoryEntry,
     HistoryError,
+    anchors,
     append,
     entries_from_ab,
     load,
@@ -54,8 +55,8 @@ def test_entries_carry_the_ab_results_figures() -> None:
         assert throughput.repeats == len(usable)
         paired = {c["metric"]: c for c in cell["changes"]}
         for m in entry.metrics:
-            assert (m.ratio, m.low, m.high, m.verdict) == tuple(
-                paired[m.name][k] for k in ("ratio", "low", "high", "verdict")
+            assert (m.ratio, m.low, m.high, m.verdict, m.pairs) == tuple(
+                paired[m.name][k] for k in ("ratio", "low", "high", "verdict", "pairs")
             )
 
 
@@ -137,22 +138,61 @@ def test_a_folder_that_is_not_an_ab_result_is_refused(tmp_path: Path) -> None:
         entries_from_ab(tmp_path)
 
 
-def _night(entry: HistoryEntry, when: str, sha: str, throughput: float | None) -> HistoryEntry:
+def _night(
+    entry: HistoryEntry, when: str, sha: str, ratio: float | None, anchor: str = "a1"
+) -> HistoryEntry:
+    """`entry` on another night: new is `sha`, base the anchor, the throughput ratio `ratio`
+    (its interval 2% either side) and a throughput median that says nothing of it."""
     metrics = tuple(
-        replace(m, median=throughput) if m.name == "throughput" else m for m in entry.metrics
+        replace(
+            m,
+            median=1.0,
+            ratio=ratio,
+            low=None if ratio is None else ratio * 0.98,
+            high=None if ratio is None else ratio * 1.02,
+        )
+        if m.name == "throughput"
+        else m
+        for m in entry.metrics
     )
-    return replace(entry, when=when, new_sha=sha, metrics=metrics)
+    return replace(entry, when=when, base_sha=anchor, new_sha=sha, metrics=metrics)
 
 
-def test_series_is_one_machine_and_cell_oldest_first() -> None:
+def test_series_is_the_ratio_of_one_machine_cell_and_anchor_oldest_first() -> None:
     first, second = entries_from_ab(REFERENCE)[:2]
     entries = [
-        _night(first, "2026-12-03T02:00:00+00:00", "c3", 300.0),
-        _night(first, "2026-12-01T02:00:00+00:00", "c1", 100.0),
+        _night(first, "2026-12-03T02:00:00+00:00", "c3", 0.9),
+        _night(first, "2026-12-01T02:00:00+00:00", "c1", 1.01),
         _night(second, "2026-12-02T02:00:00+00:00", "other-cell", 7.0),
-        _night(first, "2026-12-02T02:00:00+00:00", "c2", None),  # nothing usable that night
-        _night(first, "2026-12-04T01:00:00+01:00", "c4", 400.0),  # 00:00 UTC: after c3
+        _night(first, "2026-12-02T02:00:00+00:00", "c2", None),  # too few pairs to test
+        _night(first, "2026-12-02T03:00:00+00:00", "c2b", float("nan")),
+        _night(first, "2026-12-02T04:00:00+00:00", "c2c", 0.0),
+        _night(first, "2026-12-04T01:00:00+01:00", "c4", 0.92),  # 00:00 UTC: after c3
+        _night(first, "2026-12-05T02:00:00+00:00", "c5", 0.95, anchor="a2"),  # another series
     ]
-    got = series(entries, first.fingerprint, first.cell, "throughput")
-    assert [(n.new_sha, n.value) for n in got] == [("c1", 100.0), ("c3", 300.0), ("c4", 400.0)]
-    assert series(entries, "not-a-machine", first.cell, "throughput") == ()
+    got = series(entries, first.fingerprint, first.cell, "throughput", "a1")
+    assert [(n.new_sha, n.value) for n in got] == [("c1", 1.01), ("c3", 0.9), ("c4", 0.92)]
+    assert {n.base_sha for n in got} == {"a1"}
+    assert (got[1].low, got[1].high) == pytest.approx((0.9 * 0.98, 0.9 * 1.02))
+    throughput = first.metric("throughput")
+    assert throughput is not None and got[1].pairs == throughput.pairs == 16
+    [other] = series(entries, first.fingerprint, first.cell, "throughput", "a2")
+    assert (other.new_sha, other.value) == ("c5", 0.95)
+    assert series(entries, "not-a-machine", first.cell, "throughput", "a1") == ()
+    assert series(entries, first.fingerprint, first.cell, "throughput", "not-an-anchor") == ()
+
+
+def test_anchors_in_the_order_of_their_first_night() -> None:
+    first, second = entries_from_ab(REFERENCE)[:2]
+    entries = [
+        _night(first, "2026-12-09T02:00:00+00:00", "c9", 1.0, anchor="late"),
+        _night(first, "2026-12-01T02:00:00+00:00", "c1", 1.0, anchor="early"),
+        _night(first, "2026-12-10T02:00:00+00:00", "c10", 1.0, anchor="early"),
+        _night(second, "2026-11-01T02:00:00+00:00", "c0", 1.0, anchor="other-cell"),
+    ]
+    assert anchors(entries, first.fingerprint, first.cell) == ["early", "late"]
+    assert anchors(entries, first.fingerprint) == ["other-cell", "early", "late"]
+    assert anchors(entries, "not-a-machine") == []
+    # the committed A/A comparison: base and new are one commit, a fine anchor
+    reference = entries_from_ab(REFERENCE)
+    assert anchors(reference, first.fingerprint) == [first.base_sha] == [first.new_sha]

@@ -104,7 +104,7 @@ def test_nightly_runs_bench_ab_from_the_last_good_night() -> None:
     assert "gh run list --workflow nightly-bench.yml" in commands
     assert "--status success" in commands and "headSha" in commands
     assert "base=HEAD~1" in commands  # the first night
-    assert 'make nightly BASE="$BASE"' in commands
+    assert 'make nightly BASE="$BASE" ANCHOR="$ANCHOR"' in commands
     order = [commands.index(s) for s in ("make install", "gh run list", "make nightly")]
     assert order == sorted(order)
     base = next(s for s in steps(workflow, job) if "gh run list" in s.get("run", ""))
@@ -120,6 +120,9 @@ def test_nightly_keeps_the_history_on_its_branch() -> None:
     commands = runs(workflow, job)
     assert 'git fetch --quiet origin "$HISTORY_BRANCH"' in commands
     assert 'push --quiet origin "HEAD:refs/heads/$HISTORY_BRANCH"' in commands and branch
+    for kept in ("history.jsonl", "anchor"):  # the series and what it is measured against
+        assert 'git show "FETCH_HEAD:$file"' in commands and kept in commands
+        assert f'git -C "$tree" add {kept}' in commands
     assert workflow["permissions"]["contents"] == "write"
     save = next(s for s in steps(workflow, job) if "push" in s.get("run", ""))
     bench = next(s for s in steps(workflow, job) if "make nightly" in s.get("run", ""))
@@ -131,7 +134,8 @@ def test_nightly_always_uploads_the_night_and_writes_the_summary() -> None:
     workflow = load("nightly-bench.yml")
     (job,) = workflow["jobs"]
     upload = uses(workflow, job, "actions/upload-artifact")
-    assert "results/ab/nightly" in upload["with"]["path"]
+    assert "results/ab/nightly\n" in upload["with"]["path"]
+    assert "results/ab/nightly-anchor" in upload["with"]["path"]
     assert "always()" in upload["if"]
     bench = next(s for s in steps(workflow, job) if "make nightly" in s.get("run", ""))
     assert "NIGHTLY_ID=nightly" in bench["run"]
