@@ -210,11 +210,8 @@ def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> 
     for fingerprint, by_anchor in keys(entries).items():
         lines.append(f"- `{fingerprint}`: {machines[fingerprint].describe()}")
         for anchor, cells in by_anchor.items():
-            nights = _nights(entries, fingerprint, anchor)
-            lines.append(
-                f"  - anchor `{anchor[:10]}`: {_plural(len(nights), 'night')} "
-                f"({nights[0][:10]} to {nights[-1][:10]}), {_plural(len(cells), 'cell')}"
-            )
+            span = _span(_nights(entries, fingerprint, anchor))
+            lines.append(f"  - anchor `{anchor[:10]}`: {span}, {_plural(len(cells), 'cell')}")
     return "\n".join(lines) + "\n"
 
 
@@ -227,6 +224,10 @@ def _nights(entries: Sequence[HistoryEntry], fingerprint: str, anchor: str) -> l
 def _code(markdown: str) -> str:
     """Escaped HTML of a line of markdown whose only markup is `code`."""
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
+
+
+def _span(nights: Sequence[str]) -> str:
+    return f"{_plural(len(nights), 'night')} ({nights[0][:10]} to {nights[-1][:10]})"
 
 
 def _plural(n: int, word: str) -> str:
@@ -276,11 +277,10 @@ def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
     for fingerprint, by_anchor in keys(entries).items():
         out.append(f"<h2>Machine {fingerprint}: {escape(machines[fingerprint].describe())}</h2>")
         for anchor, cells in by_anchor.items():
-            nights = _nights(entries, fingerprint, anchor)
             out.append(
                 f'<h3 id="{escape(fingerprint)}-{escape(anchor[:10])}">Against anchor '
-                f"{escape(anchor[:10])}</h3>\n<p>{_plural(len(nights), 'night')}, "
-                f"{nights[0][:10]} to {nights[-1][:10]}.</p>"
+                f"{escape(anchor[:10])}</h3>\n"
+                f"<p>{_span(_nights(entries, fingerprint, anchor))}.</p>"
             )
             out += [cell_section(entries, found, fingerprint, anchor, cell) for cell in cells]
     out.append("</body></html>")
