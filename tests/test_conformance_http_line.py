@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import subprocess
 
@@ -137,6 +139,54 @@ def test_ab_keep_alive_completes(http_server: ServerProcess) -> None:
     ).stdout
     assert "Complete requests:      2000" in out, out
     assert "Failed requests:        0" in out and "Keep-Alive requests:    2000" in out, out
+
+
+REQUESTS = 1000  # a request count, not a time: ab and siege take time limits in whole seconds
+
+
+def _concurrency(model: str) -> int:
+    """What the model serves at once: blocking one connection, the pool its 32 workers."""
+    return 1 if model == "blocking" else 10
+
+
+def _run(argv: list[str], **kwargs) -> str:
+    if not shutil.which(argv[0]):
+        pytest.skip(f"{argv[0]} is not installed (.ci/run installs it)")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, **kwargs)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def test_hey_completes(http_server: ServerProcess) -> None:
+    """hey (Go's HTTP/1.1 client, keep-alive): every reply a 200, no error."""
+    c = _concurrency(http_server.model)
+    out = _run(["hey", "-n", str(REQUESTS), "-c", str(c), "-t", "10", _url(http_server)])
+    assert f"[200]\t{REQUESTS} responses" in out, out
+    assert "Error distribution" not in out, out
+
+
+def test_h2load_h1_completes(http_server: ServerProcess) -> None:
+    """h2load --h1 (nghttp2's HTTP/1.1 client, pipelining off): every request a 2xx."""
+    c = _concurrency(http_server.model)
+    out = _run(["h2load", "--h1", "-n", str(REQUESTS), "-c", str(c), "-T", "10", _url(http_server)])
+    assert f"{REQUESTS} succeeded, 0 failed, 0 errored, 0 timeout" in out, out
+    assert f"status codes: {REQUESTS} 2xx, 0 3xx, 0 4xx, 0 5xx" in out, out
+
+
+def test_siege_completes(http_server: ServerProcess, tmp_path) -> None:
+    """siege in benchmark mode, a repetition count per user: every transaction succeeds.
+    HOME is a temporary folder: siege writes its configuration template there."""
+    c = _concurrency(http_server.model)
+    argv = ["siege", "-b", "-q", "-c", str(c), "-r", str(REQUESTS // c), _url(http_server)]
+    out = _run(argv, env={**os.environ, "HOME": str(tmp_path)})
+    summary = json.loads(out[out.index("{") : out.rindex("}") + 1])
+    assert summary["transactions"] == REQUESTS // c * c, out
+    assert summary["successful_transactions"] == summary["transactions"], out
+    assert summary["failed_transactions"] == 0 and summary["availability"] == 100.0, out
+
+
+def _url(server: ServerProcess) -> str:
+    return f"http://127.0.0.1:{server.port}/"
 
 
 def test_line_hello(line_server: ServerProcess) -> None:
