@@ -108,6 +108,7 @@ def analyse(
         if all(r.status == "skipped" for side in sides for r in side.get(key, {}).values())
     }
     tested = [k for k in keys if k not in skipped]
+    flags = [(n, partial(_suspect, expected=expected) if f is _suspect else f) for n, f in FLAGS]
     m = family_size(len(tested))
     level = 1 - alpha / max(m, 1)
     raw: list[tuple[str, PairedChange | AffectedChange]] = []
@@ -128,9 +129,7 @@ def analyse(
                 spec.higher_is_better, level,
             )  # fmt: skip
             raw.append((key, change))
-        for name, flag in FLAGS:
-            if flag is _suspect:
-                flag = partial(_suspect, expected=expected)
+        for name, flag in flags:
             affected = [flag(a[r]) for r in pairs], [flag(b[r]) for r in pairs]
             raw.append((key, affected_change(name, *affected)))
     judged = judge([c for _, c in raw], alpha, threshold)

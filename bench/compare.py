@@ -400,19 +400,20 @@ def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
+    """ "1 cell", "2 cells"."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def headline(cmp: Comparison) -> str:
     """'N regressions, M improvements, K unchanged of T cells'."""
     text = (
-        f"{_plural(cmp.count(REGRESSION), 'regression')}, "
-        f"{_plural(cmp.count(IMPROVEMENT), 'improvement')}, "
-        f"{cmp.count(NO_CHANGE)} unchanged of {_plural(len(cmp.cells), 'cell')}"
+        f"{plural(cmp.count(REGRESSION), 'regression')}, "
+        f"{plural(cmp.count(IMPROVEMENT), 'improvement')}, "
+        f"{cmp.count(NO_CHANGE)} unchanged of {plural(len(cmp.cells), 'cell')}"
     )
     if cmp.failed_in_new:
-        text += f"; {_plural(cmp.failed_in_new, 'cell')} failed in every new repeat"
+        text += f"; {plural(cmp.failed_in_new, 'cell')} failed in every new repeat"
     return text
 
 
@@ -424,7 +425,7 @@ def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
         "",
         f"**{headline(cmp)}**"
         + (
-            f" ({_plural(len(cmp.unmatched), 'cell')} in one run only, listed below)"
+            f" ({plural(len(cmp.unmatched), 'cell')} in one run only, listed below)"
             if cmp.unmatched
             else ""
         ),

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.ab_analysis import CONTINUOUS
+from bench.compare import plural
 from bench.history import (
     HistoryEntry,
     HistoryError,
@@ -105,9 +106,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     try:
         new = entries_from_ab(args.append) if args.append else []
-        if args.history.exists() or not args.append:
-            load(args.history)  # refuse a bad history before adding to it
-        if args.append:
+        if args.append:  # refuses a history that does not load, before writing
             added = append(args.history, new)
             print(f"{added} entries added to {args.history} ({len(new) - added} already there)")
         entries = load(args.history)
@@ -115,7 +114,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return usage_error(PROG, exc)
     found = analyse(entries)
     page, summary = write(entries, found, args.out)
-    print(f"{_plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
+    print(f"{plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
     return 0
 
 
@@ -211,7 +210,7 @@ def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> 
         lines.append(f"- `{fingerprint}`: {machines[fingerprint].describe()}")
         for anchor, cells in by_anchor.items():
             span = _span(_nights(entries, fingerprint, anchor))
-            lines.append(f"  - anchor `{anchor[:10]}`: {span}, {_plural(len(cells), 'cell')}")
+            lines.append(f"  - anchor `{anchor[:10]}`: {span}, {plural(len(cells), 'cell')}")
     return "\n".join(lines) + "\n"
 
 
@@ -227,11 +226,7 @@ def _code(markdown: str) -> str:
 
 
 def _span(nights: Sequence[str]) -> str:
-    return f"{_plural(len(nights), 'night')} ({nights[0][:10]} to {nights[-1][:10]})"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" + ("" if n == 1 else "s")
+    return f"{plural(len(nights), 'night')} ({nights[0][:10]} to {nights[-1][:10]})"
 
 
 _CSS = """
@@ -255,7 +250,7 @@ def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
         f"<style>{_CSS}</style></head><body>",
         "<h1>sockbench history</h1>",
         f"<p>{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
-        f"{_plural(len(machines), 'machine')}. {_code(what_a_point_is(entries))} "
+        f"{plural(len(machines), 'machine')}. {_code(what_a_point_is(entries))} "
         "The dotted line at 1.0 is the anchor's level. Circles mark the nights that "
         "<code>bench ab</code> itself judged a regression (red) or an improvement (green) "
         "against the anchor. Shifts (E-Divisive) and drift (Mann-Kendall) are marked with "

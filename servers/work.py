@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from servers.protocol import PROTOCOLS, Limits, ServerProtocol
+from servers.protocol import PROTOCOLS, Limits, ServerProtocol, protocol_factory
 
 KINDS = ("cpu", "wait")
 
@@ -110,8 +110,7 @@ def injecting(cls: Any, ns: int) -> Any:
 
 def work_factory(protocol: str, limits: Limits, work: Work) -> Callable[[], ServerProtocol]:
     """The per-connection protocol constructor for `protocol` doing `work`."""
-    cls = PROTOCOLS[protocol]
     if work.inject_ns and not (work.cpu_us or work.wait_us):
-        fast = injecting(cls, work.inject_ns)
+        fast = injecting(PROTOCOLS[protocol], work.inject_ns)
         return lambda: fast(limits)
-    return with_work(lambda: cls(limits), work)
+    return with_work(protocol_factory(protocol, limits), work)
