@@ -1,4 +1,5 @@
-"""Server models, one module each, listed in one explicit table.
+"""Server models, one module each, listed in one explicit table; then the reference
+servers (nginx, uvicorn) the launcher starts from their recipes, in a second one.
 
 Each model module has one entry point, `serve(listener, make_protocol, counters)`, plus
 `backlog=` or `workers=` where its row's options say so. It runs until the launcher's
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import shutil
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -39,6 +41,10 @@ class Model:
             return f"needs the {top} package"
         if attr and not hasattr(importlib.import_module(top), attr):
             return f"needs {self.needs}, missing on this platform"
+        return None
+
+    def cannot_serve(self, protocol: str, payload: int) -> str | None:
+        """None: every model speaks every protocol."""
         return None
 
     def load(self) -> ModuleType:
@@ -130,3 +136,65 @@ MODELS: dict[str, Model] = {
         ),
     ]
 }
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A server someone else wrote, started by the launcher from its recipe module
+    (servers/reference/): `serve(listener, protocol, ready)` runs it on the launcher's
+    listener until the stop signal, and calls `ready(facts)` once it answers."""
+
+    name: str
+    module: str
+    needs: tuple[str, ...]  # "bin:NAME" an executable on PATH, else a Python package
+    summary: str
+    # what it answers: "GET /" (sockbench's body) and "POST /echo" (the body sent)
+    serves: tuple[str, ...]
+    reuseport: bool = False  # the launcher binds with SO_REUSEPORT (the server binds too)
+    python: bool = True  # runs in the launcher's interpreter (an axis of bench run --pythons)
+
+    def unavailable_reason(self) -> str | None:
+        for need in self.needs:
+            kind, _, name = need.rpartition(":")
+            if kind == "bin" and shutil.which(name) is None:
+                return f"needs the {name} executable on PATH"
+            if not kind and importlib.util.find_spec(name) is None:
+                return f"needs the {name} package"
+        return None
+
+    def cannot_serve(self, protocol: str, payload: int) -> str | None:
+        """None when it can answer this cell's requests, else why not."""
+        asked = "GET /" if payload == 0 else "POST /echo"
+        if protocol != "http":
+            return f"{self.name} speaks HTTP only, not the {protocol} protocol"
+        if asked not in self.serves:
+            return f"{self.name} cannot answer {asked} (it serves {', '.join(self.serves)})"
+        return None
+
+    def load(self) -> ModuleType:
+        return importlib.import_module(self.module)
+
+
+REFERENCES: dict[str, Reference] = {
+    r.name: r
+    for r in [
+        Reference(
+            "nginx",
+            "servers.reference.nginx",
+            ("bin:nginx",),
+            "nginx, one worker, access_log off: the native line (GET / only)",
+            serves=("GET /",),
+            reuseport=True,
+            python=False,
+        ),
+        Reference(
+            "uvicorn",
+            "servers.reference.uvicorn_server",
+            ("uvicorn", "httptools", "uvloop"),
+            "uvicorn with httptools and uvloop on a minimal ASGI app",
+            serves=("GET /", "POST /echo"),
+        ),
+    ]
+}
+# Everything the launcher can run, by name: the models, then the reference servers.
+SERVERS: dict[str, Model | Reference] = {**MODELS, **REFERENCES}

@@ -13,12 +13,13 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
 from common.cli import ArgumentParser, port, positive_int, usage_error
 from common.process import raise_fd_limit
-from servers import MODELS
+from servers import MODELS, REFERENCES, SERVERS, Model, Reference, interpreter
 from servers.conn import Counters, Stopping, reserve_descriptor
 from servers.listener import make_listener, system_backlog
 from servers.protocol import DEFAULT_MAX_FRAME, PROTOCOLS, Limits
@@ -88,35 +89,47 @@ def work_spec(text: str) -> Work:
 
 
 def list_models(as_json: bool) -> int:
-    if not as_json:
-        print(f"{'model':<11} {'here':<4} what it is")
-    for model in MODELS.values():
-        reason = model.unavailable_reason()
-        if as_json:
-            print(
-                json.dumps(
-                    {
-                        "model": model.name,
-                        "available": reason is None,
-                        "reason": reason,
-                        "summary": model.summary,
-                    }
-                )
-            )
-        else:
-            note = "" if reason is None else f"  [unavailable: {reason}]"
-            print(f"{model.name:<11} {'yes' if reason is None else 'no':<4} {model.summary}{note}")
+    """The models, then the reference servers, each with whether it runs here."""
+    for title, table in (("model", MODELS), ("reference", REFERENCES)):
+        if not as_json:
+            print(f"{title:<16} {'here':<4} what it is")
+        for server in table.values():
+            reason = server.unavailable_reason()
+            if as_json:
+                line = {
+                    "model": server.name,
+                    "kind": title,
+                    "available": reason is None,
+                    "reason": reason,
+                    "summary": server.summary,
+                }
+                print(json.dumps(line))
+            else:
+                note = "" if reason is None else f"  [unavailable: {reason}]"
+                here = "yes" if reason is None else "no"
+                print(f"{server.name:<16} {here:<4} {server.summary}{note}")
+        if not as_json and title == "model":
+            print()
     return 0
 
 
 def run_model(args: argparse.Namespace) -> int:
-    model = MODELS.get(args.model)
+    model = SERVERS.get(args.model)
     if model is None:
-        return usage_error(PROG, f"unknown model {args.model!r}; choose from {', '.join(MODELS)}")
+        return usage_error(PROG, f"unknown model {args.model!r}; choose from {', '.join(SERVERS)}")
     if reason := model.unavailable_reason():
         return usage_error(PROG, f"model {args.model!r} is unavailable here: {reason}")
-    if args.workers is not None and "workers" not in model.options:
+    if isinstance(model, Reference):
+        if reason := model.cannot_serve(args.protocol, 0):
+            return usage_error(PROG, reason)
+        if args.workers is not None or args.work != Work() or args.inject_delay_ns:
+            return usage_error(
+                PROG, f"{model.name} is a reference server: no --workers, --work or --inject-*"
+            )
+    elif args.workers is not None and "workers" not in model.options:
         return usage_error(PROG, f"model {model.name!r} takes no --workers")
+    if args.inject_delay_ns < 0:
+        return usage_error(PROG, "--inject-delay-ns must be >= 0")
     raise_fd_limit()
     reserve_descriptor()  # our accept loops shed connections with it when fds run out
     backlog = args.backlog or system_backlog()
@@ -129,16 +142,21 @@ def run_model(args: argparse.Namespace) -> int:
             if isinstance(exc, OSError)
             else f"bad host {args.host!r}",
         )
+    if isinstance(model, Reference):
+        return run_reference(model, args, listener, backlog)
+    return serve_model(model, args, listener, backlog)
+
+
+def serve_model(
+    model: Model, args: argparse.Namespace, listener: socket.socket, backlog: int
+) -> int:
     serve = model.load().serve
     counters = Counters()
-    if args.inject_delay_ns < 0:
-        return usage_error(PROG, "--inject-delay-ns must be >= 0")
     work = replace(args.work, inject_ns=args.inject_delay_ns)
     make_protocol = work_factory(args.protocol, Limits(max_frame=args.max_frame), work)
 
     def stop(signum: int, _frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # interrupt the cleanup
+        ignore_stop_signals()
         if model.stop_at_accept:
             # No exception here: it could land inside Thread.start() or a pool's submit()
             # holding their locks. The main thread's next accept() fails instead.
@@ -149,12 +167,7 @@ def run_model(args: argparse.Namespace) -> int:
             return
         raise Shutdown(signum)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    watch_stop_signals()  # the handler runs even if the signal lands outside a syscall
-    # A blocked mask survives exec: a server started from a thread that blocks them
-    # (one that starts processes for a harness) would never see its stop signal.
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
+    handle_stop_signals(stop)
     host, bound_port = listener.getsockname()[:2]
     given = {"backlog": backlog, "workers": args.workers}
     options = {name: given[name] for name in model.options if given[name] is not None}
@@ -171,6 +184,7 @@ def run_model(args: argparse.Namespace) -> int:
                 "pid": os.getpid(),
                 "backlog": backlog,
                 "work": asdict(work),
+                "python": interpreter.facts(),  # after the model's imports (GIL state)
             }
         )
         serve(listener, make_protocol, counters, **options)
@@ -180,6 +194,57 @@ def run_model(args: argparse.Namespace) -> int:
         listener.close()
     emit({"event": "stopped", "model": model.name, **counters.as_dict()})
     return 0
+
+
+def run_reference(
+    server: Reference, args: argparse.Namespace, listener: socket.socket, backlog: int
+) -> int:
+    """A reference server from its recipe; the same two JSON lines as a model's."""
+    host, bound_port = listener.getsockname()[:2]
+
+    def stop(signum: int, _frame: object) -> None:
+        ignore_stop_signals()
+        raise Shutdown(signum)
+
+    def ready(facts: dict[str, Any]) -> None:
+        emit(
+            {
+                "event": "ready",
+                "model": server.name,
+                "protocol": args.protocol,
+                "host": host,
+                "port": bound_port,
+                "pid": os.getpid(),
+                "backlog": backlog,
+                "reference": facts,
+                "python": interpreter.facts(),
+            }
+        )
+
+    handle_stop_signals(stop)
+    try:
+        server.load().serve(listener, args.protocol, ready, backlog)
+    except Shutdown:
+        pass
+    finally:
+        listener.close()
+    emit({"event": "stopped", "model": server.name})
+    return 0
+
+
+def ignore_stop_signals() -> None:
+    """First thing in a stop handler: a second signal must not interrupt the cleanup."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def handle_stop_signals(stop: Callable[[int, Any], None]) -> None:
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    watch_stop_signals()  # the handler runs even if the signal lands outside a syscall
+    # A blocked mask survives exec: a server started from a thread that blocks them
+    # (one that starts processes for a harness) would never see its stop signal.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, (signal.SIGTERM, signal.SIGINT))
 
 
 def emit(event: dict[str, Any]) -> None:
