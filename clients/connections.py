@@ -4,6 +4,13 @@ State lives in lists indexed by file descriptor (grown on demand) rather than in
 object per connection: the closed loop (clients.loops) binds them to locals, which is
 cheaper per request than attribute lookups. A connection's *slot* is its place in the
 worker's share; in per-request mode one slot goes through many descriptors.
+
+How an http reply is verified (`--verify`): "exact" compares bytes with sockbench's own
+reply, as the hot path does; "auto" does too, but where the bytes differ it parses the
+reply (clients.http_reply) and accepts the expected status and body, then remembers a
+self-delimited, small reply's bytes as that connection's exact expectation (`_learn`),
+so that a foreign server's replies take the `==` path too until a header changes;
+"parse" parses every reply. Echo replies are always compared byte for byte.
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ from typing import Any
 
 from clients import wire
 from clients.errors import ERROR_KINDS, error_kind
+from clients.http_reply import Expectation, ParseError, Reply, ReplyParser
 from clients.plan import WorkerPlan
 
 CONNECT_WINDOW = 64  # connects in flight per worker
 POLL_S = 0.05  # longest sleep in epoll, so phase changes are noticed when nothing happens
 SECOND_NS = 1_000_000_000
 RECV_CAP = 256 * 1024
+PARSE_READ = 4096  # read size once replies are parsed: other servers send longer heads
 RETRY_NS = 10_000_000  # pause before reconnecting after a failure (scheduled modes)
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux >= 4.2
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
@@ -42,15 +51,37 @@ class Connections:
         self.interval_ns = int(plan.total * SECOND_NS / plan.rate) if plan.rate else 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
         self.connect_lat = array("q")  # connect latencies, ns
+        http = plan.protocol == "http"
+        self.verify = plan.verify if http else "exact"
+        self.parsing = self.verify != "exact"  # replies may go through the parser
+        body = plan.expect_body
+        if body is None and self.parsing:
+            body = wire.http_body(plan.payload)
+        self.expect = Expectation(plan.expect_status, body or b"")
+        # no exact bytes to compare with where every reply is parsed, or where the
+        # expected status is not sockbench's 200 (learned from the first reply, if auto)
+        unknown = http and (plan.expect_status != 200 or self.verify == "parse")
         n_variants = wire.variants(plan.payload) if plan.protocol == "echo" else 1
-        self.exchanges = [wire.exchange(plan.protocol, plan.payload, v) for v in range(n_variants)]
+        self.exchanges: list[tuple[bytes, bytes | None]] = []
+        for variant in range(n_variants):
+            request, reply = wire.exchange(plan.protocol, plan.payload, variant)
+            if http and plan.expect_body is not None:
+                reply = wire.http_ok(plan.expect_body)  # sockbench's reply with that body
+            self.exchanges.append((request, None if unknown else reply))
         self.reqlen = len(self.exchanges[0][0])
-        self.explen = len(self.exchanges[0][1])
+        self.explen = len(self.exchanges[0][1] or wire.http_ok(self.expect.body))
         # Read one byte more than a reply, so that a trailing extra byte is a mismatch.
         self.rsize = min(self.explen + 1, RECV_CAP)
+        if self.exchanges[0][1] is None:
+            self.rsize = max(self.rsize, PARSE_READ)
+        # auto: learned replies up to one read are kept (`_learn`)
+        self.keep_raw = RECV_CAP - 1 if self.verify == "auto" else 0
+        # verified reply bytes: those of the replies counted in `counts` are settled
+        # (`_settle`) at the end or when fulls[fd] changes, so the hot path adds nothing
+        self.reply_bytes = 0
         self.socks: list[socket.socket | None] = []
         self.reqs: list[bytes] = []
-        self.fulls: list[bytes] = []  # the whole expected reply
+        self.fulls: list[bytes | None] = []  # the whole expected reply; None: parse each
         self.exps: list[bytes | None] = []  # what the hot path compares with; None: slow
         self.offs: list[int] = []  # bytes of the current reply received so far
         self.outs: list[memoryview | None] = []  # request bytes the socket did not take
@@ -59,6 +90,8 @@ class Connections:
         self.counts: list[int] = []  # requests completed, per fd (persistent mode)
         self.worst: list[int] = []  # longest reply latency in the window, per fd, ns
         self.slot_of: list[int] = []  # fd -> connection slot
+        self.parsers: list[ReplyParser | None] = []  # http: parses replies that differ
+        self.settled: list[int] = []  # counts[fd] whose bytes are in reply_bytes
         self._per_fd: tuple[tuple[list[Any], Any], ...] = (
             (self.socks, None),
             (self.reqs, b""),
@@ -71,6 +104,8 @@ class Connections:
             (self.counts, 0),
             (self.worst, 0),
             (self.slot_of, -1),
+            (self.parsers, None),
+            (self.settled, 0),
         )
         self.live: set[int] = set()  # connected descriptors
         self.connecting: dict[int, int] = {}  # fd -> connect start time
@@ -127,6 +162,7 @@ class Connections:
         self.exps[fd], self.offs[fd], self.outs[fd] = None, 0, None
         self.sents[fd] = self.issued[fd] = self.counts[fd] = self.worst[fd] = 0
         self.slot_of[fd] = slot
+        self.parsers[fd], self.settled[fd] = None, 0
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -180,12 +216,13 @@ class Connections:
         sock = self.socks[fd]
         if sock is None:
             return
-        self.socks[fd] = self.exps[fd] = self.outs[fd] = None
+        self._settle(fd)
+        self.socks[fd] = self.exps[fd] = self.outs[fd] = self.parsers[fd] = None
         self.issued[fd] = 0
         slot = self.slot_of[fd]  # the slot keeps what its connection did
         self.slot_count[slot] += self.counts[fd]
         self.slot_worst[slot] = max(self.slot_worst[slot], self.worst[fd])
-        self.counts[fd] = self.worst[fd] = 0
+        self.counts[fd] = self.worst[fd] = self.settled[fd] = 0
         self.live.discard(fd)
         self.connecting.pop(fd, None)
         sock.close()  # also leaves the epoll set: the descriptor is never shared
@@ -255,5 +292,58 @@ class Connections:
             return
         self.outs[fd] = None
         self.ep.modify(fd, IN)
-        if self.offs[fd] == 0:
+        parser = self.parsers[fd]
+        if self.offs[fd] == 0 and (parser is None or parser.idle):
             self.exps[fd] = self.fulls[fd]
+
+    # -- replies that are parsed (http, verify auto or parse) ---------------------------
+
+    def _settle(self, fd: int) -> None:
+        """Add the bytes of fd's replies counted since the last settle, each the length
+        of fulls[fd] (the hot path's replies; a parsed reply settles itself)."""
+        full = self.fulls[fd]
+        if full is not None:
+            self.reply_bytes += (self.counts[fd] - self.settled[fd]) * len(full)
+        self.settled[fd] = self.counts[fd]
+
+    def _begin_parse(self, fd: int, already: bytes = b"") -> ReplyParser:
+        """fd's parser, for a reply of which `already` arrived (it matched the exact
+        bytes so far); the hot path leaves fd alone until the reply is complete."""
+        parser = self.parsers[fd]
+        if parser is None:
+            # a longer body than the expected one is a mismatch: no need to buffer it
+            parser = ReplyParser(max_body=len(self.expect.body), keep_raw=self.keep_raw)
+            self.parsers[fd] = parser
+        if already:
+            parser.feed(already)  # buffered now, parsed with the next bytes
+        self.offs[fd] = 0
+        self.exps[fd] = None
+        self.rsize = max(self.rsize, min(PARSE_READ, RECV_CAP))
+        return parser
+
+    def _closed_reply(self, fd: int) -> Reply | None:
+        """The server closed fd: the reply that the close frames, if one was under way
+        (HTTP/1.0 style, no Content-Length); None if none, or it was cut short."""
+        parser, off, full = self.parsers[fd], self.offs[fd], self.fulls[fd]
+        try:
+            if off and full is not None and (parser is None or parser.idle):
+                parser = self._begin_parse(fd, full[:off])
+            if parser is None or next(parser.feed(b""), None) is not None:
+                return None  # nothing under way; or a whole reply before the close: odd
+            return parser.eof()
+        except ParseError:
+            return None
+
+    def _learn(self, fd: int, reply: Reply) -> None:
+        """auto: a verified reply that frames itself and fits one read becomes fd's
+        exact expectation (a foreign server's replies differ only when a header such as
+        Date changes). Not one ended by a close, nor one that closes a persistent
+        connection: equal bytes would not say that."""
+        raw = reply.raw
+        if raw is None or reply.framing == "close" or raw == self.fulls[fd]:
+            return
+        if not reply.keep_alive and self.plan.mode == "persistent":
+            return
+        self._settle(fd)  # the replies so far had the old length
+        self.fulls[fd] = raw
+        self.rsize = max(self.rsize, len(raw) + 1)  # so that the next one fits one read

@@ -13,6 +13,8 @@ latencies count only the window; errors count the whole run.
 Closed loop by default; --rate R is an open loop at R requests/s in total, timed from
 each request's intended send time. --mode per-request opens a connection per request.
 Only loopback targets unless --allow-remote, checked before any lookup or connect.
+An http reply is verified by its exact bytes, or, where they differ (another server:
+nginx's Date header), by parsing it: --verify, --expect-status, --expect-body.
 Why it is built this way (source addresses, busy-polling, what counts): docs/loadgen.md.
 """
 
@@ -67,6 +69,7 @@ from common.cli import (
 from common.process import STOP_SIGNALS, raise_fd_limit
 
 PROTOCOLS = ("echo", "http")
+VERIFY = ("auto", "exact", "parse")  # how http replies are checked (clients.connections)
 OVERLOAD_MARGIN = 10  # requests: a backlog must grow by more than this to be a trend
 MODES = ("persistent", "per-request")
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
@@ -103,6 +106,9 @@ class LoadConfig:
     cpus: tuple[int, ...] | None = None
     busy_poll: bool = True  # where a worker has a CPU of its own (see `run`)
     allow_remote: bool = False
+    verify: str = "auto"  # http: "auto", "exact" or "parse" (clients.connections)
+    expect_status: int = 200  # http: the status of a verified reply
+    expect_body: str | None = None  # http GET: TEXT or @PATH; None: sockbench's body
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -151,6 +157,7 @@ def validate(config: LoadConfig) -> None:
         raise ConfigError("rate must be a positive number of requests per second")
     if not 0 <= config.payload <= MAX_PAYLOAD:
         raise ConfigError(f"payload must be 0 to {MAX_PAYLOAD} bytes")
+    _validate_expectation(config)
     if config.cpus is not None:
         if not config.cpus:
             raise ConfigError("cpus is empty")
@@ -160,6 +167,45 @@ def validate(config: LoadConfig) -> None:
                 f"cpu {missing[0]} is not available here "
                 f"(allowed: {','.join(map(str, sorted(allowed)))})"
             )
+
+
+def _validate_expectation(config: LoadConfig) -> None:
+    if config.verify not in VERIFY:
+        raise ConfigError(f"verify {config.verify!r} is not one of {', '.join(VERIFY)}")
+    http = config.protocol == "http"
+    if config.verify == "parse" and not http:
+        raise ConfigError("--verify parse needs --protocol http (echo is compared exactly)")
+    if config.expect_status != 200:
+        if not http:
+            raise ConfigError("--expect-status needs --protocol http")
+        if not 200 <= config.expect_status <= 599:
+            raise ConfigError("--expect-status must be a final status, 200 to 599")
+        if config.verify == "exact":
+            raise ConfigError(
+                "--expect-status needs --verify auto or parse (exact is sockbench's 200 reply)"
+            )
+    if config.expect_body is not None:
+        if not http or config.payload != 0:
+            raise ConfigError(
+                "--expect-body needs --protocol http with --payload 0 (GET /); "
+                "POST /echo expects the body it sent"
+            )
+        expected_body(config)  # a file that cannot be read is a usage error
+
+
+def expected_body(config: LoadConfig) -> bytes | None:
+    """The body --expect-body asks for (TEXT, or the bytes of the file @PATH); None:
+    sockbench's body for the request."""
+    text = config.expect_body
+    if text is None:
+        return None
+    if not text.startswith("@"):
+        return os.fsencode(text)  # the bytes given on the command line
+    try:
+        with open(text[1:], "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --expect-body file {text[1:]!r}: {exc.strerror}") from None
 
 
 def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> list[WorkerPlan]:
@@ -177,6 +223,7 @@ def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> lis
     sources: tuple[str, ...] = ()
     if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith("127."):
         sources = tuple(f"127.0.0.{i}" for i in range(1, SOURCES + 1))
+    body = expected_body(config)
     plans, first = [], 0
     for index in range(processes):
         count = config.connections // processes + (index < config.connections % processes)
@@ -204,6 +251,9 @@ def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> lis
                 sources=sources,
                 spin_us=spin_us,
                 arrivals=config.arrivals,
+                verify=config.verify,
+                expect_status=config.expect_status,
+                expect_body=body,
             )
         )
         first += count
@@ -353,6 +403,7 @@ def build_result(
     send_lag = hist.latency(hist.merge(r.send_lag for r in results)) if open_loop else None
     ends = max((len(r.backlog) for r in results), default=0)
     backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(ends)]
+    http = config.protocol == "http"
     return LoadResult(
         tool="sockbench.loadgen",
         params=Params(
@@ -368,6 +419,9 @@ def build_result(
             timeout=config.timeout,
             cpus=tuple(sorted(set(config.cpus))) if config.cpus else None,
             arrivals=config.arrivals,
+            verify=config.verify if http else "exact",
+            expect_status=config.expect_status if http else None,
+            expect_body=config.expect_body,
         ),
         window=window,
         requests=requests,
@@ -590,6 +644,29 @@ def build_parser() -> ArgumentParser:
         help="write the window's latency histograms, one per "
         f"{INTERVAL_NS // 1_000_000} ms, to PATH in HdrHistogram's interval-log format",
     )
+    parser.add_argument(
+        "--verify",
+        choices=VERIFY,
+        default="auto",
+        help="http: how a reply is checked: auto (default) compares its bytes with the "
+        "expected reply and parses it where they differ, then expects that "
+        "connection's verified bytes again; exact compares bytes only (sockbench's "
+        "own server); parse parses every reply (to measure what parsing costs)",
+    )
+    parser.add_argument(
+        "--expect-status",
+        type=positive_int,
+        default=200,
+        metavar="N",
+        help="http: the status of a verified reply (default 200)",
+    )
+    parser.add_argument(
+        "--expect-body",
+        default=None,
+        metavar="TEXT|@PATH",
+        help="http GET (payload 0): the body of a verified reply, TEXT or the bytes of "
+        "the file PATH (default: sockbench's 'Hello, world!\\n')",
+    )
     parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
     return parser
 
@@ -617,6 +694,9 @@ def main(argv: list[str] | None = None) -> int:
         cpus=args.cpus,
         busy_poll=args.busy_poll,
         allow_remote=args.allow_remote,
+        verify=args.verify,
+        expect_status=args.expect_status,
+        expect_body=args.expect_body,
     )
     try:
         validate(config)

@@ -15,8 +15,12 @@ but never went out), and each connection slot's longest wait in the window.
 
 A reply is complete when exactly the expected bytes have arrived; a reply split over
 several reads is compared piece by piece (`_slow`); extra or different bytes are a
-mismatch and close that connection. Latencies are raw nanosecond integers kept in an
-`array('q')`, turned into an HdrHistogram after the window (clients.worker).
+mismatch and close that connection. Except with `--verify exact`, an http reply whose
+bytes differ is parsed instead (`_parse`), and verified by its status and body; a
+server that frames its reply by closing the connection is served there too
+(clients.connections says how a foreign server's replies reach the `==` path).
+Latencies are raw nanosecond integers kept in an `array('q')`, turned into an
+HdrHistogram after the window (clients.worker).
 
 The hot path is written for speed, because on one core a Python client is only a
 little faster than a Python server: lists and methods are bound to locals, reads and
@@ -42,6 +46,7 @@ from clients.connections import (
     Connections,
 )
 from clients.errors import error_kind
+from clients.http_reply import ParseError, Reply, ReplyParser
 from clients.plan import WorkerPlan
 
 SCAN_NS = 100_000_000  # how often to look for requests older than the timeout
@@ -114,9 +119,15 @@ class Loops(Connections):
             self.warming = False
             for values in (self.lat, self.lat_sent, self.lag):
                 del values[:]
-            for counters in (self.counts, self.worst, self.slot_count, self.slot_worst):
+            for counters in (
+                self.counts,
+                self.worst,
+                self.slot_count,
+                self.slot_worst,
+                self.settled,
+            ):
                 counters[:] = [0] * len(counters)  # in place: the hot path holds them
-            self.sent = self.wait_ns = 0
+            self.sent = self.wait_ns = self.reply_bytes = 0
             self.errors_before = dict(self.errors)
             self.cpu0 = time.process_time()
             self.sched0 = schedstat()
@@ -174,38 +185,78 @@ class Loops(Connections):
             self._fail(fd, error_kind(got))
             return False
         if not got:
-            self._fail(fd, "closed")
-            return False
-        full, off = self.fulls[fd], self.offs[fd]
-        end = off + len(got)
-        if not self.issued[fd] or end > len(full) or full[off:end] != got:
-            self._fail(fd, "mismatch")  # different, extra, or unasked-for bytes
-            return False
-        if end < len(full):
-            self.offs[fd] = end
-            self.exps[fd] = None
-            return False
-        self.offs[fd] = 0
-        if self.outs[fd] is not None:  # a whole reply before the whole request went out
+            reply = self._closed_reply(fd) if self.parsing and self.issued[fd] else None
+            if reply is None:
+                self._fail(fd, "closed")
+                return False
+            return self._verified(fd, reply)
+        parser = self.parsers[fd]
+        if parser is None or parser.idle:  # not in the middle of a parsed reply
+            full, off = self.fulls[fd], self.offs[fd]
+            if full is not None:
+                end = off + len(got)
+                if self.issued[fd] and end <= len(full) and full[off:end] == got:
+                    if end < len(full):
+                        self.offs[fd] = end
+                        self.exps[fd] = None
+                        return False
+                    self.offs[fd] = 0
+                    if self.outs[fd] is not None:  # a whole reply before the whole request
+                        self._fail(fd, "mismatch")
+                        return False
+                    self.exps[fd] = full
+                    return self._complete(fd, time.monotonic_ns())
+                if not self.parsing:
+                    self._fail(fd, "mismatch")  # different, extra, or unasked-for bytes
+                    return False
+            if not self.issued[fd]:
+                self._fail(fd, "mismatch")  # nothing was asked
+                return False
+            parser = self._begin_parse(fd, full[:off] if full is not None else b"")
+        return self._parse(fd, parser, got)
+
+    def _parse(self, fd: int, parser: ReplyParser, got: bytes) -> bool:
+        """More bytes of a reply that is parsed; True once the window is over."""
+        try:
+            reply = next(parser.feed(got), None)
+        except ParseError:
             self._fail(fd, "mismatch")
             return False
-        self.exps[fd] = full
-        return self._complete(fd, time.monotonic_ns())
+        return False if reply is None else self._verified(fd, reply)
 
-    def _complete(self, fd: int, t: int) -> bool:
-        """A whole, correct reply on fd at time t (outside the hot path)."""
+    def _verified(self, fd: int, reply: Reply) -> bool:
+        """A whole parsed reply: count it if it is the expected one and nothing else
+        came; a mismatch otherwise. True once the window is over."""
+        parser = self.parsers[fd]
+        unasked = parser is not None and not parser.idle  # bytes after the reply
+        if unasked or self.outs[fd] is not None or not self.expect.accepts(reply):
+            self._fail(fd, "mismatch")
+            return False
+        self._learn(fd, reply)
+        return self._complete(fd, time.monotonic_ns(), reply.size, reply.keep_alive)
+
+    def _complete(self, fd: int, t: int, size: int | None = None, keep: bool = True) -> bool:
+        """A whole, correct reply on fd at time t (outside the hot path): fulls[fd], or a
+        parsed reply of `size` bytes after which the connection stays open if `keep`."""
         if t >= self.mark and self._tick(t):
             return True
         self._record(fd, t)
         slot = self.slot_of[fd]
         if self.plan.mode == "per-request":
             self.slot_count[slot] += 1
+            self.reply_bytes += len(self.fulls[fd] or b"") if size is None else size
             self._close(fd)
             due = self.sents[fd] + self.interval_ns if self.plan.rate else t
             self.slot_due[slot] = due
             heapq.heappush(self.heap, (due, slot))
         else:
             self.counts[fd] += 1
+            if size is not None:  # its bytes, not those of fulls[fd] (see _settle)
+                self.settled[fd] += 1
+                self.reply_bytes += size
+            if not keep:  # the server ends the connection after this reply
+                self._fail(fd, "closed")
+                return False
             self.sents[fd] = t
             self._send(fd, t)
         return False
@@ -294,6 +345,7 @@ class Loops(Connections):
                     if slow(fd, ev, data):
                         return
                     mark = self.mark
+                    rsize = self.rsize  # grows once replies are parsed or learned
 
     # -- scheduled connections: the per-request mode ------------------------------------
 
@@ -404,9 +456,10 @@ class Loops(Connections):
     def finish(self) -> None:
         """Fold the live connections' counts and longest waits into their slots."""
         for fd in self.live:
+            self._settle(fd)
             slot = self.slot_of[fd]
             self.slot_count[slot] += self.counts[fd]
-            self.counts[fd] = 0
+            self.counts[fd] = self.settled[fd] = 0
             self._fold(slot, self.worst[fd])
 
     def worst_waits(self) -> list[int]:

@@ -9,9 +9,11 @@ load stays offered and the queue builds where it belongs, in front of the server
 Per connection slot, arrivals are uniform (every N/rate seconds, the slots staggered) or
 Poisson (exponential gaps with the same mean; N Poisson slots make one Poisson stream of
 the whole rate). Each connection keeps the arrival times of its requests in flight, in
-order; a reply, checked byte for byte against the expected stream, is timed from the
-oldest. A slot without a connection (it failed) queues its arrivals and sends them once
-it has reconnected: they were due, and their latency counts from then.
+order; a reply, checked byte for byte against the expected stream (or, where an http
+reply's bytes differ and `--verify` is not exact, parsed and checked by its status and
+body), is timed from the oldest. A slot without a connection (it failed) queues its
+arrivals and sends them once it has reconnected: they were due, and their latency
+counts from then.
 
 The backlog (requests sent or due and not yet answered) is recorded at the end of every
 interval; a backlog that keeps growing means the offered load is above what the server
@@ -28,6 +30,7 @@ from collections import deque
 
 from clients.connections import IN, OUT, POLL_S, RECV_CAP, RETRY_NS
 from clients.errors import error_kind
+from clients.http_reply import ParseError, Reply
 from clients.loops import Loops
 from clients.plan import WorkerPlan
 
@@ -152,6 +155,9 @@ class PipelinedLoops(Loops):
         """Check `data` against the expected reply stream; time each whole reply from
         the oldest arrival in flight. True once the window is over."""
         full, off, pos = self.fulls[fd], self.offs[fd], 0
+        parser = self.parsers[fd]
+        if full is None or (parser is not None and not parser.idle):
+            return self._receive_parsed(fd, data, t)
         origins, actual = self.origins[fd], self.actual[fd]
         assert origins is not None and actual is not None
         whole, rest = divmod(len(data), len(full))
@@ -169,6 +175,9 @@ class PipelinedLoops(Loops):
         while pos < len(data):
             n = min(len(data) - pos, len(full) - off)
             if not origins or data[pos : pos + n] != full[off : off + n]:
+                if self.parsing and origins:  # parse from this reply's first byte on
+                    self._begin_parse(fd, full[:off])
+                    return self._receive_parsed(fd, data[pos:], t)
                 self._fail(fd, "mismatch")  # different, or a reply nobody asked for
                 return False
             pos += n
@@ -186,6 +195,44 @@ class PipelinedLoops(Loops):
                 self.worst[fd] = wait
             self.counts[fd] += 1
         self.offs[fd] = off
+        return False
+
+    def _receive_parsed(self, fd: int, data: bytes, t: int) -> bool:
+        """`data` through fd's parser: each whole reply, verified by its status and body,
+        is timed like one compared byte for byte. True once the window is over."""
+        parser = self.parsers[fd] or self._begin_parse(fd)
+        origins, actual = self.origins[fd], self.actual[fd]
+        assert origins is not None and actual is not None
+        try:
+            for reply in parser.feed(data):
+                if not origins or not self.expect.accepts(reply):
+                    self._fail(fd, "mismatch")  # different, or a reply nobody asked for
+                    return False
+                if self._count_parsed(fd, reply, t):
+                    return True
+                if not reply.keep_alive:
+                    self._fail(fd, "closed")  # whatever is still in flight is lost
+                    return False
+        except ParseError:
+            self._fail(fd, "mismatch")
+        return False  # an idle parser hands the next reply back to the exact bytes
+
+    def _count_parsed(self, fd: int, reply: Reply, t: int) -> bool:
+        """Time a verified parsed reply from the oldest arrival; True once the window is
+        over."""
+        if t >= self.mark and self._tick(t):
+            return True
+        self._learn(fd, reply)
+        origins, actual = self.origins[fd], self.actual[fd]
+        assert origins is not None and actual is not None
+        wait = t - origins.popleft()
+        self.lat.append(wait)
+        self.lat_sent.append(t - actual.popleft())
+        if wait > self.worst[fd]:
+            self.worst[fd] = wait
+        self.counts[fd] += 1
+        self.settled[fd] += 1  # its own bytes, not those of fulls[fd] (see _settle)
+        self.reply_bytes += reply.size
         return False
 
     def _times(self, full: bytes, k: int) -> bytes:
@@ -242,6 +289,13 @@ class PipelinedLoops(Loops):
                     self._fail(fd, error_kind(exc))
                     continue
                 if not data:
+                    reply = self._closed_reply(fd) if self.parsing else None
+                    if reply is not None and self.origins[fd]:  # framed by the close
+                        if not self.expect.accepts(reply):
+                            self._fail(fd, "mismatch")
+                            continue
+                        if self._count_parsed(fd, reply, now()):
+                            return
                     self._fail(fd, "closed")
                     continue
                 if self._receive(fd, data, now()):

@@ -28,3 +28,8 @@ class WorkerPlan:
     spin_us: int = 0
     # open loop: "uniform" or "poisson" arrivals per connection (clients.pipelined)
     arrivals: str = "uniform"
+    # http: how replies are checked (clients.connections): "exact" bytes, "parse" every
+    # reply, or "auto" (exact bytes, parsed where they differ); echo is always exact
+    verify: str = "auto"
+    expect_status: int = 200
+    expect_body: bytes | None = None  # None: sockbench's body for the request

@@ -44,6 +44,11 @@ class Params:
     timeout: float
     cpus: tuple[int, ...] | None
     arrivals: str = "uniform"  # open loop: "uniform" or "poisson"
+    # How replies were verified (clients.loadgen --verify): "exact", "parse" or "auto";
+    # None where not recorded (older results checked bytes exactly; locust's driver).
+    verify: str | None = None
+    expect_status: int | None = None  # http: the status a verified reply has
+    expect_body: str | None = None  # http: --expect-body as given; None: sockbench's body
 
 
 @dataclass(frozen=True)
@@ -115,11 +120,18 @@ class Worker:
     `waited_for_cpu` is run-queue delay (runnable, but another task had the CPU) from
     /proc/PID/schedstat; `cpu` is the process's CPU time, busy-polling included.
     None where the driver cannot see it.
+
+    A locust worker on another machine (clients.locust_driver --master) is seen only
+    through locust's messages: `cpu` from its reports, `cpu_max` the highest of locust's
+    own CPU figures in the window, `name` locust's client id (HOSTNAME_HEX); the waits
+    are None. Both fields are None for the processes the driver sampled itself.
     """
 
     cpu: float | None
     waited_for_work: float | None
     waited_for_cpu: float | None
+    name: str | None = None
+    cpu_max: float | None = None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,12 @@ MAX_PAYLOAD = 256 * 1024 * 1024  # the largest request payload the load generato
 _VARIANT_BUDGET = 64 * 1024 * 1024
 
 
+def http_body(payload: int, variant: int = 0) -> bytes:
+    """The body of sockbench's reply to the http request of `payload` bytes: `GET /`'s
+    greeting for 0, else the `POST /echo` body, echoed."""
+    return GET_BODY if payload == 0 else pattern(payload, variant)
+
+
 def http_ok(body: bytes) -> bytes:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
     return head % len(body) + body
@@ -44,9 +50,9 @@ def exchange(protocol: str, payload: int, variant: int = 0) -> tuple[bytes, byte
         frame = payload.to_bytes(4, "big") + pattern(payload, variant)
         return frame, frame
     if protocol == "http":
+        body = http_body(payload, variant)
         if payload == 0:
-            return GET_REQUEST, http_ok(GET_BODY)
-        body = pattern(payload, variant)
+            return GET_REQUEST, http_ok(body)
         head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % payload
         return head + body, http_ok(body)
     raise ValueError(f"unknown protocol {protocol!r}")

@@ -106,7 +106,7 @@ def result_of(loops: Loops) -> WorkerResult:
 
     return WorkerResult(
         requests=requests,
-        bytes=requests * loops.explen,
+        bytes=loops.reply_bytes,  # settled by finish()
         latency=encoded(loops.lat),
         censored=encoded(censored),
         latency_sent=encoded(loops.lat_sent) if loops.plan.rate else "",
