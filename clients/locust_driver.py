@@ -10,7 +10,8 @@ gevent monkey-patches socket and select on import. `from_locust_stats` turns the
 the locustfile writes at exit into a `clients.result.LoadResult`; it is a pure function
 of the files. Only the measured window counts: the locustfile resets locust's stats
 when the warm-up ends (see `MeasuredWindow` there). Whether locust was the bottleneck
-is judged here, from /proc, as the native load generator judges itself.
+is judged here, from /proc, as the native load generator judges itself; workers on
+other machines (`--master`) from the CPU figures locust gave their master.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -85,6 +86,10 @@ CPU_WARNINGS = (
 )
 # Saturation, as the native load generator judges it (% of the window's wall time).
 SAMPLE_INTERVAL_S = 0.1  # the sampler of locust's processes and cores
+# A worker on another machine is seen only through locust's messages (its CPU usage, no
+# run-queue delay): it set the pace when it kept one CPU this busy over the window, as
+# locust's own warning threshold (runners.CPU_WARNING_THRESHOLD) has it.
+REMOTE_CPU_BOUND_PERCENT = 90.0
 
 # Failure exception class name (as locust writes it in the failures CSV) -> error kind.
 EXCEPTION_KINDS = {
@@ -118,6 +123,41 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True)
+class RemoteWorker:
+    """A locust worker as its master saw it in the window (the window file's `workers`).
+
+    `cpu`: % of one CPU over the worker's window, its CPU time over the wall time it
+    reported (the locustfile adds both to its reports); without them, the mean of
+    locust's own figures from its heartbeats. `cpu_max`: the highest of locust's figures.
+    `warned`: one of them was above locust's warning threshold."""
+
+    id: str  # locust's client id: HOSTNAME_HEX
+    users: int | None  # the most it ran in the window; None: not reported
+    cpu: float | None
+    cpu_max: float | None
+    warned: bool
+
+    @property
+    def took_part(self) -> bool:
+        return self.users != 0  # a worker that got no user generated no load
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> RemoteWorker:
+        cpu_s, wall_s = row.get("cpu_time_s"), row.get("cpu_wall_s")
+        cpu = row.get("cpu_mean")
+        if cpu_s is not None and wall_s:
+            cpu = max(0.0, 100.0 * float(cpu_s) / float(wall_s))
+        top = row.get("cpu_max")
+        return cls(
+            id=str(row["id"]),
+            users=None if row.get("users") is None else int(row["users"]),
+            cpu=None if cpu is None else round(float(cpu), 1),
+            cpu_max=None if top is None else round(float(top), 1),
+            warned=bool(row.get("cpu_warned")),
+        )
+
+
+@dataclass(frozen=True)
 class WindowFile:
     """`<prefix>_window.json`, written by the locustfile at exit."""
 
@@ -126,6 +166,7 @@ class WindowFile:
     interval_s: float
     intervals: tuple[Interval, ...]
     errors_before: dict[str, int]  # by kind
+    workers: tuple[RemoteWorker, ...] = ()  # a master's workers (older files: none)
 
     @classmethod
     def read(cls, path: Path) -> WindowFile:
@@ -146,6 +187,7 @@ class WindowFile:
                 for row in data["intervals"]
             ),
             errors_before=errors,
+            workers=tuple(RemoteWorker.from_dict(row) for row in data.get("workers", ())),
         )
 
     @property
@@ -353,6 +395,48 @@ def judge_client(
         bound = None
     return Client(
         workers=tuple(workers),
+        cores=tuple(cores),
+        cores_busy=cores_busy,
+        bound=bound,
+        reasons=tuple(reasons),
+    )
+
+
+def judge_remote_client(
+    workers: Sequence[RemoteWorker],
+    cores: Sequence[int],
+    cores_busy: float | None,
+    cpu_warning: bool,
+) -> Client:
+    """The verdict on workers that ran elsewhere (a master's), from locust's figures.
+
+    Bound, naming the worker, when one kept a CPU REMOTE_CPU_BOUND_PERCENT busy on
+    average over the window or locust warned about its CPU in the window; also when
+    locust logged a CPU warning at all (as `judge_client`). Not bound when every worker
+    that took part reported its CPU and all were under; None when a figure is missing.
+    Workers that got no user are left out."""
+    taking = [w for w in workers if w.took_part]
+    reasons = []
+    for w in taking:
+        if w.cpu is not None and w.cpu >= REMOTE_CPU_BOUND_PERCENT:
+            reasons.append(
+                f"worker {w.id} used {w.cpu:.0f}% of a CPU over the window "
+                "(the load generator was the bottleneck)"
+            )
+        if w.warned:
+            reasons.append(f"locust warned that worker {w.id} was above 90% CPU in the window")
+    if cpu_warning:
+        reasons.append("locust warned: CPU usage above 90%")
+    bound: bool | None = bool(reasons)
+    if not reasons and (not taking or any(w.cpu is None for w in taking)):
+        bound = None
+    return Client(
+        workers=tuple(
+            Worker(
+                cpu=w.cpu, waited_for_work=None, waited_for_cpu=None, name=w.id, cpu_max=w.cpu_max
+            )
+            for w in taking
+        ),
         cores=tuple(cores),
         cores_busy=cores_busy,
         bound=bound,
@@ -630,8 +714,12 @@ def run_locust(
     Any positive duration works: the locustfile times the window, not locust's
     --run-time (whole seconds, and a timer that can fire early). `cpus` pins locust and
     its forked workers; by default they run anywhere this process may.
-    Raises UsageError (a ValueError) for bad arguments, such as a non-loopback target
-    without allow_remote, and LocustRunError when locust fails or times out.
+    With `master`, only a master runs here and `expect_workers` workers started by hand
+    (docs/locust.md) do the load: the result's `processes` counts those that took part,
+    and `client.workers` holds each one's CPU as locust reported it.
+    Raises UsageError (a ValueError) for bad arguments, such as a non-loopback target or
+    master bind host without allow_remote, and LocustRunError when locust fails or times
+    out.
     """
     host, port = parse_target(target)
     if not allow_remote and not is_loopback(host):
@@ -644,6 +732,12 @@ def run_locust(
         raise UsageError("--processes and --master exclude each other")
     if expect_workers and not master:
         raise UsageError("--expect-workers needs --master")
+    if master and not allow_remote and not is_loopback(master_bind_host):
+        # workers on other machines may then connect, and anyone who reaches the port
+        raise UsageError(
+            f"master bind host {master_bind_host} is not a loopback address; "
+            "pass --allow-remote to let workers on other machines connect"
+        )
     if not duration > 0 or not warmup >= 0:
         raise UsageError(f"need duration > 0 and warmup >= 0, got {duration} and {warmup}")
     pinned = _check_cpus(cpus) if cpus else None
@@ -693,11 +787,20 @@ def run_locust(
                 (line.strip() for line in reversed(watcher.lines) if line.strip()), "no output"
             )
             raise LocustRunError(f"locust exited with code {code}: {last}")
-        window = WindowFile.read(window_json).window
+        window_file = WindowFile.read(window_json)
+        window = window_file.window
         if window is None:
             raise LocustRunError("locust stopped before the warm-up ended: no measured window")
-        workers = [] if master else sampler.workers(window, forked=bool(processes))
-        client = judge_client(workers, cores, sampler.cores_busy(window), watcher.cpu_warning)
+        cores_busy = sampler.cores_busy(window)
+        if master:  # the workers ran elsewhere: judged from what locust told the master
+            client = judge_remote_client(
+                window_file.workers, cores, cores_busy, watcher.cpu_warning
+            )
+            if client.workers:
+                params = replace(params, processes=len(client.workers))
+        else:
+            workers = sampler.workers(window, forked=bool(processes))
+            client = judge_client(workers, cores, cores_busy, watcher.cpu_warning)
         return from_locust_stats(
             stats_csv,
             params,
@@ -821,7 +924,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--master-bind-host",
         default="127.0.0.1",
-        help="with --master: address the workers connect to",
+        help="with --master: address the workers connect to (not loopback: needs --allow-remote)",
     )
     parser.add_argument(
         "--master-bind-port",
@@ -830,7 +933,9 @@ def build_parser() -> ArgumentParser:
         help="with --master: port the workers connect to (default: a free one)",
     )
     parser.add_argument(
-        "--allow-remote", action="store_true", help="allow a target that is not a loopback address"
+        "--allow-remote",
+        action="store_true",
+        help="allow a target or a master bind host that is not a loopback address",
     )
     parser.add_argument("--quiet", action="store_true", help="do not echo locust's log")
     return parser

@@ -26,14 +26,15 @@ the workers when the test starts):
                                              PREFIX_window.json (the window, its 1 s slices and
                                              the failures before it)
 
-Four changes to locust's bookkeeping, all for trustworthy figures: response times are
+Five changes to locust's bookkeeping, all for trustworthy figures: response times are
 bucketed to 2 significant digits at every scale (locust's default rounds below 100 ms
 to whole milliseconds, so a 50 us loopback echo would read as 0); the final CSV is
 written at exit (locust's own --csv files are rewritten once a second, so they miss
-up to the last second of the run); workers report every second, not every 3 s; and
-only the measured window counts (`MeasuredWindow`: the stats are reset when the
-warm-up ends). Workers forked by `--processes` die with the locust process that forked
-them.
+up to the last second of the run); workers report every second, not every 3 s; every
+process measures its CPU usage every second, not every 10 s; and only the measured
+window counts (`MeasuredWindow`: the stats are reset when the warm-up ends; a master
+also keeps each worker's CPU usage over the window). Workers forked by `--processes`
+die with the locust process that forked them.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import logging
 import math
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -67,6 +69,7 @@ WINDOW_STARTED_LOG = "sockbench: measured window started"
 WINDOW_ENDED_LOG = "sockbench: measured window ended"
 WINDOW_MESSAGE = "sockbench_window"  # master -> workers: the measured window begins
 IN_WINDOW = "sockbench_in_window"  # in a worker's report: counted after that message
+CPU_REPORT = "sockbench_cpu"  # in a worker's report: its CPU time since that message
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +106,10 @@ stats.bucket_response_time = bucket_2_digits  # type: ignore[assignment]  # floa
 # when it quits: a busy machine loses it, and with it the run's last interval. Reporting
 # every second bounds that loss (and gives the timeline 1 s steps in distributed runs).
 runners.WORKER_REPORT_INTERVAL = 1.0
+# Every runner measures its process's CPU usage every 10 s by default (psutil's
+# cpu_percent; a worker sends the last figure in each heartbeat, and locust warns above
+# CPU_WARNING_THRESHOLD): a window of a few seconds would see none. Read each loop.
+runners.CPU_MONITOR_INTERVAL = 1.0
 
 
 class _FinalStatsCSV(stats.StatsCSV):
@@ -145,6 +152,36 @@ def _requests_so_far(request_stats: RequestStats) -> _Snapshot:
     return ok, times
 
 
+@dataclass
+class WorkerFigures:
+    """One worker as a master sees it in the window (by locust's client id).
+
+    `cpu_s` over `wall_s`: the worker's CPU time and wall time since the window's message
+    reached it, from its latest report (each worker counts both itself, so the machines'
+    clocks need not agree). `cpu_usage`: locust's own figures, % of one CPU over the
+    second before each, as its heartbeats brought them during the window (they lag by
+    up to two seconds). `users`: the most it ran, 0 for a worker that got none."""
+
+    users: int | None = None
+    cpu_s: float | None = None
+    wall_s: float | None = None
+    cpu_usage: list[float] = field(default_factory=list)
+
+    def to_dict(self, worker_id: str) -> dict[str, Any]:
+        usage = self.cpu_usage
+        return {
+            "id": worker_id,
+            "users": self.users,
+            "cpu_time_s": self.cpu_s,
+            "cpu_wall_s": self.wall_s,
+            "cpu_samples": len(usage),
+            "cpu_mean": round(sum(usage) / len(usage), 1) if usage else None,
+            "cpu_max": max(usage) if usage else None,
+            # locust's own test (`> CPU_WARNING_THRESHOLD`), which logs its warning
+            "cpu_warned": any(u > runners.CPU_WARNING_THRESHOLD for u in usage),
+        }
+
+
 class MeasuredWindow:
     """Only the measured window counts: from the warm-up's end to the run's stop.
 
@@ -162,6 +199,11 @@ class MeasuredWindow:
     before the window (its failures into `errors_before`). A worker's window thus starts
     when the message reaches it, milliseconds after the master's.
 
+    The master also keeps each worker's CPU usage over the window (`workers`, see
+    WorkerFigures): from then on each worker adds its CPU time to its reports, and
+    locust's heartbeats bring locust's own figure; the driver judges from these whether
+    a worker on another machine was the bottleneck.
+
     One per process, at module level: the master's report filter must be in place
     before locust's own listener merges the report, and locust adds that when it
     creates the runner, after importing this file but before its `init` event.
@@ -173,6 +215,8 @@ class MeasuredWindow:
         self.errors_before: list[dict[str, Any]] = []
         self.intervals: list[tuple[float, int, float]] = []  # start_s, replies, p99 ms
         self.worker_in_window = False  # on a worker: the master's WINDOW_MESSAGE came
+        self._cpu_base: tuple[float, float] | None = None  # on a worker: (wall, CPU) then
+        self.workers: dict[str, WorkerFigures] = {}  # on a master: by client id
         self._timer: gevent.Greenlet | None = None
         self._ticker: gevent.Greenlet | None = None
         self._slice_base: _Snapshot = (0, {})  # the figures when the open slice began
@@ -258,12 +302,21 @@ class MeasuredWindow:
                 for start, count, p99 in self.intervals
             ],
             "errors_before": self.errors_before,
+            "workers": [figures.to_dict(key) for key, figures in sorted(self.workers.items())],
         }
 
-    def filter_report(self, data: dict[str, Any]) -> None:
+    def filter_report(self, client_id: str, data: dict[str, Any]) -> None:
         """A worker's report, before locust merges it: one sent before the worker knew
-        of the window counts before it (only its connect rows are kept)."""
-        if self.start_unix is None or data.get(IN_WINDOW):
+        of the window counts before it (only its connect rows are kept). From the window
+        on, note the worker's users and CPU time (the final report, at the quit, too)."""
+        if self.start_unix is None:
+            return
+        figures = self.workers.setdefault(client_id, WorkerFigures())
+        if (users := data.get("user_count")) is not None:  # locust's own, in every report
+            figures.users = max(figures.users or 0, int(users))
+        if data.get(IN_WINDOW):
+            if (cpu := data.get(CPU_REPORT)) is not None:
+                figures.cpu_s, figures.wall_s = float(cpu["cpu_s"]), float(cpu["wall_s"])
             return
         self.errors_before += [
             {"name": e["name"], "error": e["error"], "occurrences": e["occurrences"]}
@@ -273,12 +326,20 @@ class MeasuredWindow:
         data["stats"] = [e for e in data.get("stats", []) if e["name"] in CONNECT_ROWS]
         data["stats_total"] = StatsEntry(RequestStats(), "Aggregated", "").serialize()
 
+    def on_heartbeat(self, runner: MasterRunner, client_id: str) -> None:
+        """A worker's heartbeat, after locust noted the CPU usage it carries."""
+        node = runner.clients.get(client_id)
+        if self.start_unix is None or self.end_unix is not None or node is None:
+            return
+        self.workers.setdefault(client_id, WorkerFigures()).cpu_usage.append(float(node.cpu_usage))
+
     # -- on a worker
 
     def on_window_message(self, environment: Environment, msg: Any, **_kwargs: Any) -> None:
         """Report at once what was counted before the window, then mark later reports."""
         runner = environment.runner
         assert isinstance(runner, WorkerRunner)
+        self._cpu_base = (time.time(), time.process_time())
         data: dict[str, Any] = {}
         environment.events.report_to_master.fire(  # type: ignore[no-untyped-call]
             client_id=runner.client_id, data=data
@@ -288,11 +349,15 @@ class MeasuredWindow:
 
     def mark_report(self, data: dict[str, Any]) -> None:
         data[IN_WINDOW] = self.worker_in_window
+        if self.worker_in_window and self._cpu_base is not None:
+            # process_time: user + system CPU of the whole process, as psutil's figure
+            wall, cpu = self._cpu_base
+            data[CPU_REPORT] = {"cpu_s": time.process_time() - cpu, "wall_s": time.time() - wall}
 
 
 WINDOW = MeasuredWindow()
 events.worker_report.add_listener(  # type: ignore[no-untyped-call]
-    lambda client_id, data, **_kw: WINDOW.filter_report(data)
+    lambda client_id, data, **_kw: WINDOW.filter_report(client_id, data)
 )
 events.report_to_master.add_listener(  # type: ignore[no-untyped-call]
     lambda client_id, data, **_kw: WINDOW.mark_report(data)
@@ -341,6 +406,11 @@ def _on_init(environment: Environment, **_kwargs: Any) -> None:
     environment.events.test_stop.add_listener(  # type: ignore[no-untyped-call]
         lambda **_kw: WINDOW.stop()
     )
+    if isinstance(runner, MasterRunner):
+        # fired by locust's master on each worker heartbeat, after it noted the CPU usage
+        environment.events.heartbeat_sent.add_listener(  # type: ignore[no-untyped-call]
+            lambda client_id, **_kw: WINDOW.on_heartbeat(runner, client_id)
+        )
     prefix = getattr(environment.parsed_options, "sockbench_final_csv", None)
     if prefix:
         # `quit` fires after the runner stopped (and a master got its workers' last

@@ -12,27 +12,33 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import socketserver
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
+from bench import cli
+from bench.matrix import Matrix, MatrixError
+from bench.store import RunStore
 from clients import locust_driver
 from clients.errors import ERROR_KINDS
 from clients.locust_driver import (
     LOCUSTFILE,
     LocustRunError,
     UsageError,
+    WindowFile,
     error_kind,
     from_locust_stats,
     judge_client,
+    judge_remote_client,
     run_locust,
     value_at,
     worker_usage,
@@ -48,6 +54,7 @@ from clients.result import (
     Rate,
     Window,
     Worker,
+    build_dataclass,
     no_errors,
 )
 
@@ -72,6 +79,49 @@ def locust_sessions(monkeypatch) -> Iterator[list[int]]:
     yield sessions
     assert sessions, "the driver started no locust"
     assert not alive_in_sessions(sessions)
+
+
+StartWorkers = Callable[[int, int], list[subprocess.Popen[bytes]]]
+
+
+@pytest.fixture
+def locust_workers(tmp_path) -> Iterator[StartWorkers]:
+    """`start(count, port)`: that many locust workers, each its own process (`python -m
+    locust --worker`, as on other machines), to connect to a master at 127.0.0.1:port.
+    Their log goes to tmp_path; any still running at teardown is killed, with its
+    session (under locust_sessions, its teardown then finds them gone)."""
+    started: list[subprocess.Popen[bytes]] = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "SOCKBENCH_"))}
+
+    def start(count: int, port: int) -> list[subprocess.Popen[bytes]]:
+        procs = []
+        for _ in range(count):
+            with open(tmp_path / f"worker{len(started)}.log", "wb") as log:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker",
+                     "--master-host", "127.0.0.1", "--master-port", str(port)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=tmp_path,  # no locust.conf picked up
+                    env=env,
+                )  # fmt: skip
+            started.append(proc)
+            procs.append(proc)
+        return procs
+
+    yield start
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def assert_quit_with_their_master(workers: list[subprocess.Popen[bytes]]) -> None:
+    """A worker exits when its master quits (locust sends it `quit`): it does not wait
+    for the next master, hence the restart loop in docs/locust.md."""
+    assert [w.wait(10) for w in workers] == [0] * len(workers)
 
 
 def alive_in_sessions(sessions: list[int]) -> list[int]:
@@ -214,55 +264,98 @@ def test_http_get_through_the_command_line(server_factory, locust_sessions, caps
 
 
 @pytest.mark.real
-def test_distributed_master_and_one_worker(server_factory, locust_sessions) -> None:
+def test_distributed_master_and_one_worker(server_factory, locust_sessions, locust_workers) -> None:
     """--master with one worker started by hand, as on two machines; the payload option
     reaches the worker only through the master, so the byte count shows it did, and the
     paced count shows the worker's warm-up reports were left out of the window."""
     server = server_factory("epoll", "http")
     port = locust_driver.free_port()
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(LOCUSTFILE),
-            "--worker",
-            "--master-host",
-            "127.0.0.1",
-            "--master-port",
-            str(port),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # recorded by locust_sessions, as the driver's locust
-    try:
-        result = run_locust(
-            f"127.0.0.1:{server.port}",
-            protocol="http",
-            users=4,
-            rate=200,
-            warmup=1,
-            duration=1,
-            payload=100,
-            master=True,
-            expect_workers=1,
-            master_bind_port=port,
-        )
-        assert worker.wait(10) == 0  # the master told it to quit
-    finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, 9)
-            worker.wait()
+    workers = locust_workers(1, port)  # recorded by locust_sessions, as the driver's locust
+    result = run_locust(
+        f"127.0.0.1:{server.port}",
+        protocol="http",
+        users=4,
+        rate=200,
+        warmup=1,
+        duration=1,
+        payload=100,
+        master=True,
+        expect_workers=1,
+        master_bind_port=port,
+    )
+    assert_quit_with_their_master(workers)
     assert_clean(result)
     assert_window(result, 1.0)
     assert_paced(result, rate=200, users=4)
     assert result.bytes == result.requests * 100  # POST /echo of 100 bytes
     assert result.params.processes == 1
-    # the worker's CPU is not ours to see
-    assert result.client.workers == () and result.client.bound is None
+    assert_judged_remotely(result.client, workers=1)
+
+
+def assert_judged_remotely(client: Client, workers: int) -> None:
+    """Each worker's CPU as locust told its master; what only /proc could tell is None."""
+    assert len(client.workers) == workers
+    for w in client.workers:
+        assert w.cpu is not None and 0 <= w.cpu <= 100 * (os.cpu_count() or 1)
+        assert w.waited_for_work is None and w.waited_for_cpu is None
+        assert w.name is not None and w.name.startswith(f"{socket.gethostname()}_")
+    assert len({w.name for w in client.workers}) == workers
+    assert client.bound is not None and client.bound == bool(client.reasons)
+
+
+@pytest.mark.real
+def test_distributed_master_and_two_worker_processes(
+    server_factory, locust_sessions, locust_workers
+) -> None:
+    """The master through the driver, two workers each a process of its own (as on two
+    machines), on loopback: both take part, each with its CPU figure, every reply
+    verified."""
+    server = server_factory("epoll", "echo")
+    port = locust_driver.free_port()
+    workers = locust_workers(2, port)
+    result = run_locust(
+        f"127.0.0.1:{server.port}",
+        users=4,
+        rate=200,
+        warmup=0.5,
+        duration=1,
+        payload=32,
+        master=True,
+        expect_workers=2,
+        master_bind_port=port,
+    )
+    print(f"\n2 workers: {result.requests} requests, client {result.client}")
+    assert_quit_with_their_master(workers)
+    assert_clean(result)  # no error of any kind (mismatches included), before or in the window
+    assert_window(result, 1.0)
+    assert_paced(result, rate=200, users=4)
+    assert result.bytes == result.requests * (4 + 32)
+    assert result.connections.established == 4
+    assert result.params.processes == 2
+    assert_judged_remotely(result.client, workers=2)
+    assert LoadResult.from_json(result.to_json()) == result
+
+
+@pytest.mark.real
+def test_bench_run_with_locust_workers(tmp_path, locust_workers) -> None:
+    """`bench run --locust-workers 2`: the cell's driver runs only a master, on the
+    port given, and the two workers started here do the load."""
+    port = locust_driver.free_port()
+    workers = locust_workers(2, port)
+    code = cli.main(
+        ["run", "--driver", "locust", "--locust-workers", "2", "--locust-master-port", str(port),
+         "--models", "epoll", "--connections", "4", "--duration", "0.5", "--warmup", "0.3",
+         "--protocol", "echo", "--payloads", "64", "--repeats", "1",
+         "--out", str(tmp_path), "--run-id", "t", "--no-report"]
+    )  # fmt: skip
+    assert code == 0
+    assert_quit_with_their_master(workers)
+    [row] = RunStore.open(tmp_path / "t").rows()
+    assert row.load is not None, row.reason
+    assert row.load.tool == "sockbench.locust"
+    assert row.load.requests > 0 and row.load.error_count == 0
+    assert row.load.params.processes == 2
+    assert len(row.load.client.workers) == 2
 
 
 class _CorruptingEcho(socketserver.BaseRequestHandler):
@@ -491,6 +584,97 @@ def test_judge_client(workers, warning, bound, reasons) -> None:
     assert client.workers == tuple(workers) and client.cores == (1,)
 
 
+def remote_row(worker_id: str, **figures: object) -> dict[str, object]:
+    """One worker of a window file's `workers`, as the locustfile writes it."""
+    row: dict[str, object] = {
+        "id": worker_id,
+        "users": 2,
+        "cpu_time_s": None,
+        "cpu_wall_s": None,
+        "cpu_samples": 0,
+        "cpu_mean": None,
+        "cpu_max": None,
+        "cpu_warned": False,
+    }
+    return {**row, **figures}
+
+
+def write_window_file(path: Path, workers: list[dict[str, object]]) -> Path:
+    data = json.loads((DATA / "run_window.json").read_text())
+    path.write_text(json.dumps({**data, "workers": workers}))
+    return path
+
+
+def test_remote_worker_at_95_percent_makes_the_cell_client_bound(tmp_path) -> None:
+    """From a window file: the worker that used 95% of a CPU over its window (its CPU
+    time over its wall time) is named; the one at 40% is not."""
+    busy, calm = "box-a_0f0f", "box-b_1e1e"
+    window_file = WindowFile.read(
+        write_window_file(
+            tmp_path / "run_window.json",
+            [
+                remote_row(busy, cpu_time_s=0.95, cpu_wall_s=1.0, cpu_samples=1, cpu_mean=97.0,
+                           cpu_max=97.0),
+                remote_row(calm, cpu_time_s=0.4, cpu_wall_s=1.0, cpu_samples=1, cpu_mean=41.0,
+                           cpu_max=41.0),
+            ],
+        )
+    )  # fmt: skip
+    client = judge_remote_client(window_file.workers, (1,), 30.0, cpu_warning=False)
+    assert client.bound is True
+    [reason] = client.reasons
+    assert busy in reason and "95%" in reason and calm not in reason
+    assert client.workers == (
+        Worker(cpu=95.0, waited_for_work=None, waited_for_cpu=None, name=busy, cpu_max=97.0),
+        Worker(cpu=40.0, waited_for_work=None, waited_for_cpu=None, name=calm, cpu_max=41.0),
+    )
+    # the fixture, written before workers were recorded, reads as a file without any
+    assert WindowFile.read(DATA / "run_window.json").workers == ()
+
+
+@pytest.mark.parametrize(
+    ("rows", "warning", "bound", "named"),
+    [
+        ([remote_row("a_1", cpu_time_s=0.5, cpu_wall_s=1.0)], False, False, []),
+        ([remote_row("a_1", cpu_time_s=0.9, cpu_wall_s=1.0)], False, True, ["a_1"]),  # at 90%
+        # locust's own figure above its threshold in the window, though the average was not
+        ([remote_row("a_1", cpu_time_s=0.5, cpu_wall_s=1.0, cpu_warned=True)], False, True,
+         ["a_1"]),
+        # no CPU time in its reports: the mean of locust's figures
+        ([remote_row("a_1", cpu_samples=2, cpu_mean=92.5, cpu_max=95.0)], False, True, ["a_1"]),
+        ([remote_row("a_1", cpu_samples=2, cpu_mean=50.0, cpu_max=60.0)], False, False, []),
+        # one worker reported no figure: no verdict unless another is bound
+        ([remote_row("a_1", cpu_time_s=0.5, cpu_wall_s=1.0), remote_row("b_2")], False, None, []),
+        ([remote_row("a_1", cpu_time_s=0.95, cpu_wall_s=1.0), remote_row("b_2")], False, True,
+         ["a_1"]),
+        ([], False, None, []),  # no worker reported
+        ([], True, True, []),  # locust's log warned all the same
+        # a worker that got no user took no part
+        ([remote_row("a_1", cpu_time_s=0.5, cpu_wall_s=1.0), remote_row("b_2", users=0)], False,
+         False, []),
+    ],
+)  # fmt: skip
+def test_judge_remote_client(tmp_path, rows, warning, bound, named) -> None:
+    window_file = WindowFile.read(write_window_file(tmp_path / "w.json", rows))
+    client = judge_remote_client(window_file.workers, (1,), None, cpu_warning=warning)
+    assert client.bound is bound
+    assert [w.name for w in client.workers] == [r["id"] for r in rows if r["users"] != 0]
+    ids = [str(r["id"]) for r in rows]
+    assert sorted({i for reason in client.reasons for i in ids if i in reason}) == named
+    assert len(client.reasons) == len(named) + warning  # one reason each, and the log's
+
+
+def test_locustfile_writes_what_the_driver_reads_of_a_worker() -> None:
+    text = LOCUSTFILE.read_text()
+    for key in (*remote_row("x"), "workers"):
+        assert f'"{key}"' in text, key
+
+
+def test_a_worker_written_before_name_and_cpu_max_still_loads() -> None:
+    old = {"cpu": 50.0, "waited_for_work": 45.0, "waited_for_cpu": 5.0}
+    assert build_dataclass(Worker, old) == Worker(50.0, 45.0, 5.0, name=None, cpu_max=None)
+
+
 # -- the command line ------------------------------------------------------------------
 
 
@@ -529,6 +713,8 @@ def test_cli_refuses_a_remote_target() -> None:
         ["--target", "127.0.0.1:8000", "--cpus", "4096"],  # not a CPU this process may use
         ["--target", "127.0.0.1:8000", "--expect-workers", "2"],
         ["--target", "127.0.0.1:8000", "--master", "--processes", "2"],
+        # a master that other machines may reach: only when asked
+        ["--target", "127.0.0.1:8000", "--master", "--master-bind-host", "10.0.0.2"],
     ],
 )
 def test_cli_bad_arguments_exit_2(argv: list[str], capsys) -> None:
@@ -537,6 +723,46 @@ def test_cli_bad_arguments_exit_2(argv: list[str], capsys) -> None:
     assert stop.value.code == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "error:" in err
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--locust-workers", "2"], "needs the locust driver"),
+        (["--driver", "locust", "--locust-workers", "2", "--locust-master-host", "10.0.0.2"],
+         "not a loopback address; pass --allow-remote"),
+        (["--driver", "locust", "--locust-workers", "-1"], ">= 0"),
+        (["--driver", "locust", "--locust-master-port", "70000"], "1-65535"),
+    ],
+)  # fmt: skip
+def test_bench_refuses_bad_locust_worker_flags(tmp_path, capsys, flags, message) -> None:
+    argv = ["run", "--models", "epoll", "--out", str(tmp_path), "--no-report", *flags]
+    code: object
+    try:
+        code = cli.main(argv)
+    except SystemExit as stop:  # argparse's own checks
+        code = stop.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not any(tmp_path.iterdir())  # refused before any run folder
+
+
+def test_matrix_allows_a_remote_locust_master_when_asked() -> None:
+    with pytest.raises(MatrixError, match="allow-remote"):
+        Matrix("t", ("epoll",), driver="locust", locust_workers=2, locust_master_host="10.0.0.2")
+    matrix = Matrix(
+        "t",
+        ("epoll",),
+        driver="locust",
+        locust_workers=2,
+        locust_master_host="10.0.0.2",
+        allow_remote=True,
+    )
+    assert Matrix.from_dict(matrix.to_dict()) == matrix  # kept in the run's metadata
+    # a run recorded before these fields resumes as one without workers
+    old = {k: v for k, v in matrix.to_dict().items() if not k.startswith("locust_")}
+    assert Matrix.from_dict({**old, "driver": "locust"}).locust_workers == 0
 
 
 def test_backstop_run_time_is_whole_seconds_beyond_the_window() -> None:
