@@ -12,6 +12,8 @@ from typing import Any
 
 from bench import ab_cli, explain_cli, history_report
 from bench.cpus import CpuPlanError, plan_cpus
+from bench.external import check_external, parse_external
+from bench.interpreters import InterpreterError, prepare
 from bench.matrix import (
     DRIVERS,
     MODES,
@@ -32,11 +34,12 @@ from common.cli import (
     ArgumentParser,
     cpu_list,
     non_negative_float,
+    non_negative_int,
     positive_float,
     positive_int,
     usage_error,
 )
-from servers import MODELS
+from servers import SERVERS
 
 RESULTS = Path("results")
 INTERRUPTED = 130
@@ -112,6 +115,25 @@ def build_parser() -> ArgumentParser:
     )
     run.add_argument("--warmup", type=non_negative_float, metavar="S")
     run.add_argument("--driver", choices=DRIVERS)
+    run.add_argument(
+        "--locust-workers",
+        type=non_negative_int,
+        metavar="N",
+        help="with --driver locust: each cell runs only a locust master, which waits for N "
+        "workers you start (docs/locust.md); 0 (default): locust runs here",
+    )
+    run.add_argument(
+        "--locust-master-host",
+        metavar="HOST",
+        help="the address the locust master binds and its workers connect to "
+        "(default 127.0.0.1; another needs --allow-remote)",
+    )
+    run.add_argument(
+        "--locust-master-port",
+        type=positive_int,
+        metavar="PORT",
+        help="the locust master's port (default 5557)",
+    )
     run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
     run.add_argument(
         "--inject-delay-ns",
@@ -124,6 +146,46 @@ def build_parser() -> ArgumentParser:
         choices=["warm", "cold"],
         help="every server's glibc malloc thresholds: warm (default) as a long-running "
         "server has them, cold as a fresh process does (docs/models.md)",
+    )
+    run.add_argument(
+        "--pythons",
+        nargs="+",
+        metavar="VERSION|PATH",
+        help="run the servers under these interpreters as an axis, e.g. 3.11 3.12 3.13 "
+        "(pyenv or PATH), each with its own environment in .venv-servers/ (docs/models.md)",
+    )
+    run.add_argument(
+        "--external",
+        dest="externals",
+        action="append",
+        metavar="NAME=HOST:PORT[,pid=PID]",
+        help="a server you started, as one more model line NAME (repeatable); with pid=, "
+        "its CPU and memory are sampled; loopback only unless --allow-remote",
+    )
+    run.add_argument(
+        "--server-host",
+        metavar="ADDRESS",
+        help="where the servers listen (default 127.0.0.1); locust workers on other "
+        "machines need an address they reach (docs/locust.md)",
+    )
+    run.add_argument(
+        "--allow-remote",
+        action="store_true",
+        default=None,
+        help="allow non-loopback addresses: --external, --server-host, "
+        "--locust-master-host (the load crosses a network)",
+    )
+    run.add_argument(
+        "--expect-status",
+        type=int,
+        metavar="CODE",
+        help="the status an external server's GET / must answer (default 200)",
+    )
+    run.add_argument(
+        "--expect-body",
+        metavar="TEXT|@FILE",
+        help="the body an external server's GET / must answer (default sockbench's "
+        "'Hello, world!\\n'); the models and reference servers always answer sockbench's",
     )
     run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
     run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
@@ -222,18 +284,28 @@ def cmd_list() -> int:
     print("profiles:")
     for name in profile_names():
         print(f"  {name:<10} {load_profile(name).description}")
-    print("models:")
-    for model in MODELS.values():
+    print("models and reference servers:")
+    for model in SERVERS.values():
         reason = model.unavailable_reason()
-        print(f"  {model.name:<10} {'available' if reason is None else reason}")
+        print(f"  {model.name:<16} {'available' if reason is None else reason}")
     return 0
 
 
 def resolve_matrix(args: argparse.Namespace) -> Matrix:
     matrix = load_profile(args.profile)
+    models = args.models
+    if args.externals:  # each external server is one more model line
+        names = [spec.partition("=")[0] for spec in args.externals]
+        models = [*(models or matrix.models), *(n for n in names if n not in (models or ()))]
     return override(
         matrix,
-        models=args.models,
+        models=models,
+        pythons=args.pythons,
+        server_host=args.server_host,
+        externals=args.externals,
+        allow_remote=args.allow_remote,
+        expect_status=args.expect_status,
+        expect_body=args.expect_body,
         protocols=args.protocols,
         connections=args.connections,
         payloads=args.payloads,
@@ -253,6 +325,9 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         slo=args.slo,
         search=args.search,
         search_steps=args.search_steps,
+        locust_workers=args.locust_workers,
+        locust_master_host=args.locust_master_host,
+        locust_master_port=args.locust_master_port,
     )
 
 
@@ -264,6 +339,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         if (mismatch := resume_mismatch(store.metadata)) and not args.force:
             raise StoreError(f"{mismatch}: its cells would mix (--force to resume anyway)")
         matrix = Matrix.from_dict(store.metadata["matrix"])
+        check_before_cells(matrix)
         plan = plan_cpus(
             tuple(store.metadata["cpu_plan"]["server"]), tuple(store.metadata["cpu_plan"]["client"])
         )
@@ -271,6 +347,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         from bench.machine import collect_metadata  # reads /proc and git: only for new runs
 
         matrix = resolve_matrix(args)
+        check_before_cells(matrix)
         plan = plan_cpus(args.server_cpus, args.client_cpus)
         metadata = collect_metadata(["python -m bench", *argv], matrix.profile, plan.to_dict())
         metadata["matrix"] = matrix.to_dict()
@@ -283,6 +360,11 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     cells = [c for c in matrix.cells() if (c.key, c.repeat) not in done]
     if plan.note:
         sys.stderr.write(f"note: {plan.note}\n")
+    if matrix.locust_workers:  # started by hand, and again for each cell: say where
+        sys.stderr.write(
+            f"note: each cell waits for {matrix.locust_workers} locust workers to connect to "
+            f"{matrix.locust_master_host}:{matrix.locust_master_port} (docs/locust.md)\n"
+        )
     sys.stderr.write(
         f"run {store.path}: {len(cells)} cells to run"
         f"{f' ({len(done)} already done)' if done else ''}; server CPUs "
@@ -331,6 +413,23 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         print(store.path)
         return 0
     return cmd_report(store.path)
+
+
+def check_before_cells(matrix: Matrix) -> None:
+    """Before any cell: each external server is allowed and answers, each interpreter
+    exists and has its servers' environment (built here on first use), else exit 2."""
+    for spec in matrix.externals:
+        if problem := check_external(parse_external(spec), matrix.allow_remote):
+            raise MatrixError(problem)
+    for spec in matrix.pythons:
+        try:
+            prepare(spec, log=_progress)
+        except InterpreterError as exc:
+            raise MatrixError(str(exc)) from None
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write(f"python {line}\n")
 
 
 def resume_mismatch(metadata: dict[str, Any]) -> str | None:

@@ -1,6 +1,7 @@
 """`make crosscheck`: does the native load generator drive a server as hard as wrk?
 
-One epoll HTTP server pinned to the first CPU; wrk and `clients.loadgen` take turns on
+One HTTP server (`--server`, default the epoll model; `--server nginx` for the native
+reference) pinned to the first CPU; wrk and `clients.loadgen` take turns on
 the other CPUs (a wrk thread or loadgen worker per CPU, at most one per connection)
 against that same server. At each connection count the runs alternate, wrk first and
 last (w o w o ... w), and each of our runs is compared with the mean of the two wrk
@@ -13,6 +14,15 @@ The table also shows how busy the server's core was while each tool measured (fr
 /proc/stat, softirq included): near 100% under both means the server, not the load
 generator, set the pace, so a ratio near 1.0 is the expected result, and the 1.0
 target says that our generator loads the server at least as well as wrk does.
+
+A server faster than one client core (nginx on a 2-core machine) turns it around: the
+client's core is the limit, so ours/wrk measures the load generator itself, and a
+Python client is expected to fall short of wrk's C. The pass rule there is honesty:
+every run of ours that falls short of wrk by more than --min-ratio must call itself
+client-bound (its row would be flagged in a bench run), because a figure that passes a
+client ceiling off as the server's is the failure that matters. Which rule applied is
+printed per connection count: "server-bound" when the server's core was at least 95%
+busy under both tools, else "client-bound".
 Raw runs go to results/crosscheck/<time>.json.
 Exit 0 when every median ratio reaches --min-ratio, 1 otherwise, 2 on bad arguments or
 when wrk is missing.
@@ -38,8 +48,9 @@ from typing import Any
 from bench.sampler import CoreSampler
 from bench.server_process import ServerProcess
 from clients.result import LoadResult
-from common.cli import ArgumentParser, positive_int
+from common.cli import ArgumentParser, positive_int, usage_error
 from common.process import die_with_parent
+from servers import SERVERS
 
 _UNITS_US = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0, "m": 60_000_000.0}
 OUT_DIR = Path("results/crosscheck")
@@ -170,6 +181,7 @@ def run_ours(
         "errors": result.error_count,
         "window": (result.window.start_unix, result.window.end_unix),
         "cpu": max((w.cpu or 0.0 for w in result.client.workers), default=0.0),
+        "bound": result.client.bound,
     }
 
 
@@ -181,18 +193,38 @@ def _median(values: Sequence[float | None]) -> float | None:
 def bracketed_ratios(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]) -> list[float]:
     """ours[i] against the mean of wrk[i] and wrk[i + 1], the runs either side of it
     (a last run of ours without a wrk run after it, when interrupted, is left out)."""
-    ratios = []
+    return [ratio for ratio, _run in bracketed(wrk, ours)]
+
+
+def bracketed(
+    wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]
+) -> list[tuple[float, dict[str, Any]]]:
+    """(ratio, our run) for each run of ours between two of wrk (bracketed_ratios)."""
+    pairs = []
     for i, run in enumerate(ours[: len(wrk) - 1]):
         around = (wrk[i]["rps"] + wrk[i + 1]["rps"]) / 2
         if around > 0:
-            ratios.append(run["rps"] / around)
-    return ratios
+            pairs.append((run["rps"] / around, run))
+    return pairs
 
 
-def summarize(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def unflagged_short(
+    wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]], min_ratio: float
+) -> int:
+    """Runs of ours below min_ratio of wrk that did not call themselves client-bound."""
+    return sum(
+        1 for ratio, run in bracketed(wrk, ours) if ratio < min_ratio and not run.get("bound")
+    )
+
+
+def summarize(
+    wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]], min_ratio: float = 1.0
+) -> dict[str, Any]:
     """One table row from the alternating runs at one connection count."""
     ratios = bracketed_ratios(wrk, ours)
     row = {
+        "short": sum(1 for r in ratios if r < min_ratio),
+        "unflagged": unflagged_short(wrk, ours, min_ratio),
         "ratio": _median(ratios),
         "ratio_min": min(ratios, default=None),
         "ratio_max": max(ratios, default=None),
@@ -205,9 +237,10 @@ def summarize(wrk: Sequence[dict[str, Any]], ours: Sequence[dict[str, Any]]) -> 
             else None
         ),
     }
+    row["ours_bound"] = sum(1 for run in ours if run.get("bound"))
     for runs, name in ((wrk, "wrk"), (ours, "ours")):
-        for key in ("rps", "p50", "p99", "server_cpu", "cpu"):
-            row[f"{name}_{key}"] = _median([run[key] for run in runs])
+        for key in ("rps", "p50", "p99", "server_cpu", "client_cpu", "cpu"):
+            row[f"{name}_{key}"] = _median([run.get(key) for run in runs])
         row[f"{name}_errors"] = sum(run["errors"] for run in runs)
     return row
 
@@ -226,6 +259,28 @@ def server_bound(row: dict[str, Any]) -> bool:
 def below(rows: Sequence[tuple[int, dict[str, Any]]], min_ratio: float) -> list[int]:
     """The connection counts whose median ratio misses min_ratio (or has none)."""
     return [c for c, row in rows if row["ratio"] is None or row["ratio"] < min_ratio]
+
+
+def verdicts(
+    rows: Sequence[tuple[int, dict[str, Any]]], min_ratio: float
+) -> list[tuple[int, str, bool, str]]:
+    """(connections, rule, passed, why) per row. Server-bound: the median ratio reaches
+    min_ratio. Client-bound (the server outruns one client core): every run of ours
+    short of min_ratio flagged itself client-bound (`unflagged` counts those that did not)."""
+    out = []
+    for connections, row in rows:
+        if server_bound(row):
+            passed = row["ratio"] is not None and row["ratio"] >= min_ratio
+            why = f"median ours/wrk {_ratio(row['ratio'])} against {min_ratio}"
+            out.append((connections, "server-bound", passed, why))
+        else:
+            short = row["short"]
+            why = (
+                f"{short} run(s) of ours below {min_ratio} of wrk, "
+                f"{row['unflagged']} of them not flagged client-bound"
+            )
+            out.append((connections, "client-bound", row["unflagged"] == 0, why))
+    return out
 
 
 def _us(value: float | None) -> str:
@@ -248,7 +303,7 @@ def table(rows: Sequence[tuple[int, dict[str, Any]]]) -> str:
     head = (
         f"{'conns':>6} {'wrk rps':>9} {'ours rps':>9} {'ours/wrk':>8} {'(min-max)':>11} "
         f"{'best':>5} {'wrk p50':>8} {'wrk p99':>8} {'ours p50':>8} {'ours p99':>8} "
-        f"{'server core w/o':>16} {'our cpu':>7} {'errors w/o':>10}"
+        f"{'server core w/o':>16} {'client cores w/o':>16} {'bound':>5} {'errors w/o':>10}"
     )
     lines = [head, "-" * len(head)]
     for connections, r in rows:
@@ -259,7 +314,8 @@ def table(rows: Sequence[tuple[int, dict[str, Any]]]) -> str:
             f"{spread:>11} {_ratio(r['best_ratio']):>5} {_us(r['wrk_p50']):>8} "
             f"{_us(r['wrk_p99']):>8} {_us(r['ours_p50']):>8} {_us(r['ours_p99']):>8} "
             f"{_pct(r['wrk_server_cpu']) + ' / ' + _pct(r['ours_server_cpu']):>16} "
-            f"{_pct(r['ours_cpu']):>7} {r['wrk_errors']:>5}/{r['ours_errors']:<4}"
+            f"{_pct(r['wrk_client_cpu']) + ' / ' + _pct(r['ours_client_cpu']):>16} "
+            f"{r['ours_bound']:>5} {r['wrk_errors']:>5}/{r['ours_errors']:<4}"
         )
     return "\n".join(lines)
 
@@ -270,6 +326,12 @@ def _interrupted(signum: int, _frame: object) -> None:
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m bench.crosscheck", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--server",
+        default="epoll",
+        help="the HTTP server to load: a model or reference server from "
+        "`python -m servers list` that answers GET / (default epoll; nginx: the native one)",
+    )
     parser.add_argument("--connections", type=positive_int, nargs="+", default=[10, 100, 1000])
     parser.add_argument(
         "--duration",
@@ -303,12 +365,20 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         sys.stderr.write("crosscheck: wrk is not installed; apt-get install wrk\n")
         return 2
+    known = SERVERS.get(args.server)
+    problem = (
+        f"no server {args.server!r}; choose from {', '.join(SERVERS)}"
+        if known is None
+        else known.unavailable_reason() or known.cannot_serve("http", 0)
+    )
+    if problem:
+        return usage_error("python -m bench.crosscheck", f"--server {args.server}: {problem}")
     out = args.out or OUT_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) >= 2:
         server_cpus, client_cpus = [cpus[0]], set(cpus[1:])
         print(
-            f"server (epoll, http) on CPU {cpus[0]}; wrk and loadgen on CPUs "
+            f"server ({args.server}, http) on CPU {cpus[0]}; wrk and loadgen on CPUs "
             f"{','.join(map(str, cpus[1:]))}, a thread or worker per CPU",
             flush=True,
         )
@@ -321,22 +391,25 @@ def main(argv: list[str] | None = None) -> int:
         )
     signal.signal(signal.SIGTERM, _interrupted)
     children = Children()
-    server = ServerProcess(model="epoll", protocol="http", cpus=server_cpus)
+    server = ServerProcess(model=args.server, protocol="http", cpus=server_cpus)
     runs: dict[int, dict[str, list[dict[str, Any]]]] = {
         c: {"wrk": [], "ours": []} for c in args.connections
     }
     code = 0
     sampler: CoreSampler | None = None
+    client_sampler: CoreSampler | None = None
     affinity = os.sched_getaffinity(0)
     try:
         server.start()
         if client_cpus:
             os.sched_setaffinity(0, client_cpus)  # sample from off the server's CPU
         sampler = CoreSampler(server_cpus or cpus).start()
+        client_sampler = CoreSampler(sorted(client_cpus or cpus)).start()
 
         def measure(name: str, tool: Tool, connections: int) -> dict[str, Any]:
             run = tool(children, server.port, connections, args.duration, client_cpus)
             run["server_cpu"] = sampler.busy_percent(*run["window"])
+            run["client_cpu"] = client_sampler.busy_percent(*run["window"])
             runs[connections][name].append(run)
             return run
 
@@ -362,10 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         children.kill_all()
         server.stop()
-        if sampler is not None:
-            sampler.stop()
+        for each in (sampler, client_sampler):
+            if each is not None:
+                each.stop()
         os.sched_setaffinity(0, affinity)
-    rows = [(c, summarize(r["wrk"], r["ours"])) for c, r in runs.items() if r["ours"]]
+    rows = [
+        (c, summarize(r["wrk"], r["ours"], args.min_ratio)) for c, r in runs.items() if r["ours"]
+    ]
     if rows:
         _save(out, args, rows, runs)
     if code:
@@ -375,20 +451,22 @@ def main(argv: list[str] | None = None) -> int:
         f"median of the bracketed ratios, then their range, then best run against best run:"
     )
     print(table(rows))
+    failed = False
+    for connections, rule, passed, why in verdicts(rows, args.min_ratio):
+        failed |= not passed
+        print(f"{connections} connections: {rule}: {'pass' if passed else 'FAIL'} ({why})")
     low = below(rows, args.min_ratio)
-    if low:
-        print(f"ours/wrk below {args.min_ratio} at {', '.join(map(str, low))} connections")
-        saturated = [c for c, row in rows if c in low and server_bound(row)]
-        if saturated:
-            print(
-                f"at {', '.join(map(str, saturated))}: the server's core was at least "
-                f"{SATURATED:.0f}% busy under both tools, so both drove the server as hard "
-                "as it goes and the ratio sits near 1.0, within the range of the rounds "
-                "shown; more --rounds narrow it"
-            )
-        return 1
-    print(f"ours/wrk at least {args.min_ratio} at every connection count")
-    return 0
+    saturated = [c for c, row in rows if c in low and server_bound(row)]
+    if saturated:
+        print(
+            f"at {', '.join(map(str, saturated))}: the server's core was at least "
+            f"{SATURATED:.0f}% busy under both tools, so both drove the server as hard "
+            "as it goes and the ratio sits near 1.0, within the range of the rounds "
+            "shown; more --rounds narrow it"
+        )
+    if not low:
+        print(f"ours/wrk at least {args.min_ratio} at every connection count")
+    return 1 if failed else 0
 
 
 def _save(
@@ -399,6 +477,7 @@ def _save(
 ) -> None:
     doc = {
         "schema": 1,
+        "server": args.server,
         "duration_s": args.duration,
         "rounds": args.rounds,
         "summary": {str(c): row for c, row in rows},

@@ -36,10 +36,16 @@ def machine_line(meta: dict[str, Any]) -> str:
     cores = host.get("cpu_count")
     avail = host.get("cpus_available")
     cores_text = f"{cores} cores" + (f" ({avail} available)" if avail not in (None, cores) else "")
+    pythons = (meta.get("matrix") or {}).get("pythons")
+    python_text = (
+        f"servers under Python {', '.join(pythons)} (the harness: "
+        f"{py.get('implementation', 'Python')} {py.get('version', '?')})"
+        if pythons
+        else f"{py.get('implementation', 'Python')} {py.get('version', '?')}"
+    )
     return (
         f"{host.get('cpu_model') or 'unknown CPU'}, {cores_text}, "
-        f"{host.get('system', 'Linux')} {host.get('kernel', '?')}, "
-        f"{py.get('implementation', 'Python')} {py.get('version', '?')}"
+        f"{host.get('system', 'Linux')} {host.get('kernel', '?')}, {python_text}"
     )
 
 
@@ -65,6 +71,7 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
     limits = meta.get("limits") or {}
     matrix = meta.get("matrix") or {}
     command = meta.get("command_line")
+    extra = [("Interpreters", text)] if (text := interpreters_text(rows)) else []
     return [
         ("Run", str(meta.get("run_id", "?"))),
         ("Machine", machine_line(meta)),
@@ -87,7 +94,24 @@ def run_facts(meta: dict[str, Any], rows: list[Row]) -> list[tuple[str, str]]:
             "Packages",
             ", ".join(f"{k} {v}" for k, v in sorted((meta.get("packages") or {}).items())) or "n/a",
         ),
+        *extra,
     ]
+
+
+def interpreters_text(rows: list[Row]) -> str:
+    """With --pythons: each interpreter's version and GIL state as its servers read it
+    when ready (a free-threaded build can have the GIL turned back on by an import)."""
+    seen: dict[str, set[str]] = {}
+    for row in rows:
+        facts = row.server.get("python") or {}
+        if row.cell.python and facts:
+            if facts.get("free_threaded"):
+                gil = "GIL on" if facts.get("gil_enabled") else "GIL off"
+                state = f"free-threaded, {row.cell.model}: {gil}"
+            else:
+                state = "with the GIL"
+            seen.setdefault(f"{row.cell.python} ({facts.get('version')})", set()).add(state)
+    return "; ".join(f"{k}: {', '.join(sorted(v))}" for k, v in sorted(seen.items()))
 
 
 def _command_text(command: Any) -> str:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from bench.record import USABLE, Row
 from bench.stats import median_interval
-from servers import MODELS
+from servers import SERVERS
 
 CELL_COLUMNS = [
     "cell.model",
@@ -46,10 +46,16 @@ GROUP_COLUMNS = [
 ]
 
 
+PY = " py"  # between a model and its interpreter in a line's name: "epoll py3.12"
+
+
 def model_sort_key(model: str) -> tuple[int, str]:
-    """Models in the registry's order (servers.MODELS), then any others alphabetically."""
-    order = list(MODELS)
-    return (order.index(model), "") if model in order else (len(order), model)
+    """Models in the registry's order (servers.SERVERS: the models, then the reference
+    servers), then any others (external servers) alphabetically; a model's lines under
+    several interpreters (`epoll py3.12`) together, in the interpreters' order."""
+    base, _, python = model.partition(PY)
+    order = list(SERVERS)
+    return (order.index(base), python) if base in order else (len(order), model)
 
 
 @dataclass(frozen=True)
@@ -231,6 +237,9 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     for column in needed:
         if column not in df.columns:
             df[column] = pd.Series(dtype="float64")
+    if "cell.python" in df.columns:  # the interpreter axis: one line per model and Python
+        python = df["cell.python"].fillna("").astype(str)
+        df["cell.model"] = df["cell.model"].where(python == "", df["cell.model"] + PY + python)
     window = _sum_columns(df, "load.errors.")  # min_count=1: no group is unknown, not 0
     requests = _numeric(df, "load.requests")
     df["errors_total"] = window + _sum_columns(df, "load.errors_before.").fillna(0)

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.curves import parse_target
+from bench.external import External, parse_external
 from bench.record import CellKey
 from bench.search import MAX_STEPS
 from bench.server_process import ALLOCATOR_POLICIES
 from clients.pipelined import ARRIVALS
+from clients.target import is_loopback
 from clients.wire import MAX_PAYLOAD
-from servers import MODELS
+from servers import MODELS, SERVERS
 from servers.protocol import DEFAULT_MAX_FRAME
 from servers.work import parse_work
 
@@ -75,13 +77,53 @@ class Matrix:
     # budget of open-loop steps per search
     search: bool = False
     search_steps: int = MAX_STEPS
+    # locust workers started by hand (docs/locust.md): each cell's driver runs only a
+    # master, bound to this address, that waits for this many; 0: locust runs here
+    locust_workers: int = 0
+    locust_master_host: str = "127.0.0.1"
+    locust_master_port: int = 5557
+    # where the servers the bench starts listen: remote locust workers need an address
+    # they reach (not loopback: allow_remote)
+    server_host: str = "127.0.0.1"
+    # the servers' interpreters as an axis (bench.interpreters): "3.12", "3.13t" or a
+    # path, each with its own environment; () runs them under the bench's own
+    pythons: tuple[str, ...] = ()
+    # servers someone else started (bench.external): "NAME=HOST:PORT[,pid=PID]", each
+    # one more model line named NAME; a non-loopback one needs allow_remote
+    externals: tuple[str, ...] = ()
+    allow_remote: bool = False
+    # the reply the external servers' `GET /` must give (0 / "": sockbench's 200 and body);
+    # the models and reference servers always answer sockbench's
+    expect_status: int = 0
+    expect_body: str = ""
 
     def __post_init__(self) -> None:
+        try:
+            outside = {e.name: e for e in map(parse_external, self.externals)}
+        except ValueError as exc:
+            raise MatrixError(str(exc)) from None
         check = [
             (not self.models, "no models selected"),
             (
-                any(m not in MODELS for m in self.models),
-                f"unknown model in {list(self.models)}; known: {', '.join(MODELS)}",
+                any(m not in SERVERS and m not in outside for m in self.models),
+                f"unknown model in {list(self.models)}; known: {', '.join(SERVERS)}",
+            ),
+            (
+                bool(set(outside) & set(SERVERS)) or len(outside) < len(self.externals),
+                "each --external needs a name of its own, not a model's",
+            ),
+            (
+                not 0 <= self.expect_status <= 999,
+                "expect-status must be an HTTP status code (100-999)",
+            ),
+            (
+                bool(self.expect_status or self.expect_body) and self.driver != "loadgen",
+                "expect-status and expect-body need the loadgen driver",
+            ),
+            (
+                not self.allow_remote and not is_loopback(self.server_host),
+                f"server host {self.server_host} is not a loopback address "
+                "(--allow-remote to serve on it)",
             ),
             (
                 any(p not in BENCH_PROTOCOLS for p in self.protocols),
@@ -125,6 +167,22 @@ class Matrix:
                 "a search picks its own rates: no --rates or --sweep with it",
             ),
             (self.search_steps < 3, "search-steps must be >= 3 (bracket, bisect, re-test)"),
+            (self.locust_workers < 0, "locust-workers must be >= 0"),
+            (
+                self.locust_workers > 0 and self.driver != "locust",
+                "locust-workers needs the locust driver (--driver locust)",
+            ),
+            (
+                not 0 < self.locust_master_port < 65536,
+                "locust-master-port must be in 1-65535",
+            ),
+            (
+                self.locust_workers > 0
+                and not self.allow_remote
+                and not is_loopback(self.locust_master_host),
+                f"locust master host {self.locust_master_host} is not a loopback address; "
+                "pass --allow-remote to let workers on other machines connect",
+            ),
         ]
         for failed, message in check:
             if failed:
@@ -140,6 +198,20 @@ class Matrix:
             except ValueError as exc:
                 raise MatrixError(str(exc)) from None
 
+    def external(self, name: str) -> External | None:
+        """The external server named `name`, or None for a model or reference server."""
+        for spec in self.externals:
+            if (external := parse_external(spec)).name == name:
+                return external
+        return None
+
+    def python_axis(self, model: str) -> tuple[str, ...]:
+        """The interpreters a model line runs under: the --pythons for our models and
+        Python reference servers, none for nginx or an external server."""
+        server = SERVERS.get(model)
+        in_python = server is not None and getattr(server, "python", True)
+        return self.pythons if self.pythons and in_python else ("",)
+
     def cells(self) -> list[Cell]:
         keys = [
             CellKey(
@@ -152,9 +224,10 @@ class Matrix:
                 backlog=bl,
                 work=w,
                 load=load,
+                python=py,
             )
-            for m, p, c, b, mode, bl, w, load in product(
-                self.models,
+            for m in self.models
+            for p, c, b, mode, bl, w, load, py in product(
                 self.protocols,
                 self.connections,
                 self.payloads,
@@ -162,6 +235,7 @@ class Matrix:
                 self.backlogs,
                 self.works,
                 self.loads,
+                self.python_axis(m),
             )
         ]
         cells: list[Cell] = []

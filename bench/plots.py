@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from bench.frame import model_sort_key
+from bench.frame import PY, model_sort_key
 from bench.record import USABLE
 
 
@@ -43,6 +43,9 @@ MODEL_STYLES: dict[str, Style] = {
     "gevent": Style("#9467bd", "h"),
     "threadpool": Style("#ff7f0e", "p"),
     "prefork": Style("#393b79", "*"),
+    # the reference servers (servers.REFERENCES): black for the native line
+    "nginx": Style("#000000", "P"),
+    "uvicorn": Style("#e6550d", "8"),
 }
 _FALLBACK_COLORS = (
     "#637939",
@@ -60,8 +63,17 @@ FAILED_STRIP = 0.08  # bottom strip for failed cells, as a fraction of the axis 
 LOWER_MARKER: Final = "$\\uparrow$"  # drawn above a point: the value is at least this
 
 
+# A model under several interpreters (bench run --pythons): its colour, a marker each
+PYTHON_MARKERS = {"3.11": "o", "3.12": "s", "3.13": "^", "3.13t": "v", "3.14": "D", "3.14t": "<"}
+
+
 def model_style(model: str) -> Style:
     """The style of a model; unknown names get a stable one derived from the name."""
+    base, _, python = model.partition(PY)
+    if python:
+        h = zlib.crc32(python.encode("utf-8"))
+        marker = PYTHON_MARKERS.get(python, _FALLBACK_MARKERS[h % len(_FALLBACK_MARKERS)])
+        return Style(model_style(base).color, marker)
     if model in MODEL_STYLES:
         return MODEL_STYLES[model]
     h = zlib.crc32(model.encode("utf-8"))  # stable across runs, unlike hash()

@@ -49,6 +49,9 @@ class CellKey:
     # a step of the search for a capacity at a target (bench.search): "p99:1ms#3" is the
     # third step of the search for p99 <= 1 ms; its rate is in `load`
     search: str = ""
+    # the servers' interpreter (bench run --pythons): "3.12", "3.13t" or a path as given;
+    # "" is the bench's own
+    python: str = ""
 
     @property
     def key(self) -> str:
@@ -64,6 +67,8 @@ class CellKey:
             key += f"/{self.load}"
         if self.search:
             key += f"/{self.search}"
+        if self.python:
+            key += f"/py{self.python}"
         return key
 
 

@@ -36,6 +36,7 @@ from bench.report_md import render_markdown
 from bench.slo_report import slo_sections
 from bench.store import RunStore
 from bench.time_report import time_section
+from servers import REFERENCES
 
 CHARTS_DIR = "charts"
 REPORT_MD = "report.md"
@@ -92,6 +93,19 @@ def build_report(run_dir: Path, models: Sequence[str] | None = None) -> Path:
     return md_path
 
 
+def reference_note(cells: pd.DataFrame) -> str:
+    """Where a reference server's cells are client-bound, its line is the load
+    generator's ceiling, not the server's: say so under every chart of the group."""
+    bound = cells[cells["cell.model"].isin(list(REFERENCES)) & (cells["status"] == "client-bound")]
+    if bound.empty:
+        return ""
+    names = " and ".join(sorted(set(bound["cell.model"])))
+    return (
+        f"{names}: client-bound, so its line shows the load generator's limit, not the "
+        "server's; compare server CPU per request."
+    )
+
+
 def _section(cells: pd.DataFrame, meta: dict[str, Any], charts_dir: Path) -> Section:
     first = cells.iloc[0]
     title, slug = group_title(first), group_slug(first)
@@ -105,7 +119,7 @@ def _section(cells: pd.DataFrame, meta: dict[str, Any], charts_dir: Path) -> Sec
             continue
         stem = f"{metric.chart}_{slug}"
         chart_title = f"{metric.title} vs connections: {title}"
-        note = f"{metric.note}\n" if metric.note else ""
+        note = "".join(f"{line}\n" for line in (metric.note, reference_note(drawable)) if line)
         save_metric_chart(drawable, metric, chart_title, note + caption(meta), charts_dir / stem)
         section.charts.append((chart_title, f"{CHARTS_DIR}/{stem}"))
     return section

@@ -18,6 +18,9 @@ from typing import Any
 
 from bench.cpus import CpuPlan
 from bench.curves import load_rate
+from bench.external import ExternalServer
+from bench.interpreters import ROOT as REPO_ROOT
+from bench.interpreters import prepare, server_environ
 from bench.matrix import Cell, Matrix
 from bench.record import Row
 from bench.sampler import CoreSampler, ServerSampler
@@ -26,7 +29,7 @@ from bench.verdict import judge, verdict
 from clients.result import LoadResult, LoadResultError
 from common import cpustat
 from common.cpus import format_cpu_list
-from servers import MODELS
+from servers import SERVERS
 
 BUSY_SAMPLE_S = 0.5  # how long to watch the machine before each cell
 PROBE_S = 1.0  # the closed-loop capacity probe of a sweep (bench.curves)
@@ -35,17 +38,18 @@ _PROBES: dict[tuple[str, str, int], float] = {}  # (run, closed-loop key, repeat
 
 def load_command(
     cell: Cell,
-    port: int,
+    target: str,
     matrix: Matrix,
     plan: CpuPlan,
     probe_rps: float | None = None,
     shared: bool = False,
 ) -> list[str]:
-    """The load generator's command line; `shared`: another one runs on the same CPUs."""
+    """The load generator's command line against `target` (HOST:PORT); `shared`:
+    another one runs on the same CPUs."""
     key = cell.key
     common = [
         "--target",
-        f"127.0.0.1:{port}",
+        target,
         "--protocol",
         key.protocol,
         "--duration",
@@ -56,7 +60,22 @@ def load_command(
     ]
     if (rate := load_rate(key.load, probe_rps)) is not None:
         common += ["--rate", f"{rate:.1f}", "--arrivals", matrix.arrivals]
+    if matrix.external(key.model) is not None:
+        common += expect_args(matrix)
     if key.driver == "locust":
+        # Workers started by hand (docs/locust.md) do the load: the driver runs only
+        # their master, at the address they connect to (Matrix refused a non-loopback
+        # one without allow_remote).
+        master = [
+            "--master",
+            "--expect-workers",
+            str(matrix.locust_workers),
+            "--master-bind-host",
+            matrix.locust_master_host,
+            "--master-bind-port",
+            str(matrix.locust_master_port),
+            *(["--allow-remote"] if matrix.allow_remote else []),
+        ]
         return [
             sys.executable,
             "-m",
@@ -70,6 +89,7 @@ def load_command(
             f"{matrix.warmup:g}",
             "--cpus",
             format_cpu_list(plan.client),
+            *(master if matrix.locust_workers else []),
         ]
     return [
         sys.executable,
@@ -88,9 +108,21 @@ def load_command(
     ]
 
 
+def expect_args(matrix: Matrix) -> list[str]:
+    """An external server's expected reply, and leave to load it remotely."""
+    args = ["--allow-remote"] if matrix.allow_remote else []
+    if matrix.expect_status:
+        args += ["--expect-status", str(matrix.expect_status)]
+    if matrix.expect_body:
+        args += ["--expect-body", matrix.expect_body]
+    return args
+
+
 def load_timeout(cell: Cell, matrix: Matrix) -> float:
-    """Generous: connecting 10k sockets at a paced rate takes seconds, not minutes."""
-    return matrix.warmup + matrix.duration + 30 + cell.key.connections / 200
+    """Generous: connecting 10k sockets at a paced rate takes seconds, not minutes;
+    a locust master waits up to a minute for workers started by hand."""
+    waits = 60 if matrix.locust_workers and cell.key.driver == "locust" else 0
+    return matrix.warmup + matrix.duration + 30 + cell.key.connections / 200 + waits
 
 
 def server_args(cell: Cell, matrix: Matrix) -> list[str]:
@@ -132,27 +164,48 @@ def run_cell(
             **fields,
         )
 
-    if unavailable := MODELS[cell.key.model].unavailable_reason():
-        return row("skipped", f"model unavailable here: {unavailable}")
+    external = matrix.external(cell.key.model)
+    runtime = prepare(cell.key.python) if cell.key.python else None  # checked by bench run
+    if external is None:
+        known = SERVERS[cell.key.model]
+        unavailable = (
+            known.unavailable_reason()
+            if runtime is None
+            else runtime.unavailable.get(cell.key.model, "unknown to that interpreter's servers")
+        )
+        if unavailable:
+            where = "here" if runtime is None else f"under Python {cell.key.python}"
+            return row("skipped", f"model unavailable {where}: {unavailable}")
+        if cannot := known.cannot_serve(cell.key.protocol, cell.key.payload):
+            return row("skipped", cannot)
     busy_before = machine_busy(BUSY_SAMPLE_S)
-    server = ServerProcess(
-        cell.key.model,
-        cell.key.protocol,
-        extra_args=server_args(cell, matrix),
-        cpus=plan.server,
-        allocator=matrix.allocator,
-        cwd=server_root,
-    )
-    try:
-        server.start()
-    except ServerStartError as exc:
-        return row("failed", f"server did not start: {exc}", busy_before=busy_before)
+    server: ServerProcess | ExternalServer
+    if external is not None:
+        server, target = ExternalServer(external), external.target
+    else:
+        server = ServerProcess(
+            cell.key.model,
+            cell.key.protocol,
+            host=matrix.server_host,
+            extra_args=server_args(cell, matrix),
+            cpus=plan.server,
+            allocator=matrix.allocator,
+            cwd=server_root or (REPO_ROOT if runtime else None),
+            python=runtime.python if runtime else None,
+            env=server_environ(runtime.interpreter, cell.key.model) if runtime else {},
+        )
+        try:
+            server.start()
+        except ServerStartError as exc:
+            return row("failed", f"server did not start: {exc}", busy_before=busy_before)
+        host = matrix.server_host
+        target = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
     load: LoadResult | None = None
     failure = None
     hdr_log = None
     probe_rps = None
     if cell.key.load.startswith("f"):
-        probe_rps = probe_capacity(cell, server.port, matrix, plan, run_id)
+        probe_rps = probe_capacity(cell, target, matrix, plan, run_id)
         if probe_rps is None:
             server.stop()
             return row("failed", "the capacity probe got no reply", busy_before=busy_before)
@@ -161,9 +214,10 @@ def run_cell(
         hdr_log = f"hdr/{slug}.hlog"
     try:
         sampler = ServerSampler(server.pid).start()
-        cores = CoreSampler(list(plan.server)).start()
+        # an external server is not on the server CPUs: their busy time is not its
+        cores = CoreSampler([] if external else list(plan.server)).start()
         try:
-            command = load_command(cell, server.port, matrix, plan, probe_rps, shared)
+            command = load_command(cell, target, matrix, plan, probe_rps, shared)
             if hdr_log is not None and run_dir is not None:
                 command += ["--interval-log", str(run_dir / hdr_log)]
             done = subprocess.run(
@@ -179,8 +233,7 @@ def run_cell(
         finally:
             sample = sampler.stop()
             cores.stop()
-        assert server.proc is not None  # started
-        crashed = server.proc.poll()
+        crashed = server.exit_code()
     finally:
         stop_code = server.stop()
     server_log = None
@@ -196,6 +249,9 @@ def run_cell(
     sample["counters"] = {
         k: v for k, v in (server.stopped or {}).items() if k not in ("event", "model")
     }
+    if external is not None:
+        sample["external"] = external.facts()
+    sample.update({k: server.ready[k] for k in ("reference", "python") if k in server.ready})
     figures: dict[str, Any] = {
         "load": load,
         "server": sample,
@@ -232,7 +288,7 @@ def run_cell(
 
 
 def probe_capacity(
-    cell: Cell, port: int, matrix: Matrix, plan: CpuPlan, run_id: str
+    cell: Cell, target: str, matrix: Matrix, plan: CpuPlan, run_id: str
 ) -> float | None:
     """A cell's closed-loop throughput, the capacity its sweep steps are shares of:
     measured once per cell key and repeat (PROBE_S), then kept for the other steps."""
@@ -242,7 +298,7 @@ def probe_capacity(
         short = replace(matrix, duration=PROBE_S, warmup=min(matrix.warmup, 0.3))
         try:
             done = subprocess.run(
-                load_command(closed, port, short, plan),
+                load_command(closed, target, short, plan),
                 capture_output=True,
                 text=True,
                 timeout=load_timeout(closed, short),
@@ -280,7 +336,7 @@ def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[LoadResult | Non
 def cpu_per_request(sampler: ServerSampler, load: LoadResult | None) -> float | None:
     """Server CPU microseconds per request (process view), over the load generator's
     window when it says when that was, else over the whole run (an overestimate)."""
-    if load is None or not load.requests:
+    if load is None or not load.requests or sampler.process is None:
         return None
     spent = None
     if load.window is not None:

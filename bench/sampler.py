@@ -60,9 +60,10 @@ class ServerSampler(_Periodic):
     generator measured.
     """
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int | None) -> None:
+        """pid None: a server whose process is unknown (bench.external); no figures."""
         super().__init__(INTERVAL)
-        self.process = psutil.Process(pid)
+        self.process = None if pid is None else psutil.Process(pid)
         self.samples: list[tuple[float, float, float]] = []  # (unix time, user s, sys s)
         self.peak_rss = self.peak_threads = self.peak_fds = 0
         self._ctx_first: tuple[int, int] | None = None
@@ -81,6 +82,8 @@ class ServerSampler(_Periodic):
         """One reading of the server summed over its processes: a forking server
         (prefork) serves from children, whose CPU and memory are the server's too."""
         now = time.time()
+        if self.process is None:
+            return
         try:
             procs = [self.process, *self.process.children(recursive=True)]
         except psutil.Error:
@@ -126,6 +129,8 @@ class ServerSampler(_Periodic):
         return interpolate(self.samples, t)
 
     def summary(self) -> dict[str, Any]:
+        if self.process is None:
+            return {}
         first, last = (self.samples[0], self.samples[-1]) if self.samples else ((0, 0, 0),) * 2
         ctx = {}
         if self._ctx_first and self._ctx_last:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench.interpreters import clean_environ
 from common.process import block_stop_signals, die_with_parent
 
 STDERR_TAIL = 64 * 1024  # bytes of the server's stderr read back for messages
@@ -95,6 +96,9 @@ class ServerProcess:
     # the checkout whose servers/ run (bench ab); None: this one. `-m servers` imports
     # from the working directory first.
     cwd: Path | None = None
+    # another interpreter's python (bench run --pythons); None: this one. It runs with
+    # the harness's PYTHON* variables removed (bench.interpreters.clean_environ).
+    python: Path | None = None
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
@@ -133,7 +137,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [
-            sys.executable,
+            str(self.python or sys.executable),
             "-m",
             "servers",
             "run",
@@ -156,7 +160,7 @@ class ServerProcess:
             stderr=self._stderr_file,
             text=True,
             preexec_fn=_child_setup(self.cpus, self.fd_limit),
-            env={**allocator_env(os.environ, self.allocator), **self.env},
+            env={**allocator_env(self._environ(), self.allocator), **self.env},
             cwd=self.cwd,
         )
         line = self._read_line(self.ready_timeout)
@@ -171,6 +175,9 @@ class ServerProcess:
         self._drain = threading.Thread(target=self._drain_stdout, daemon=True)
         self._drain.start()
         return self
+
+    def _environ(self) -> Mapping[str, str]:
+        return os.environ if self.python is None else clean_environ(os.environ)
 
     def _drain_stdout(self) -> None:
         block_stop_signals()  # Ctrl-C and SIGTERM are the main thread's to handle
@@ -192,6 +199,11 @@ class ServerProcess:
                 line: str = self.proc.stdout.readline()
                 return line
         return ""
+
+    def exit_code(self) -> int | None:
+        """None while the server runs, else its exit code."""
+        assert self.proc is not None  # started
+        return self.proc.poll()
 
     def stop(self, timeout: float = 5.0) -> int:
         """SIGTERM, wait, collect the counters line; SIGKILL if it does not stop."""

@@ -15,7 +15,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.crosscheck import below, bracketed_ratios, parse_wrk, server_bound, summarize
+from bench.crosscheck import (
+    below,
+    bracketed_ratios,
+    parse_wrk,
+    server_bound,
+    summarize,
+    verdicts,
+)
+from servers import REFERENCES
 
 WRK_OUTPUT = """\
 Running 1s test @ http://127.0.0.1:35617/
@@ -76,6 +84,27 @@ def test_summary_takes_the_median_ratio_its_range_and_best_against_best() -> Non
     assert below([(10, row)], 0.9) == [] and below([(10, row)], 0.91) == [10]
     assert server_bound(row)  # 99% under both
     assert not server_bound(summarize([run(100, server_cpu=80.0)] * 2, [run(100)]))
+
+
+def test_a_client_bound_crosscheck_passes_only_when_every_short_run_says_so() -> None:
+    """Against a server faster than the client core, ours/wrk measures the load
+    generator: a run short of wrk must call itself client-bound."""
+    wrk = [run(100, server_cpu=60.0)] * 3
+    honest = summarize(wrk, [run(50, bound=True), run(120, bound=False)], min_ratio=1.0)
+    assert (honest["short"], honest["unflagged"]) == (1, 0)
+    assert verdicts([(10, honest)], 1.0) == [
+        (
+            10,
+            "client-bound",
+            True,
+            "1 run(s) of ours below 1.0 of wrk, 0 of them not flagged client-bound",
+        )
+    ]
+    hiding = summarize(wrk, [run(50, bound=False), run(50, bound=True)], min_ratio=1.0)
+    assert verdicts([(10, hiding)], 1.0)[0][:3] == (10, "client-bound", False)
+    # a saturated server keeps the ratio rule
+    saturated = summarize([run(100)] * 2, [run(90, bound=True)], min_ratio=0.95)
+    assert verdicts([(10, saturated)], 0.95)[0][:3] == (10, "server-bound", False)
 
 
 def crosscheck(
@@ -164,3 +193,23 @@ def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path: Path) -> None:
     assert "crosscheck: interrupted" in err
     _gone, alive = psutil.wait_procs(children, timeout=5)
     assert alive == []
+
+
+@pytest.mark.real
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
+@pytest.mark.skipif(REFERENCES["nginx"].unavailable_reason() is not None, reason="no nginx")
+def test_one_round_against_nginx_names_the_rule_it_applied(tmp_path: Path) -> None:
+    out = tmp_path / "cc.json"
+    done = crosscheck(
+        "--server", "nginx", "--connections", "10", "--rounds", "1", "--duration", "1",
+        "--out", str(out),
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr
+    assert "server (nginx, http)" in done.stdout
+    verdict = next(line for line in done.stdout.splitlines() if line.startswith("10 connections:"))
+    assert ("server-bound" in verdict) or ("client-bound" in verdict)
+    doc = json.loads(out.read_text())
+    assert doc["server"] == "nginx"
+    for each in doc["runs"]["10"]["wrk"] + doc["runs"]["10"]["ours"]:
+        assert each["rps"] > 1000 and each["errors"] == 0
+        assert 0 < each["client_cpu"] <= 100

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from servers import MODELS
+from servers import MODELS, REFERENCES, SERVERS
 from tests.helpers import AVAILABLE, connect, echo_roundtrip
 
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
@@ -27,7 +27,8 @@ def test_list_shows_every_model_and_its_availability() -> None:
     result = run_servers("list", "--json")
     assert result.returncode == 0
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [r["model"] for r in rows] == list(MODELS)
+    assert [r["model"] for r in rows] == list(SERVERS)  # the models, then the references
+    assert [r["kind"] for r in rows] == ["model"] * len(MODELS) + ["reference"] * len(REFERENCES)
     assert {"blocking", "threaded", "select", "poll", "epoll", "selectors"} <= {
         r["model"] for r in rows if r["available"]
     }
