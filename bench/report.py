@@ -93,16 +93,22 @@ def build_report(run_dir: Path, models: Sequence[str] | None = None) -> Path:
     return md_path
 
 
-def reference_note(cells: pd.DataFrame) -> str:
+# the figures a client-bound cell still gives straight: what the server spent
+PER_REQUEST = ("cpu_per_request", "core_per_request")
+
+
+def reference_note(cells: pd.DataFrame, metric: str) -> str:
     """Where a reference server's cells are client-bound, its line is the load
-    generator's ceiling, not the server's: say so under every chart of the group."""
+    generator's ceiling, not the server's: say so under the group's other charts."""
+    if metric in PER_REQUEST:
+        return ""
     bound = cells[cells["cell.model"].isin(list(REFERENCES)) & (cells["status"] == "client-bound")]
     if bound.empty:
         return ""
     names = " and ".join(sorted(set(bound["cell.model"])))
     return (
         f"{names}: client-bound, so its line shows the load generator's limit, not the "
-        "server's; compare server CPU per request."
+        "server's; server CPU per request still compares."
     )
 
 
@@ -119,7 +125,8 @@ def _section(cells: pd.DataFrame, meta: dict[str, Any], charts_dir: Path) -> Sec
             continue
         stem = f"{metric.chart}_{slug}"
         chart_title = f"{metric.title} vs connections: {title}"
-        note = "".join(f"{line}\n" for line in (metric.note, reference_note(drawable)) if line)
+        notes = (metric.note, reference_note(drawable, metric.name))
+        note = "".join(f"{line}\n" for line in notes if line)
         save_metric_chart(drawable, metric, chart_title, note + caption(meta), charts_dir / stem)
         section.charts.append((chart_title, f"{CHARTS_DIR}/{stem}"))
     return section

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import heapq
 import os
+import select
 import time
 from array import array
 
@@ -49,6 +50,7 @@ from clients.errors import error_kind
 from clients.http_reply import ParseError, Reply, ReplyParser
 from clients.plan import WorkerPlan
 
+ERR, HUP = select.EPOLLERR, select.EPOLLHUP
 SCAN_NS = 100_000_000  # how often to look for requests older than the timeout
 INTERVAL_NS = 100_000_000  # length of an interval histogram (latency over time)
 
@@ -175,6 +177,13 @@ class Loops(Connections):
         """Every event the hot path does not handle; True once the window is over."""
         if self.socks[fd] is None:
             return False  # closed earlier in this batch of events
+        if fd in self.connecting:  # the closed loop reconnecting a slot (_complete)
+            if ev & (OUT | ERR | HUP):  # not a stale event of the fd's last socket
+                t = time.monotonic_ns()
+                if self._connected(fd, t):
+                    self.sents[fd] = t
+                    self._send(fd, t)
+            return False
         if ev & OUT and self.outs[fd] is not None:
             self._flush(fd)
             if self.socks[fd] is None:
@@ -254,8 +263,9 @@ class Loops(Connections):
             if size is not None:  # its bytes, not those of fulls[fd] (see _settle)
                 self.settled[fd] += 1
                 self.reply_bytes += size
-            if not keep:  # the server ends the connection after this reply
-                self._fail(fd, "closed")
+            if not keep:  # the server ends the connection after this reply, as HTTP
+                self._close(fd)  # allows (nginx after keepalive_requests): reconnect,
+                self._open(slot, t)  # as wrk does; the request goes once connected (_slow)
                 return False
             self.sents[fd] = t
             self._send(fd, t)

@@ -217,7 +217,8 @@ def run_reference(
                 "pid": os.getpid(),
                 "backlog": backlog,
                 "reference": facts,
-                "python": interpreter.facts(),
+                # the interpreter only where the server runs in it (not nginx)
+                **({"python": interpreter.facts()} if server.python else {}),
             }
         )
 

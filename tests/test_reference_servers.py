@@ -176,3 +176,16 @@ def test_an_external_server_is_one_more_model_line(tmp_path: Path) -> None:
     assert row.server["external"] == {"name": "byhand", "address": address, "pid": server.pid}
     assert row.server_cpu_us_per_request is not None and row.server_cpu_us_per_request > 0
     assert row.server_core_us_per_request is None  # not on the server CPUs: no core view
+
+
+def test_charts_of_a_client_bound_reference_say_whose_limit_its_line_is() -> None:
+    import pandas as pd
+
+    from bench.report import reference_note
+
+    cells = pd.DataFrame({"cell.model": ["nginx", "epoll"], "status": ["client-bound", "ok"]})
+    assert reference_note(cells, "throughput").startswith("nginx: client-bound")
+    assert reference_note(cells, "cpu_per_request") == ""  # what still compares
+    assert reference_note(cells.assign(status="ok"), "throughput") == ""
+    epoll_bound = pd.DataFrame({"cell.model": ["epoll"], "status": ["client-bound"]})
+    assert reference_note(epoll_bound, "throughput") == ""  # a model: the verdict says it
