@@ -265,7 +265,7 @@ def run_cell(
         load = replace(load, interval_log=hdr_log)  # relative to the run folder
         figures["load"] = load
     if failure is None and (load is None or not load.requests):
-        failure = "no request completed in the window (server hung or refused every connection)"
+        failure = f"no request completed in the window ({no_request_cause(load)})"
     if stop_code != 0 and crashed is None:  # the stop at the end went wrong
         stop_note = (
             "server did not stop within 5 s of SIGTERM and was killed"
@@ -285,6 +285,24 @@ def run_cell(
         reasons=reasons,
         **figures,
     )
+
+
+def no_request_cause(load: LoadResult | None) -> str:
+    """Why a cell got no verified reply, from the errors the load generator counted."""
+    counted: dict[str, int] = {}
+    if load is not None:
+        for errors in (load.errors_before, load.errors):
+            for kind, n in errors.items():
+                counted[kind] = counted.get(kind, 0) + n
+    if counted.get("mismatch"):
+        others = ", ".join(f"{n} {k}" for k, n in counted.items() if n and k != "mismatch")
+        return (
+            f"{counted['mismatch']} mismatched replies: the server answered, not what was "
+            "expected (--expect-status, --expect-body)" + (f"; also {others}" if others else "")
+        )
+    if any(counted.values()):
+        return "errors: " + ", ".join(f"{n} {k}" for k, n in counted.items() if n)
+    return "server hung or refused every connection"
 
 
 def probe_capacity(

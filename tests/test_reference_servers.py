@@ -167,6 +167,22 @@ def test_an_external_server_is_one_more_model_line(tmp_path: Path) -> None:
             ]
         )
         assert code == 0
+        # the same server held to another body: every reply is a mismatch, and the row says so
+        other = cli.main(
+            ["run", "--models", "epoll", "--external", spec, "--expect-body", "other"]
+            + ["--protocol", "http", "--payloads", "0", "--connections", "4"]
+            + ["--duration", "0.3", "--warmup", "0.1", "--out", str(tmp_path)]
+            + ["--run-id", "t2", "--no-report"]
+        )
+        assert other == 0
+    held = {row.cell.model: row for row in RunStore.open(tmp_path / "t2").rows()}
+    assert held["epoll"].status in ("ok", "client-bound")  # the models answer their own body
+    assert held["byhand"].status == "failed" and held["byhand"].load is not None
+    mismatched = (
+        held["byhand"].load.errors["mismatch"] + held["byhand"].load.errors_before["mismatch"]
+    )
+    assert mismatched >= 4  # one per connection: each closes on its first wrong reply
+    assert "mismatched replies" in (held["byhand"].reason or "")
     rows = {row.cell.model: row for row in RunStore.open(tmp_path / "t").rows()}
     assert set(rows) == {"epoll", "byhand"}
     row = rows["byhand"]
