@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Self
 
 import psutil
 import pytest
@@ -203,3 +204,53 @@ def cpu_hog(cpu: int) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         hog.kill()
         hog.wait()
+
+
+class ThreadedTestServer:
+    """A thread-per-connection server on 127.0.0.1, port 0, for tests that need a
+    server misbehaving in a chosen way: subclasses write `_serve(conn)`. With `cpus`,
+    its threads run there (a thread's affinity passes to the threads it starts)."""
+
+    def __init__(self, cpus: set[int] | None = None, nodelay: bool = False) -> None:
+        self.cpus = cpus
+        self.nodelay = nodelay
+        self.stop = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.05)
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.conns: list[socket.socket] = []
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.listener.getsockname()[1]}"
+
+    def __enter__(self) -> Self:
+        self.threads[0].start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in list(self.threads):
+            thread.join(5)
+        self.listener.close()
+        for conn in self.conns:
+            conn.close()
+
+    def _accept(self) -> None:
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)  # this thread only, and those it starts
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            conn.settimeout(0.05)
+            if self.nodelay:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.conns.append(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError

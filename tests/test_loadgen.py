@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,7 +26,7 @@ from clients.plan import WorkerPlan
 from clients.result import LoadResult, Worker
 from clients.target import is_loopback
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
-from tests.helpers import cpu_hog, cpus_by_idleness, quiet_cpus
+from tests.helpers import ThreadedTestServer, cpu_hog, cpus_by_idleness, quiet_cpus
 
 
 def loadgen(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -61,48 +60,13 @@ def http_server() -> Iterator[ServerProcess]:
         yield server
 
 
-class TinyEchoServer:
+class TinyEchoServer(ThreadedTestServer):
     """A thread-per-connection echo-protocol server whose replies a test can spoil:
     `reply(n, frame)` returns the bytes to send for the n-th frame of a connection."""
 
     def __init__(self, reply: Callable[[int, bytes], bytes], cpus: set[int] | None = None) -> None:
+        super().__init__(cpus)
         self.reply = reply
-        self.cpus = cpus  # its threads' CPUs (a thread's affinity passes to its children)
-        self.stop = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.conns: list[socket.socket] = []
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def __enter__(self) -> TinyEchoServer:
-        self.threads[0].start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop.set()
-        for thread in list(self.threads):
-            thread.join(5)
-        self.listener.close()
-        for conn in self.conns:
-            conn.close()
-
-    def _accept(self) -> None:
-        if self.cpus:
-            os.sched_setaffinity(0, self.cpus)  # this thread only, and those it starts
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(0.05)
-            self.conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
 
     def _recv_exact(self, conn: socket.socket, size: int) -> bytes | None:
         data = b""

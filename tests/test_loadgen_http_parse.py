@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from clients.pipelined import PipelinedLoops
 from clients.plan import WorkerPlan
 from clients.result import LoadResult
 from clients.worker import result_of
-from tests.helpers import SMALL_RUN
+from tests.helpers import SMALL_RUN, ThreadedTestServer
 
 GREETING = b"Hello, world!\n"
 # (reply bytes, close the connection after it) for the n-th request with its body
@@ -68,46 +67,13 @@ def not_found(n: int, body: bytes) -> tuple[bytes, bool]:
     return b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nNot here\n", False
 
 
-class TinyHttpServer:
+class TinyHttpServer(ThreadedTestServer):
     """A thread-per-connection HTTP server on 127.0.0.1 answering each request with
     `respond(n, request body)` (n counts the connection's requests from 1)."""
 
     def __init__(self, respond: Respond) -> None:
+        super().__init__(nodelay=True)
         self.respond = respond
-        self.stop = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.05)
-        self.threads = [threading.Thread(target=self._accept, daemon=True)]
-        self.conns: list[socket.socket] = []
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.listener.getsockname()[1]}"
-
-    def __enter__(self) -> TinyHttpServer:
-        self.threads[0].start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for thread in list(self.threads):
-            thread.join(5)
-        self.listener.close()
-        for conn in self.conns:
-            conn.close()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except TimeoutError:
-                continue
-            conn.settimeout(0.05)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.conns.append(conn)
-            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            self.threads.append(thread)
-            thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
         buf, n = b"", 0
