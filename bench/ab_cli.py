@@ -40,13 +40,31 @@ def add_parser(sub: Any) -> None:
         default=PROFILE,
         help=f"the matrix: one of {', '.join(profile_names())} or a .toml (default {PROFILE})",
     )
-    ab.add_argument("--models", nargs="+", metavar="MODEL")
-    ab.add_argument("--connections", nargs="+", type=positive_int, metavar="N")
+    ab.add_argument(
+        "--models", nargs="+", metavar="MODEL", help="only these models (default: the profile's)"
+    )
+    ab.add_argument(
+        "--connections",
+        nargs="+",
+        type=positive_int,
+        metavar="N",
+        help="only these connection counts (default: the profile's)",
+    )
     ab.add_argument(
         "--pairs", type=positive_int, help="pairs per cell (default: the profile's repeats)"
     )
-    ab.add_argument("--duration", type=positive_float, metavar="S", help="window per run")
-    ab.add_argument("--warmup", type=non_negative_float, metavar="S")
+    ab.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help="seconds measured per run (default: the profile's)",
+    )
+    ab.add_argument(
+        "--warmup",
+        type=non_negative_float,
+        metavar="S",
+        help="seconds of load before each measured window (default: the profile's)",
+    )
     ab.add_argument(
         "--threshold",
         type=positive_float,
@@ -76,9 +94,19 @@ def add_parser(sub: Any) -> None:
         help="extra CPU per request in NEW's servers only: a known slowdown, to check "
         "that the gate catches it (default 0)",
     )
-    ab.add_argument("--server-cpus", type=cpu_list, metavar="LIST")
-    ab.add_argument("--client-cpus", type=cpu_list, metavar="LIST")
-    ab.add_argument("--out", type=Path, default=OUT, metavar="DIR", help=f"(default {OUT})")
+    ab.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="the servers' CPUs, e.g. 0 or 0-3 (default: the first usable CPU)",
+    )
+    ab.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="the load generators' CPUs, e.g. 1 or 4-15 (default: the other usable CPUs)",
+    )
+    ab.add_argument("--out", type=Path, default=OUT, metavar="DIR", help="where ab folders go")
     ab.add_argument("--run-id", help="folder under --out (default: a timestamp)")
 
 

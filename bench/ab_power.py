@@ -66,7 +66,7 @@ def simulate(
     return hits / TRIALS, alarms / TRIALS
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, metavar="AB_FOLDER", help="an A/A `bench ab` folder")
     parser.add_argument(
@@ -81,7 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         "--cells", type=positive_int, metavar="N",
         help="cells in the nightly matrix, for m (default: the folder's)",
     )  # fmt: skip
-    parser.add_argument("--alpha", type=positive_float, default=0.05, help="(default 0.05)")
+    parser.add_argument(
+        "--alpha", type=positive_float, default=0.05,
+        help="the family's error rate: each interval at 1 - ALPHA/m (default 0.05)",
+    )  # fmt: skip
     parser.add_argument(
         "--metric", choices=["throughput", "cpu_per_request"], default="throughput",
         help="the noise of which figure (default throughput)",
@@ -90,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
         "--pairs", type=positive_int, nargs="+", default=[8, 10, 11, 12, 14, 16, 20],
         metavar="N", help="pair counts to try (default 8 10 11 12 14 16 20)",
     )  # fmt: skip
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         ratios = noise(args.folder, args.metric)

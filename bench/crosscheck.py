@@ -49,7 +49,7 @@ from typing import Any
 from bench.sampler import CoreSampler
 from bench.server_process import ServerProcess
 from clients.result import LoadResult
-from common.cli import ArgumentParser, positive_int, usage_error
+from common.cli import ArgumentParser, positive_int, suggest, usage_error
 from common.process import die_with_parent
 from servers import SERVERS
 
@@ -337,7 +337,13 @@ def build_parser() -> ArgumentParser:
         help="the HTTP server to load: a model or reference server from "
         "`python -m servers list` that answers GET / (default epoll; nginx: the native one)",
     )
-    parser.add_argument("--connections", type=positive_int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument(
+        "--connections",
+        type=positive_int,
+        nargs="+",
+        default=[10, 100, 1000],
+        help="connection counts, each measured by both tools",
+    )
     parser.add_argument(
         "--duration",
         type=positive_int,
@@ -373,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     known = SERVERS.get(args.server)
     problem = (
         f"no server {args.server!r}; choose from {', '.join(SERVERS)}"
+        + suggest(args.server, SERVERS)
         if known is None
         else known.unavailable_reason() or known.cannot_serve("http", 0)
     )

@@ -13,7 +13,7 @@ from typing import Any
 from bench.cpus import plan_cpus
 from bench.explain import Explained, ExplainError, Options, combine, explain_model, save
 from bench.explain_report import render
-from common.cli import cpu_list, positive_float, positive_int, usage_error
+from common.cli import cpu_list, positive_float, positive_int, suggest, usage_error
 from common.cpus import format_cpu_list
 from servers import MODELS
 
@@ -27,10 +27,24 @@ def add_parser(sub: Any) -> None:
         help="where each model's CPU per request goes: syscalls, CPU, parts and Python "
         "functions (perf)",
     )
-    explain.add_argument("models", nargs="+", metavar="MODEL")
-    explain.add_argument("--protocol", choices=["echo", "http"], default="echo")
-    explain.add_argument("--payload", type=int, default=64, metavar="BYTES")
-    explain.add_argument("--connections", type=positive_int, default=100, metavar="N")
+    explain.add_argument("models", nargs="+", metavar="MODEL", help="the models to explain")
+    explain.add_argument(
+        "--protocol", choices=["echo", "http"], default="echo", help="the wire protocol"
+    )
+    explain.add_argument(
+        "--payload",
+        type=int,
+        default=64,
+        metavar="BYTES",
+        help="bytes per request: echo payload, or the HTTP POST body (0: GET /)",
+    )
+    explain.add_argument(
+        "--connections",
+        type=positive_int,
+        default=100,
+        metavar="N",
+        help="the load generator's connections",
+    )
     load = explain.add_mutually_exclusive_group()
     load.add_argument(
         "--rate",
@@ -66,16 +80,32 @@ def add_parser(sub: Any) -> None:
         help="do not name Python functions: the server runs without perf trampolines and "
         "perf records no stacks (default: named on Python 3.12+)",
     )
-    explain.add_argument("--server-cpus", type=cpu_list, metavar="LIST")
-    explain.add_argument("--client-cpus", type=cpu_list, metavar="LIST")
-    explain.add_argument("--out", type=Path, default=OUT, metavar="DIR")
+    explain.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="the server's CPUs, e.g. 0 or 0-3 (default: the first usable CPU)",
+    )
+    explain.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="the load generator's and perf's CPUs, e.g. 1 or 4-15 (default: the other "
+        "usable CPUs)",
+    )
+    explain.add_argument(
+        "--out", type=Path, default=OUT, metavar="DIR", help="where explain folders go"
+    )
     explain.add_argument("--run-id", help="folder under --out (default: a timestamp)")
 
 
 def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
     for name in args.models:
         if name not in MODELS:
-            return usage_error(PROG, f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+            return usage_error(
+                PROG,
+                f"unknown model {name!r}; choose from {', '.join(MODELS)}" + suggest(name, MODELS),
+            )
         if reason := MODELS[name].unavailable_reason():
             return usage_error(PROG, f"model {name!r} is unavailable here: {reason}")
     if args.payload < 0 or (args.protocol == "echo" and args.payload == 0):

@@ -86,7 +86,7 @@ def add_parser(sub: Any) -> None:
     )
     history.add_argument("history", type=Path, metavar="HISTORY", help="the history (JSONL)")
     history.add_argument(
-        "--out", type=Path, default=OUT, metavar="DIR", help=f"index.html and history.md ({OUT})"
+        "--out", type=Path, default=OUT, metavar="DIR", help="where index.html and history.md go"
     )
     history.add_argument(
         "--append",

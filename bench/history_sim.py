@@ -135,7 +135,7 @@ def line(o: Outcome) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m bench.history_sim", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--noise",
@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PCT",
         help=f"sd of a night's log ratio, in percent (default {NOISE_PCT:g})",
     )
-    parser.add_argument("--seed", type=int, default=SEED, help=f"(default {SEED})")
+    parser.add_argument(
+        "--seed", type=int, default=SEED, help="the random seed of the synthetic histories"
+    )
     parser.add_argument(
         "--many",
         type=non_negative_int,
@@ -152,6 +154,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="also the rates over N histories per scenario (default 0: not)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     levels = sorted({args.noise, *LEVELS_PCT})
     print(

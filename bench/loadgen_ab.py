@@ -61,16 +61,27 @@ def cpu_us_per_request(proc: subprocess.Popen[str]) -> float:
     return cpu / 100 * result.duration_s * 1e6 / result.requests
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="python -m bench.loadgen_ab", description=__doc__.splitlines()[0])
     parser.add_argument("a", type=Path, help="checkout A (e.g. a git worktree of the base)")
     parser.add_argument("b", type=Path, help="checkout B")
-    parser.add_argument("--pairs", type=positive_int, default=20)
-    parser.add_argument("--connections", type=positive_int, default=50)
-    parser.add_argument("--duration", type=positive_float, default=2.0)
+    parser.add_argument(
+        "--pairs", type=positive_int, default=20, help="A/B pairs, the order alternating"
+    )
+    parser.add_argument(
+        "--connections", type=positive_int, default=50, help="each load generator's connections"
+    )
+    parser.add_argument(
+        "--duration", type=positive_float, default=2.0, help="seconds each load generator measures"
+    )
     parser.add_argument(
         "--together", action="store_true", help="run A and B at once, a server each"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2:

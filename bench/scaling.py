@@ -29,15 +29,58 @@ PROG = "python -m bench.scaling"
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--cpus", nargs="+", type=positive_int, default=list(COUNTS))
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--connections", nargs="+", type=positive_int, default=[100, 1000])
-    parser.add_argument("--protocol", choices=["echo", "http"], default="echo")
-    parser.add_argument("--repeats", type=positive_int, default=3)
-    parser.add_argument("--duration", type=positive_float, default=5.0)
-    parser.add_argument("--warmup", type=positive_float, default=1.0)
-    parser.add_argument("--out", type=Path, default=Path("results/reference"))
-    parser.add_argument("--run-id", default="scaling")
+    parser.add_argument(
+        "--cpus",
+        nargs="+",
+        type=positive_int,
+        default=list(COUNTS),
+        metavar="N",
+        help="server-CPU counts, one bench run each (the largest needs one CPU more)",
+    )
+    parser.add_argument(
+        "--models", nargs="+", default=list(MODELS), metavar="MODEL", help="the models compared"
+    )
+    parser.add_argument(
+        "--connections",
+        nargs="+",
+        type=positive_int,
+        default=[100, 1000],
+        metavar="N",
+        help="connection counts of each run",
+    )
+    parser.add_argument(
+        "--protocol", choices=["echo", "http"], default="echo", help="the wire protocol"
+    )
+    parser.add_argument(
+        "--repeats", type=positive_int, default=3, metavar="N", help="repeats of each cell"
+    )
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        default=5.0,
+        metavar="S",
+        help="seconds measured per cell",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=positive_float,
+        default=1.0,
+        metavar="S",
+        help="seconds of load before each measured window",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/reference"),
+        metavar="DIR",
+        help="the parent of the --run-id folder",
+    )
+    parser.add_argument(
+        "--run-id",
+        default="scaling",
+        metavar="RUN",
+        help="the folder under --out: one run per CPU count, and scaling.md",
+    )
     return parser
 
 

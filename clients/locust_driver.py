@@ -863,7 +863,9 @@ def build_parser() -> ArgumentParser:
         prog="python -m clients.locust_driver", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--target", required=True, help="HOST:PORT of the server")
-    parser.add_argument("--protocol", choices=("echo", "http"), default="echo")
+    parser.add_argument(
+        "--protocol", choices=("echo", "http"), default="echo", help="the wire protocol"
+    )
     parser.add_argument(
         "--users", type=positive_int, default=10, help="locust users, one connection each"
     )
@@ -874,7 +876,7 @@ def build_parser() -> ArgumentParser:
         help="users started per second (default: all in the first second)",
     )
     parser.add_argument(
-        "--duration", type=positive_float, default=10.0, help="seconds measured (after the warm-up)"
+        "--duration", type=positive_float, default=10.0, help="seconds measured, after the warm-up"
     )
     parser.add_argument(
         "--warmup",
@@ -908,7 +910,8 @@ def build_parser() -> ArgumentParser:
         "--processes",
         type=positive_int,
         default=None,
-        help="locust worker processes on this machine (locust --processes)",
+        help="locust worker processes on this machine (locust --processes; default: one "
+        "locust process, no workers)",
     )
     parser.add_argument(
         "--master",

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from common.cli import ArgumentParser, port, positive_int, usage_error
+from common.cli import ArgumentParser, port, positive_int, suggest, usage_error
 from common.process import raise_fd_limit
 from servers import MODELS, REFERENCES, SERVERS, Model, Reference, interpreter
 from servers.conn import Counters, Stopping, reserve_descriptor
@@ -41,9 +41,13 @@ def build_parser() -> ArgumentParser:
     lister.add_argument("--json", action="store_true", help="one JSON object per model")
     run = sub.add_parser("run", help="run one model until SIGTERM or SIGINT")
     run.add_argument("model", help="a model name from `python -m servers list`")
-    run.add_argument("--protocol", choices=sorted(PROTOCOLS), default="echo")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=port, default=0, help="0 picks a free port")
+    run.add_argument(
+        "--protocol", choices=sorted(PROTOCOLS), default="echo", help="the wire protocol served"
+    )
+    run.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    run.add_argument(
+        "--port", type=port, default=0, help="the TCP port to listen on; 0 picks a free one"
+    )
     run.add_argument(
         "--backlog",
         type=positive_int,
@@ -61,14 +65,15 @@ def build_parser() -> ArgumentParser:
         type=work_spec,
         default=Work(),
         metavar="KIND:US",
-        help="per-request work: cpu:US burns CPU, wait:US waits without it",
+        help="per-request work: cpu:US burns CPU, wait:US waits without it (default: none)",
     )
     run.add_argument(
         "--workers",
         type=positive_int,
         default=None,
         metavar="N",
-        help="processes (prefork) or pool threads (threadpool)",
+        help="processes (prefork) or pool threads (threadpool) (default: one process per "
+        "CPU the server may use; 32 threads)",
     )
     run.add_argument(
         "--inject-delay-ns",
@@ -116,7 +121,11 @@ def list_models(as_json: bool) -> int:
 def run_model(args: argparse.Namespace) -> int:
     model = SERVERS.get(args.model)
     if model is None:
-        return usage_error(PROG, f"unknown model {args.model!r}; choose from {', '.join(SERVERS)}")
+        return usage_error(
+            PROG,
+            f"unknown model {args.model!r}; choose from {', '.join(SERVERS)}"
+            + suggest(args.model, SERVERS),
+        )
     if reason := model.unavailable_reason():
         return usage_error(PROG, f"model {args.model!r} is unavailable here: {reason}")
     if isinstance(model, Reference):
