@@ -26,6 +26,8 @@ from bench.record import Row
 from bench.sampler import CoreSampler, ServerSampler
 from bench.server_process import ServerProcess, ServerStartError
 from bench.verdict import judge, verdict
+from clients.diagnosis import diagnose
+from clients.loadgen import NO_REPLY
 from clients.result import LoadResult, LoadResultError
 from common import cpustat
 from common.cpus import format_cpu_list
@@ -288,21 +290,13 @@ def run_cell(
 
 
 def no_request_cause(load: LoadResult | None) -> str:
-    """Why a cell got no verified reply, from the errors the load generator counted."""
-    counted: dict[str, int] = {}
-    if load is not None:
-        for errors in (load.errors_before, load.errors):
-            for kind, n in errors.items():
-                counted[kind] = counted.get(kind, 0) + n
-    if counted.get("mismatch"):
-        others = ", ".join(f"{n} {k}" for k, n in counted.items() if n and k != "mismatch")
-        return (
-            f"{counted['mismatch']} mismatched replies: the server answered, not what was "
-            "expected (--expect-status, --expect-body)" + (f"; also {others}" if others else "")
-        )
-    if any(counted.values()):
-        return "errors: " + ", ".join(f"{n} {k}" for k, n in counted.items() if n)
-    return "server hung or refused every connection"
+    """Why a cell got no verified reply: the load generator's diagnosis (the likely
+    cause: a server of the other protocol, wrong replies, every connection closed, a
+    hung server), or one made here from its counts for a result without one (locust's
+    driver, or an older load generator)."""
+    if load is None:
+        return "no load result"
+    return load.diagnosis or diagnose(load) or "no verified reply"
 
 
 def probe_capacity(
@@ -346,7 +340,8 @@ def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[LoadResult | Non
         load = LoadResult.from_json(done.stdout)
     except LoadResultError as exc:
         return None, f"load generator output unusable: {exc}"
-    if done.returncode != 0:
+    # exit 1 with a result: no request was verified; the caller says why (diagnosis)
+    if done.returncode != 0 and not (done.returncode == NO_REPLY and not load.requests):
         return load, f"load generator exited with code {done.returncode}"
     return load, None
 

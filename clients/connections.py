@@ -11,6 +11,11 @@ reply (clients.http_reply) and accepts the expected status and body, then rememb
 self-delimited, small reply's bytes as that connection's exact expectation (`_learn`),
 so that a foreign server's replies take the `==` path too until a header changes;
 "parse" parses every reply. Echo replies are always compared byte for byte.
+
+A reply that fails its check is classified only then (`_wrong`, clients.errors): bytes
+that cannot be a reply of the protocol spoken are a `protocol` error, and the first
+such bytes are kept (`sample`) for the load generator's diagnosis; a well-formed reply
+with the wrong content is a `mismatch`.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections import deque
 from typing import Any
 
 from clients import wire
-from clients.errors import ERROR_KINDS, error_kind
+from clients.errors import ERROR_KINDS, error_kind, reply_error
 from clients.http_reply import Expectation, ParseError, Reply, ReplyParser
 from clients.plan import WorkerPlan
 
@@ -36,6 +41,7 @@ SECOND_NS = 1_000_000_000
 RECV_CAP = 256 * 1024
 PARSE_READ = 4096  # read size once replies are parsed: other servers send longer heads
 RETRY_NS = 10_000_000  # pause before reconnecting after a failure (scheduled modes)
+SAMPLE = 64  # bytes kept of the first reply that was no reply of the protocol
 IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux >= 4.2
 IN, OUT = select.EPOLLIN, select.EPOLLOUT
 
@@ -50,6 +56,7 @@ class Connections:
         # open loop: between two requests of one connection slot (0: closed loop)
         self.interval_ns = int(plan.total * SECOND_NS / plan.rate) if plan.rate else 0
         self.errors = dict.fromkeys(ERROR_KINDS, 0)
+        self.sample: bytes | None = None  # the start of the first `protocol` error's bytes
         self.connect_lat = array("q")  # connect latencies, ns
         http = plan.protocol == "http"
         self.verify = plan.verify if http else "exact"
@@ -238,6 +245,18 @@ class Connections:
         self.errors[kind] += 1
         self._close(fd)
         self._retry(self.slot_of[fd], time.monotonic_ns())
+
+    def _wrong(self, fd: int, reply: bytes, kind: str | None = None) -> None:
+        """fd's reply failed its check: `reply` is what arrived of it, from its first
+        byte. Count a `protocol` error where those bytes cannot be a reply of the
+        protocol spoken (keeping the first such bytes), a mismatch otherwise (or `kind`,
+        where the caller knows it), and close fd. Off the hot path: it classifies only
+        after the comparison failed."""
+        if kind is None:
+            kind = reply_error(self.plan.protocol, reply, self.fulls[fd])
+        if kind == "protocol" and self.sample is None:
+            self.sample = bytes(reply[:SAMPLE])
+        self._fail(fd, kind)
 
     def _retry(self, slot: int, t: int) -> None:
         """The slot's current request failed at t (the error is counted): schedule the

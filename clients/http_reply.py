@@ -19,7 +19,10 @@ after an HTTP/1.0 reply only if it says `Connection: keep-alive`. Anything malfo
 (status line, Content-Length, chunk size or its CRLF, a trailer line, a head or a
 body over its cap) raises
 ParseError with a one-line reason; the parser is useless after that, as is the
-connection. Only CRLF line ends are accepted (every server in use sends them).
+connection. Bytes that do not start with `HTTP/` fail at once, without waiting for
+the end of a head that may never come; a body over its cap raises BodyTooLong, the
+one ParseError of a well-formed reply (clients.errors tells the two apart). Only CRLF
+line ends are accepted (every server in use sends them).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ _FRAMING = re.compile(  # a header line that frames a reply or says if the conne
 )
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")  # a chunk size; 15 digits: under 2**60 bytes
 _SHOWN = 60  # bytes of a bad line quoted in an error
+_HTTP = b"HTTP/"  # how every reply starts
 _STATUS_LINES: dict[bytes, tuple[bool, int]] = {}  # parsed status lines (_status_line)
 
 # what the parser is waiting for
@@ -44,6 +48,11 @@ _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_CLOSE = range(6)
 
 class ParseError(ValueError):
     """Bytes that are not an HTTP/1.x reply; the message is one line."""
+
+
+class BodyTooLong(ParseError):
+    """A reply whose body is over the caller's cap (`max_body`): HTTP, but not the
+    reply the caller expects."""
 
 
 class Reply(NamedTuple):
@@ -155,6 +164,9 @@ class ReplyParser:
                     return None
                 end = buf.find(b"\r\n\r\n", max(self._pos, self._scan - 3))
                 if end < 0:
+                    start = bytes(buf[self._pos : self._pos + len(_HTTP)])
+                    if not _HTTP.startswith(start):  # garbage: no need to wait for a head
+                        raise ParseError(f"malformed status line: starts {start!r}, not HTTP/")
                     self._scan = len(buf)
                     if len(buf) - self._pos > self.max_head:
                         raise ParseError(f"reply head over {self.max_head} bytes")
@@ -219,7 +231,7 @@ class ReplyParser:
 
     def _check_body(self, size: int) -> None:
         if self.max_body is not None and size > self.max_body:
-            raise ParseError(f"reply body over {self.max_body} bytes")
+            raise BodyTooLong(f"reply body over {self.max_body} bytes")
 
     def _head(self, head: bytes) -> Reply | None:
         """Parse a status line and headers; the reply if it has no body to wait for."""

@@ -6,9 +6,12 @@ The parent splits the connections over worker processes (clients.worker), each o
 epoll loop (clients.loops) pinned to its CPUs when --cpus is given. Every worker
 connects first (paced), then all warm up from the same instant, then measure the same
 window; the parent merges their HdrHistograms, counters and per-connection counts into
-one result. A run that met errors is still a result (exit 0): failures are data. Exit
-2 is a usage error, exit 1 a failure of the load generator itself. Requests, bytes and
-latencies count only the window; errors count the whole run.
+one result. A run that met errors is still a result (exit 0): failures are data. A run
+in which no request was answered and verified exits 1, its result still printed, with
+a diagnosis (clients.diagnosis: the likely cause, such as a server of the other
+protocol) in the result and on stderr; exit 1 with nothing on stdout is a failure of
+the load generator itself; exit 2 a usage error. Requests, bytes and latencies count
+only the window; `errors` the window, `errors_before` the connect phase and warm-up.
 
 Closed loop by default; --rate R is an open loop at R requests/s in total, timed from
 each request's intended send time. --mode per-request opens a connection per request.
@@ -28,15 +31,18 @@ import signal
 import socket
 import statistics
 import sys
+import textwrap
 import time
+from argparse import RawDescriptionHelpFormatter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
 from clients import hist, saturation
 from clients.connections import CONNECT_WINDOW
+from clients.diagnosis import diagnose
 from clients.errors import ERROR_KINDS
 from clients.histlog import Interval as HistInterval
 from clients.histlog import write_interval_log
@@ -44,6 +50,8 @@ from clients.loops import INTERVAL_NS
 from clients.pipelined import ARRIVALS
 from clients.plan import WorkerPlan
 from clients.result import (
+    FIELD_NOTES,
+    SCHEMA,
     Client,
     Connections,
     Interval,
@@ -60,6 +68,7 @@ from clients.worker import WorkerResult, worker_main
 from common import cpustat
 from common.cli import (
     ArgumentParser,
+    DefaultsHelpFormatter,
     cpu_list,
     non_negative_float,
     non_negative_int,
@@ -77,6 +86,7 @@ SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loo
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
+NO_REPLY = 1  # exit status of a run in which no request was answered and verified
 
 
 Child = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe
@@ -404,7 +414,7 @@ def build_result(
     ends = max((len(r.backlog) for r in results), default=0)
     backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(ends)]
     http = config.protocol == "http"
-    return LoadResult(
+    result = LoadResult(
         tool="sockbench.loadgen",
         params=Params(
             target=config.target,
@@ -466,6 +476,8 @@ def build_result(
         histogram_all=hist.encode(hist.merge([hist.encode(answered), hist.encode(censored)])),
         interval_log=interval_log,
     )
+    sample = next((r.protocol_sample for r in results if r.protocol_sample), None)
+    return replace(result, diagnosis=diagnose(result, sample))
 
 
 def summarise_intervals(
@@ -545,6 +557,8 @@ def summary_line(result: LoadResult) -> str:
     )
     if errors:
         line += " (" + ", ".join(f"{k} {v}" for k, v in result.errors.items() if v) + ")"
+    if before := ", ".join(f"{k} {v}" for k, v in result.errors_before.items() if v):
+        line += f", before the window {before}"
     if result.rate.asked:
         line += f"; rate asked {result.rate.asked:g}, sent {result.rate.sent:g}/s"
         if result.rate.overloaded:
@@ -557,20 +571,81 @@ def summary_line(result: LoadResult) -> str:
 # -- command line ----------------------------------------------------------------------
 
 
+class _HelpFormatter(RawDescriptionHelpFormatter, DefaultsHelpFormatter):
+    """Options as common.cli shows them; the epilog as written (its lists and table)."""
+
+
+def _wrapped(text: str, indent: int = 2) -> str:
+    return textwrap.fill(text, 79, initial_indent=" " * indent, subsequent_indent=" " * indent)
+
+
+def result_fields_help() -> str:
+    """The JSON result's top-level fields, a few words each, in the order printed: the
+    names come from LoadResult itself (clients.result.FIELD_NOTES says the words)."""
+    width = max(len(f.name) for f in fields(LoadResult)) + 2
+    lines = []
+    for field in fields(LoadResult):
+        note = FIELD_NOTES.get(field.name, "(see results/README.md)")
+        lines.append(
+            textwrap.fill(
+                note,
+                79,
+                initial_indent=f"  {field.name:<{width}}",
+                subsequent_indent=" " * (width + 2),
+            )
+        )
+    return "\n".join(lines)
+
+
+def epilog() -> str:
+    return "\n".join(
+        [
+            "per-request mode:",
+            _wrapped(
+                "a new connection per request, closed by the client; connects are spread "
+                f"over source addresses 127.0.0.1-{SOURCES} (IPv4 loopback targets) with "
+                f"IP_BIND_ADDRESS_NO_PORT, so the 4-tuple space is {SOURCES}x larger and "
+                "net.ipv4.tcp_tw_reuse can recycle TIME_WAIT ports; no SO_LINGER tricks."
+            ),
+            "",
+            "exit status:",
+            "  0    a result with at least one verified reply (errors or not: failures",
+            "       are data)",
+            "  1    no request was answered and verified in the window: the result is",
+            "       still printed on stdout, and its diagnosis (the likely cause: a server",
+            "       of the other protocol, a hung server, ...) on stderr, even with",
+            "       --quiet; or, with nothing on stdout, the load generator itself failed",
+            "  2    bad usage",
+            "  130  interrupted (SIGINT, SIGTERM)",
+            "",
+            f"the JSON result on stdout (clients.result.LoadResult, schema {SCHEMA}; every",
+            "field in full: results/README.md):",
+            result_fields_help(),
+        ]
+    )
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="python -m clients.loadgen",
         description="Drive a sockbench server and print one JSON result on stdout.",
-        epilog="per-request mode: a new connection per request, closed by the client; "
-        f"connects are spread over source addresses 127.0.0.1-{SOURCES} (IPv4 "
-        "loopback targets) with IP_BIND_ADDRESS_NO_PORT, so the 4-tuple space is "
-        f"{SOURCES}x larger and net.ipv4.tcp_tw_reuse can recycle TIME_WAIT ports; "
-        "no SO_LINGER tricks. Exit status: 0 a result (even with errors), "
-        "1 the load generator failed, 2 bad usage.",
+        epilog=epilog(),
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--target", required=True, help="HOST:PORT of the server")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="echo")
-    parser.add_argument("--connections", type=positive_int, default=10)
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="echo",
+        help="the protocol the server speaks (default echo): echo frames, or HTTP/1.1 "
+        "GET / (payload 0) or POST /echo",
+    )
+    parser.add_argument(
+        "--connections",
+        type=positive_int,
+        default=10,
+        help="connections in total, split over the worker processes (default 10)",
+    )
     parser.add_argument(
         "--processes",
         type=positive_int,
@@ -611,13 +686,13 @@ def build_parser() -> ArgumentParser:
         "--mode",
         choices=MODES,
         default="persistent",
-        help="persistent connections, or a new connection per request",
+        help="persistent connections, or a new connection per request (default persistent)",
     )
     parser.add_argument(
         "--timeout",
         type=positive_float,
         default=5.0,
-        help="seconds before a connect or a reply counts as timed out",
+        help="seconds before a connect or a reply counts as timed out (default 5)",
     )
     parser.add_argument(
         "--cpus",
@@ -625,14 +700,16 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="pin the workers (and this process) to these CPUs, e.g. 1 or "
         "2-3; a worker with a CPU of its own then busy-polls up to "
-        f"{SPIN_US} us before sleeping (keep them off the server's CPUs)",
+        f"{SPIN_US} us before sleeping (keep them off the server's CPUs; default: "
+        "not pinned)",
     )
     parser.add_argument(
         "--no-busy-poll",
         dest="busy_poll",
         action="store_false",
         help="never busy-poll: another load generator shares these CPUs (bench ab "
-        "--together), and a spinning worker would take its turns",
+        "--together), and a spinning worker would take its turns (default: busy-poll "
+        "where a worker has a --cpus CPU of its own)",
     )
     parser.add_argument(
         "--allow-remote", action="store_true", help="allow a target outside loopback"
@@ -667,7 +744,11 @@ def build_parser() -> ArgumentParser:
         help="http GET (payload 0): the body of a verified reply, TEXT or the bytes of "
         "the file PATH (default: sockbench's 'Hello, world!\\n')",
     )
-    parser.add_argument("--quiet", action="store_true", help="no summary on stderr")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no summary on stderr (a run that exits 1 still says why, in one line)",
+    )
     return parser
 
 
@@ -722,9 +803,12 @@ def main(argv: list[str] | None = None) -> int:
         os.sched_setaffinity(0, affinity)
     sys.stdout.write(result.to_json() + "\n")
     sys.stdout.flush()
+    answered = result.requests > 0
     if not args.quiet:
         sys.stderr.write(summary_line(result) + "\n")
-    return 0
+    if result.diagnosis and not (args.quiet and answered):
+        sys.stderr.write(f"loadgen: diagnosis: {result.diagnosis}\n")
+    return 0 if answered else NO_REPLY
 
 
 if __name__ == "__main__":

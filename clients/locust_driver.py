@@ -103,8 +103,8 @@ EXCEPTION_KINDS = {
     "Timeout": "timeout",
     "EchoMismatch": "mismatch",
     "BadStatus": "mismatch",
-    "HTTPParseError": "mismatch",
-    "HTTPProtocolViolationError": "mismatch",
+    "HTTPParseError": "protocol",  # bytes that are no HTTP reply: clients.errors
+    "HTTPProtocolViolationError": "protocol",
     "EchoClosed": "closed",
     "HTTPConnectionClosed": "closed",
 }

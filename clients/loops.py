@@ -14,11 +14,13 @@ every request still unanswered (in the open loop, also of every request that fel
 but never went out), and each connection slot's longest wait in the window.
 
 A reply is complete when exactly the expected bytes have arrived; a reply split over
-several reads is compared piece by piece (`_slow`); extra or different bytes are a
-mismatch and close that connection. Except with `--verify exact`, an http reply whose
-bytes differ is parsed instead (`_parse`), and verified by its status and body; a
-server that frames its reply by closing the connection is served there too
-(clients.connections says how a foreign server's replies reach the `==` path).
+several reads is compared piece by piece (`_slow`); extra or different bytes close
+that connection and count as a mismatch, or as a `protocol` error where they cannot be
+a reply of the protocol at all (classified only then, clients.errors). Except with
+`--verify exact`, an http reply whose bytes differ is parsed instead (`_parse`), and
+verified by its status and body; a server that frames its reply by closing the
+connection is served there too (clients.connections says how a foreign server's
+replies reach the `==` path).
 Latencies are raw nanosecond integers kept in an `array('q')`, turned into an
 HdrHistogram after the window (clients.worker).
 
@@ -46,7 +48,7 @@ from clients.connections import (
     SECOND_NS,
     Connections,
 )
-from clients.errors import error_kind
+from clients.errors import error_kind, parse_error_kind
 from clients.http_reply import ParseError, Reply, ReplyParser
 from clients.plan import WorkerPlan
 
@@ -216,10 +218,10 @@ class Loops(Connections):
                     self.exps[fd] = full
                     return self._complete(fd, time.monotonic_ns())
                 if not self.parsing:
-                    self._fail(fd, "mismatch")  # different, extra, or unasked-for bytes
+                    self._wrong(fd, full[:off] + got)  # different, extra, or unasked-for
                     return False
             if not self.issued[fd]:
-                self._fail(fd, "mismatch")  # nothing was asked
+                self._wrong(fd, got)  # nothing was asked
                 return False
             parser = self._begin_parse(fd, full[:off] if full is not None else b"")
         return self._parse(fd, parser, got)
@@ -228,8 +230,8 @@ class Loops(Connections):
         """More bytes of a reply that is parsed; True once the window is over."""
         try:
             reply = next(parser.feed(got), None)
-        except ParseError:
-            self._fail(fd, "mismatch")
+        except ParseError as exc:
+            self._wrong(fd, parser.leftover, parse_error_kind(exc))
             return False
         return False if reply is None else self._verified(fd, reply)
 

@@ -29,7 +29,7 @@ import time
 from collections import deque
 
 from clients.connections import IN, OUT, POLL_S, RECV_CAP, RETRY_NS
-from clients.errors import error_kind
+from clients.errors import error_kind, parse_error_kind
 from clients.http_reply import ParseError, Reply
 from clients.loops import Loops
 from clients.plan import WorkerPlan
@@ -178,7 +178,9 @@ class PipelinedLoops(Loops):
                 if self.parsing and origins:  # parse from this reply's first byte on
                     self._begin_parse(fd, full[:off])
                     return self._receive_parsed(fd, data[pos:], t)
-                self._fail(fd, "mismatch")  # different, or a reply nobody asked for
+                # different, or not asked for; bytes right after a reply verified in this
+                # read are judged with it, as the closed loop judges a read as a whole
+                self._wrong(fd, (full if pos and not off else full[:off]) + data[pos:])
                 return False
             pos += n
             off += n
@@ -213,8 +215,8 @@ class PipelinedLoops(Loops):
                 if not reply.keep_alive:
                     self._fail(fd, "closed")  # whatever is still in flight is lost
                     return False
-        except ParseError:
-            self._fail(fd, "mismatch")
+        except ParseError as exc:
+            self._wrong(fd, parser.leftover, parse_error_kind(exc))
         return False  # an idle parser hands the next reply back to the exact bytes
 
     def _count_parsed(self, fd: int, reply: Reply, t: int) -> bool:

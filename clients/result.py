@@ -8,6 +8,12 @@ never string keys. Every field is documented in results/README.md.
 Scopes: requests, bytes, latencies, `errors` and the rates count the measured window
 only; `errors_before` counts the connect phase and the warm-up, so nothing is lost
 and the error share (`error_share`) divides numbers of one scope.
+
+Schema 2 grew, without a new number, two things a reader of older results must not
+require: the `protocol` error kind (absent: read 0; `error_count` sums what is there)
+and `diagnosis` (absent: None). Both are additions an older result lacks, not changes
+of meaning, so every schema-2 result ever written still reads; an older sockbench
+refuses a new one, naming the field it does not know.
 """
 
 from __future__ import annotations
@@ -188,6 +194,9 @@ class LoadResult:
     histogram_all: str = ""  # with the censored waits
     interval_log: str | None = None  # path of the HdrHistogram interval log, if written
     latency_note: str | None = None  # how precise the latencies are, where it is not 1 us
+    # the likely cause, one line, of a run with no verified reply or with replies of
+    # another protocol (clients.diagnosis); None: none needed, or an older result
+    diagnosis: str | None = None
     schema: int = SCHEMA
 
     @property
@@ -229,6 +238,42 @@ class LoadResult:
             raise LoadResultError(f"malformed load result: {exc}") from None
 
 
+# A few words on each top-level field of a LoadResult, for clients.loadgen's --help
+# (every field in full: results/README.md). tests/test_loadgen_protocol.py checks that
+# they name exactly the keys of a real result.
+FIELD_NOTES = {
+    "tool": "producer: sockbench.loadgen or sockbench.locust",
+    "params": "what was asked: target, protocol, connections, processes, duration, "
+    "warmup, payload, rate, mode, timeout, cpus, arrivals, verify, expect_*",
+    "window": "the measuring window, wall clock: start_unix, end_unix",
+    "requests": "replies completed and verified in the window",
+    "throughput_rps": "requests per second of the window",
+    "bytes": "reply bytes of those requests",
+    "duration_s": "the window's length, s",
+    "latency": "answered requests, us: count, p50, p90, p99, p999, max, mean",
+    "latency_all": "answered and still unanswered at the end (censored, lower bounds)",
+    "connect": "TCP connect latency, us: p50, p99, max",
+    "errors": f"errors in the window by kind ({', '.join(ERROR_KINDS)}; mismatch: a "
+    "wrong reply, protocol: bytes that are no reply of the protocol spoken)",
+    "errors_before": "the same kinds, connect phase and warm-up",
+    "connections": "asked, established, starved (no reply in the window), worst_wait_*_us",
+    "fairness": "Jain's index of replies per connection (1: even)",
+    "rate": "requests/s asked (open loop), sent, achieved; overloaded",
+    "client": "was the load generator the bottleneck: workers, cores, cores_busy, bound, reasons",
+    "intervals": "per 100 ms slice: start_s, count, p99_us, backlog",
+    "interval_s": "length of each slice, s",
+    "latency_uncorrected": "open loop: answered requests timed from the actual send",
+    "send_lag": "open loop: actual minus intended send time, us",
+    "histogram": "answered latencies, HdrHistogram blob (us)",
+    "histogram_all": "the same with the censored waits",
+    "interval_log": "path of the interval log (--interval-log), or null",
+    "latency_note": "how precise the latencies are, where not 1 us, or null",
+    "diagnosis": "the likely cause, one line, of a run with no verified reply or with "
+    "replies of another protocol; null when none is needed",
+    "schema": f"document version ({SCHEMA}); a reader refuses another",
+}
+
+
 def no_errors() -> dict[str, int]:
     return dict.fromkeys(ERROR_KINDS, 0)
 
@@ -268,6 +313,7 @@ __all__ = [
     "Client",
     "ConnectLatency",
     "Connections",
+    "FIELD_NOTES",
     "Interval",
     "Latency",
     "LoadResult",

@@ -15,6 +15,7 @@ The parent (clients.loadgen) drives each worker over a pipe:
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import traceback
@@ -58,6 +59,9 @@ class WorkerResult:
     cpu_s: float  # process CPU time in the window, busy-polling included
     wait_s: float  # waiting for work in the window (blocked in epoll, busy-polling)
     run_delay_s: float | None  # waiting for a CPU in the window (schedstat); None: unknown
+    # the start of the first reply that was no reply of the protocol (any phase), for
+    # the diagnosis (clients.diagnosis); None: there was none
+    protocol_sample: builtins.bytes | None = None  # (`bytes` is a field here)
 
 
 def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
@@ -125,4 +129,5 @@ def result_of(loops: Loops) -> WorkerResult:
         cpu_s=loops.cpu1 - loops.cpu0,
         wait_s=loops.wait_ns / SECOND_NS,
         run_delay_s=run_delay,
+        protocol_sample=loops.sample,
     )

@@ -451,6 +451,7 @@ def test_adapter_maps_fixed_files() -> None:
         "reset": 6,
         "timeout": 0,
         "mismatch": 3,
+        "protocol": 0,
         "closed": 1,
         "other": 1,  # SomethingNewError
     }
@@ -491,6 +492,7 @@ def test_adapter_without_window_or_failures_file() -> None:
         ("TimeoutError('timed out')", "timeout"),
         ("EchoMismatch('reply differs from frame')", "mismatch"),
         ("BadStatus('HTTP 404')", "mismatch"),
+        ("HTTPParseError('no status line')", "protocol"),
         ("EchoClosed('connection closed before the reply')", "closed"),
         ("HTTPConnectionClosed('connection closed.')", "closed"),
         ("CatchResponseError('something')", "other"),
