@@ -37,9 +37,9 @@ from bench.curves import (
 )
 from bench.document import Section, Table, group_slug, group_title
 from bench.frame import GROUP_COLUMNS, model_sort_key
-from bench.matrix import MatrixError
 from bench.record import USABLE
 from bench.stats import median_interval
+from common.invocation import python_m
 
 DEFAULT_TARGETS = ("p99:1ms", "p99:10ms")
 OVERVIEW_MAX = 6  # models as lines in one panel; beyond this they tangle
@@ -52,27 +52,6 @@ def _opened(frame: pd.DataFrame) -> pd.DataFrame:
         return frame.iloc[0:0]
     usable = frame[frame["status"].isin(USABLE)]
     return usable[usable["cell.load"].fillna("") != ""]
-
-
-def check_models(frame: pd.DataFrame, models: Sequence[str] | None) -> None:
-    """MatrixError (a one-line usage error in bench.cli) unless every name in the
-    overview subset has load-latency curves in this run and there are at most
-    OVERVIEW_MAX of them. Called before anything is drawn."""
-    if models is None:
-        return
-    have = sorted({str(m) for m in _opened(frame)["cell.model"]}, key=model_sort_key)
-    if not have:
-        raise MatrixError("--models picks the load-latency overview, but this run has no curves")
-    if unknown := [m for m in models if m not in have]:
-        raise MatrixError(
-            f"--models: no load-latency curve for {', '.join(unknown)} in this run "
-            f"(it has {', '.join(have)})"
-        )
-    if len(set(models)) > OVERVIEW_MAX:
-        raise MatrixError(
-            f"--models: at most {OVERVIEW_MAX} models for the overview chart (got "
-            f"{len(set(models))}); the small multiples show every model"
-        )
 
 
 def targets_of(meta: dict[str, Any]) -> list[Target]:
@@ -88,7 +67,7 @@ def curve_sections(
     models: Sequence[str] | None = None,
 ) -> list[Section]:
     """A section per group with open-loop rows; `models`: the overview chart's subset
-    (check_models first)."""
+    (names without curves are left out)."""
     opened = _opened(frame)
     if opened.empty:
         return []
@@ -234,12 +213,15 @@ def _section(
     section.charts.append((chart_title, f"charts/{stem}"))
 
     shown = [str(m) for m in models if subset is None or str(m) in subset]
+    run_dir = charts_dir.parent  # a subset's report: RUN/subsets/<slug>/charts
+    run_dir = run_dir.parent.parent if run_dir.parent.name == "subsets" else run_dir
+    rerun = python_m("bench", "report", run_dir, "--models", *[str(m) for m in models][:3])
     if not shown or len(shown) > OVERVIEW_MAX:
         section.paragraphs.append(
             f"No overview chart with every model as a line: {len(models)} models would "
             f"tangle (it is drawn for {OVERVIEW_MAX} or fewer). The small multiples show "
-            "every model; python -m bench report RUN_DIR --models epoll uvloop asyncio "
-            "draws the overview for the models named."
+            f"every model; {rerun} draws it for the models named, in the run's "
+            "subsets/ folder."
             if shown
             else "No overview chart: none of the models named with --models is in this group."
         )

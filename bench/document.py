@@ -13,6 +13,7 @@ from bench.frame import Metric, model_sort_key
 from bench.record import USABLE
 from bench.stats import TEST_NAME, compare_adjacent, median_interval
 from clients.result import LOWER_BOUND_MARK
+from clients.wire import describe
 
 CLIENT_BOUND_MARK = "†"
 PARTIAL_MARK = "‡"
@@ -59,7 +60,9 @@ def group_slug(cell: dict[str, Any] | pd.Series) -> str:
 
 
 def group_title(cell: dict[str, Any] | pd.Series) -> str:
-    parts = [str(cell["cell.protocol"]), f"{int(cell['cell.payload'])} B payload"]
+    """What the group's requests were: "http POST /echo, 64 B body, per-request
+    connections" (clients.wire.describe and the non-default axes)."""
+    parts = [describe(str(cell["cell.protocol"]), int(cell["cell.payload"]))]
     if cell["cell.mode"] != "persistent":
         parts.append(f"{cell['cell.mode']} connections")
     if cell["cell.driver"] != "loadgen":

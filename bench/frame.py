@@ -47,15 +47,19 @@ GROUP_COLUMNS = [
 
 
 PY = " py"  # between a model and its interpreter in a line's name: "epoll py3.12"
+RUN_SEP = " · "  # between a model and its run's label, runs side by side: "epoll · night-2"
 
 
 def model_sort_key(model: str) -> tuple[int, str]:
     """Models in the registry's order (servers.SERVERS: the models, then the reference
     servers), then any others (external servers) alphabetically; a model's lines under
-    several interpreters (`epoll py3.12`) together, in the interpreters' order."""
-    base, _, python = model.partition(PY)
+    several interpreters (`epoll py3.12`) or from several runs (`epoll · night-2`)
+    together, in the interpreters' or the labels' order."""
+    line, _, run = model.partition(RUN_SEP)
+    base, _, python = line.partition(PY)
     order = list(SERVERS)
-    return (order.index(base), python) if base in order else (len(order), model)
+    suffix = f"{python}{RUN_SEP}{run}"
+    return (order.index(base), suffix) if base in order else (len(order), model)
 
 
 @dataclass(frozen=True)
@@ -159,14 +163,12 @@ METRICS: tuple[Metric, ...] = (
         ",.0f",
     ),
     Metric("censored", "load.latency_all.censored", "Unanswered at the end", "requests", ",.0f"),
-    Metric("starved", "load.connections.starved", "Starved connections", "count", ",.0f"),
     Metric(
         "starved_share",
         "starved_share",
         "Starved connections",
         "% of connections",
         ",.1f",
-        table=False,
         chart="starved",
     ),
     Metric("errors", "errors_total", "Errors", "count, whole run", ",.0f"),
@@ -203,6 +205,13 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+def metric_names() -> list[str]:
+    """What `bench report --metrics` accepts: each metric's name, and its chart's file
+    stem where that differs (`starved` for starved_share)."""
+    names = [m.name for m in METRICS]
+    return names + [m.chart for m in METRICS if m.chart and m.chart not in names]
+
+
 def _numeric(df: pd.DataFrame, column: str) -> pd.Series:
     return pd.to_numeric(df[column], errors="coerce")
 
@@ -232,6 +241,7 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
         "server.cpu_sys_s",
         "server.peak_rss_bytes",
         "load.connections.asked",
+        "load.connections.starved",
         *(m.source for m in METRICS if m.source.startswith("load.")),
     ]
     for column in needed:

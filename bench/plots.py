@@ -11,6 +11,7 @@ The frame passed in is a slice of `bench.frame.aggregate()`: one row per cell wi
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 import numpy as np
@@ -20,7 +21,7 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
-from bench.frame import PY, model_sort_key
+from bench.frame import PY, RUN_SEP, model_sort_key
 from bench.record import USABLE
 
 
@@ -67,8 +68,25 @@ LOWER_MARKER: Final = "$\\uparrow$"  # drawn above a point: the value is at leas
 PYTHON_MARKERS = {"3.11": "o", "3.12": "s", "3.13": "^", "3.13t": "v", "3.14": "D", "3.14t": "<"}
 
 
-def model_style(model: str) -> Style:
+# Runs side by side (bench.side_by_side): the model's colour, a marker and a dash each
+RUN_MARKERS = ("o", "s", "^", "D", "v", "<")
+RUN_LINESTYLES: tuple[Any, ...] = ("-", "--", ":", "-.")
+
+
+def run_index(model: str, runs: Sequence[str]) -> int | None:
+    """The position of the line's run among `runs`, or None for a line of one run."""
+    _, sep, run = model.partition(RUN_SEP)
+    return (runs.index(run) if run in runs else len(runs)) if sep else None
+
+
+def model_style(model: str, runs: Sequence[str] = ()) -> Style:
     """The style of a model; unknown names get a stable one derived from the name."""
+    line, sep, _run = model.partition(RUN_SEP)
+    if sep and PY in line:  # the interpreter's marker; the run's dashes tell runs apart
+        return model_style(line)
+    if sep:
+        index = run_index(model, runs) or 0
+        return Style(model_style(line).color, RUN_MARKERS[index % len(RUN_MARKERS)])
     base, _, python = model.partition(PY)
     if python:
         h = zlib.crc32(python.encode("utf-8"))
@@ -111,8 +129,10 @@ def plot_metric(
     any_ci = False
     xs_all: set[int] = set()
 
+    runs = list(dict.fromkeys(m.partition(RUN_SEP)[2] for m in models if RUN_SEP in m))
     for model in models:
-        style = model_style(model)
+        style = model_style(model, runs)
+        dashes = RUN_LINESTYLES[(run_index(model, runs) or 0) % len(RUN_LINESTYLES)]
         cells = frame[frame["cell.model"] == model].sort_values("cell.connections")
         used = cells[cells["status"].isin(USABLE)]
         failed = cells[cells["status"] == "failed"]
@@ -129,7 +149,9 @@ def plot_metric(
         xs_all.update(int(v) for v in cells["cell.connections"])
         medians.extend(float(v) for v in y[have])
 
-        data_artists += ax.plot(x[have], y[have], color=style.color, linewidth=1.6, zorder=2)
+        data_artists += ax.plot(
+            x[have], y[have], color=style.color, linestyle=dashes, linewidth=1.6, zorder=2
+        )
         with_ci = have & ~np.isnan(lo) & ~np.isnan(hi)
         if with_ci.any():
             any_ci = True
@@ -202,6 +224,7 @@ def plot_metric(
                 color=style.color,
                 marker=style.marker,
                 markersize=7,
+                linestyle=dashes,
                 linewidth=1.6,
                 label=model,
             )

@@ -8,14 +8,16 @@ bench.pyperf_export.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from bench import side_by_side
 from bench.charts import save_metric_chart
-from bench.curve_report import check_models, curve_sections
+from bench.curve_report import curve_sections
 from bench.document import (
     Document,
     Section,
@@ -28,69 +30,210 @@ from bench.document import (
     verdict_section,
 )
 from bench.facts import caption, run_facts
-from bench.frame import GROUP_COLUMNS, METRICS, aggregate, load_frame
+from bench.frame import (
+    GROUP_COLUMNS,
+    METRICS,
+    PY,
+    RUN_SEP,
+    Metric,
+    aggregate,
+    load_frame,
+    metric_names,
+    model_sort_key,
+)
+from bench.matrix import MatrixError
 from bench.pyperf_export import write_pyperf_suite
-from bench.record import USABLE
+from bench.record import USABLE, Row
 from bench.report_html import render_html
 from bench.report_md import render_markdown
 from bench.slo_report import slo_sections
 from bench.store import RunStore
 from bench.time_report import time_section
+from common.cli import suggest
 from servers import REFERENCES
 
 CHARTS_DIR = "charts"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PYPERF_JSON = "pyperf.json"
+SUBSETS_DIR = "subsets"  # a run's subset reports: RUN/subsets/<what was chosen>/
+SIDE_BY_SIDE_DIR = Path("results") / "side-by-side"  # several runs: <run>--<run>/
 
 
-def build_report(run_dir: Path, models: Sequence[str] | None = None) -> Path:
-    """Write report.md, report.html, charts/*.png|svg and pyperf.json into `run_dir`.
+@dataclass(frozen=True)
+class Subset:
+    """What a report draws: every cell (empty), or these models (a model's name, or a
+    line's: `epoll py3.12`), metrics (bench.frame METRICS' names or chart stems) and
+    protocols."""
 
-    `models`: the models the load-latency overview chart draws (bench.curve_report);
-    a name without curves in the run is a MatrixError, raised before anything is written.
+    models: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.models or self.metrics or self.protocols)
+
+    def slug(self) -> str:
+        parts = [
+            f"{axis}-{'-'.join(values)}"
+            for axis, values in (
+                ("models", self.models),
+                ("metrics", self.metrics),
+                ("protocols", self.protocols),
+            )
+            if values
+        ]
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))[:120]
+
+
+def _chosen(metric: Metric, subset: Subset) -> bool:
+    return not subset.metrics or bool({metric.name, metric.chart} & set(subset.metrics))
+
+
+def default_out(run_dirs: Sequence[Path], subset: Subset) -> Path:
+    """Where a report goes: into its run; a subset into RUN/subsets/<slug>; several runs
+    into results/side-by-side/<run>--<run>[/<slug>]."""
+    if len(run_dirs) == 1:
+        return run_dirs[0] / SUBSETS_DIR / subset.slug() if subset else run_dirs[0]
+    folder = SIDE_BY_SIDE_DIR / "--".join(Path(r).name for r in run_dirs)
+    return folder / subset.slug() if subset else folder
+
+
+def build_report(
+    run_dirs: Path | Sequence[Path],
+    models: Sequence[str] | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    protocols: Sequence[str] | None = None,
+    out: Path | None = None,
+) -> Path:
+    """Write report.md, report.html, charts/*.png|svg and pyperf.json; return report.md.
+
+    One run and no subset: into the run's folder. `models`, `metrics`, `protocols`
+    choose a subset of the cells and figures (a name the runs do not have is a
+    MatrixError, raised before anything is written); `models` also picks the
+    load-latency overview chart's lines (bench.curve_report). Several runs: side by
+    side, each line labelled `MODEL · RUN` (bench.side_by_side). `out`: else
+    default_out().
     """
-    run_dir = Path(run_dir)
-    store = RunStore.open(run_dir)
-    rows = store.rows()
-    meta = store.metadata
-    frame = load_frame(rows)
-    check_models(frame, models)
+    dirs = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(r) for r in run_dirs]
+    stores = [RunStore.open(d) for d in dirs]
+    subset = Subset(tuple(models or ()), tuple(metrics or ()), tuple(protocols or ()))
+    if len(stores) > 1:
+        frame, meta, rows = side_by_side.combine(stores)
+    else:
+        rows, meta = stores[0].rows(), stores[0].metadata
+        frame = load_frame(rows)
+    check_subset(frame, subset)
+    frame, rows = _restrict(frame, rows, subset)
+    out_dir = Path(out) if out is not None else default_out(dirs, subset)
     cells = aggregate(frame)
-    charts_dir = run_dir / CHARTS_DIR
-    charts_dir.mkdir(exist_ok=True)
+    charts_dir = out_dir / CHARTS_DIR
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    cap = side_by_side.caption(stores) if len(stores) > 1 else caption(meta)
 
     sections = []
     closed = cells[cells["cell.load"].fillna("") == ""] if not cells.empty else cells
     if not closed.empty:
-        for _, group in closed.groupby(GROUP_COLUMNS, sort=False, dropna=False):
-            sections.append(_section(group, meta, charts_dir))
-    searched = frame["cell.search"].fillna("") != "" if not frame.empty else None
-    swept = frame if searched is None else frame[~searched]  # search steps: slo_report
-    sections += curve_sections(swept, meta, charts_dir, caption(meta), models)
-    sections += slo_sections(rows, meta, charts_dir, caption(meta))
-    if (over_time := time_section(rows, charts_dir, caption(meta))) is not None:
-        sections.append(over_time)
+        columns = side_by_side.group_columns(closed) if len(stores) > 1 else GROUP_COLUMNS
+        for _, group in closed.groupby(columns, sort=False, dropna=False):
+            if len(stores) > 1:
+                group.attrs["title"], group.attrs["slug"] = side_by_side.title_and_slug(
+                    group, columns, side_by_side.labels(stores)
+                )
+            sections.append(_section(group, cap, charts_dir, subset))
+    if len(stores) > 1:
+        if (left_out := side_by_side.left_out_section(frame)) is not None:
+            sections.append(left_out)
+    elif not subset.metrics:  # these sections are figures of their own, not --metrics'
+        searched = frame["cell.search"].fillna("") != "" if not frame.empty else None
+        swept = frame if searched is None else frame[~searched]  # search steps: slo_report
+        sections += curve_sections(swept, meta, charts_dir, cap, models or None)
+        sections += slo_sections(rows, meta, charts_dir, cap)
+        if (over_time := time_section(rows, charts_dir, cap)) is not None:
+            sections.append(over_time)
     if not cells.empty:
         closed_rows = frame[frame["cell.load"].fillna("") == ""]
-        for extra in (verdict_section(cells), significance_section(closed_rows, GROUP_COLUMNS)):
-            if extra is not None:
-                sections.append(extra)
+        extras = [verdict_section(cells)]
+        if _chosen(METRICS[0], subset):  # the significance of throughput differences
+            extras.append(significance_section(closed_rows, GROUP_COLUMNS))
+        sections += [extra for extra in extras if extra is not None]
+    title = "sockbench report: " + " and ".join(
+        str(s.metadata.get("run_id", s.path.name)) for s in stores
+    )
+    if subset:
+        title += f" ({_subset_text(subset)})"
+    facts = side_by_side.facts(stores) if len(stores) > 1 else run_facts(meta, rows)
     doc = Document(
-        title=f"sockbench report: {meta.get('run_id', run_dir.name)}",
-        facts=run_facts(meta, rows),
+        title=title,
+        facts=facts,
         legend=legend(cells),
         sections=sections,
         notes=notes_table(frame) if not frame.empty else None,
     )
 
-    md_path = run_dir / REPORT_MD
+    md_path = out_dir / REPORT_MD
     md_path.write_text(render_markdown(doc), encoding="utf-8")
-    (run_dir / REPORT_HTML).write_text(render_html(doc, run_dir), encoding="utf-8")
+    (out_dir / REPORT_HTML).write_text(render_html(doc, out_dir), encoding="utf-8")
     usable = [r for r in rows if r.status in USABLE]
-    if usable:
-        write_pyperf_suite(usable, meta, run_dir / PYPERF_JSON)
+    if usable and len(stores) == 1:
+        write_pyperf_suite(usable, meta, out_dir / PYPERF_JSON)
     return md_path
+
+
+def _subset_text(subset: Subset) -> str:
+    parts = [
+        f"{axis} {', '.join(values)}"
+        for axis, values in (
+            ("models", subset.models),
+            ("metrics", subset.metrics),
+            ("protocols", subset.protocols),
+        )
+        if values
+    ]
+    return "; ".join(parts)
+
+
+def _base(line: str) -> str:
+    return line.partition(RUN_SEP)[0].partition(PY)[0]
+
+
+def check_subset(frame: pd.DataFrame, subset: Subset) -> None:
+    """MatrixError naming the first value the runs do not have, with the nearest one
+    and what there is; before anything is drawn."""
+    lines = sorted({str(m) for m in frame["cell.model"].dropna()}, key=model_sort_key)
+    have = {
+        "--models": list(dict.fromkeys([*map(_base, lines), *lines])),
+        "--metrics": metric_names(),
+        "--protocols": sorted({str(p) for p in frame["cell.protocol"].dropna()}),
+    }
+    for flag, given in (
+        ("--models", subset.models),
+        ("--metrics", subset.metrics),
+        ("--protocols", subset.protocols),
+    ):
+        for value in given:
+            if value not in have[flag]:
+                raise MatrixError(
+                    f"{flag}: {value!r} is not in this run{suggest(value, have[flag])}; "
+                    f"it has {', '.join(have[flag]) or 'none'}"
+                )
+
+
+def _restrict(
+    frame: pd.DataFrame, rows: list[Row], subset: Subset
+) -> tuple[pd.DataFrame, list[Row]]:
+    """The frame's and the rows' cells of the subset's models and protocols."""
+    if subset.models:
+        chosen = set(subset.models)
+        lines = frame["cell.model"].astype(str)
+        keep = lines.isin(chosen) | lines.map(_base).isin(chosen)
+        frame = frame[keep]
+        rows = [r for r in rows if r.cell.model in chosen]
+    if subset.protocols:
+        frame = frame[frame["cell.protocol"].isin(list(subset.protocols))]
+        rows = [r for r in rows if r.cell.protocol in subset.protocols]
+    return frame.reset_index(drop=True), rows
 
 
 # the figures a client-bound cell still gives straight: what the server spent
@@ -112,21 +255,39 @@ def reference_note(cells: pd.DataFrame, metric: str) -> str:
     )
 
 
-def _section(cells: pd.DataFrame, meta: dict[str, Any], charts_dir: Path) -> Section:
+def _section(cells: pd.DataFrame, cap: str, charts_dir: Path, subset: Subset) -> Section:
     first = cells.iloc[0]
-    title, slug = group_title(first), group_slug(first)
+    title = cells.attrs.get("title") or group_title(first)
+    slug = cells.attrs.get("slug") or group_slug(first)
     section = Section(title)
-    section.tables = [metric_table(cells, m) for m in METRICS if m.table]
+    chosen = [m for m in METRICS if _chosen(m, subset)]
+    section.tables = [metric_table(cells, m) for m in chosen if m.table]
     drawable = cells[cells["status"] != "skipped"]
     if drawable.empty:
         return section
-    for metric in METRICS:
+    for metric in chosen:
         if metric.chart is None:
+            continue
+        if (nothing := nothing_to_show(drawable, metric)) is not None:
+            section.paragraphs.append(nothing)
             continue
         stem = f"{metric.chart}_{slug}"
         chart_title = f"{metric.title} vs connections: {title}"
         notes = (metric.note, reference_note(drawable, metric.name))
         note = "".join(f"{line}\n" for line in notes if line)
-        save_metric_chart(drawable, metric, chart_title, note + caption(meta), charts_dir / stem)
+        save_metric_chart(drawable, metric, chart_title, note + cap, charts_dir / stem)
         section.charts.append((chart_title, f"{CHARTS_DIR}/{stem}"))
     return section
+
+
+def nothing_to_show(cells: pd.DataFrame, metric: Metric) -> str | None:
+    """One line in place of a chart with nothing on it (every value 0, or none), else
+    None. A failed cell is something to show: its chart marks it."""
+    values = pd.to_numeric(cells[f"{metric.name}.median"], errors="coerce").dropna()
+    if (cells["status"] == "failed").any() and metric.name == METRICS[0].name:
+        return None
+    if values.empty:
+        return f"{metric.title}: no cell has a value, so no chart."
+    if (values == 0).all():
+        return f"{metric.title}: 0 in every cell, so no chart."
+    return None

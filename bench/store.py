@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import SCHEMA_VERSION, Row
+from common.invocation import python_m
 
 METADATA_SCHEMA = 1
 METADATA_FILE = "metadata.json"
@@ -230,9 +231,51 @@ class RunStore:
         profile = self._metadata.get("profile") or "quick"
         return (
             f"{self.path}: rows of schema {schema!r}, this sockbench reads schema "
-            f"{SCHEMA_VERSION}: run it again (python -m bench run --profile {profile}) "
+            f"{SCHEMA_VERSION}: run it again ({python_m('bench', 'run', '--profile', profile)}) "
             f"or render it with sockbench at git {sha}"
         )
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.path)!r})"
+
+
+LISTED_RUNS = 12  # how many runs an error message lists (newest first)
+
+
+def find_runs(root: Path, depth: int = 2) -> list[Path]:
+    """The run folders under `root` (itself included), at most `depth` levels down,
+    newest (by metadata.json's mtime) first."""
+    found = [
+        meta.parent
+        for level in range(depth + 1)
+        for meta in Path(root).glob("/".join(["*"] * level + [METADATA_FILE]))
+    ]
+    return sorted(found, key=lambda run: (run / METADATA_FILE).stat().st_mtime, reverse=True)
+
+
+def _run_id(run: Path) -> str | None:
+    try:
+        meta = json.loads((run / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta.get("run_id") if isinstance(meta, dict) else None
+
+
+def resolve_run(text: str | Path, results: Path = Path("results")) -> Path:
+    """A run folder from a path or a bare run id (`results/<id>`); StoreError that lists
+    the runs there are when it is neither."""
+    path = Path(text)
+    for candidate in (path, results / path):
+        if (candidate / METADATA_FILE).is_file():
+            return candidate
+    where = path if path.is_dir() else results
+    runs = find_runs(where)
+    named = [run for run in runs if path.name in (run.name, _run_id(run))]
+    if len(named) == 1 and where == results:  # an id or folder name further down
+        return named[0]
+    if not runs:
+        return RunStore.open(path).path  # its own error: no folder, or not a run folder
+    shown = ", ".join(str(run) for run in runs[:LISTED_RUNS])
+    more = f" and {len(runs) - LISTED_RUNS} more" if len(runs) > LISTED_RUNS else ""
+    what = "is a folder of runs, not a run" if where == path else "is not a run folder or run id"
+    raise StoreError(f"{text} {what}; runs in {where}/, newest first: {shown}{more}")

@@ -19,6 +19,7 @@ from bench.curves import load_rate
 from bench.document import Section, Table
 from bench.frame import model_sort_key
 from bench.record import USABLE, Row
+from clients.wire import describe
 
 CODE = "non-stationary"  # bench.verdict's reason code
 MAX_CHARTS = 12  # beyond this the section is a wall of charts: the rest are listed
@@ -86,7 +87,7 @@ def cell_title(row: Row) -> str:
     cell = row.cell
     conns = f"{cell.connections:,} connection{'' if cell.connections == 1 else 's'}"
     return (
-        f"{cell.model}, {cell.protocol} {cell.payload} B, {conns}, {load_text(row)}, "
+        f"{cell.model}, {describe(cell.protocol, cell.payload)}, {conns}, {load_text(row)}, "
         f"repeat {row.repeat}"
     )
 

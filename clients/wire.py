@@ -22,6 +22,16 @@ def http_body(payload: int, variant: int = 0) -> bytes:
     return GET_BODY if payload == 0 else pattern(payload, variant)
 
 
+def describe(protocol: str, payload: int) -> str:
+    """What one request of `protocol` with `payload` bytes is, for titles and tables:
+    "http GET /", "http POST /echo, 64 B body", "echo, 64 B frames"."""
+    if protocol == "http":
+        return "http GET /" if payload == 0 else f"http POST /echo, {payload:,} B body"
+    if protocol == "echo":
+        return f"echo, {payload:,} B frames"
+    return f"{protocol}, {payload:,} B"
+
+
 def http_ok(body: bytes) -> bytes:
     head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n"
     return head % len(body) + body

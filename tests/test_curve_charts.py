@@ -213,32 +213,39 @@ def test_models_flag_picks_the_overviews_models(eleven: Path, tmp_path: Path) ->
     for name in ("metadata.json", "results.jsonl"):
         (run / name).write_bytes((eleven / name).read_bytes())
     assert cli.main(["report", str(run), "--models", "epoll", "uvloop", "asyncio"]) == 0
-    svg = (run / "charts" / "curves_echo_p64.svg").read_text()
+    out = run / "subsets" / "models-epoll-uvloop-asyncio"  # the run's own report stays
+    svg = (out / "charts" / "curves_echo_p64.svg").read_text()
     for model in ("epoll", "uvloop", "asyncio"):
         assert model in svg
     for model in set(ELEVEN) - {"epoll", "uvloop", "asyncio"}:
         assert f">{model}<" not in svg and f" {model}" not in svg, model
-    report = (run / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    # the subset holds only the models named: the overview is all of them, untitled
     overview = next(line for line in report.splitlines() if "/curves_echo_p64.png)" in line)
-    named = overview.split("payload (", 1)[1].split(")", 1)[0].split(", ")
-    assert sorted(named) == ["asyncio", "epoll", "uvloop"]
+    assert overview.startswith("![Load-latency curves (p99, all requests): echo, 64 B frames]")
+    for model in set(ELEVEN) - {"epoll", "uvloop", "asyncio"}:
+        assert f"| {model} |" not in report and f" {model} ·" not in report, model
     assert "No overview chart" not in report
 
 
-@pytest.mark.parametrize(
-    "models",
-    [["epoll", "nosuch"], ELEVEN[: OVERVIEW_MAX + 1]],
-    ids=["unknown model", "too many for the overview"],
-)
-def test_models_flag_refuses_bad_names_with_one_line_and_exit_2(
-    eleven: Path, models: list[str]
-) -> None:
+def test_models_flag_refuses_bad_names_with_one_line_and_exit_2(eleven: Path) -> None:
     before = sorted(p.name for p in (eleven / "charts").iterdir())
     done = subprocess.run(
-        [sys.executable, "-m", "bench", "report", str(eleven), "--models", *models],
+        [sys.executable, "-m", "bench", "report", str(eleven), "--models", "epoll", "nosuch"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
-    assert "--models" in done.stderr
+    assert "--models: 'nosuch' is not in this run" in done.stderr
     assert sorted(p.name for p in (eleven / "charts").iterdir()) == before  # nothing drawn
+    assert not (eleven / "subsets").exists()
+
+
+def test_more_models_than_the_overview_takes_get_the_line_instead(
+    eleven: Path, tmp_path: Path
+) -> None:
+    models = ELEVEN[: OVERVIEW_MAX + 1]
+    assert cli.main(["report", str(eleven), "--models", *models, "--out", str(tmp_path)]) == 0
+    report = (tmp_path / "report.md").read_text()
+    assert "No overview chart with every model as a line" in report
+    assert not (tmp_path / "charts" / "curves_echo_p64.png").exists()

@@ -90,7 +90,7 @@ def test_a_sweep_gives_curves_and_capacities(tmp_path: Path) -> None:
         assert row.load.params.arrivals == "poisson"
     assert len({r.probe_rps for r in stepped}) == 1  # one probe per cell key and repeat
     report = (tmp_path / "c" / "report.md").read_text()
-    assert "## Load-latency curves: echo, 64 B payload" in report
+    assert "## Load-latency curves: echo, 64 B frames" in report
     assert "4 conns: p99:100ms" in report
     for stem in ("curves_echo_p64", "capacity_p99_100ms_echo_p64"):
         assert (tmp_path / "c" / "charts" / f"{stem}.png").stat().st_size > 10_000

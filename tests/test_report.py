@@ -152,7 +152,7 @@ def test_report_tables_show_medians_failures_and_markers(built: Path) -> None:
     assert p99[(10, "epoll")] == "402 (388–410)"
     assert md_table(report, "p99.9 latency, all requests (µs)")[(100, "blocking")] == "failed"
     assert md_table(report, "Errors (count, whole run)")[(100, "threaded")] == "40"
-    assert md_table(report, "Starved connections (count)")[(10, "blocking")] == "9"
+    assert md_table(report, "Starved connections (% of connections)")[(10, "blocking")] == "90.0"
     worst = md_table(report, "Longest wait of any connection (µs, capped at the window)")
     assert worst[(10, "blocking")] == "5,000,000"  # starved: the whole window
     assert md_table(report, "Unanswered at the end (requests)")[(10, "blocking")] == "10"

@@ -56,7 +56,7 @@ def test_a_search_runs_its_steps_as_rows_and_reports_the_result(tmp_path: Path) 
     found = _check_replay(rows)
     assert 1 <= found.steps <= 4
     report = (tmp_path / "s" / "report.md").read_text()
-    assert "## Capacity at latency targets, searched: echo, 64 B payload" in report
+    assert "## Capacity at latency targets, searched: echo, 64 B frames" in report
     assert "| epoll | 4 | p99:100ms | 0 |" in report and found.why in report
     assert "## Load-latency curves" not in report  # search steps are not a sweep
     chart = tmp_path / "s" / "charts" / "slo_p99_100ms_echo_p64.png"
