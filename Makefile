@@ -6,8 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install test test-fast lint format clean bench report nightly
 
-# Options for `make bench`, e.g. make bench PROFILE=full ARGS="--models epoll threaded"
-PROFILE ?= quick
+# Options for `make bench`, e.g. make bench PROFILE=full ARGS="--models epoll threaded";
+# no PROFILE: bench run's default (quick), and make bench ARGS="--resume results/<id>" works
+PROFILE ?=
 ARGS ?=
 
 install: $(STAMP)
@@ -34,12 +35,13 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench run --profile $(PROFILE) $(ARGS)
+	$(BIN)/python -m bench run $(if $(PROFILE),--profile $(PROFILE)) $(ARGS)
 
-# Re-render a run's report: make report RUN=results/<run-id>
+# Re-render a run's report: make report RUN=<run-id or folder> [ARGS="--models epoll"];
+# RUN="run-a run-b": side by side
 report: $(STAMP)
-	@test -n "$(RUN)" || { echo "usage: make report RUN=results/<run-id>" >&2; exit 2; }
-	$(BIN)/python -m bench report $(RUN)
+	@test -n "$(RUN)" || { echo "usage: make report RUN=<run-id or results/<run-id>>" >&2; exit 2; }
+	$(BIN)/python -m bench report $(RUN) $(ARGS)
 
 # The nightly regression gate (docs/nightly.md): `bench ab` between BASE and NEW (HEAD) on
 # the gate profile, both sides at once; exit 1 on a regression. Then NEW against a fixed
@@ -60,7 +62,9 @@ nightly: $(STAMP)
 	@sha() { git rev-parse --verify -q "$$1^{commit}" || git -C "$$1" rev-parse HEAD; } 2>/dev/null; \
 	base="$(BASE)"; \
 	[ -n "$$base" ] || base=$$(cat $(LAST_GOOD) 2>/dev/null); \
-	[ -n "$$base" ] || base=HEAD~1; \
+	[ -n "$$base" ] || { base=HEAD~1; echo "make nightly: the first night: no BASE and no" \
+	  "$(LAST_GOOD), so the base is HEAD~1; a passing night writes its commit there" \
+	  "(docs/nightly.md)"; }; \
 	anchor="$(ANCHOR)"; \
 	[ -n "$$anchor" ] || anchor=$$(cat $(ANCHOR_FILE) 2>/dev/null); \
 	[ -n "$$anchor" ] || anchor=$$base; \

@@ -29,7 +29,7 @@ from bench.record import Row
 from bench.runner import run_cell
 from bench.search import MAX_STEPS
 from bench.slo_run import ESTIMATED_STEPS, run_searches
-from bench.store import RunStore, StoreError
+from bench.store import RunStore, StoreError, resolve_run
 from common.cli import (
     ArgumentParser,
     cpu_list,
@@ -39,10 +39,22 @@ from common.cli import (
     positive_int,
     usage_error,
 )
+from common.invocation import python_m
 from servers import SERVERS
 
 RESULTS = Path("results")
 INTERRUPTED = 130
+DEFAULT_PROFILE = "quick"
+# What a resumed run takes from its metadata: given with --resume, they would be ignored.
+NOT_WITH_RESUME = (
+    "profile", "models", "protocols", "connections", "payloads", "modes", "backlogs",
+    "works", "rates", "sweep", "arrivals", "slo", "search", "search_steps", "repeats",
+    "duration", "warmup", "driver", "locust_workers", "locust_master_host",
+    "locust_master_port", "seed", "inject_delay_ns", "allocator", "pythons", "externals",
+    "server_host", "allow_remote", "expect_status", "expect_body", "server_cpus",
+    "client_cpus", "run_id",
+)  # fmt: skip
+FLAG = {"protocols": "--protocol", "works": "--work", "externals": "--external"}
 
 
 def build_parser() -> ArgumentParser:
@@ -51,36 +63,68 @@ def build_parser() -> ArgumentParser:
     run = sub.add_parser("run", help="run a matrix of cells and write the report")
     run.add_argument(
         "--profile",
-        default="quick",
-        help=f"one of {', '.join(profile_names())} or a .toml path (default quick)",
+        help=f"one of {', '.join(profile_names())} or a .toml path (default {DEFAULT_PROFILE})",
     )
-    run.add_argument("--models", nargs="+", metavar="MODEL")
     run.add_argument(
-        "--protocol", "--protocols", dest="protocols", nargs="+", choices=["echo", "http"]
+        "--models",
+        nargs="+",
+        metavar="MODEL",
+        help=f"servers to run, from `bench list` (default: the profile's; {DEFAULT_PROFILE}: "
+        "every available model family)",
     )
-    run.add_argument("--connections", nargs="+", type=positive_int, metavar="N")
-    run.add_argument("--payloads", nargs="+", type=int, metavar="BYTES")
-    run.add_argument("--modes", nargs="+", choices=MODES)
+    run.add_argument(
+        "--protocol",
+        "--protocols",
+        dest="protocols",
+        nargs="+",
+        choices=["echo", "http"],
+        help="echo: length-prefixed frames; http: GET / for payload 0, else POST /echo "
+        f"(default: the profile's; {DEFAULT_PROFILE}: echo)",
+    )
+    run.add_argument(
+        "--connections",
+        nargs="+",
+        type=positive_int,
+        metavar="N",
+        help=f"concurrent connections, an axis (default: the profile's; {DEFAULT_PROFILE}: "
+        "1 10 100 1000)",
+    )
+    run.add_argument(
+        "--payloads",
+        nargs="+",
+        type=int,
+        metavar="BYTES",
+        help="request payload sizes, an axis: echo frame bytes, or the http POST body "
+        f"(0: GET /) (default: the profile's; {DEFAULT_PROFILE}: 64)",
+    )
+    run.add_argument(
+        "--modes",
+        nargs="+",
+        choices=MODES,
+        help="persistent connections, or a new connection per request "
+        "(default: the profile's; persistent)",
+    )
     run.add_argument(
         "--backlogs",
         nargs="+",
         type=int,
         metavar="N",
-        help="listen() backlog as an axis; 0 is the system maximum",
+        help="listen() backlog as an axis; 0 is the system maximum (default 0)",
     )
     run.add_argument(
         "--work",
         dest="works",
         nargs="+",
         metavar="KIND:US",
-        help="server-side work per request as an axis: none, cpu:US, wait:US",
+        help="server-side work per request as an axis: none, cpu:US, wait:US (default none)",
     )
     run.add_argument(
         "--rates",
         nargs="+",
         type=positive_float,
         metavar="RPS",
-        help="offered load as an axis: open-loop cells at these rates (req/s)",
+        help="offered load as an axis: open-loop cells at these rates (req/s) "
+        "(default: none, closed loop only)",
     )
     run.add_argument(
         "--sweep",
@@ -88,20 +132,26 @@ def build_parser() -> ArgumentParser:
         type=positive_float,
         metavar="FRACTION",
         help="open-loop cells at these increasing fractions of the capacity a short "
-        "closed-loop probe finds, e.g. 0.25 0.5 0.9 1.1",
+        "closed-loop probe finds, e.g. 0.25 0.5 0.9 1.1 (default: no sweep)",
     )
-    run.add_argument("--arrivals", choices=["uniform", "poisson"], help="of the open-loop cells")
+    run.add_argument(
+        "--arrivals",
+        choices=["uniform", "poisson"],
+        help="how the open-loop cells' requests arrive (default poisson)",
+    )
     run.add_argument(
         "--slo",
         nargs="+",
         metavar="TARGET",
-        help="latency targets for the capacity figures, e.g. p99:1ms p99.9:10ms",
+        help="latency targets for the capacity figures, e.g. p99:1ms p99.9:10ms "
+        "(default: the report's p99 targets)",
     )
     run.add_argument(
         "--search",
         action="store_true",
         default=None,
-        help="search each cell's capacity at each --slo target (bracket, bisect, re-test)",
+        help="search each cell's capacity at each --slo target (bracket, bisect, re-test; "
+        "default: no search)",
     )
     run.add_argument(
         "--search-steps",
@@ -109,12 +159,31 @@ def build_parser() -> ArgumentParser:
         metavar="N",
         help=f"budget of open-loop steps per search (default {MAX_STEPS})",
     )
-    run.add_argument("--repeats", type=positive_int)
     run.add_argument(
-        "--duration", type=positive_float, metavar="S", help="measured window per cell"
+        "--repeats",
+        type=positive_int,
+        metavar="N",
+        help="runs of each cell, in shuffled order; 6 or more to tell models apart "
+        f"(default: the profile's; {DEFAULT_PROFILE}: 1)",
     )
-    run.add_argument("--warmup", type=non_negative_float, metavar="S")
-    run.add_argument("--driver", choices=DRIVERS)
+    run.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help=f"measured window per cell, seconds (default: the profile's; {DEFAULT_PROFILE}: 2)",
+    )
+    run.add_argument(
+        "--warmup",
+        type=non_negative_float,
+        metavar="S",
+        help="seconds of load before the window, not counted "
+        f"(default: the profile's; {DEFAULT_PROFILE}: 0.5)",
+    )
+    run.add_argument(
+        "--driver",
+        choices=DRIVERS,
+        help="the load generator: sockbench's own, or locust (default loadgen)",
+    )
     run.add_argument(
         "--locust-workers",
         type=non_negative_int,
@@ -134,7 +203,9 @@ def build_parser() -> ArgumentParser:
         metavar="PORT",
         help="the locust master's port (default 5557)",
     )
-    run.add_argument("--seed", type=int, help="shuffle seed for the cell order")
+    run.add_argument(
+        "--seed", type=int, metavar="N", help="shuffle seed for the cell order (default 0)"
+    )
     run.add_argument(
         "--inject-delay-ns",
         type=int,
@@ -152,7 +223,8 @@ def build_parser() -> ArgumentParser:
         nargs="+",
         metavar="VERSION|PATH",
         help="run the servers under these interpreters as an axis, e.g. 3.11 3.12 3.13 "
-        "(pyenv or PATH), each with its own environment in .venv-servers/ (docs/models.md)",
+        "(pyenv or PATH), each with its own environment in .venv-servers/ (docs/models.md; "
+        "default: the bench's own interpreter)",
     )
     run.add_argument(
         "--external",
@@ -187,8 +259,18 @@ def build_parser() -> ArgumentParser:
         help="the body an external server's GET / must answer (default sockbench's "
         "'Hello, world!\\n'); the models and reference servers always answer sockbench's",
     )
-    run.add_argument("--server-cpus", type=cpu_list, metavar="LIST", help="e.g. 0 or 0-3")
-    run.add_argument("--client-cpus", type=cpu_list, metavar="LIST", help="e.g. 1 or 4-15")
+    run.add_argument(
+        "--server-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="the servers' CPUs, e.g. 0 or 0-3 (default: the first usable CPU)",
+    )
+    run.add_argument(
+        "--client-cpus",
+        type=cpu_list,
+        metavar="LIST",
+        help="the load generator's CPUs, e.g. 1 or 4-15 (default: the other usable CPUs)",
+    )
     run.add_argument(
         "--out",
         type=Path,
@@ -201,28 +283,65 @@ def build_parser() -> ArgumentParser:
         "--resume",
         type=Path,
         metavar="RUN_DIR",
-        help="run only the cells still missing from an interrupted run",
+        help="run only the cells still missing from an interrupted run, with its own "
+        "matrix and CPUs (no matrix flags beside it)",
     )
     run.add_argument(
         "--force",
         action="store_true",
-        help="with --resume: go on although the run was made at another git revision or host",
+        help="with --resume: go on although the run was made at another git revision or host "
+        "(default: refuse)",
     )
     run.add_argument(
         "--retry-failed",
         action="store_true",
-        help="with --resume: run the failed cells again too (the new row replaces the old)",
+        help="with --resume: run the failed cells again too (the new row replaces the old; "
+        "default: keep them)",
     )
-    run.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    report = sub.add_parser("report", help="(re)build report.md, report.html and charts")
-    report.add_argument("run_dir", type=Path)
+    run.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the report at the end (the summary and results.csv are still written)",
+    )
+    report = sub.add_parser(
+        "report",
+        help="(re)build report.md, report.html and charts; a subset, or runs side by side",
+    )
+    report.add_argument(
+        "runs",
+        nargs="+",
+        metavar="RUN",
+        help="a run folder or a run id in results/; several: drawn side by side, each "
+        "line labelled MODEL · RUN",
+    )
     report.add_argument(
         "--models",
         nargs="+",
         metavar="MODEL",
-        help="the models the load-latency overview chart draws (at most 6)",
+        help="only these models (the load-latency overview chart draws them, at most 6)",
     )
-    sub.add_parser("list", help="list profiles and models")
+    report.add_argument(
+        "--metrics",
+        nargs="+",
+        metavar="METRIC",
+        help="only these metrics' tables and charts, e.g. throughput p99 starved "
+        "(names: `bench list`)",
+    )
+    report.add_argument(
+        "--protocols",
+        "--protocol",
+        nargs="+",
+        metavar="PROTOCOL",
+        help="only the cells of these protocols (echo, http)",
+    )
+    report.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where the report goes (default: the run's folder; a subset: "
+        "RUN/subsets/<choice>/; several runs: results/side-by-side/<runs>/)",
+    )
+    sub.add_parser("list", help="list profiles, models and the report's metrics")
     explain_cli.add_parser(sub)
     ab_cli.add_parser(sub)
     history_report.add_parser(sub)
@@ -249,7 +368,7 @@ def build_parser() -> ArgumentParser:
     compare.add_argument(
         "--force",
         action="store_true",
-        help="compare runs whose machine or CPU plan differ (with a warning)",
+        help="compare runs whose machine or CPU plan differ (with a warning; default: refuse)",
     )
     compare.add_argument(
         "--out",
@@ -266,7 +385,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             return cmd_run(args, argv if argv is not None else sys.argv[1:])
         if args.command == "report":
-            return cmd_report(args.run_dir, args.models)
+            return cmd_report(
+                [resolve_run(run, RESULTS) for run in args.runs],
+                args.models,
+                metrics=args.metrics,
+                protocols=args.protocols,
+                out=args.out,
+            )
         if args.command == "compare":
             return cmd_compare(args)
         if args.command == "ab":
@@ -288,11 +413,17 @@ def cmd_list() -> int:
     for model in SERVERS.values():
         reason = model.unavailable_reason()
         print(f"  {model.name:<16} {'available' if reason is None else reason}")
+    from bench.frame import METRICS  # pandas: only for this list
+
+    print("metrics (bench report --metrics; a chart's name works too):")
+    for metric in METRICS:
+        chart = f", chart {metric.chart}" if metric.chart else ""
+        print(f"  {metric.name:<16} {metric.label}{chart}")
     return 0
 
 
 def resolve_matrix(args: argparse.Namespace) -> Matrix:
-    matrix = load_profile(args.profile)
+    matrix = load_profile(args.profile or DEFAULT_PROFILE)
     models = args.models
     if args.externals:  # each external server is one more model line
         names = [spec.partition("=")[0] for spec in args.externals]
@@ -335,7 +466,15 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.retry_failed and not args.resume:
         raise StoreError("--retry-failed needs --resume RUN_DIR")
     if args.resume:
-        store = RunStore.open(args.resume)
+        given = [name for name in NOT_WITH_RESUME if getattr(args, name) is not None]
+        given += ["out"] if args.out != RESULTS else []
+        if given:
+            flags = ", ".join(FLAG.get(name, f"--{name.replace('_', '-')}") for name in given)
+            raise StoreError(
+                f"--resume runs the cells the run still misses, with its own matrix and CPUs: "
+                f"{flags} would be ignored; drop it, or start a new run without --resume"
+            )
+        store = RunStore.open(resolve_run(args.resume, RESULTS))
         if (mismatch := resume_mismatch(store.metadata)) and not args.force:
             raise StoreError(f"{mismatch}: its cells would mix (--force to resume anyway)")
         matrix = Matrix.from_dict(store.metadata["matrix"])
@@ -398,10 +537,10 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 run_one(cell)
     except KeyboardInterrupt:
         store.update_metadata(interrupted=True)
+        _write_csv(store)
         sys.stderr.write(
             f"\ninterrupted: {progress.done} of {len(cells)} cells kept in "
-            f"{store.path}\nresume with: python -m bench run --resume "
-            f"{store.path}\n"
+            f"{store.path}\nresume with: {python_m('bench', 'run', '--resume', store.path)}\n"
         )
         return INTERRUPTED
     finally:
@@ -409,10 +548,20 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     store.update_metadata(
         interrupted=False, finished_at=datetime.now(UTC).isoformat(timespec="seconds")
     )
+    from bench.summary import terminal_summary  # pandas: only once the cells are done
+
+    print(terminal_summary(store.rows()))
+    csv_path = _write_csv(store)
     if args.no_report:
-        print(store.path)
+        print(f"rows: {csv_path}")
         return 0
-    return cmd_report(store.path)
+    return cmd_report([store.path])
+
+
+def _write_csv(store: RunStore) -> Path:
+    from bench.results_csv import write_results_csv
+
+    return write_results_csv(store.path)
 
 
 def check_before_cells(matrix: Matrix) -> None:
@@ -448,10 +597,19 @@ def resume_mismatch(metadata: dict[str, Any]) -> str | None:
     return None
 
 
-def cmd_report(run_dir: Path, models: list[str] | None = None) -> int:
+def cmd_report(
+    runs: list[Path],
+    models: list[str] | None = None,
+    *,
+    metrics: list[str] | None = None,
+    protocols: list[str] | None = None,
+    out: Path | None = None,
+) -> int:
     from bench.report import build_report  # pandas and matplotlib load only here
 
-    report = build_report(run_dir, models)
+    report = build_report(runs, models, metrics=metrics, protocols=protocols, out=out)
+    if len(runs) == 1 and report.parent == runs[0]:  # the run's own report: its table too
+        _write_csv(RunStore.open(runs[0]))
     print(f"report: {report}")
     return 0
 

@@ -43,6 +43,7 @@ from bench.history import (
 )
 from bench.store import write_text_atomic
 from common.cli import usage_error
+from common.invocation import python_m
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -100,9 +101,8 @@ def cmd_history(args: argparse.Namespace) -> int:
     try:  # Otava: an extra; missing, it fails before any work
         from bench import changepoints  # noqa: F401
     except ImportError as exc:
-        return usage_error(
-            PROG, f"needs {exc.name}: pip install -e '.[history]' (make install does)"
-        )
+        install = python_m("pip", "install", "-e", ".[history]")
+        return usage_error(PROG, f"needs {exc.name}: {install} (make install does)")
 
     try:
         new = entries_from_ab(args.append) if args.append else []

@@ -23,6 +23,7 @@ from bench.server_process import ALLOCATOR_POLICIES
 from clients.pipelined import ARRIVALS
 from clients.target import is_loopback
 from clients.wire import MAX_PAYLOAD
+from common.cli import suggest
 from servers import MODELS, SERVERS
 from servers.protocol import DEFAULT_MAX_FRAME
 from servers.work import parse_work
@@ -102,11 +103,14 @@ class Matrix:
             outside = {e.name: e for e in map(parse_external, self.externals)}
         except ValueError as exc:
             raise MatrixError(str(exc)) from None
+        unknown = [m for m in self.models if m not in SERVERS and m not in outside]
         check = [
             (not self.models, "no models selected"),
             (
-                any(m not in SERVERS and m not in outside for m in self.models),
-                f"unknown model in {list(self.models)}; known: {', '.join(SERVERS)}",
+                bool(unknown),
+                f"unknown model {unknown[0] if unknown else ''!r}"
+                f"{suggest(unknown[0], SERVERS) if unknown else ''}; known: "
+                f"{', '.join(SERVERS)}",
             ),
             (
                 bool(set(outside) & set(SERVERS)) or len(outside) < len(self.externals),
@@ -272,8 +276,8 @@ def load_profile(name: str) -> Matrix:
     path = Path(name) if name.endswith(".toml") else PROFILE_DIR / f"{name}.toml"
     if not path.is_file():
         raise MatrixError(
-            f"no profile {name!r}; choose from {', '.join(profile_names())} "
-            "or give a path to a .toml file"
+            f"no profile {name!r}{suggest(name, profile_names())}; choose from "
+            f"{', '.join(profile_names())} or give a path to a .toml file"
         )
     try:
         data = tomllib.loads(path.read_text())

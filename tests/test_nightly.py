@@ -56,3 +56,14 @@ def test_two_nights_gate_append_and_follow_the_last_good_commit(tmp_path: Path) 
     bad = _night(tmp_path, "n3", "BASE=no-such-revision")
     assert bad.returncode == 2 and "no such revision or checkout" in bad.stderr
     assert not (tmp_path / "ab" / "n3").exists()
+
+
+def test_the_first_night_says_where_its_base_comes_from(tmp_path: Path) -> None:
+    """No BASE and no last-good file: the base is HEAD~1, and the message says where a
+    passing night leaves its commit (a bad ANCHOR then stops it before any benchmark)."""
+    night = _night(tmp_path, "n0", "ANCHOR=no-such-revision")
+    assert night.returncode == 2, night.stdout + night.stderr
+    last_good = tmp_path / "history" / "last-good"
+    assert f"the first night: no BASE and no {last_good}, so the base is HEAD~1" in night.stdout
+    assert "a passing night writes its commit there" in night.stdout
+    assert not (tmp_path / "ab" / "n0").exists()
