@@ -70,3 +70,19 @@ def test_the_profiles_ship_with_bench() -> None:
     shipped = {p.name for pattern in patterns for p in (ROOT / "bench").glob(pattern)}
     assert {"quick.toml", "gate.toml"} <= shipped
     assert shipped == {p.name for p in (ROOT / "bench" / "profiles").glob("*.toml")}
+
+
+def test_the_editable_install_is_a_plain_pth_file(tmp_path: Path) -> None:
+    """`make install` installs in editable mode. With the packages at the root and no
+    `package-dir`, setuptools picks a meta path finder and prints "Please be careful
+    with folders in your working directory..." on every install; with `package-dir`
+    it writes a .pth file and says nothing. (setuptools' private strategy choice: the
+    test names the class it expects, so a setuptools that renames it fails loudly.)"""
+    from setuptools.command import editable_wheel
+
+    command = editable_wheel.editable_wheel(configured(PYPROJECT))
+    command.initialize_options()
+    command.project_dir = str(ROOT)
+    command.finalize_options()
+    strategy = command._select_strategy("sockbench", "py3-none-any", str(tmp_path))
+    assert type(strategy).__name__ == "_StaticPth", type(strategy).__name__
