@@ -39,7 +39,7 @@ from common.cli import (
     positive_int,
     usage_error,
 )
-from common.invocation import python_m
+from common.invocation import interpreter, python_m
 from servers import SERVERS
 
 RESULTS = Path("results")
@@ -488,7 +488,8 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
         matrix = resolve_matrix(args)
         check_before_cells(matrix)
         plan = plan_cpus(args.server_cpus, args.client_cpus)
-        metadata = collect_metadata(["python -m bench", *argv], matrix.profile, plan.to_dict())
+        command = [interpreter(), "-m", "bench", *argv]  # runnable as shown in the report
+        metadata = collect_metadata(command, matrix.profile, plan.to_dict())
         metadata["matrix"] = matrix.to_dict()
         store = RunStore.create(args.out, args.run_id, metadata)
     done = {

@@ -15,6 +15,7 @@ from bench.explain import Explained, ExplainError, Options, combine, explain_mod
 from bench.explain_report import render
 from common.cli import cpu_list, positive_float, positive_int, suggest, usage_error
 from common.cpus import format_cpu_list
+from common.invocation import python_m
 from servers import MODELS
 
 OUT = Path("results") / "explain"
@@ -121,7 +122,7 @@ def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
         args.protocol, args.payload, args.connections, rate, args.phase, args.functions
     )
     metadata = {
-        "command": " ".join(["python -m bench", *argv]),
+        "command": python_m("bench", *argv),
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "git": _git_sha(),
         "server_cpus": format_cpu_list(plan.server),

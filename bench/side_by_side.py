@@ -79,12 +79,20 @@ def title_and_slug(
     return title, slug
 
 
+DRIFT = (
+    "Separate runs, not interleaved: a difference between them includes any change of the "
+    "machine's speed between their times; within one run the cells compare."
+)
+
+
 def caption(stores: Sequence[RunStore]) -> str:
-    """Under every chart: each run's machine, CPU plan and date, labelled."""
-    return "\n".join(
+    """Under every chart: each run's machine, CPU plan and date, labelled, and why a
+    difference between runs is weaker evidence than one within a run."""
+    runs = [
         f"{label}: " + run_caption(store.metadata).replace("\n", " · ")
         for label, store in zip(labels(stores), stores, strict=True)
-    )
+    ]
+    return "\n".join([DRIFT, *runs])
 
 
 def facts(stores: Sequence[RunStore]) -> list[tuple[str, str]]:
@@ -101,6 +109,7 @@ def facts(stores: Sequence[RunStore]) -> list[tuple[str, str]]:
             )
         )
     out.append(("Lines", f"MODEL{RUN_SEP}RUN: each model's line from each run, in its colour"))
+    out.append(("Between runs", DRIFT))
     return out
 
 
