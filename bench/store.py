@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.record import SCHEMA_VERSION, Row
+from common.cli import suggest
 from common.invocation import python_m
 
 METADATA_SCHEMA = 1
@@ -278,4 +279,5 @@ def resolve_run(text: str | Path, results: Path = Path("results")) -> Path:
     shown = ", ".join(str(run) for run in runs[:LISTED_RUNS])
     more = f" and {len(runs) - LISTED_RUNS} more" if len(runs) > LISTED_RUNS else ""
     what = "is a folder of runs, not a run" if where == path else "is not a run folder or run id"
-    raise StoreError(f"{text} {what}; runs in {where}/, newest first: {shown}{more}")
+    nearest = suggest(path.name, [run.name for run in runs]) if where != path else ""
+    raise StoreError(f"{text} {what}{nearest}; runs in {where}/, newest first: {shown}{more}")
