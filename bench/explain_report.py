@@ -7,6 +7,7 @@ from typing import Any
 
 from bench.explain import Explained, Phase
 from bench.perf_session import NO_PYTHON
+from clients.wire import describe
 
 CALLS_SHOWN = 4
 FUNCTIONS_SHOWN = 4
@@ -21,7 +22,7 @@ def render(results: Sequence[Explained], metadata: dict[str, Any]) -> str:
     lines = [
         "# Where the microseconds go",
         "",
-        f"{first.protocol} {first.payload} B, {first.connections} connections, "
+        f"{describe(first.protocol, first.payload)}, {first.connections} connections, "
         + ("the closed loop" if first.rate is None else f"open loop at {first.rate:,.0f} req/s")
         + f" for every model; server CPUs {metadata['server_cpus']}, "
         f"load generator CPUs {metadata['client_cpus']}; {metadata['when']}, git "
