@@ -199,8 +199,7 @@ METRICS: tuple[Metric, ...] = (
         "Error share",
         "% of requests ended in the window",
         ",.2f",
-        table=False,
-        chart="error_share",
+        chart="error_share",  # its table beside the count's: the chart shows this one
     ),
 )
 

@@ -230,6 +230,7 @@ def test_models_flag_picks_the_overviews_models(eleven: Path, tmp_path: Path) ->
 
 def test_models_flag_refuses_bad_names_with_one_line_and_exit_2(eleven: Path) -> None:
     before = sorted(p.name for p in (eleven / "charts").iterdir())
+    subsets = sorted(p.name for p in (eleven / "subsets").glob("*"))
     done = subprocess.run(
         [sys.executable, "-m", "bench", "report", str(eleven), "--models", "epoll", "nosuch"],
         capture_output=True, text=True, timeout=60, check=False,
@@ -238,7 +239,7 @@ def test_models_flag_refuses_bad_names_with_one_line_and_exit_2(eleven: Path) ->
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert "--models: 'nosuch' is not in this run" in done.stderr
     assert sorted(p.name for p in (eleven / "charts").iterdir()) == before  # nothing drawn
-    assert not (eleven / "subsets").exists()
+    assert sorted(p.name for p in (eleven / "subsets").glob("*")) == subsets
 
 
 def test_more_models_than_the_overview_takes_get_the_line_instead(
@@ -249,3 +250,21 @@ def test_more_models_than_the_overview_takes_get_the_line_instead(
     report = (tmp_path / "report.md").read_text()
     assert "No overview chart with every model as a line" in report
     assert not (tmp_path / "charts" / "curves_echo_p64.png").exists()
+
+
+def test_the_overview_command_the_report_prints_runs_as_printed(eleven: Path) -> None:
+    """The report's hint for drawing the overview is run as written, from where the
+    report was made (the printed interpreter is relative to it)."""
+    report = (eleven / "report.md").read_text()
+    hint = next(line for line in report.splitlines() if "No overview chart" in line)
+    command = hint.split("every model; ", 1)[1].split(" draws it for", 1)[0]
+    done = subprocess.run(
+        command, shell=True, cwd=Path.cwd(), capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, command + "\n" + done.stderr
+    models = command.split("--models ", 1)[1].split()
+    assert len(models) == 3 and set(models) <= set(ELEVEN)
+    subset = eleven / "subsets" / f"models-{'-'.join(models)}"
+    assert f"report: {subset / 'report.md'}" in done.stdout
+    assert (subset / "charts" / "curves_echo_p64.png").is_file()

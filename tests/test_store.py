@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -112,7 +113,15 @@ def test_a_run_of_schema_1_says_how_to_make_it_again(tmp_path: Path) -> None:
         store.rows()
     message = str(info.value)
     assert "\n" not in message
-    assert "python -m bench run --profile quick" in message and "git e82158c" in message
+    assert "-m bench run --profile quick" in message and "git e82158c" in message
+    # The command as printed resolves its interpreter and flags here; run in full it
+    # would run the whole quick profile, so --help stands in for the cells.
+    command = message.split("run it again (", 1)[1].split(")", 1)[0]
+    assert not command.startswith("python ")  # a bare python is not the project's
+    done = subprocess.run(
+        f"{command} --help", shell=True, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0 and "--profile" in done.stdout, done.stderr
 
 
 def test_a_cell_run_again_replaces_its_earlier_row(store: RunStore) -> None:
