@@ -73,17 +73,17 @@ class Subset:
     def __bool__(self) -> bool:
         return bool(self.models or self.metrics or self.protocols)
 
+    def chosen(self) -> list[tuple[str, tuple[str, ...]]]:
+        """(axis, values) for each axis with a choice."""
+        axes = (("models", self.models), ("metrics", self.metrics), ("protocols", self.protocols))
+        return [(axis, values) for axis, values in axes if values]
+
     def slug(self) -> str:
-        parts = [
-            f"{axis}-{'-'.join(values)}"
-            for axis, values in (
-                ("models", self.models),
-                ("metrics", self.metrics),
-                ("protocols", self.protocols),
-            )
-            if values
-        ]
+        parts = [f"{axis}-{'-'.join(values)}" for axis, values in self.chosen()]
         return re.sub(r"[^A-Za-z0-9._-]+", "-", "_".join(parts))[:120]
+
+    def text(self) -> str:
+        return "; ".join(f"{axis} {', '.join(values)}" for axis, values in self.chosen())
 
 
 def _chosen(metric: Metric, subset: Subset) -> bool:
@@ -162,7 +162,7 @@ def build_report(
         str(s.metadata.get("run_id", s.path.name)) for s in stores
     )
     if subset:
-        title += f" ({_subset_text(subset)})"
+        title += f" ({subset.text()})"
     facts = side_by_side.facts(stores) if len(stores) > 1 else run_facts(meta, rows)
     doc = Document(
         title=title,
@@ -179,19 +179,6 @@ def build_report(
     if usable and len(stores) == 1:
         write_pyperf_suite(usable, meta, out_dir / PYPERF_JSON)
     return md_path
-
-
-def _subset_text(subset: Subset) -> str:
-    parts = [
-        f"{axis} {', '.join(values)}"
-        for axis, values in (
-            ("models", subset.models),
-            ("metrics", subset.metrics),
-            ("protocols", subset.protocols),
-        )
-        if values
-    ]
-    return "; ".join(parts)
 
 
 def _base(line: str) -> str:

@@ -47,6 +47,20 @@ def server_factory() -> Iterator:
 
 
 @pytest.fixture(scope="module")
+def echo_server() -> Iterator[ServerProcess]:
+    """The epoll server speaking echo, shared by a module's tests."""
+    with ServerProcess(model="epoll", protocol="echo") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[ServerProcess]:
+    """The epoll server speaking http, shared by a module's tests."""
+    with ServerProcess(model="epoll", protocol="http") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/data/small_run, copied and reported once per module (charts take seconds)."""
     from bench.report import build_report  # pandas and matplotlib: only where needed

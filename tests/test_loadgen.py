@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psutil
@@ -48,18 +48,6 @@ def loadgen_json(*args: str) -> LoadResult:
 
 def total_errors(result: LoadResult) -> int:
     return result.error_count + sum(result.errors_before.values())
-
-
-@pytest.fixture(scope="module")
-def echo_server() -> Iterator[ServerProcess]:
-    with ServerProcess(model="epoll", protocol="echo") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[ServerProcess]:
-    with ServerProcess(model="epoll", protocol="http") as server:
-        yield server
 
 
 class TinyEchoServer(ThreadedTestServer):

@@ -11,7 +11,6 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -257,18 +256,6 @@ def loadgen(*args: str, quiet: bool = True) -> tuple[int, dict[str, Any], str]:
 
 def total(data: dict[str, Any], kind: str) -> int:
     return int(data["errors"][kind] + data["errors_before"][kind])
-
-
-@pytest.fixture(scope="module")
-def http_server() -> Iterator[ServerProcess]:
-    with ServerProcess(model="epoll", protocol="http") as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def echo_server() -> Iterator[ServerProcess]:
-    with ServerProcess(model="epoll", protocol="echo") as server:
-        yield server
 
 
 @pytest.mark.real
