@@ -38,6 +38,12 @@ MARK_LEGEND = {
 }
 
 
+ONE_REPEAT = (
+    "one repeat per cell: no interval, and no difference between two lines is shown to "
+    "be more than noise (--repeats 6 or --profile reference to rank them)"
+)
+
+
 def _number(value: Any, spec: str) -> str:
     return "n/a" if value is None or pd.isna(value) else format(float(value), spec)
 
@@ -125,6 +131,8 @@ def _legend(marks: set[str], repeats: set[int], spread: bool) -> list[str]:
         )
         notes.append(f"±: interval of the median, its wider side in % ({coverage})")
     notes += [f"{mark} {text}" for mark, text in MARK_LEGEND.items() if mark in marks]
+    if repeats and max(repeats) < 2:  # how sure: with one repeat, not at all
+        notes.append(ONE_REPEAT)
     lines: list[str] = []
     for index, note in enumerate(notes):  # lines break between notes where they can
         note += "." if index == len(notes) - 1 else ";"

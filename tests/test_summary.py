@@ -111,8 +111,11 @@ def test_lower_bound_and_partly_failed_cells(rows: list[Row]) -> None:
 
 def test_one_repeat_has_no_interval_column(rows: list[Row]) -> None:
     summary = terminal_summary([r for r in rows if r.repeat == 0])
-    assert "±" not in summary and "repeats" not in summary
+    assert "±" not in summary and "interval of the median" not in summary
     assert line_of(summary, "epoll", "10").split() == ["epoll", "10", "41,000", "410", "0.0%"]
+    # how sure it is: with one repeat, not enough to rank two lines
+    assert "one repeat per cell: no interval" in " ".join(summary.split())
+    assert "one repeat per cell" not in terminal_summary(rows)  # three repeats: intervals
 
 
 def test_open_loop_and_search_cells_are_counted_not_shown(rows: list[Row]) -> None:
