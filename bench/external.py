@@ -15,7 +15,7 @@ from typing import Any
 
 import psutil
 
-from clients.target import is_loopback, split_target
+from clients.target import is_loopback, join_target, split_target
 
 CONNECT_S = 2.0
 
@@ -29,7 +29,7 @@ class External:
 
     @property
     def target(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return join_target(self.host, self.port)
 
     def facts(self) -> dict[str, Any]:
         """What the row records about it."""
@@ -74,7 +74,7 @@ def check_external(external: External, allow_remote: bool) -> str | None:
 
 class ExternalServer:
     """Stands in for bench.server_process.ServerProcess in a cell: nothing to start or
-    stop; `alive()` tells whether its process (if known) still runs."""
+    stop; `exit_code()` says whether its process (if known) still runs."""
 
     def __init__(self, external: External) -> None:
         self.external = external

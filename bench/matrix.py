@@ -117,8 +117,9 @@ class Matrix:
                 "each --external needs a name of its own, not a model's",
             ),
             (
-                not 0 <= self.expect_status <= 999,
-                "expect-status must be an HTTP status code (100-999)",
+                self.expect_status != 0 and not 200 <= self.expect_status <= 599,
+                f"expect-status {self.expect_status}: a final HTTP status, 200 to 599, as the "
+                "load generator takes it",
             ),
             (
                 bool(self.expect_status or self.expect_body) and self.driver != "loadgen",

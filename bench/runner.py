@@ -29,6 +29,7 @@ from bench.verdict import judge, verdict
 from clients.diagnosis import diagnose
 from clients.loadgen import NO_REPLY
 from clients.result import LoadResult, LoadResultError
+from clients.target import join_target
 from common import cpustat
 from common.cpus import format_cpu_list
 from servers import SERVERS
@@ -201,7 +202,7 @@ def run_cell(
         except ServerStartError as exc:
             return row("failed", f"server did not start: {exc}", busy_before=busy_before)
         host = matrix.server_host
-        target = f"[{host}]:{server.port}" if ":" in host else f"{host}:{server.port}"
+        target = join_target(host, server.port)
     load: LoadResult | None = None
     failure = None
     hdr_log = None

@@ -1,4 +1,4 @@
-"""Target addresses, shared by both drivers: parsing, and the loopback-only rule."""
+"""Target addresses, shared by both drivers: parsing, writing, and the loopback-only rule."""
 
 from __future__ import annotations
 
@@ -19,6 +19,11 @@ def split_target(target: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"target port {port} is outside 1-65535")
     return host, port
+
+
+def join_target(host: str, port: int) -> str:
+    """(host, port) -> `HOST:PORT`, an IPv6 address in brackets: split_target's inverse."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def is_loopback(host: str) -> bool:

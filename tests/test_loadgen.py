@@ -24,7 +24,7 @@ from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, overloa
 from clients.pipelined import PipelinedLoops
 from clients.plan import WorkerPlan
 from clients.result import LoadResult, Worker
-from clients.target import is_loopback
+from clients.target import is_loopback, join_target, split_target
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
 from tests.helpers import ThreadedTestServer, cpu_hog, cpus_by_idleness, quiet_cpus
 
@@ -682,6 +682,13 @@ def test_remote_target_cli_exit_2() -> None:
 def test_loopback_names() -> None:
     assert all(map(is_loopback, ["localhost", "127.0.0.1", "127.9.8.7", "::1"]))
     assert not any(map(is_loopback, ["10.0.0.1", "example.com", "0.0.0.0", "::"]))
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1", "fe80::1"])
+def test_a_target_joined_splits_back(host: str) -> None:
+    target = join_target(host, 8080)
+    assert split_target(target) == (host, 8080)
+    assert target.startswith("[") == (":" in host)  # IPv6 in brackets
 
 
 BAD_ARGS = [

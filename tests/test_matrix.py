@@ -69,6 +69,9 @@ def test_matrix_roundtrips_through_metadata() -> None:
         ({"duration": 0.0}, "duration"),
         ({"modes": ["sideways"]}, "modes"),
         ({"works": ["sleep:5"]}, "bad work"),
+        # what the load generator would refuse, refused before any cell
+        ({"expect_status": 101}, "expect-status 101: a final HTTP status, 200 to 599"),
+        ({"expect_status": 600}, "200 to 599"),
     ],
 )
 def test_bad_values_are_refused(flags: dict, message: str) -> None:
