@@ -45,15 +45,9 @@ from servers import SERVERS
 RESULTS = Path("results")
 INTERRUPTED = 130
 DEFAULT_PROFILE = "quick"
-# What a resumed run takes from its metadata: given with --resume, they would be ignored.
-NOT_WITH_RESUME = (
-    "profile", "models", "protocols", "connections", "payloads", "modes", "backlogs",
-    "works", "rates", "sweep", "arrivals", "slo", "search", "search_steps", "repeats",
-    "duration", "warmup", "driver", "locust_workers", "locust_master_host",
-    "locust_master_port", "seed", "inject_delay_ns", "allocator", "pythons", "externals",
-    "server_host", "allow_remote", "expect_status", "expect_body", "server_cpus",
-    "client_cpus", "run_id",
-)  # fmt: skip
+# The run flags --resume takes; every other one (the matrix, the CPUs, --run-id: all
+# default None) the resumed run takes from its metadata, so given, it would be ignored.
+WITH_RESUME = {"command", "resume", "force", "retry_failed", "no_report", "out"}
 FLAG = {"protocols": "--protocol", "works": "--work", "externals": "--external"}
 
 
@@ -466,7 +460,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.retry_failed and not args.resume:
         raise StoreError("--retry-failed needs --resume RUN_DIR")
     if args.resume:
-        given = [name for name in NOT_WITH_RESUME if getattr(args, name) is not None]
+        given = [k for k, v in vars(args).items() if v is not None and k not in WITH_RESUME]
         given += ["out"] if args.out != RESULTS else []
         if given:
             flags = ", ".join(FLAG.get(name, f"--{name.replace('_', '-')}") for name in given)
@@ -538,7 +532,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
                 run_one(cell)
     except KeyboardInterrupt:
         store.update_metadata(interrupted=True)
-        _write_csv(store)
+        _write_csv(store.path)
         sys.stderr.write(
             f"\ninterrupted: {progress.done} of {len(cells)} cells kept in "
             f"{store.path}\nresume with: {python_m('bench', 'run', '--resume', store.path)}\n"
@@ -552,17 +546,16 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     from bench.summary import terminal_summary  # pandas: only once the cells are done
 
     print(terminal_summary(store.rows()))
-    csv_path = _write_csv(store)
     if args.no_report:
-        print(f"rows: {csv_path}")
+        print(f"rows: {_write_csv(store.path)}")
         return 0
-    return cmd_report([store.path])
+    return cmd_report([store.path])  # it writes results.csv too
 
 
-def _write_csv(store: RunStore) -> Path:
+def _write_csv(run_dir: Path) -> Path:
     from bench.results_csv import write_results_csv
 
-    return write_results_csv(store.path)
+    return write_results_csv(run_dir)
 
 
 def check_before_cells(matrix: Matrix) -> None:
@@ -610,7 +603,7 @@ def cmd_report(
 
     report = build_report(runs, models, metrics=metrics, protocols=protocols, out=out)
     if len(runs) == 1 and report.parent == runs[0]:  # the run's own report: its table too
-        _write_csv(RunStore.open(runs[0]))
+        _write_csv(runs[0])
     print(f"report: {report}")
     return 0
 

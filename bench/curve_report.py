@@ -39,6 +39,7 @@ from bench.document import Section, Table, group_slug, group_title
 from bench.frame import GROUP_COLUMNS, model_sort_key
 from bench.record import USABLE
 from bench.stats import median_interval
+from bench.store import SUBSETS_DIR
 from common.invocation import python_m
 
 DEFAULT_TARGETS = ("p99:1ms", "p99:10ms")
@@ -214,7 +215,7 @@ def _section(
 
     shown = [str(m) for m in models if subset is None or str(m) in subset]
     run_dir = charts_dir.parent  # a subset's report: RUN/subsets/<slug>/charts
-    run_dir = run_dir.parent.parent if run_dir.parent.name == "subsets" else run_dir
+    run_dir = run_dir.parent.parent if run_dir.parent.name == SUBSETS_DIR else run_dir
     rerun = python_m("bench", "report", run_dir, "--models", *[str(m) for m in models][:3])
     if not shown or len(shown) > OVERVIEW_MAX:
         section.paragraphs.append(

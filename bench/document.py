@@ -88,13 +88,19 @@ def format_cell(cell: pd.Series, metric: Metric) -> str:
         low, high = cell[f"{metric.name}.ci_low"], cell[f"{metric.name}.ci_high"]
         if not (pd.isna(low) or pd.isna(high)):  # one repeat has no interval
             text += f" ({format(low, metric.fmt)}–{format(high, metric.fmt)})"
+    return " ".join([text, *cell_marks(cell)])
+
+
+def cell_marks(cell: pd.Series) -> list[str]:
+    """The marks of a usable cell, in their order: client-bound, suspect, partly failed."""
+    marks = []
     if cell["status"] == "client-bound":
-        text += f" {CLIENT_BOUND_MARK}"
+        marks.append(CLIENT_BOUND_MARK)
     if cell.get("verdict") == "suspect":
-        text += f" {SUSPECT_MARK}"
+        marks.append(SUSPECT_MARK)
     if cell["n_failed"]:
-        text += f" {PARTIAL_MARK}"
-    return text
+        marks.append(PARTIAL_MARK)
+    return marks
 
 
 def metric_table(cells: pd.DataFrame, metric: Metric) -> Table:

@@ -103,13 +103,12 @@ class Matrix:
             outside = {e.name: e for e in map(parse_external, self.externals)}
         except ValueError as exc:
             raise MatrixError(str(exc)) from None
-        unknown = [m for m in self.models if m not in SERVERS and m not in outside]
+        unknown = next((m for m in self.models if m not in SERVERS and m not in outside), "")
         check = [
             (not self.models, "no models selected"),
             (
                 bool(unknown),
-                f"unknown model {unknown[0] if unknown else ''!r}"
-                f"{suggest(unknown[0], SERVERS) if unknown else ''}; known: "
+                f"unknown model {unknown!r}{suggest(unknown, SERVERS)}; known: "
                 f"{', '.join(SERVERS)}",
             ),
             (

@@ -47,7 +47,7 @@ from bench.record import USABLE, Row
 from bench.report_html import render_html
 from bench.report_md import render_markdown
 from bench.slo_report import slo_sections
-from bench.store import RunStore
+from bench.store import SUBSETS_DIR, RunStore
 from bench.time_report import time_section
 from common.cli import suggest
 from servers import REFERENCES
@@ -56,7 +56,6 @@ CHARTS_DIR = "charts"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PYPERF_JSON = "pyperf.json"
-SUBSETS_DIR = "subsets"  # a run's subset reports: RUN/subsets/<what was chosen>/
 SIDE_BY_SIDE_DIR = Path("results") / "side-by-side"  # several runs: <run>--<run>/
 
 
@@ -118,8 +117,9 @@ def build_report(
     """
     dirs = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(r) for r in run_dirs]
     stores = [RunStore.open(d) for d in dirs]
+    several = len(stores) > 1
     subset = Subset(tuple(models or ()), tuple(metrics or ()), tuple(protocols or ()))
-    if len(stores) > 1:
+    if several:
         frame, meta, rows = side_by_side.combine(stores)
     else:
         rows, meta = stores[0].rows(), stores[0].metadata
@@ -130,19 +130,19 @@ def build_report(
     cells = aggregate(frame)
     charts_dir = out_dir / CHARTS_DIR
     charts_dir.mkdir(parents=True, exist_ok=True)
-    cap = side_by_side.caption(stores) if len(stores) > 1 else caption(meta)
+    cap = side_by_side.caption(stores) if several else caption(meta)
 
     sections = []
     closed = cells[cells["cell.load"].fillna("") == ""] if not cells.empty else cells
     if not closed.empty:
-        columns = side_by_side.group_columns(closed) if len(stores) > 1 else GROUP_COLUMNS
+        columns = side_by_side.group_columns(closed) if several else GROUP_COLUMNS
         for _, group in closed.groupby(columns, sort=False, dropna=False):
-            if len(stores) > 1:
+            if several:
                 group.attrs["title"], group.attrs["slug"] = side_by_side.title_and_slug(
                     group, columns, side_by_side.labels(stores)
                 )
             sections.append(_section(group, cap, charts_dir, subset))
-    if len(stores) > 1:
+    if several:
         if (left_out := side_by_side.left_out_section(frame)) is not None:
             sections.append(left_out)
     elif not subset.metrics:  # these sections are figures of their own, not --metrics'
@@ -163,7 +163,7 @@ def build_report(
     )
     if subset:
         title += f" ({subset.text()})"
-    facts = side_by_side.facts(stores) if len(stores) > 1 else run_facts(meta, rows)
+    facts = side_by_side.facts(stores) if several else run_facts(meta, rows)
     doc = Document(
         title=title,
         facts=facts,
@@ -176,13 +176,18 @@ def build_report(
     md_path.write_text(render_markdown(doc), encoding="utf-8")
     (out_dir / REPORT_HTML).write_text(render_html(doc, out_dir), encoding="utf-8")
     usable = [r for r in rows if r.status in USABLE]
-    if usable and len(stores) == 1:
+    if usable and not several:
         write_pyperf_suite(usable, meta, out_dir / PYPERF_JSON)
     return md_path
 
 
 def _base(line: str) -> str:
     return line.partition(RUN_SEP)[0].partition(PY)[0]
+
+
+def _line(row: Row) -> str:
+    """The row's line name as bench.frame.load_frame gives it: `epoll py3.12`."""
+    return f"{row.cell.model}{PY}{row.cell.python}" if row.cell.python else row.cell.model
 
 
 def check_subset(frame: pd.DataFrame, subset: Subset) -> None:
@@ -194,11 +199,8 @@ def check_subset(frame: pd.DataFrame, subset: Subset) -> None:
         "--metrics": metric_names(),
         "--protocols": sorted({str(p) for p in frame["cell.protocol"].dropna()}),
     }
-    for flag, given in (
-        ("--models", subset.models),
-        ("--metrics", subset.metrics),
-        ("--protocols", subset.protocols),
-    ):
+    for axis, given in subset.chosen():
+        flag = f"--{axis}"
         for value in given:
             if value not in have[flag]:
                 raise MatrixError(
@@ -216,7 +218,7 @@ def _restrict(
         lines = frame["cell.model"].astype(str)
         keep = lines.isin(chosen) | lines.map(_base).isin(chosen)
         frame = frame[keep]
-        rows = [r for r in rows if r.cell.model in chosen]
+        rows = [r for r in rows if {r.cell.model, _line(r)} & chosen]
     if subset.protocols:
         frame = frame[frame["cell.protocol"].isin(list(subset.protocols))]
         rows = [r for r in rows if r.cell.protocol in subset.protocols]

@@ -27,8 +27,7 @@ from bench.sampler import CoreSampler, ServerSampler
 from bench.server_process import ServerProcess, ServerStartError
 from bench.verdict import judge, verdict
 from clients.diagnosis import diagnose
-from clients.loadgen import NO_REPLY
-from clients.result import LoadResult, LoadResultError
+from clients.result import NO_REPLY, LoadResult, LoadResultError
 from clients.target import join_target
 from common import cpustat
 from common.cpus import format_cpu_list

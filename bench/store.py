@@ -26,6 +26,7 @@ from common.invocation import python_m
 
 METADATA_SCHEMA = 1
 METADATA_FILE = "metadata.json"
+SUBSETS_DIR = "subsets"  # a run's subset reports (bench report --models): RUN/subsets/<choice>/
 RESULTS_FILE = "results.jsonl"
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

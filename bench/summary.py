@@ -17,7 +17,13 @@ from typing import Any
 
 import pandas as pd
 
-from bench.document import CLIENT_BOUND_MARK, PARTIAL_MARK, SUSPECT_MARK, group_title
+from bench.document import (
+    CLIENT_BOUND_MARK,
+    PARTIAL_MARK,
+    SUSPECT_MARK,
+    cell_marks,
+    group_title,
+)
 from bench.frame import GROUP_COLUMNS, aggregate, load_frame
 from bench.record import Row
 from bench.stats import median_interval
@@ -56,17 +62,6 @@ def _spread(cell: pd.Series) -> str:
     return f"{100.0 * max(median - low, high - median) / median:.0f}%"
 
 
-def _marks(cell: pd.Series) -> list[str]:
-    marks = []
-    if cell["status"] == "client-bound":
-        marks.append(CLIENT_BOUND_MARK)
-    if cell["verdict"] == "suspect":
-        marks.append(SUSPECT_MARK)
-    if cell["n_failed"]:
-        marks.append(PARTIAL_MARK)
-    return marks
-
-
 def _short(text: str, width: int) -> str:
     line = " ".join(text.split())
     return line if len(line) <= width else line[: max(width - 1, 0)] + "…"
@@ -82,7 +77,7 @@ def _cells_line(cell: pd.Series) -> tuple[list[str], list[str]]:
     p99 = _number(cell["p99.median"], ",.0f")
     bound = bool(cell["p99.bound"]) and p99 != "n/a"
     starved = _number(cell["starved_share.median"], ".1f")
-    marks = _marks(cell)
+    marks = cell_marks(cell)
     texts = [
         model,
         connections,

@@ -51,6 +51,7 @@ from clients.pipelined import ARRIVALS
 from clients.plan import WorkerPlan
 from clients.result import (
     FIELD_NOTES,
+    NO_REPLY,
     SCHEMA,
     Client,
     Connections,
@@ -86,7 +87,6 @@ SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loo
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
-NO_REPLY = 1  # exit status of a run in which no request was answered and verified
 
 
 Child = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe

@@ -28,6 +28,7 @@ from clients.errors import ERROR_KINDS
 
 SCHEMA = 2
 LOWER_BOUND_MARK = "≥"  # printed before a percentile that a censored request decides
+NO_REPLY = 1  # the load generator's exit status when no request was answered and verified
 
 
 class LoadResultError(ValueError):

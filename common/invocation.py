@@ -14,15 +14,16 @@ from pathlib import Path
 
 
 def interpreter() -> str:
-    """This interpreter as a user would type it from the working directory."""
+    """This interpreter's path as a user would type it from the working directory (one
+    argument, unquoted)."""
     executable = Path(sys.executable)
     try:
         relative = executable.relative_to(Path.cwd())
     except ValueError:
-        return shlex.quote(str(executable))
-    return shlex.quote(str(relative) if relative.parent != Path(".") else f".{os.sep}{relative}")
+        return str(executable)
+    return str(relative) if relative.parent != Path(".") else f".{os.sep}{relative}"
 
 
 def python_m(module: str, *args: object) -> str:
-    """`INTERPRETER -m MODULE ARGS...`, each argument quoted for a POSIX shell."""
-    return " ".join([interpreter(), "-m", module, *(shlex.quote(str(a)) for a in args)])
+    """`INTERPRETER -m MODULE ARGS...`, each part quoted for a POSIX shell."""
+    return shlex.join([interpreter(), "-m", module, *map(str, args)])

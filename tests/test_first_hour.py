@@ -159,3 +159,22 @@ def test_two_runs_side_by_side_share_a_chart_labelled_by_run(tmp_path: Path) -> 
     for label in ("epoll · echo-run", "epoll · http-run", "threaded · http-run"):
         assert label in text, label
     assert text.count("echo-run: ") == 1 and text.count("http-run: ") == 1  # each machine
+
+
+def test_a_subset_of_one_interpreter_line_keeps_its_rows_and_cells() -> None:
+    """`--models "epoll py3.12"` names a line of the interpreter axis: the frame's
+    cells and the rows (for the facts, curves and windows over time) agree on it."""
+    import dataclasses
+
+    from bench.frame import load_frame
+    from bench.report import Subset, _restrict
+
+    rows = [
+        dataclasses.replace(r, cell=dataclasses.replace(r.cell, python=python))
+        for r in RunStore.open(SMALL_RUN).rows()
+        for python in ("3.11", "3.12")
+    ]
+    frame, kept = _restrict(load_frame(rows), rows, Subset(models=("epoll py3.12",)))
+    assert set(frame["cell.model"]) == {"epoll py3.12"}
+    assert kept and {(r.cell.model, r.cell.python) for r in kept} == {("epoll", "3.12")}
+    assert len(kept) == len(frame)
