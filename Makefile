@@ -92,9 +92,9 @@ clean:
 # On a 16-core machine: make scaling ARGS="--run-id scaling-16core"
 .PHONY: scaling
 scaling: $(STAMP)
-	$(BIN)/python -m bench.scaling $(ARGS)
+	$(BIN)/python -m bench.studies.scaling $(ARGS)
 
 # The native load generator against wrk on the epoll server (needs wrk and 2 CPUs).
 .PHONY: crosscheck
 crosscheck: $(STAMP)
-	$(BIN)/python -m bench.crosscheck $(ARGS)
+	$(BIN)/python -m bench.studies.crosscheck $(ARGS)

@@ -10,11 +10,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import ab_cli, explain_cli, history_report
-from bench.cpus import CpuPlanError, plan_cpus
-from bench.external import check_external, parse_external
-from bench.interpreters import InterpreterError, prepare
-from bench.matrix import (
+from bench.analysis.search import MAX_STEPS
+from bench.commands import ab as ab_cli
+from bench.commands import explain as explain_cli
+from bench.gate import history_report
+from bench.record import Row
+from bench.run.cpus import CpuPlanError, plan_cpus
+from bench.run.external import check_external, parse_external
+from bench.run.interpreters import InterpreterError, prepare
+from bench.run.matrix import (
     DRIVERS,
     MODES,
     Cell,
@@ -24,11 +28,9 @@ from bench.matrix import (
     override,
     profile_names,
 )
-from bench.progress import Progress
-from bench.record import Row
-from bench.runner import run_cell
-from bench.search import MAX_STEPS
-from bench.slo_run import ESTIMATED_STEPS, run_searches
+from bench.run.progress import Progress
+from bench.run.runner import run_cell
+from bench.run.slo import ESTIMATED_STEPS, run_searches
 from bench.store import RunStore, StoreError, resolve_run
 from common.cli import (
     ArgumentParser,
@@ -407,7 +409,7 @@ def cmd_list() -> int:
     for model in SERVERS.values():
         reason = model.unavailable_reason()
         print(f"  {model.name:<16} {'available' if reason is None else reason}")
-    from bench.frame import METRICS  # pandas: only for this list
+    from bench.report.frame import METRICS  # pandas: only for this list
 
     print("metrics (bench report --metrics; a chart's name works too):")
     for metric in METRICS:
@@ -477,7 +479,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
             tuple(store.metadata["cpu_plan"]["server"]), tuple(store.metadata["cpu_plan"]["client"])
         )
     else:
-        from bench.machine import collect_metadata  # reads /proc and git: only for new runs
+        from bench.run.machine import collect_metadata  # reads /proc and git: only for new runs
 
         matrix = resolve_matrix(args)
         check_before_cells(matrix)
@@ -543,7 +545,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
     store.update_metadata(
         interrupted=False, finished_at=datetime.now(UTC).isoformat(timespec="seconds")
     )
-    from bench.summary import terminal_summary  # pandas: only once the cells are done
+    from bench.report.summary import terminal_summary  # pandas: only once the cells are done
 
     print(terminal_summary(store.rows()))
     if args.no_report:
@@ -553,7 +555,7 @@ def cmd_run(args: argparse.Namespace, argv: list[str]) -> int:
 
 
 def _write_csv(run_dir: Path) -> Path:
-    from bench.results_csv import write_results_csv
+    from bench.report.results_csv import write_results_csv
 
     return write_results_csv(run_dir)
 
@@ -579,7 +581,7 @@ def resume_mismatch(metadata: dict[str, Any]) -> str | None:
     """Why resuming this run here would mix code versions or machines, or None."""
     import platform
 
-    from bench.machine import REPO_ROOT, git_state
+    from bench.run.machine import REPO_ROOT, git_state
 
     then_sha = (metadata.get("git") or {}).get("sha")
     then_host = (metadata.get("host") or {}).get("hostname")
@@ -599,7 +601,7 @@ def cmd_report(
     protocols: list[str] | None = None,
     out: Path | None = None,
 ) -> int:
-    from bench.report import build_report  # pandas and matplotlib load only here
+    from bench.report.build import build_report  # pandas and matplotlib load only here
 
     report = build_report(runs, models, metrics=metrics, protocols=protocols, out=out)
     if len(runs) == 1 and report.parent == runs[0]:  # the run's own report: its table too
@@ -609,7 +611,7 @@ def cmd_report(
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from bench.compare import CompareError, run  # scipy loads only here
+    from bench.gate.compare import CompareError, run  # scipy loads only here
 
     try:
         return run(

@@ -3,7 +3,7 @@
 A row is what `bench run` appends to results/<run-id>/results.jsonl. `load` is the load
 generator's typed result (clients.result.LoadResult); `server` the sampler's figures;
 `verdict` says whether the cell's figures can be believed, with the reasons
-(bench.verdict). `bench.frame` flattens rows with pandas (`load.latency.p99`, ...).
+(bench.analysis.verdict). `bench.report.frame` flattens rows with pandas (`load.latency.p99`, ...).
 
 Schema 2 (typed load result, censored latency, verdicts) replaced schema 1; a run of
 schema 1 is refused with a line that says how to make it again (bench.store).
@@ -25,7 +25,7 @@ VERDICTS = ("valid", "suspect")
 
 @dataclass(frozen=True)
 class Reason:
-    """Why a cell is suspect: a short code (bench.verdict.CODES) and a sentence."""
+    """Why a cell is suspect: a short code (bench.analysis.verdict.CODES) and a sentence."""
 
     code: str
     text: str
@@ -44,9 +44,9 @@ class CellKey:
     backlog: int = 0  # listen() backlog; 0 means the system maximum (somaxconn)
     work: str = ""  # server-side work per request, e.g. "cpu:100" or "wait:1000"
     # offered load: "" a closed loop; "r5000" an open loop at 5000 req/s; "f0.5" an open
-    # loop at half the capacity a short closed-loop probe found (bench.curves)
+    # loop at half the capacity a short closed-loop probe found (bench.analysis.curves)
     load: str = ""
-    # a step of the search for a capacity at a target (bench.search): "p99:1ms#3" is the
+    # a step of the search for a capacity at a target (bench.analysis.search): "p99:1ms#3" is the
     # third step of the search for p99 <= 1 ms; its rate is in `load`
     search: str = ""
     # the servers' interpreter (bench run --pythons): "3.12", "3.13t" or a path as given;

@@ -9,7 +9,7 @@ connection (or, with a larger limit, waits for that many bytes).
 
 Sans-IO and driver-neutral: `diagnose` reads any `LoadResult` (an older one lacks the
 `protocol` kind: 0) and, where the native load generator kept them, the first bytes
-that were no reply of the protocol spoken (clients.connections's `sample`).
+that were no reply of the protocol spoken (clients.engine.connections's `sample`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
     python -m clients.loadgen --target 127.0.0.1:PORT --protocol http --connections 100
 
-The parent splits the connections over worker processes (clients.worker), each one
-epoll loop (clients.loops) pinned to its CPUs when --cpus is given. Every worker
+The parent splits the connections over worker processes (clients.engine.worker), each one
+epoll loop (clients.engine.loops) pinned to its CPUs when --cpus is given. Every worker
 connects first (paced), then all warm up from the same instant, then measure the same
 window; the parent merges their HdrHistograms, counters and per-connection counts into
 one result. A run that met errors is still a result (exit 0): failures are data. A run
@@ -40,15 +40,17 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from clients import hist, saturation
-from clients.connections import CONNECT_WINDOW
+from clients import saturation
 from clients.diagnosis import diagnose
+from clients.engine import hist
+from clients.engine.connections import CONNECT_WINDOW
+from clients.engine.histlog import Interval as HistInterval
+from clients.engine.histlog import write_interval_log
+from clients.engine.loops import INTERVAL_NS
+from clients.engine.pipelined import ARRIVALS
+from clients.engine.plan import WorkerPlan
+from clients.engine.worker import WorkerResult, worker_main
 from clients.errors import ERROR_KINDS
-from clients.histlog import Interval as HistInterval
-from clients.histlog import write_interval_log
-from clients.loops import INTERVAL_NS
-from clients.pipelined import ARRIVALS
-from clients.plan import WorkerPlan
 from clients.result import (
     FIELD_NOTES,
     NO_REPLY,
@@ -65,7 +67,6 @@ from clients.result import (
 from clients.target import is_loopback
 from clients.target import split_target as target_address
 from clients.wire import MAX_PAYLOAD
-from clients.worker import WorkerResult, worker_main
 from common import cpustat
 from common.cli import (
     ArgumentParser,
@@ -79,11 +80,11 @@ from common.cli import (
 from common.process import STOP_SIGNALS, raise_fd_limit
 
 PROTOCOLS = ("echo", "http")
-VERIFY = ("auto", "exact", "parse")  # how http replies are checked (clients.connections)
+VERIFY = ("auto", "exact", "parse")  # how http replies are checked (clients.engine.connections)
 OVERLOAD_MARGIN = 10  # requests: a backlog must grow by more than this to be a trend
 MODES = ("persistent", "per-request")
 SOURCES = 16  # source addresses for per-request mode (see the module docstring)
-SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.loops)
+SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.engine.loops)
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 FD_RESERVE = 64  # descriptors a worker needs besides its connections
@@ -110,13 +111,13 @@ class LoadConfig:
     warmup: float = 1.0  # seconds before the window, not counted
     payload: int = 64
     rate: float | None = None  # requests/s in total; None is a closed loop
-    arrivals: str = "uniform"  # open loop: "uniform" or "poisson" (clients.pipelined)
+    arrivals: str = "uniform"  # open loop: "uniform" or "poisson" (clients.engine.pipelined)
     mode: str = "persistent"
     timeout: float = 5.0  # connect and reply timeout, seconds
     cpus: tuple[int, ...] | None = None
     busy_poll: bool = True  # where a worker has a CPU of its own (see `run`)
     allow_remote: bool = False
-    verify: str = "auto"  # http: "auto", "exact" or "parse" (clients.connections)
+    verify: str = "auto"  # http: "auto", "exact" or "parse" (clients.engine.connections)
     expect_status: int = 200  # http: the status of a verified reply
     expect_body: str | None = None  # http GET: TEXT or @PATH; None: sockbench's body
 

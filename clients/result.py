@@ -1,6 +1,6 @@
 """The load result: what a load generator prints, typed, frozen and versioned.
 
-Both load generators (clients.loadgen and clients.locust_driver) build a `LoadResult`
+Both load generators (clients.loadgen and clients.locust.driver) build a `LoadResult`
 and print `to_json()`; the harness reads it back with `from_json()` / `from_dict()`,
 which refuse another schema with one line that says what to do. Readers use attributes,
 never string keys. Every field is documented in results/README.md.
@@ -128,7 +128,7 @@ class Worker:
     /proc/PID/schedstat; `cpu` is the process's CPU time, busy-polling included.
     None where the driver cannot see it.
 
-    A locust worker on another machine (clients.locust_driver --master) is seen only
+    A locust worker on another machine (clients.locust.driver --master) is seen only
     through locust's messages: `cpu` from its reports, `cpu_max` the highest of locust's
     own CPU figures in the window, `name` locust's client id (HOSTNAME_HEX); the waits
     are None. Both fields are None for the processes the driver sampled itself.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import ServerProcess
+from bench.run.server_process import ServerProcess
 from tests.helpers import SMALL_RUN
 
 
@@ -63,7 +63,7 @@ def http_server() -> Iterator[ServerProcess]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """tests/data/small_run, copied and reported once per module (charts take seconds)."""
-    from bench.report import build_report  # pandas and matplotlib: only where needed
+    from bench.report.build import build_report  # pandas and matplotlib: only where needed
 
     run_dir = tmp_path_factory.mktemp("runs") / "small_run"
     shutil.copytree(SMALL_RUN, run_dir)

@@ -17,7 +17,7 @@ from typing import Self
 import psutil
 import pytest
 
-from bench.server_process import ServerProcess
+from bench.run.server_process import ServerProcess
 from clients.result import (
     Client,
     Connections,

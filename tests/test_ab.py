@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import ab, ab_cli, cli
-from bench.ab import AbError, pair_order, resolve
+from bench import cli
+from bench.commands import ab as ab_cli
+from bench.gate import ab
+from bench.gate.ab import AbError, pair_order, resolve
 from bench.record import USABLE
 from bench.store import RunStore
 

@@ -1,4 +1,4 @@
-"""bench.ab_analysis and bench.ab_power on made-up rows: verdicts, flags, skipped cells."""
+"""bench.gate.ab_analysis and bench.studies.ab_power on made-up rows: verdicts, flags, skips."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import ab_power
-from bench.ab_analysis import TESTS_PER_CELL, TOGETHER_EXPECTED, analyse
-from bench.ab_report import render
-from bench.paired import AffectedChange, PairedChange
+from bench.analysis.paired import AffectedChange, PairedChange
+from bench.gate.ab_analysis import TESTS_PER_CELL, TOGETHER_EXPECTED, analyse
+from bench.gate.ab_report import render
 from bench.record import CellKey, Reason, Row
 from bench.store import RunStore
+from bench.studies import ab_power
 from tests.helpers import load_result
 
 PAIRS = 12

@@ -14,10 +14,10 @@ import psutil
 import pytest
 
 from bench import cli
-from bench.matrix import Cell
 from bench.record import Row
-from bench.runner import run_cell
-from bench.server_process import ServerProcess
+from bench.run.matrix import Cell
+from bench.run.runner import run_cell
+from bench.run.server_process import ServerProcess
 from bench.store import RunStore
 
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
@@ -81,7 +81,7 @@ class CrashingServer(ServerProcess):
 def test_crashed_server_gives_failed_row_and_the_run_goes_on(tmp_path, monkeypatch) -> None:
     real = ServerProcess
     monkeypatch.setattr(
-        "bench.runner.ServerProcess",
+        "bench.run.runner.ServerProcess",
         lambda model, *a, **kw: (CrashingServer if model == "poll" else real)(model, *a, **kw),
     )
     code = run_bench(tmp_path, "--models", "poll", "epoll", "--connections", "4", "--no-report")
@@ -116,7 +116,7 @@ class WorkerKillingServer(ServerProcess):
 
 
 def test_a_prefork_worker_killed_mid_cell_is_counted_in_the_row(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("bench.runner.ServerProcess", WorkerKillingServer)
+    monkeypatch.setattr("bench.run.runner.ServerProcess", WorkerKillingServer)
     code = run_bench(tmp_path, "--models", "prefork", "--connections", "16", "--no-report")
     assert code == 0
     [row] = RunStore.open(tmp_path / "t").rows()
@@ -132,12 +132,12 @@ def test_a_prefork_worker_killed_mid_cell_is_counted_in_the_row(tmp_path, monkey
 def test_retry_failed_runs_the_failed_cells_again(tmp_path, monkeypatch) -> None:
     real = ServerProcess
     monkeypatch.setattr(
-        "bench.runner.ServerProcess",
+        "bench.run.runner.ServerProcess",
         lambda model, *a, **kw: (CrashingServer if model == "poll" else real)(model, *a, **kw),
     )
     flags = ["--models", "poll", "epoll", "--connections", "2", "--no-report"]
     assert run_bench(tmp_path, *flags) == 0
-    monkeypatch.setattr("bench.runner.ServerProcess", real)
+    monkeypatch.setattr("bench.run.runner.ServerProcess", real)
     resume = ["run", "--resume", str(tmp_path / "t"), "--no-report"]
     assert cli.main(resume) == 0  # nothing missing: nothing runs, the failure stays
     assert {r.cell.model: r.status for r in RunStore.open(tmp_path / "t").rows()}["poll"] == (
@@ -168,7 +168,7 @@ class NoisyServer(ServerProcess):
 
 
 def test_server_output_goes_to_a_bounded_log_in_the_run_folder(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr("bench.runner.ServerProcess", NoisyServer)
+    monkeypatch.setattr("bench.run.runner.ServerProcess", NoisyServer)
     assert run_bench(tmp_path, "--models", "epoll", "--connections", "2", "--no-report") == 0
     [row] = RunStore.open(tmp_path / "t").rows()
     assert row.status in ("ok", "client-bound"), row.reason

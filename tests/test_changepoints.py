@@ -1,5 +1,5 @@
-"""bench.changepoints on made-up series: the right nights, the right commits, quiet noise;
-and bench.history_sim's counting."""
+"""bench.analysis.changepoints on made-up series: the right nights, the right commits, quiet noise;
+and bench.studies.history_sim's counting."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from bench import history_sim
-from bench.changepoints import DRIFT, SHIFT, drift, find, shifts
+from bench.analysis.changepoints import DRIFT, SHIFT, drift, find, shifts
+from bench.studies import history_sim
 
 NIGHTS = 30
 COMMITS = [f"sha{night:02d}" for night in range(1, NIGHTS + 1)]  # night n (from 1): "sha<n>"
@@ -40,7 +40,7 @@ def test_a_shift_at_night_15_names_nights_14_and_15() -> None:
 
 @pytest.mark.parametrize("seed", range(3))
 def test_a_series_of_ratios_near_1(seed: int) -> None:
-    """What bench.history analyses: ratios new / anchor, about 1.5% of noise."""
+    """What bench.gate.history analyses: ratios new / anchor, about 1.5% of noise."""
     values = _series(0.015, 20 + seed, lambda night: 0.9 if night >= 15 else 1.0, level=1.0)
     (shift,) = find(values, COMMITS)
     assert (shift.kind, shift.commits) == (SHIFT, "sha14..sha15")

@@ -30,21 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 # (test_every_parser_in_the_sources_is_registered).
 PARSERS = {
     "bench/cli.py": "bench.cli:build_parser",
-    "bench/crosscheck.py": "bench.crosscheck:build_parser",
-    "bench/scaling.py": "bench.scaling:build_parser",
-    "bench/ab_power.py": "bench.ab_power:build_parser",
-    "bench/history_sim.py": "bench.history_sim:build_parser",
-    "bench/loadgen_ab.py": "bench.loadgen_ab:build_parser",
+    "bench/studies/crosscheck.py": "bench.studies.crosscheck:build_parser",
+    "bench/studies/scaling.py": "bench.studies.scaling:build_parser",
+    "bench/studies/ab_power.py": "bench.studies.ab_power:build_parser",
+    "bench/studies/history_sim.py": "bench.studies.history_sim:build_parser",
+    "bench/studies/loadgen_ab.py": "bench.studies.loadgen_ab:build_parser",
     "clients/loadgen.py": "clients.loadgen:build_parser",
-    "clients/locust_driver.py": "clients.locust_driver:build_parser",
+    "clients/locust/driver.py": "clients.locust.driver:build_parser",
     "servers/__main__.py": "servers.__main__:build_parser",
 }
 # Subcommands defined in their own module (`def add_parser(sub)`), walked through the
 # parser that mounts them.
 SUBCOMMANDS = {
-    "bench/ab_cli.py": ("bench/cli.py", "ab"),
-    "bench/explain_cli.py": ("bench/cli.py", "explain"),
-    "bench/history_report.py": ("bench/cli.py", "history"),
+    "bench/commands/ab.py": ("bench/cli.py", "ab"),
+    "bench/commands/explain.py": ("bench/cli.py", "explain"),
+    "bench/gate/history_report.py": ("bench/cli.py", "history"),
 }
 NOT_SOURCES = {"tests", "results", "build", "docs"}
 
@@ -216,11 +216,11 @@ def test_the_walk_passes_good_help(kwargs: dict[str, Any]) -> None:
 
 
 def test_locustfile_options_have_help() -> None:
-    """clients/locustfile.py adds options to locust's own parser: importing it would let
+    """clients/locust/locustfile.py adds options to locust's own parser: importing it would let
     gevent patch this process, so its add_argument calls are read, not run."""
     import ast
 
-    tree = ast.parse((ROOT / "clients" / "locustfile.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "clients" / "locust" / "locustfile.py").read_text(encoding="utf-8"))
     calls = [
         node
         for node in ast.walk(tree)
@@ -347,9 +347,9 @@ def parse_error(
         ("servers/__main__.py", ["lst"], "'list'"),
         ("bench/cli.py", ["reprot", "x"], "'report'"),
         ("bench/cli.py", ["explain", "epoll", "--protocol", "ecko"], "'echo'"),
-        ("bench/scaling.py", ["--protocol", "HTTP"], "'http'"),
-        ("bench/ab_power.py", ["f", "--metric", "throughput_"], "'throughput'"),
-        ("clients/locust_driver.py", ["--target", "h:1", "--protocol", "eco"], "'echo'"),
+        ("bench/studies/scaling.py", ["--protocol", "HTTP"], "'http'"),
+        ("bench/studies/ab_power.py", ["f", "--metric", "throughput_"], "'throughput'"),
+        ("clients/locust/driver.py", ["--target", "h:1", "--protocol", "eco"], "'echo'"),
     ],
 )
 def test_an_invalid_choice_names_the_nearest(

@@ -1,4 +1,4 @@
-"""bench.compare and `python -m bench compare` on synthetic runs written with RunStore.
+"""bench.gate.compare and `python -m bench compare` on synthetic runs written with RunStore.
 
 Every run here is made up: a few cells, 5 repeats each, values chosen so that the
 Mann-Whitney test's answer is known (5 vs 5 fully separated: exact p = 2/252 = 0.008).
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from bench import compare as compare_module
 from bench.cli import main
-from bench.compare import (
+from bench.gate import compare as compare_module
+from bench.gate.compare import (
     IMPROVEMENT,
     NO_CHANGE,
     REGRESSION,

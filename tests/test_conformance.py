@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from bench.server_process import ServerProcess
+from bench.run.server_process import ServerProcess
 from tests.helpers import (
     AVAILABLE,
     connect,

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from bench.server_process import ServerProcess
+from bench.run.server_process import ServerProcess
 from servers.protocol import GET_BODY
 from tests.helpers import AVAILABLE, connect, exchange, recv_exactly, recv_until_eof
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.crosscheck import (
+from bench.studies.crosscheck import (
     below,
     bracketed_ratios,
     parse_wrk,
@@ -114,7 +114,7 @@ def crosscheck(
     *args: str, env: dict | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "bench.crosscheck", *args],
+        [sys.executable, "-m", "bench.studies.crosscheck", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -172,7 +172,7 @@ def test_one_round_of_wrk_and_ours_against_the_epoll_server(tmp_path: Path) -> N
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is missing (apt-get install wrk)")
 def test_ctrl_c_exits_130_and_leaves_no_process(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.crosscheck", "--out", str(tmp_path / "cc.json")],
+        [sys.executable, "-m", "bench.studies.crosscheck", "--out", str(tmp_path / "cc.json")],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

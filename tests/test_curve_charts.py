@@ -16,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, verdict
-from bench.curve_report import OVERVIEW_MAX
-from bench.curves import KNEE_FACTOR, Step, knee
+from bench import cli
+from bench.analysis import verdict
+from bench.analysis.curves import KNEE_FACTOR, Step, knee
 from bench.record import CellKey, Reason, Row
-from bench.report import build_report
+from bench.report.build import build_report
+from bench.report.curve_section import OVERVIEW_MAX
 from bench.store import RunStore
 from clients.result import Interval, Latency, Rate
 from servers import MODELS
@@ -34,7 +35,7 @@ SLICES = 20
 
 def slices(rps: float, p99: int, *, drift: bool, backlog: bool) -> tuple[Interval, ...]:
     """A window of SLICES slices; with `drift`, throughput falls and p99 rises in the
-    last third (what bench.verdict calls non-stationary)."""
+    last third (what bench.analysis.verdict calls non-stationary)."""
     late = 2 * SLICES // 3
     return tuple(
         Interval(

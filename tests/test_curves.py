@@ -1,4 +1,4 @@
-"""bench.curves (targets, capacity at a target) and a real sweep through `bench run`."""
+"""bench.analysis.curves (targets, capacity at a target) and a real sweep through `bench run`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import cli
-from bench.curves import Step, capacity, load_rate, parse_target
+from bench.analysis.curves import Step, capacity, load_rate, parse_target
 from bench.store import RunStore
 
 
@@ -97,8 +97,8 @@ def test_a_sweep_gives_curves_and_capacities(tmp_path: Path) -> None:
 
 
 def test_a_capacity_with_repeats_below_the_sweep_says_how_many() -> None:
-    from bench.curve_report import capacity_text
-    from bench.curves import Capacity
+    from bench.analysis.curves import Capacity
+    from bench.report.curve_section import capacity_text
 
     text, bar = capacity_text([Capacity(20_000.0, False, ""), Capacity(None, False, "")])
     assert "1 of 2 repeats below the lowest step" in text

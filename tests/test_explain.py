@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, perf_session
-from bench.explain import (
+from bench import cli
+from bench.explain import perf as perf_session
+from bench.explain.measure import (
     PYTHON_FUNCTIONS,
     Cost,
     Explained,
@@ -22,7 +23,7 @@ from bench.explain import (
     load,
     replies_between,
 )
-from bench.explain_report import render
+from bench.explain.report import render
 from clients.result import Interval, Window
 from tests.helpers import load_result
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from bench.server_process import ServerProcess
+from bench.run.server_process import ServerProcess
 from tests.helpers import connect, frame, prefork_processes, recv_exactly
 
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`

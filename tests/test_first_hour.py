@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from bench import cli
-from bench.runner import run_cell
+from bench.run.runner import run_cell
 from bench.store import RunStore
 from tests.helpers import SMALL_RUN
 
@@ -166,8 +166,8 @@ def test_a_subset_of_one_interpreter_line_keeps_its_rows_and_cells() -> None:
     cells and the rows (for the facts, curves and windows over time) agree on it."""
     import dataclasses
 
-    from bench.frame import load_frame
-    from bench.report import Subset, _restrict
+    from bench.report.build import Subset, _restrict
+    from bench.report.frame import load_frame
 
     rows = [
         dataclasses.replace(r, cell=dataclasses.replace(r.cell, python=python))

@@ -1,4 +1,4 @@
-"""clients.histlog: HdrHistogram interval logs, read back by us and by HdrHistogram's
+"""clients.engine.histlog: HdrHistogram interval logs, read back by us and by HdrHistogram's
 own Java implementation.
 
 The Java check needs `java` (a JRE) and Debian's libhdrhistogram-java jar (.ci/run
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import ServerProcess
-from clients.hist import from_values, merge, new_histogram
-from clients.histlog import Interval, read_interval_log, write_interval_log
+from bench.run.server_process import ServerProcess
+from clients.engine.hist import from_values, merge, new_histogram
+from clients.engine.histlog import Interval, read_interval_log, write_interval_log
 from clients.result import LoadResult
 
 START = 1_700_000_000.123456  # StartTime is written to the millisecond: ...000.123

@@ -1,4 +1,4 @@
-"""bench.history: entries from the committed bench ab result, the JSONL file, the series."""
+"""bench.gate.history: entries from the committed bench ab result, the JSONL file, the series."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.history import (
+from bench.gate.history import (
     METRICS,
     SCHEMA,
     HistoryEntry,

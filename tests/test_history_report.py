@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.history import SCHEMA, HistoryEntry, append, entries_from_ab, load
+from bench.gate.history import SCHEMA, HistoryEntry, append, entries_from_ab, load
 
 REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference" / "ab-aa-together"
 

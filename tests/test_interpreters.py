@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.interpreters import (
+from bench.run.interpreters import (
     SERVER_NEEDS,
     Interpreter,
     InterpreterError,

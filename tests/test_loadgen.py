@@ -16,13 +16,14 @@ from typing import Any
 import psutil
 import pytest
 
-from bench.server_process import ServerProcess
-from bench.verdict import judge, verdict
-from clients import hist, saturation, wire
+from bench.analysis.verdict import judge, verdict
+from bench.run.server_process import ServerProcess
+from clients import saturation, wire
+from clients.engine import hist
+from clients.engine.pipelined import PipelinedLoops
+from clients.engine.plan import WorkerPlan
 from clients.errors import ERROR_KINDS
 from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, overloaded, run
-from clients.pipelined import PipelinedLoops
-from clients.plan import WorkerPlan
 from clients.result import LoadResult, Worker
 from clients.target import is_loopback, join_target, split_target
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
@@ -541,7 +542,7 @@ def test_a_failing_worker_is_reported_not_hung(
     echo_server: ServerProcess, monkeypatch, how, message: str
 ) -> None:
     # forked workers inherit it
-    monkeypatch.setattr("clients.connections.Connections.connect_all", how)
+    monkeypatch.setattr("clients.engine.connections.Connections.connect_all", how)
     with pytest.raises(LoadgenError, match=message):
         run(
             LoadConfig(

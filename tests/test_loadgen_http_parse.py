@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import ServerProcess
+from bench.run.server_process import ServerProcess
 from clients import wire
-from clients.loops import Loops
-from clients.pipelined import PipelinedLoops
-from clients.plan import WorkerPlan
+from clients.engine.loops import Loops
+from clients.engine.pipelined import PipelinedLoops
+from clients.engine.plan import WorkerPlan
+from clients.engine.worker import result_of
 from clients.result import LoadResult
-from clients.worker import result_of
 from tests.helpers import SMALL_RUN, ThreadedTestServer
 
 GREETING = b"Hello, world!\n"

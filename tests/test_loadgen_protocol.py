@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from bench.cpus import plan_cpus
-from bench.matrix import Cell, Matrix
 from bench.record import CellKey
-from bench.runner import no_request_cause, parse_load, run_cell
-from bench.server_process import ServerProcess
+from bench.run.cpus import plan_cpus
+from bench.run.matrix import Cell, Matrix
+from bench.run.runner import no_request_cause, parse_load, run_cell
+from bench.run.server_process import ServerProcess
 from clients import wire
 from clients.diagnosis import diagnose, show
 from clients.errors import ERROR_KINDS, parse_error_kind, reply_error

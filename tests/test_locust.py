@@ -26,11 +26,11 @@ import psutil
 import pytest
 
 from bench import cli
-from bench.matrix import Matrix, MatrixError
+from bench.run.matrix import Matrix, MatrixError
 from bench.store import RunStore
-from clients import locust_driver
 from clients.errors import ERROR_KINDS
-from clients.locust_driver import (
+from clients.locust import driver as locust_driver
+from clients.locust.driver import (
     LOCUSTFILE,
     LocustRunError,
     UsageError,
@@ -75,7 +75,7 @@ def locust_sessions(monkeypatch) -> Iterator[list[int]]:
             sessions.append(proc.pid)  # a session leader: its pid is the session id
         return proc
 
-    monkeypatch.setattr("clients.locust_driver.subprocess.Popen", recording_popen)
+    monkeypatch.setattr("clients.locust.driver.subprocess.Popen", recording_popen)
     yield sessions
     assert sessions, "the driver started no locust"
     assert not alive_in_sessions(sessions)
@@ -682,7 +682,7 @@ def test_a_worker_written_before_name_and_cpu_max_still_loads() -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "clients.locust_driver", *args],
+        [sys.executable, "-m", "clients.locust.driver", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -777,8 +777,8 @@ def test_servers_and_loadgen_never_import_locust() -> None:
     generator; the locust driver itself only runs locust as a subprocess."""
     code = (
         "import importlib, importlib.util, sys\n"
-        "mods = ['servers.epoll_server', 'servers.__main__', 'clients.locust_driver']\n"
-        "mods += [m for m in ('clients.loadgen', 'clients.worker')"
+        "mods = ['servers.epoll_server', 'servers.__main__', 'clients.locust.driver']\n"
+        "mods += [m for m in ('clients.loadgen', 'clients.engine.worker')"
         " if importlib.util.find_spec(m)]\n"
         "for m in mods: importlib.import_module(m)\n"
         "bad = sorted(m for m in ('gevent', 'locust') if m in sys.modules)\n"
@@ -799,7 +799,7 @@ def test_a_killed_driver_takes_locust_and_its_forked_workers_with_it(server_fact
         [
             sys.executable,
             "-m",
-            "clients.locust_driver",
+            "clients.locust.driver",
             "--target",
             f"127.0.0.1:{server.port}",
             "--users",

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from bench.cpus import CpuPlanError, plan_cpus
-from bench.matrix import Matrix, MatrixError, load_profile, override, profile_names
+from bench.run.cpus import CpuPlanError, plan_cpus
+from bench.run.matrix import Matrix, MatrixError, load_profile, override, profile_names
 from common.cpus import parse_cpu_list
 from servers import MODELS
 

@@ -1,4 +1,4 @@
-"""bench.paired: the exact tests, intervals and Holm's correction on numbers."""
+"""bench.analysis.paired: the exact tests, intervals and Holm's correction on numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from bench.paired import (
+from bench.analysis.paired import (
     IMPROVEMENT,
     NO_CHANGE,
     REGRESSION,

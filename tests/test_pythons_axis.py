@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from bench import cli
-from bench.frame import load_frame
-from bench.interpreters import InterpreterError, resolve
-from bench.matrix import Matrix
+from bench.report.frame import load_frame
+from bench.run.interpreters import InterpreterError, resolve
+from bench.run.matrix import Matrix
 from bench.store import RunStore
 
 

@@ -12,8 +12,8 @@ import psutil
 import pytest
 
 from bench import cli
-from bench.external import External, check_external, parse_external
-from bench.server_process import ServerProcess
+from bench.run.external import External, check_external, parse_external
+from bench.run.server_process import ServerProcess
 from bench.store import RunStore
 from servers import REFERENCES
 from tests.helpers import connect, recv_until_eof
@@ -197,7 +197,7 @@ def test_an_external_server_is_one_more_model_line(tmp_path: Path) -> None:
 def test_charts_of_a_client_bound_reference_say_whose_limit_its_line_is() -> None:
     import pandas as pd
 
-    from bench.report import reference_note
+    from bench.report.build import reference_note
 
     cells = pd.DataFrame({"cell.model": ["nginx", "epoll"], "status": ["client-bound", "ok"]})
     assert reference_note(cells, "throughput").startswith("nginx: client-bound")

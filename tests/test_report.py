@@ -1,4 +1,4 @@
-"""bench.report and the modules it drives (frame, document, charts, plots, report_md,
+"""bench.report.build and the modules it drives (frame, document, charts, plots, report_md,
 report_html, pyperf_export) on a fixed run.
 
 tests/data/small_run is a small but realistic run: blocking, threaded, epoll and a
@@ -20,11 +20,11 @@ from pathlib import Path
 import pyperf
 import pytest
 
-from bench import plots
-from bench.frame import aggregate, load_frame, model_sort_key
-from bench.pyperf_export import write_pyperf_suite
 from bench.record import Row
-from bench.report import build_report
+from bench.report.build import build_report
+from bench.report.charts import plots
+from bench.report.frame import aggregate, load_frame, model_sort_key
+from bench.report.pyperf_export import write_pyperf_suite
 from bench.store import RunStore
 from tests.helpers import SMALL_RUN
 

@@ -1,4 +1,4 @@
-"""bench.results_csv: results.csv, one line per cell and repeat, on tests/data/small_run
+"""bench.report.results_csv: results.csv, one line per cell and repeat, on tests/data/small_run
 (see tests/test_report.py for what the run holds)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bench.record import Row
-from bench.results_csv import HEADER, RESULTS_CSV, write_results_csv
+from bench.report.results_csv import HEADER, RESULTS_CSV, write_results_csv
 from bench.store import RESULTS_FILE, RunStore
 from tests.helpers import SMALL_RUN
 

@@ -11,7 +11,7 @@ import time
 import psutil
 import pytest
 
-from bench.sampler import CoreSampler, ServerSampler, interpolate
+from bench.run.sampler import CoreSampler, ServerSampler, interpolate
 from clients.loadgen import LoadConfig, run
 
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`

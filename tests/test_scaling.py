@@ -1,4 +1,4 @@
-"""`python -m bench.scaling` on the CPUs this machine has: the 16-core run it prepares
+"""`python -m bench.studies.scaling` on the CPUs this machine has: the 16-core run it prepares
 is the same code with larger counts."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from bench import scaling
+from bench.studies import scaling
 
 
 def test_more_server_cpus_than_the_machine_allows_is_refused(tmp_path, capsys) -> None:

@@ -1,11 +1,11 @@
-"""bench.search: bracketing, bisection and re-tests against known pass/fail rules."""
+"""bench.analysis.search: bracketing, bisection and re-tests against known pass/fail rules."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
 
-from bench.search import Found, Outcome, Plan, next_step
+from bench.analysis.search import Found, Outcome, Plan, next_step
 
 CAPACITY = 100_000.0  # the closed-loop figure the plan is built around
 

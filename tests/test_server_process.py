@@ -1,4 +1,4 @@
-"""bench.server_process: the harness's handle on a server child, on a fake server."""
+"""bench.run.server_process: the harness's handle on a server child, on a fake server."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.server_process import ALLOCATOR_POLICIES, STDERR_TAIL, ServerProcess
+from bench.run.server_process import ALLOCATOR_POLICIES, STDERR_TAIL, ServerProcess
 
 pytestmark = pytest.mark.real  # starts processes
 

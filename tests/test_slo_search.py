@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 
 from bench import cli
-from bench.curves import parse_target
-from bench.matrix import Cell
+from bench.analysis.curves import parse_target
+from bench.analysis.search import Found
 from bench.record import CellKey, Row
-from bench.runner import run_cell
-from bench.search import Found
-from bench.slo_run import outcome, replay, step_number
+from bench.run.matrix import Cell
+from bench.run.runner import run_cell
+from bench.run.slo import outcome, replay, step_number
 from bench.store import RunStore
 from clients.result import Rate
 from tests.helpers import load_result

@@ -1,4 +1,4 @@
-"""bench.stats: exact order-statistic intervals of the median, adjacent-pair tests."""
+"""bench.analysis.stats: exact order-statistic intervals of the median, adjacent-pair tests."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from bench.stats import (
+from bench.analysis.stats import (
     TEST_NAME,
     compare_adjacent,
     holm,

@@ -1,4 +1,4 @@
-"""bench.store (the run folder) and bench.machine (what goes into metadata.json)."""
+"""bench.store (the run folder) and bench.run.machine (what goes into metadata.json)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.machine import collect_metadata
 from bench.record import CellKey, Row
+from bench.run.machine import collect_metadata
 from bench.store import METADATA_SCHEMA, RunStore, StoreError
 from tests.helpers import load_result
 

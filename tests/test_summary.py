@@ -1,4 +1,4 @@
-"""bench.summary: the table `bench run` prints at its end, on tests/data/small_run.
+"""bench.report.summary: the table `bench run` prints at its end, on tests/data/small_run.
 
 The run (see tests/test_report.py): blocking, threaded, epoll and a skipped uvloop; echo,
 64 B, 1/10/100 connections; epoll repeated 3 times, client-bound (so suspect) at 100
@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from bench.record import Row
+from bench.report.summary import WIDTH, terminal_summary
 from bench.store import RunStore
-from bench.summary import WIDTH, terminal_summary
 from tests.helpers import SMALL_RUN
 
 

@@ -1,4 +1,4 @@
-"""The report's "Over time" section (bench.time_report): a chart of throughput and p99
+"""The report's "Over time" section (bench.report.time_section): a chart of throughput and p99
 through the window for every repeat whose verdict is non-stationary, and for no other."""
 
 from __future__ import annotations
@@ -6,12 +6,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bench import verdict
-from bench.charts import save_time_chart
+from bench.analysis import verdict
 from bench.record import CellKey, Reason, Row
-from bench.report import build_report
+from bench.report.build import build_report
+from bench.report.charts.figures import save_time_chart
+from bench.report.time_section import MAX_CHARTS, cell_title, non_stationary, time_section
 from bench.store import RunStore
-from bench.time_report import MAX_CHARTS, cell_title, non_stationary, time_section
 from clients.result import Interval
 from tests.helpers import load_result
 from tests.test_curve_charts import FRACTIONS, curve_run

@@ -1,4 +1,4 @@
-"""bench.verdict: each check on numbers, and the report's Significance section."""
+"""bench.analysis.verdict: each check on numbers, and the report's Significance section."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import dataclasses
 
 import pandas as pd
 
-from bench.document import significance_section
-from bench.verdict import judge, non_stationary, verdict
+from bench.analysis.verdict import judge, non_stationary, verdict
+from bench.report.document import significance_section
 from clients.result import Client, Interval, Rate, Worker
 from tests.helpers import load_result
 

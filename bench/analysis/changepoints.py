@@ -1,0 +1,169 @@
+"""Where a nightly series changed: level shifts (E-Divisive) and slow drift (a trend test).
+
+Shifts come from Apache Otava's E-Divisive (`otava.analysis.compute_change_points`, the
+Hunter paper's split and merge): a change point stays when its two sides differ by
+Student's t-test at p <= SHIFT_MAX_P *and* their means by more than SHIFT_MIN_CHANGE.
+A change point with fewer than MIN_LEVEL_NIGHTS nights on either side is left out: one
+odd night at the end of a history is not yet a new level.
+
+E-Divisive looks for steps, and a ramp of 1% a night hides in the noise of any one
+split; a trend test sees it. Over the last TREND_NIGHTS nights, on log values:
+Mann-Kendall (Kendall's tau against the night's index) at TREND_ALPHA, and Sen's slope
+(Theil-Sen) at least MIN_DRIFT_PER_NIGHT a night. Where the drift began is the break of
+the best flat-then-linear fit over the window (a hinge; a rough estimate, give or take
+a few nights).
+
+A step inside the trend window reads as a trend too, and a ramp as a step or two. Where
+a shift lies in the trend window, the drift stays only if flat-then-a-ramp fits the
+window's log values better than one step does (least squares). Shifts always stay: a
+ramp can then show as a drift and a shift inside it, and the drift's commit range is
+the one that says where it began (dropping the shift instead would also drop some true
+steps that happen to fit a ramp: about 4 in 100 at 5% noise in bench.studies.history_sim's (a)).
+
+Every finding names the commit range where it began: the commit of the last night
+before and of its first night. docs/nightly.md says why these parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from otava.analysis import compute_change_points
+from scipy.stats import kendalltau, theilslopes
+
+SHIFT, DRIFT = "shift", "drift"
+
+SHIFT_MAX_P = 0.0005
+SHIFT_MIN_CHANGE = 0.05  # below it, at low noise, only noise passed the t-test (docs)
+MIN_LEVEL_NIGHTS = 3
+OTAVA_WINDOW = 50  # Otava's default window for its split step
+TREND_NIGHTS = 30
+MIN_TREND_NIGHTS = 10
+TREND_ALPHA = 0.01
+MIN_DRIFT_PER_NIGHT = 0.0025  # 5% in 20 nights
+MIN_RAMP_NIGHTS = 3  # nights after the hinge's onset, at least
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A shift or a drift in one series."""
+
+    kind: str  # SHIFT or DRIFT
+    night: int  # index of its first night: the new level's, or the first one drifting
+    before: str  # commit of the last night before it
+    after: str  # commit of its first night
+    change: float  # relative: a shift's new level / old level - 1; a drift's since its onset
+    p: float  # a shift: Otava's t-test; a drift: Mann-Kendall's
+    per_night: float | None = None  # a drift's change per night (from the hinge fit)
+
+    @property
+    def commits(self) -> str:
+        return f"{self.before[:10]}..{self.after[:10]}"
+
+
+def find(values: Sequence[float], commits: Sequence[str]) -> list[Finding]:
+    """Shifts and drift in one series (oldest night first, positive values), each night's
+    commit beside it; the findings in the order of their first night."""
+    if len(values) != len(commits):
+        raise ValueError(f"{len(values)} values but {len(commits)} commits")
+    if any(not (math.isfinite(v) and v > 0) for v in values):
+        raise ValueError("a series needs positive, finite values")
+    found = shifts(values, commits)
+    trend = drift(values, commits)
+    if trend is None:
+        return found
+    start = max(0, len(values) - TREND_NIGHTS)
+    if any(f.night >= start for f in found):
+        window = np.log(np.asarray(values[start:], dtype=float))
+        if _step_sse(window) <= _hinge(window)[1]:
+            return found  # a step explains the window at least as well: no drift
+    return sorted([*found, trend], key=lambda f: f.night)
+
+
+def shifts(values: Sequence[float], commits: Sequence[str]) -> list[Finding]:
+    """Level shifts by E-Divisive (Otava), at least MIN_LEVEL_NIGHTS nights each side."""
+    n = len(values)
+    if n < 2 * MIN_LEVEL_NIGHTS:
+        return []
+    points, _weak = compute_change_points(
+        [float(v) for v in values],  # a list: Otava's windows slice only a non-array
+        window_len=OTAVA_WINDOW,
+        max_pvalue=SHIFT_MAX_P,
+        min_magnitude=SHIFT_MIN_CHANGE,
+    )
+    bounds = [0, *(int(p.index) for p in points), n]
+    kept = [
+        (bounds[i], float(points[i - 1].stats.pvalue))
+        for i in range(1, len(bounds) - 1)
+        if min(bounds[i] - bounds[i - 1], bounds[i + 1] - bounds[i]) >= MIN_LEVEL_NIGHTS
+    ]
+    edges = [0, *(index for index, _ in kept), n]
+    return [
+        Finding(
+            SHIFT,
+            index,
+            commits[index - 1],
+            commits[index],
+            _mean(values[index : edges[i + 2]]) / _mean(values[edges[i] : index]) - 1,
+            p,
+        )
+        for i, (index, p) in enumerate(kept)
+    ]
+
+
+def drift(values: Sequence[float], commits: Sequence[str]) -> Finding | None:
+    """A monotonic trend over the last TREND_NIGHTS nights, or None."""
+    start = max(0, len(values) - TREND_NIGHTS)
+    y = np.log(np.asarray(values[start:], dtype=float))
+    if len(y) < MIN_TREND_NIGHTS:
+        return None
+    x = np.arange(len(y))
+    p = float(kendalltau(x, y).pvalue)
+    slope = float(theilslopes(y, x)[0])
+    if not (p < TREND_ALPHA and abs(slope) >= math.log1p(MIN_DRIFT_PER_NIGHT)):
+        return None
+    (onset, rate), _ = _hinge(y)
+    night = start + onset + 1  # the hinge's onset is the last night still on the level
+    span = len(y) - 1 - onset
+    return Finding(
+        DRIFT,
+        night,
+        commits[night - 1],
+        commits[night],
+        math.expm1(rate * span),
+        p,
+        math.expm1(rate),
+    )
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
+
+
+def _step_sse(y: npt.NDArray[np.float64]) -> float:
+    """The residual sum of squares of the best single step (at least MIN_LEVEL_NIGHTS
+    nights each side)."""
+    sses = [
+        float(((y[:k] - y[:k].mean()) ** 2).sum() + ((y[k:] - y[k:].mean()) ** 2).sum())
+        for k in range(MIN_LEVEL_NIGHTS, len(y) - MIN_LEVEL_NIGHTS + 1)
+    ]
+    return min(sses, default=math.inf)
+
+
+def _hinge(y: npt.NDArray[np.float64]) -> tuple[tuple[int, float], float]:
+    """((onset, slope after it), residual sum of squares) of the best fit of a flat
+    level until `onset`, then a straight line: least squares over every onset."""
+    x = np.arange(len(y), dtype=float)
+    best: tuple[tuple[int, float], float] = ((0, 0.0), math.inf)
+    for onset in range(len(y) - MIN_RAMP_NIGHTS):
+        ramp = np.maximum(0.0, x - onset)
+        design = np.column_stack([np.ones_like(x), ramp])
+        coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+        sse = float(((design @ coef - y) ** 2).sum())
+        if sse < best[1]:
+            best = ((onset, float(coef[1])), sse)
+    return best

@@ -1,0 +1,564 @@
+"""`python -m bench compare BASE NEW`: the statistical regression gate between two runs.
+
+Cells are matched by key (`row.cell.key`); only ok and client-bound repeats count. For
+each cell in both runs and each metric (throughput, p99 latency of all requests, and
+the longest wait of any connection, so that starvation gates too):
+
+- the change is the ratio of medians over repeats, new / base (p99 is one value per
+  repeat: percentiles are never averaged);
+- its 95% confidence interval is a percentile bootstrap of that ratio, base and new
+  resampled independently, 10,000 resamples, from a seeded RNG (the seed mixes in the
+  cell and metric, so the interval does not depend on which other cells are present);
+- significance is a two-sided Mann-Whitney U test over the repeats (scipy.stats), which
+  needs no normality and shrugs off one wild repeat;
+- the verdict is `regression` only when the change is significant (p < alpha) AND beyond
+  the threshold in the bad direction (throughput ratio < 1 - t, a latency ratio > 1 + t);
+  `improvement` symmetrically; otherwise `no change`.
+
+With few repeats the exact test cannot reach alpha at all (the smallest two-sided p for
+n and m repeats is 2 / C(n+m, n): 0.33 for 2 vs 2, 0.10 for 3 vs 3), so such cells are
+`no change` with the note "too few repeats" rather than a silent pass. A cell's verdict
+is its worst metric's. The gate's exit status: 1 if any cell regressed, else 0; bad
+input (missing folder, no common cells, differing machines without --force) is a
+CompareError, reported by the CLI as one line with exit status 2.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+from bench.analysis.stats import min_p_value
+from bench.record import USABLE, Row
+from bench.store import RunStore, StoreError, write_text_atomic
+
+REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
+VERDICT_ORDER = (REGRESSION, IMPROVEMENT, NO_CHANGE)
+
+DEFAULT_THRESHOLD_PCT = 5.0
+DEFAULT_ALPHA = 0.05
+CONFIDENCE = 0.95
+RESAMPLES = 10_000
+SEED = 5  # any constant: the point is that the same runs give the same intervals
+
+COMPARE_MD = "compare.md"
+CHART_STEM = "compare"  # compare.png and compare.svg beside the markdown
+
+# Metadata that must match for two runs to be comparable: (group, field) in metadata.json
+# as bench.run.machine and bench.run.cpus write it.
+CHECKED_METADATA: tuple[tuple[str, str], ...] = (
+    ("host", "cpu_model"),
+    ("host", "cpu_count"),
+    ("host", "kernel"),
+    ("cpu_plan", "server"),
+    ("cpu_plan", "client"),
+    ("python", "implementation"),
+    ("python", "version"),
+)
+
+
+# How a cell is measured, outside its key: two runs that differ here measure different
+# things under the same cell keys (the axes themselves only change which cells match).
+MATRIX_SETTINGS = ("duration", "warmup", "allocator", "inject_delay_ns", "arrivals")
+
+
+class CompareError(Exception):
+    """Bad input for a comparison; the message is one line."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    title: str
+    unit: str
+    path: tuple[str, ...]  # attributes of `row.load` that lead to the value
+    higher_is_better: bool
+    fmt: str
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec("throughput", "throughput", "req/s", ("throughput_rps",), True, ",.0f"),
+    MetricSpec("p99", "p99 latency, all requests", "µs", ("latency_all", "p99"), False, ",.0f"),
+    MetricSpec(
+        "worst_wait",
+        "longest wait of any connection",
+        "µs",
+        ("connections", "worst_wait_max_us"),
+        False,
+        ",.0f",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    metric: MetricSpec
+    base: tuple[float, ...]
+    new: tuple[float, ...]
+    ratio: float  # median(new) / median(base); nan when undefined
+    ci_low: float
+    ci_high: float
+    p_value: float  # two-sided Mann-Whitney U; nan when either side has no value
+    verdict: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class CellComparison:
+    key: str
+    changes: tuple[MetricChange, ...]
+    notes: tuple[str, ...]
+
+    @property
+    def verdict(self) -> str:
+        # The worst metric decides: a regression in p99 is not offset by more throughput.
+        verdicts = {c.verdict for c in self.changes}
+        return next((v for v in (REGRESSION, IMPROVEMENT) if v in verdicts), NO_CHANGE)
+
+
+FAILED_IN_NEW = "failed in new"  # usable in the base, no usable repeat in the new run
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    key: str
+    where: str  # "only in base", "only in new", or FAILED_IN_NEW
+    note: str
+
+
+@dataclass
+class Comparison:
+    base: RunStore
+    new: RunStore
+    threshold: float  # a fraction: 0.05 for 5%
+    alpha: float
+    cells: list[CellComparison]
+    unmatched: list[Unmatched]
+    metadata_differences: list[str] = field(default_factory=list)  # non-empty only with force
+
+    def count(self, verdict: str) -> int:
+        return sum(c.verdict == verdict for c in self.cells)
+
+    @property
+    def failed_in_new(self) -> int:
+        return sum(u.where == FAILED_IN_NEW for u in self.unmatched)
+
+    @property
+    def exit_code(self) -> int:
+        # A cell that worked in the base and fails every repeat now is the worst regression.
+        return 1 if self.count(REGRESSION) or self.failed_in_new else 0
+
+
+# -- the statistics ---------------------------------------------------------------------
+
+
+def bootstrap_ratio_ci(
+    base: tuple[float, ...],
+    new: tuple[float, ...],
+    rng: np.random.Generator,
+    resamples: int = RESAMPLES,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """Percentile-bootstrap interval of median(new) / median(base), sides resampled apart."""
+    b = np.asarray(base, dtype=float)
+    n = np.asarray(new, dtype=float)
+    base_medians = np.median(rng.choice(b, size=(resamples, b.size)), axis=1)
+    new_medians = np.median(rng.choice(n, size=(resamples, n.size)), axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = new_medians / base_medians
+    ratios = ratios[np.isfinite(ratios)]  # a zero base median has no ratio
+    if ratios.size == 0:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(ratios, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def compare_metric(
+    spec: MetricSpec,
+    key: str,
+    base: tuple[float, ...],
+    new: tuple[float, ...],
+    *,
+    threshold: float,
+    alpha: float,
+) -> MetricChange:
+    """The change of one metric of one cell, with its interval, p-value and verdict."""
+    if not base or not new:
+        side = "base" if not base else "new"
+        return MetricChange(
+            spec,
+            base,
+            new,
+            math.nan,
+            math.nan,
+            math.nan,
+            math.nan,
+            NO_CHANGE,
+            f"{spec.title}: no value in {side}",
+        )
+    base_median, new_median = statistics.median(base), statistics.median(new)
+    ratio = new_median / base_median if base_median > 0 else math.nan
+    rng = np.random.default_rng([SEED, zlib.crc32(f"{key}|{spec.name}".encode())])
+    low, high = bootstrap_ratio_ci(base, new, rng)
+    p = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
+    if math.isnan(ratio):
+        return MetricChange(
+            spec,
+            base,
+            new,
+            ratio,
+            low,
+            high,
+            p,
+            NO_CHANGE,
+            f"{spec.title}: base median is 0, no ratio",
+        )
+
+    worse = ratio < 1 - threshold if spec.higher_is_better else ratio > 1 + threshold
+    better = ratio > 1 + threshold if spec.higher_is_better else ratio < 1 - threshold
+    floor = min_p_value(len(base), len(new))
+    if floor >= alpha or min(len(base), len(new)) < 3:
+        note = (
+            f"too few repeats ({len(base)} vs {len(new)}: p cannot go below "
+            f"{floor:.2g}, alpha {alpha:g})"
+        )
+        return MetricChange(spec, base, new, ratio, low, high, p, NO_CHANGE, note)
+    significant = p < alpha
+    if significant and worse:
+        verdict, note = REGRESSION, ""
+    elif significant and better:
+        verdict, note = IMPROVEMENT, ""
+    elif worse or better:
+        verdict, note = NO_CHANGE, f"{spec.title} {_pct(ratio)} not significant (p {p:.2g})"
+    elif significant and ratio != 1:
+        verdict, note = NO_CHANGE, f"{spec.title} {_pct(ratio)} significant but within threshold"
+    else:
+        verdict, note = NO_CHANGE, ""
+    return MetricChange(spec, base, new, ratio, low, high, p, verdict, note)
+
+
+# -- loading and matching ---------------------------------------------------------------
+
+
+def metadata_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """'group.field: base value vs new value' for each checked field that differs, and
+    for each of the matrices' MATRIX_SETTINGS that both runs record."""
+    out = []
+    for group, name in CHECKED_METADATA:
+        a = (base.get(group) or {}).get(name)
+        b = (new.get(group) or {}).get(name)
+        if a != b:
+            out.append(f"{group}.{name}: {a!r} vs {b!r}")
+    if (ma := base.get("matrix")) and (mb := new.get("matrix")):
+        for name in MATRIX_SETTINGS:  # a setting older runs did not record is not checked
+            if name in ma and name in mb and ma[name] != mb[name]:
+                out.append(f"matrix.{name}: {ma.get(name)!r} vs {mb.get(name)!r}")
+    return out
+
+
+def load_value(row: Row, path: tuple[str, ...]) -> float | None:
+    """The load result's figure at `path` (e.g. ('throughput_rps',)), if a finite number."""
+    value: Any = row.load
+    for part in path:
+        value = getattr(value, part, None)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass
+class _Side:
+    """One run's rows grouped by cell key."""
+
+    values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    statuses: dict[str, Counter[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, rows: list[Row]) -> _Side:
+        side = cls(statuses=defaultdict(Counter))
+        for row in rows:
+            key = row.cell.key
+            side.statuses[key][row.status] += 1
+            if row.status not in USABLE:
+                continue
+            metrics = side.values.setdefault(key, {m.name: [] for m in METRICS})
+            for spec in METRICS:
+                if (value := load_value(row, spec.path)) is not None:
+                    metrics[spec.name].append(value)
+        return side
+
+    def status_text(self, key: str) -> str:
+        counts = self.statuses.get(key)
+        if not counts:
+            return "not in the run"
+        return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+
+
+def _open(path: Path, role: str) -> RunStore:
+    try:
+        return RunStore.open(path)
+    except StoreError as exc:
+        raise CompareError(f"{role} run: {exc}") from None
+
+
+def compare_runs(
+    base_dir: Path,
+    new_dir: Path,
+    *,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    alpha: float = DEFAULT_ALPHA,
+    force: bool = False,
+) -> Comparison:
+    """Compare two run folders; CompareError on bad input or differing machines."""
+    if not 0 <= threshold_pct < 100:
+        raise CompareError(f"--threshold must be a percentage in [0, 100), got {threshold_pct:g}")
+    if not 0 < alpha < 1:
+        raise CompareError(f"--alpha must be between 0 and 1, got {alpha:g}")
+    base, new = _open(base_dir, "base"), _open(new_dir, "new")
+    differences = metadata_differences(base.metadata, new.metadata)
+    if differences and not force:
+        raise CompareError(
+            "runs from different setups, refusing to compare (--force to go on): "
+            + "; ".join(differences)
+        )
+    try:
+        base_side, new_side = _Side.of(base.rows()), _Side.of(new.rows())
+    except StoreError as exc:
+        raise CompareError(str(exc)) from None
+
+    threshold = threshold_pct / 100
+    cells, unmatched = [], []
+    for key in sorted(set(base_side.values) | set(new_side.values)):
+        if key not in new_side.values:
+            where = FAILED_IN_NEW if key in new_side.statuses else "only in base"
+            unmatched.append(Unmatched(key, where, f"new: {new_side.status_text(key)}"))
+            continue
+        if key not in base_side.values:
+            unmatched.append(Unmatched(key, "only in new", f"base: {base_side.status_text(key)}"))
+            continue
+        changes = tuple(
+            compare_metric(
+                spec,
+                key,
+                tuple(base_side.values[key][spec.name]),
+                tuple(new_side.values[key][spec.name]),
+                threshold=threshold,
+                alpha=alpha,
+            )
+            for spec in METRICS
+        )
+        cells.append(CellComparison(key, changes, _cell_notes(key, changes, base_side, new_side)))
+    if not cells:
+        raise CompareError(f"no cell has usable repeats in both {base.path} and {new.path}")
+    cells.sort(key=lambda c: VERDICT_ORDER.index(c.verdict))  # stable: keys stay sorted
+    return Comparison(base, new, threshold, alpha, cells, unmatched, differences if force else [])
+
+
+def _cell_notes(
+    key: str, changes: tuple[MetricChange, ...], base: _Side, new: _Side
+) -> tuple[str, ...]:
+    notes = []
+    too_few = [c.note for c in changes if c.note.startswith("too few")]
+    if too_few:
+        notes.append(too_few[0])  # the same for every metric of the cell
+    notes += [c.note for c in changes if c.note and not c.note.startswith("too few")]
+    bound = [
+        name for name, side in (("base", base), ("new", new)) if side.statuses[key]["client-bound"]
+    ]
+    if bound:
+        notes.append(f"client-bound in {' and '.join(bound)}: throughput is a lower bound")
+    failed = [
+        f"{name} {side.statuses[key]['failed']}"
+        for name, side in (("base", base), ("new", new))
+        if side.statuses[key]["failed"]
+    ]
+    if failed:
+        notes.append(f"failed repeats left out: {', '.join(failed)}")
+    return tuple(notes)
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def _pct(ratio: float) -> str:
+    return "n/a" if math.isnan(ratio) else f"{(ratio - 1) * 100:+.1f}%"
+
+
+def _p_text(p: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def plural(n: int, word: str) -> str:
+    """ "1 cell", "2 cells"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def headline(cmp: Comparison) -> str:
+    """'N regressions, M improvements, K unchanged of T cells'."""
+    text = (
+        f"{plural(cmp.count(REGRESSION), 'regression')}, "
+        f"{plural(cmp.count(IMPROVEMENT), 'improvement')}, "
+        f"{cmp.count(NO_CHANGE)} unchanged of {plural(len(cmp.cells), 'cell')}"
+    )
+    if cmp.failed_in_new:
+        text += f"; {plural(cmp.failed_in_new, 'cell')} failed in every new repeat"
+    return text
+
+
+def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
+    """The summary: headline, method line, table (regressions first), unmatched cells."""
+    pct = f"{cmp.threshold * 100:g}%"
+    out = [
+        f"# sockbench compare: `{cmp.base.run_id}` → `{cmp.new.run_id}`",
+        "",
+        f"**{headline(cmp)}**"
+        + (
+            f" ({plural(len(cmp.unmatched), 'cell')} in one run only, listed below)"
+            if cmp.unmatched
+            else ""
+        ),
+        "",
+        f"A regression is a change beyond ±{pct} (throughput down, p99 or worst wait up) "
+        f"that is also significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
+        "Values are medians over usable repeats (ok and client-bound); the change is "
+        f"new/base − 1 of the medians with a {CONFIDENCE:.0%} bootstrap interval.",
+        "",
+    ]
+    if cmp.metadata_differences:
+        out += [
+            f"> **Warning:** compared with --force although the setups differ: "
+            f"{_md('; '.join(cmp.metadata_differences))}",
+            "",
+        ]
+    header = ["verdict", "cell"]
+    for spec in METRICS:
+        header += [f"{spec.title} ({spec.unit}) base → new", "change [95% CI]", "p"]
+    header += ["repeats", "notes"]
+    out += _table_head(header, numeric_from=2, last_text=1)
+    for cell in cmp.cells:
+        entries = [
+            f"**{cell.verdict}**" if cell.verdict != NO_CHANGE else cell.verdict,
+            f"`{cell.key}`",
+        ]
+        for change in cell.changes:
+            entries += [_medians(change), _change_text(change), _p_text(change.p_value)]
+        first = cell.changes[0]
+        entries += [f"{len(first.base)}/{len(first.new)}", _md("; ".join(cell.notes))]
+        out.append("| " + " | ".join(entries) + " |")
+    out.append("")
+    if cmp.unmatched:
+        out += [
+            "## Not compared",
+            "",
+            *_table_head(["cell", "where", "other run"]),
+            *[f"| `{u.key}` | {u.where} | {_md(u.note)} |" for u in cmp.unmatched],
+            "",
+        ]
+    if chart:
+        out += [
+            f"Chart: `{chart}.png` (and `.svg`) beside this file: the change of each "
+            "metric with its interval, the ±threshold band shaded, regressions in red.",
+            "",
+        ]
+    return "\n".join(out)
+
+
+def _table_head(
+    header: list[str], numeric_from: int | None = None, last_text: int = 0
+) -> list[str]:
+    rules = []
+    for i in range(len(header)):
+        numeric = numeric_from is not None and numeric_from <= i < len(header) - last_text
+        rules.append(" ---: " if numeric else " --- ")
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(rules) + "|"]
+
+
+def _medians(change: MetricChange) -> str:
+    if not change.base or not change.new:
+        return "n/a"
+    fmt = change.metric.fmt
+    return (
+        f"{format(statistics.median(change.base), fmt)} → "
+        f"{format(statistics.median(change.new), fmt)}"
+    )
+
+
+def _change_text(change: MetricChange) -> str:
+    if math.isnan(change.ratio):
+        return "n/a"
+    return f"{_pct(change.ratio)} [{_pct(change.ci_low)}, {_pct(change.ci_high)}]"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def write_chart(cmp: Comparison, stem: Path) -> None:
+    """compare.png and compare.svg: one forest-plot panel per metric."""
+    from bench.report.charts.figures import save_comparison_chart  # matplotlib loads only here
+    from bench.report.facts import caption
+
+    records = [
+        {
+            "key": cell.key,
+            "metric": change.metric.name,
+            "ratio": change.ratio,
+            "ci_low": change.ci_low,
+            "ci_high": change.ci_high,
+            "verdict": change.verdict,
+        }
+        for cell in cmp.cells
+        for change in cell.changes
+    ]
+    panels = [(spec.name, f"Change in {spec.title}, new vs base") for spec in METRICS]
+    title = f"Change vs baseline: {cmp.base.run_id} → {cmp.new.run_id}"
+    save_comparison_chart(
+        records,
+        panels,
+        threshold=cmp.threshold,
+        title=title,
+        caption_text=caption(cmp.new.metadata),
+        stem=stem,
+    )
+
+
+def run(
+    base_dir: Path,
+    new_dir: Path,
+    *,
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT,
+    alpha: float = DEFAULT_ALPHA,
+    force: bool = False,
+    out: Path | None = None,
+) -> int:
+    """The `compare` command: stdout and `out` get the markdown; returns the exit status."""
+    cmp = compare_runs(base_dir, new_dir, threshold_pct=threshold_pct, alpha=alpha, force=force)
+    if cmp.metadata_differences:
+        sys.stderr.write(
+            "warning: comparing different setups (--force): "
+            + "; ".join(cmp.metadata_differences)
+            + "\n"
+        )
+    out = Path(out) if out is not None else cmp.new.path / COMPARE_MD
+    if not out.parent.is_dir():
+        raise CompareError(f"cannot write {out}: no folder {out.parent}")
+    text = render_markdown(cmp, chart=CHART_STEM)
+    try:
+        write_text_atomic(out, text)
+        write_chart(cmp, out.parent / CHART_STEM)
+    except OSError as exc:
+        raise CompareError(f"cannot write {out}: {exc.strerror or exc}") from None
+    sys.stdout.write(text)
+    return cmp.exit_code

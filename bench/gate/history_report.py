@@ -1,0 +1,411 @@
+"""`python -m bench history HISTORY.jsonl [--out DIR] [--append AB_FOLDER]`: the trend of
+every cell over the nights, with its shifts and drift (bench.analysis.changepoints).
+
+With --append, the `bench ab` folder's entries are added to the history first (bench.gate.history;
+an entry already there is not added twice). Then, per machine fingerprint, per anchor
+(the base of the nightly `bench ab ANCHOR HEAD --together`) and per cell, a chart of each
+metric over the nights (x: the night's date and commit; y: the paired ratio new / anchor,
+its interval as an error bar, a line at 1.0; shifts and drift marked, with their commit
+ranges in the legend) and a table of every entry go to DIR/index.html (one
+self-contained page, the charts inlined as SVG), and the findings, one line each, to
+DIR/history.md. A series too short for bench.analysis.changepoints is drawn, not analysed.
+
+Exit status: 2 with one line for bad input (a missing or unreadable history, an unknown
+schema, an --append folder that is not a bench ab result), checked before anything is
+written; otherwise 0, findings or not. The nightly gate is `bench ab` (exit 1 on a
+regression); the history is advisory: a drift is a reason to look, not to fail a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.gate.ab_analysis import CONTINUOUS
+from bench.gate.compare import plural
+from bench.gate.history import (
+    HistoryEntry,
+    HistoryError,
+    Night,
+    anchors,
+    append,
+    entries_from_ab,
+    load,
+    series,
+)
+from bench.store import write_text_atomic
+from common.cli import usage_error
+from common.invocation import python_m
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from bench.analysis.changepoints import Finding
+
+PROG = "python -m bench history"
+OUT = Path("results") / "history"
+SPECS = {spec.name: spec for spec in CONTINUOUS}
+# Stable SVG ids and text kept as text: an unchanged history re-renders to the same bytes.
+RC: Any = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 9}
+WORSE, BETTER = "#c62828", "#2e7d32"
+
+
+@dataclass(frozen=True)
+class Found:
+    """A finding in one machine's series of one cell and metric against one anchor."""
+
+    fingerprint: str
+    anchor: str
+    cell: str
+    metric: str
+    finding: Finding
+    nights: tuple[Night, ...]
+
+    @property
+    def worse(self) -> bool:
+        return (self.finding.change < 0) == SPECS[self.metric].higher_is_better
+
+    def size(self) -> str:
+        f, word = self.finding, "worse" if self.worse else "better"
+        if f.per_night is None:
+            return f"{f.change:+.1%} ({word})"
+        span = len(self.nights) - f.night
+        return f"{f.per_night:+.2%} a night, {f.change:+.1%} over {span} nights ({word})"
+
+
+def add_parser(sub: Any) -> None:
+    history = sub.add_parser(
+        "history", help="trends over the nights, level shifts and drift (advisory: exit 0)"
+    )
+    history.add_argument("history", type=Path, metavar="HISTORY", help="the history (JSONL)")
+    history.add_argument(
+        "--out", type=Path, default=OUT, metavar="DIR", help="where index.html and history.md go"
+    )
+    history.add_argument(
+        "--append",
+        type=Path,
+        metavar="AB_FOLDER",
+        help="first add this bench ab result's cells to the history (created if missing)",
+    )
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    try:  # Otava: an extra; missing, it fails before any work
+        from bench.analysis import changepoints  # noqa: F401
+    except ImportError as exc:
+        install = python_m("pip", "install", "-e", ".[history]")
+        return usage_error(PROG, f"needs {exc.name}: {install} (make install does)")
+
+    try:
+        new = entries_from_ab(args.append) if args.append else []
+        if args.append:  # refuses a history that does not load, before writing
+            added = append(args.history, new)
+            print(f"{added} entries added to {args.history} ({len(new) - added} already there)")
+        entries = load(args.history)
+    except HistoryError as exc:
+        return usage_error(PROG, exc)
+    found = analyse(entries)
+    page, summary = write(entries, found, args.out)
+    print(f"{plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
+    return 0
+
+
+# -- analysis ---------------------------------------------------------------------------
+
+
+def keys(entries: Sequence[HistoryEntry]) -> dict[str, dict[str, list[str]]]:
+    """Fingerprint -> its anchors (in the order of their first night) -> their cells (in
+    the order they first appear)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for fingerprint in dict.fromkeys(e.fingerprint for e in entries):
+        out[fingerprint] = {anchor: [] for anchor in anchors(entries, fingerprint)}
+    for e in entries:
+        cells = out[e.fingerprint][e.base_sha]
+        if e.cell not in cells:
+            cells.append(e.cell)
+    return out
+
+
+def analyse(entries: Sequence[HistoryEntry]) -> list[Found]:
+    """bench.analysis.changepoints on every series; one too short for it finds nothing."""
+    from bench.analysis.changepoints import find  # scipy's and Otava's code load only here
+
+    found = []
+    for fingerprint, by_anchor in keys(entries).items():
+        for anchor, cells in by_anchor.items():
+            for cell in cells:
+                for metric in SPECS:
+                    nights = series(entries, fingerprint, cell, metric, anchor)
+                    values = [n.value for n in nights]
+                    for finding in find(values, [n.new_sha for n in nights]):
+                        found.append(Found(fingerprint, anchor, cell, metric, finding, nights))
+    return found
+
+
+# -- output -----------------------------------------------------------------------------
+
+
+def write(entries: Sequence[HistoryEntry], found: Sequence[Found], out: Path) -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    page, summary = out / "index.html", out / "history.md"
+    write_text_atomic(page, render_html(entries, found))
+    write_text_atomic(summary, render_markdown(entries, found))
+    return page, summary
+
+
+def finding_line(f: Found) -> str:
+    return (
+        f"machine {f.fingerprint}, anchor {f.anchor[:10]}, {f.cell}, {f.metric}, "
+        f"{f.finding.kind}, {f.size()}, commits {f.finding.commits} (p {f.finding.p:.2g})"
+    )
+
+
+def pairs_text(entries: Sequence[HistoryEntry]) -> str:
+    """How many pairs the entries' ratios are over: "16", "12-16", or "N" when unknown."""
+    counts = {m.pairs for e in entries for m in e.metrics if m.pairs}
+    if not counts:
+        return "N"
+    low, high = min(counts), max(counts)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def what_a_point_is(entries: Sequence[HistoryEntry]) -> str:
+    """The page's and the summary's words on what a point is (markdown)."""
+    return (
+        "Each point is that night's commit against the anchor, both at once (`bench ab "
+        "ANCHOR HEAD --together`): the Hodges-Lehmann ratio new / anchor of "
+        f"{pairs_text(entries)} pairs and its interval. The medians in the tables are each "
+        "side's share of the CPUs, measured beside the other side, not standalone figures; "
+        "they swing from night to night far more than the ratio does."
+    )
+
+
+def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
+    machines = {e.fingerprint: e.machine for e in entries}
+    lines = ["# sockbench history", "", "## Findings", ""]
+    if not found:
+        lines.append("None: no shift or drift in any series.")
+    lines += [f"- {finding_line(f)}" for f in found]
+    lines += [
+        "",
+        what_a_point_is(entries),
+        "",
+        "Shifts: Apache Otava's E-Divisive; drift: Mann-Kendall with Sen's slope over the "
+        "last nights (docs/nightly.md). Each commit range is the last night before the "
+        "change and its first night. A series too short for them is not analysed. "
+        "Advisory: the gate is `bench ab`.",
+        "",
+        "## Machines and anchors",
+        "",
+    ]
+    for fingerprint, by_anchor in keys(entries).items():
+        lines.append(f"- `{fingerprint}`: {machines[fingerprint].describe()}")
+        for anchor, cells in by_anchor.items():
+            span = _span(_nights(entries, fingerprint, anchor))
+            lines.append(f"  - anchor `{anchor[:10]}`: {span}, {plural(len(cells), 'cell')}")
+    return "\n".join(lines) + "\n"
+
+
+def _nights(entries: Sequence[HistoryEntry], fingerprint: str, anchor: str) -> list[str]:
+    """The times of one machine's comparisons against one anchor, oldest first."""
+    mine = {e.when for e in entries if (e.fingerprint, e.base_sha) == (fingerprint, anchor)}
+    return sorted(mine, key=datetime.fromisoformat)
+
+
+def _code(markdown: str) -> str:
+    """Escaped HTML of a line of markdown whose only markup is `code`."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
+
+
+def _span(nights: Sequence[str]) -> str:
+    return f"{plural(len(nights), 'night')} ({nights[0][:10]} to {nights[-1][:10]})"
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 80em; padding: 0 1em;
+       color: #222; line-height: 1.4; }
+h2 { margin-top: 2em; border-bottom: 1px solid #ddd; } h3 { margin-top: 1.6em; }
+.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(30em, 1fr)); gap: 1em; }
+figure { margin: 0; } figure img { width: 100%; height: auto; }
+table { border-collapse: collapse; margin: .5em 0 1.5em; font-size: .85em; }
+th, td { border: 1px solid #ddd; padding: .2em .5em; } th { background: #f4f4f4; }
+td { font-variant-numeric: tabular-nums; white-space: nowrap; }
+.wide { overflow-x: auto; } .worse { color: #c62828; } .better { color: #2e7d32; }
+"""
+
+
+def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
+    machines = {e.fingerprint: e.machine for e in entries}
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8"><title>sockbench history</title>',
+        f"<style>{_CSS}</style></head><body>",
+        "<h1>sockbench history</h1>",
+        f"<p>{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
+        f"{plural(len(machines), 'machine')}. {_code(what_a_point_is(entries))} "
+        "The dotted line at 1.0 is the anchor's level. Circles mark the nights that "
+        "<code>bench ab</code> itself judged a regression (red) or an improvement (green) "
+        "against the anchor. Shifts (E-Divisive) and drift (Mann-Kendall) are marked with "
+        "the commit range where they began; a series too short for them is drawn, not "
+        "analysed. Advisory: the gate is <code>bench ab</code>.</p>",
+        "<h2>Findings</h2>",
+    ]
+    if found:
+        out.append(
+            "<ul>"
+            + "".join(
+                f'<li class="{"worse" if f.worse else "better"}">{escape(finding_line(f))}</li>'
+                for f in found
+            )
+            + "</ul>"
+        )
+    else:
+        out.append("<p>None: no shift or drift in any series.</p>")
+    for fingerprint, by_anchor in keys(entries).items():
+        out.append(f"<h2>Machine {fingerprint}: {escape(machines[fingerprint].describe())}</h2>")
+        for anchor, cells in by_anchor.items():
+            out.append(
+                f'<h3 id="{escape(fingerprint)}-{escape(anchor[:10])}">Against anchor '
+                f"{escape(anchor[:10])}</h3>\n"
+                f"<p>{_span(_nights(entries, fingerprint, anchor))}.</p>"
+            )
+            out += [cell_section(entries, found, fingerprint, anchor, cell) for cell in cells]
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def cell_section(
+    entries: Sequence[HistoryEntry],
+    found: Sequence[Found],
+    fingerprint: str,
+    anchor: str,
+    cell: str,
+) -> str:
+    """One machine's cell against one anchor: a chart per metric, then its entries."""
+    key = (fingerprint, anchor, cell)
+    out = [f'<h4 id="{escape("-".join((fingerprint, anchor[:10], cell)))}">{escape(cell)}</h4>']
+    out.append('<div class="charts">')
+    for metric in SPECS:
+        nights = series(entries, fingerprint, cell, metric, anchor)
+        mine = [f for f in found if (f.fingerprint, f.anchor, f.cell, f.metric) == (*key, metric)]
+        out.append(f"<figure>{_image(chart_svg(cell, metric, nights, mine), metric)}</figure>")
+    out.append("</div>")
+    out.append(entry_table([e for e in entries if (e.fingerprint, e.base_sha, e.cell) == key]))
+    return "\n".join(out)
+
+
+def entry_table(entries: Sequence[HistoryEntry]) -> str:
+    """Every entry: per metric the new side's median (of its repeats), the paired ratio
+    new / anchor [interval] (of its pairs), and bench ab's verdict unless "no change"."""
+    head = ["when", "anchor", "new", "run"] + [
+        f"{name}: median ({SPECS[name].unit}), new / anchor" for name in SPECS
+    ]
+    body = []
+    for e in sorted(entries, key=lambda e: datetime.fromisoformat(e.when)):
+        cells = [e.when, e.base_sha[:10], e.new_sha[:10], e.run]
+        for name in SPECS:
+            m = e.metric(name)
+            if m is None or m.median is None:
+                cells.append("n/a")
+                continue
+            text = f"{m.median:{SPECS[name].fmt}} ({m.repeats})"
+            if m.ratio is not None and m.low is not None and m.high is not None:
+                text += f", {m.ratio:.3f} [{m.low:.3f}–{m.high:.3f}]"
+                text += f" ({m.pairs} pairs)" if m.pairs else ""
+            if m.verdict and m.verdict != "no change":
+                text += f" {m.verdict}"
+            cells.append(text)
+        body.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
+    header = "".join(f"<th>{escape(h)}</th>" for h in head)
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="wide">{table}</div>'
+
+
+def _image(svg: bytes, title: str) -> str:
+    data = base64.b64encode(svg).decode("ascii")
+    return f'<img alt="{escape(title)}" src="data:image/svg+xml;base64,{data}">'
+
+
+# -- charts -----------------------------------------------------------------------------
+
+
+def chart_svg(cell: str, metric: str, nights: Sequence[Night], found: Sequence[Found]) -> bytes:
+    """One metric of one cell over the nights against one anchor, as SVG."""
+    import matplotlib  # only a report draws
+    from matplotlib.figure import Figure
+
+    spec = SPECS[metric]
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(6.4, 3.0), dpi=100, layout="constrained")
+        ax = fig.add_subplot()
+        draw(ax, nights, found)
+        ax.set_title(f"{spec.title}, {cell}", fontsize=9, loc="left")
+        ax.set_ylabel("new / anchor")
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    return buffer.getvalue()
+
+
+def draw(ax: Axes, nights: Sequence[Night], found: Sequence[Found]) -> None:
+    """The nights' ratios new / anchor with their intervals, a line at 1.0 (the anchor's
+    level), bench ab's verdicts, then each finding with its commit range. In the SVG the
+    line's id is "no-change" and the error bars' "interval"."""
+    from matplotlib.ticker import FixedLocator, MaxNLocator
+
+    if not nights:
+        ax.text(0.5, 0.5, "no usable night", ha="center", va="center", transform=ax.transAxes)
+        return
+    ax.axhline(1.0, color="#777", lw=0.8, ls=":", gid="no-change")
+    x = range(len(nights))
+    values = [n.value for n in nights]
+    ax.plot(x, values, marker="o", markersize=3, color="#1f77b4", lw=1)
+    bars = [
+        (i, n.value - n.low, n.high - n.value)
+        for i, n in enumerate(nights)
+        if n.low is not None and n.high is not None and n.low <= n.value <= n.high
+    ]
+    if bars:
+        xs, below, above = zip(*bars, strict=True)
+        _, _, lines = ax.errorbar(
+            xs,
+            [values[i] for i in xs],
+            yerr=[below, above],
+            fmt="none",
+            ecolor="#1f77b4",
+            alpha=0.5,
+            lw=0.8,
+            capsize=2,
+        )
+        for line in lines:
+            line.set_gid("interval")
+    for verdict, color in (("regression", WORSE), ("improvement", BETTER)):
+        marked = [(i, n.value) for i, n in enumerate(nights) if n.verdict == verdict]
+        if marked:
+            xs, ys = zip(*marked, strict=True)
+            label = f"bench ab against the anchor: {verdict}"
+            ax.scatter(xs, ys, s=60, facecolors="none", edgecolors=color, label=label)
+    for f in found:
+        color = WORSE if f.worse else BETTER
+        start = f.finding.night - 0.5
+        label = f"{f.finding.kind} {f.size()}\n{f.finding.commits}"
+        if f.finding.kind == "shift":
+            ax.axvline(start, color=color, ls="--", lw=1.2, label=label)
+        else:
+            ax.axvspan(start, len(nights) - 0.5, color=color, alpha=0.12, label=label)
+    ticks = [int(t) for t in MaxNLocator(8, integer=True).tick_values(0, len(nights) - 1)]
+    ticks = [t for t in ticks if 0 <= t < len(nights)]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.set_xticklabels([f"{nights[t].when[5:10]}\n{nights[t].new_sha[:7]}" for t in ticks])
+    ax.set_xlim(-0.5, len(nights) - 0.5)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6.5, loc="best")

@@ -1,0 +1,307 @@
+"""Profiles (TOML) plus command-line overrides -> the list of cells to run.
+
+A cell is one point of the matrix (model x protocol x connections x payload x mode x
+backlog x work) at one repeat. Cells run in a shuffled order inside each repeat, so
+that slow drift of the machine (thermal, noisy neighbours) does not favour one model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import tomllib
+from dataclasses import asdict, dataclass, fields, replace
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+from bench.analysis.curves import parse_target
+from bench.analysis.search import MAX_STEPS
+from bench.record import CellKey
+from bench.run.external import External, parse_external
+from bench.run.server_process import ALLOCATOR_POLICIES
+from clients.engine.pipelined import ARRIVALS
+from clients.target import is_loopback
+from clients.wire import MAX_PAYLOAD
+from common.cli import suggest
+from servers import MODELS, SERVERS
+from servers.protocol import DEFAULT_MAX_FRAME
+from servers.work import parse_work
+
+# A bench cell runs the servers with their default frame limit: a larger payload would
+# only give failed cells.
+PAYLOAD_LIMIT = min(DEFAULT_MAX_FRAME, MAX_PAYLOAD)
+
+PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
+MODES = ("persistent", "per-request")
+DRIVERS = ("loadgen", "locust")
+BENCH_PROTOCOLS = ("echo", "http")
+
+
+class MatrixError(ValueError):
+    """A bad profile or flag: reported as a one-line usage error."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: CellKey
+    repeat: int
+
+
+@dataclass(frozen=True)
+class Matrix:
+    profile: str
+    models: tuple[str, ...]
+    protocols: tuple[str, ...] = ("echo",)
+    connections: tuple[int, ...] = (1, 10, 100, 1000)
+    payloads: tuple[int, ...] = (64,)
+    modes: tuple[str, ...] = ("persistent",)
+    backlogs: tuple[int, ...] = (0,)
+    works: tuple[str, ...] = ("",)
+    repeats: int = 1
+    duration: float = 2.0
+    warmup: float = 0.5
+    driver: str = "loadgen"
+    seed: int = 0
+    inject_delay_ns: int = 0  # extra server CPU per request, outside the cell key
+    # every server's allocator policy (bench.run.server_process.ALLOCATOR_POLICIES)
+    allocator: str = "warm"
+    description: str = ""
+    # offered load (bench.analysis.curves): open-loop rates in req/s, and fractions of the
+    # capacity a short closed-loop probe finds; either adds open-loop cells
+    rates: tuple[float, ...] = ()
+    sweep: tuple[float, ...] = ()
+    closed: bool = True  # with rates or a sweep: keep the closed-loop cells too
+    arrivals: str = "poisson"  # of the open-loop cells
+    slo: tuple[str, ...] = ()  # latency targets for the capacity figures, e.g. "p99:1ms"
+    # search each closed-loop cell's capacity at each target (bench.analysis.search), within a
+    # budget of open-loop steps per search
+    search: bool = False
+    search_steps: int = MAX_STEPS
+    # locust workers started by hand (docs/locust.md): each cell's driver runs only a
+    # master, bound to this address, that waits for this many; 0: locust runs here
+    locust_workers: int = 0
+    locust_master_host: str = "127.0.0.1"
+    locust_master_port: int = 5557
+    # where the servers the bench starts listen: remote locust workers need an address
+    # they reach (not loopback: allow_remote)
+    server_host: str = "127.0.0.1"
+    # the servers' interpreters as an axis (bench.run.interpreters): "3.12", "3.13t" or a
+    # path, each with its own environment; () runs them under the bench's own
+    pythons: tuple[str, ...] = ()
+    # servers someone else started (bench.run.external): "NAME=HOST:PORT[,pid=PID]", each
+    # one more model line named NAME; a non-loopback one needs allow_remote
+    externals: tuple[str, ...] = ()
+    allow_remote: bool = False
+    # the reply the external servers' `GET /` must give (0 / "": sockbench's 200 and body);
+    # the models and reference servers always answer sockbench's
+    expect_status: int = 0
+    expect_body: str = ""
+
+    def __post_init__(self) -> None:
+        try:
+            outside = {e.name: e for e in map(parse_external, self.externals)}
+        except ValueError as exc:
+            raise MatrixError(str(exc)) from None
+        unknown = next((m for m in self.models if m not in SERVERS and m not in outside), "")
+        check = [
+            (not self.models, "no models selected"),
+            (
+                bool(unknown),
+                f"unknown model {unknown!r}{suggest(unknown, SERVERS)}; known: "
+                f"{', '.join(SERVERS)}",
+            ),
+            (
+                bool(set(outside) & set(SERVERS)) or len(outside) < len(self.externals),
+                "each --external needs a name of its own, not a model's",
+            ),
+            (
+                self.expect_status != 0 and not 200 <= self.expect_status <= 599,
+                f"expect-status {self.expect_status}: a final HTTP status, 200 to 599, as the "
+                "load generator takes it",
+            ),
+            (
+                bool(self.expect_status or self.expect_body) and self.driver != "loadgen",
+                "expect-status and expect-body need the loadgen driver",
+            ),
+            (
+                not self.allow_remote and not is_loopback(self.server_host),
+                f"server host {self.server_host} is not a loopback address "
+                "(--allow-remote to serve on it)",
+            ),
+            (
+                any(p not in BENCH_PROTOCOLS for p in self.protocols),
+                f"protocols must be among {BENCH_PROTOCOLS} (line is for people, not load)",
+            ),
+            (any(m not in MODES for m in self.modes), f"modes must be among {MODES}"),
+            (self.driver not in DRIVERS, f"driver must be one of {DRIVERS}"),
+            (not self.connections or min(self.connections) < 1, "connections must be >= 1"),
+            (not self.payloads or min(self.payloads) < 0, "payloads must be >= 0"),
+            (
+                max(self.payloads, default=0) > PAYLOAD_LIMIT,
+                f"payloads must be at most {PAYLOAD_LIMIT:,} bytes: the servers' frame "
+                "limit (--max-frame), within the load generator's",
+            ),
+            (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
+            (self.repeats < 1, "repeats must be >= 1"),
+            (self.inject_delay_ns < 0, "inject-delay-ns must be >= 0"),
+            (
+                self.allocator not in ALLOCATOR_POLICIES,
+                f"allocator must be one of {', '.join(ALLOCATOR_POLICIES)}",
+            ),
+            (self.duration <= 0 or self.warmup < 0, "duration must be > 0 and warmup >= 0"),
+            (
+                any(not (r > 0 and math.isfinite(r)) for r in self.rates),
+                "rates must be positive numbers of requests per second",
+            ),
+            (
+                any(not (f > 0 and math.isfinite(f)) for f in self.sweep)
+                or list(self.sweep) != sorted(set(self.sweep)),
+                "sweep must be increasing fractions of the capacity, each > 0",
+            ),
+            (self.arrivals not in ARRIVALS, f"arrivals must be one of {ARRIVALS}"),
+            (
+                bool(self.rates or self.sweep or self.search) and self.driver != "loadgen",
+                "rates, sweeps and searches need the loadgen driver "
+                "(locust paces users, it is no open loop)",
+            ),
+            (self.search and not self.slo, "a search needs latency targets (--slo p99:1ms ...)"),
+            (
+                self.search and bool(self.rates or self.sweep),
+                "a search picks its own rates: no --rates or --sweep with it",
+            ),
+            (self.search_steps < 3, "search-steps must be >= 3 (bracket, bisect, re-test)"),
+            (self.locust_workers < 0, "locust-workers must be >= 0"),
+            (
+                self.locust_workers > 0 and self.driver != "locust",
+                "locust-workers needs the locust driver (--driver locust)",
+            ),
+            (
+                not 0 < self.locust_master_port < 65536,
+                "locust-master-port must be in 1-65535",
+            ),
+            (
+                self.locust_workers > 0
+                and not self.allow_remote
+                and not is_loopback(self.locust_master_host),
+                f"locust master host {self.locust_master_host} is not a loopback address; "
+                "pass --allow-remote to let workers on other machines connect",
+            ),
+        ]
+        for failed, message in check:
+            if failed:
+                raise MatrixError(message)
+        for work in self.works:
+            try:
+                parse_work(work)
+            except ValueError as exc:
+                raise MatrixError(str(exc)) from None
+        for target in self.slo:
+            try:
+                parse_target(target)
+            except ValueError as exc:
+                raise MatrixError(str(exc)) from None
+
+    def external(self, name: str) -> External | None:
+        """The external server named `name`, or None for a model or reference server."""
+        for spec in self.externals:
+            if (external := parse_external(spec)).name == name:
+                return external
+        return None
+
+    def python_axis(self, model: str) -> tuple[str, ...]:
+        """The interpreters a model line runs under: the --pythons for our models and
+        Python reference servers, none for nginx or an external server."""
+        server = SERVERS.get(model)
+        in_python = server is not None and getattr(server, "python", True)
+        return self.pythons if self.pythons and in_python else ("",)
+
+    def cells(self) -> list[Cell]:
+        keys = [
+            CellKey(
+                model=m,
+                protocol=p,
+                connections=c,
+                payload=b,
+                mode=mode,
+                driver=self.driver,
+                backlog=bl,
+                work=w,
+                load=load,
+                python=py,
+            )
+            for m in self.models
+            for p, c, b, mode, bl, w, load, py in product(
+                self.protocols,
+                self.connections,
+                self.payloads,
+                self.modes,
+                self.backlogs,
+                self.works,
+                self.loads,
+                self.python_axis(m),
+            )
+        ]
+        cells: list[Cell] = []
+        for repeat in range(self.repeats):
+            order = keys[:]
+            random.Random(self.seed * 1000 + repeat).shuffle(order)
+            cells.extend(Cell(key, repeat) for key in order)
+        return cells
+
+    @property
+    def loads(self) -> tuple[str, ...]:
+        """The offered-load axis as CellKey.load values ("" is the closed loop)."""
+        opened = (*(f"r{r:g}" for r in self.rates), *(f"f{f:g}" for f in self.sweep))
+        return ("", *opened) if self.closed or not opened else opened
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Matrix:
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+        }
+        return cls(**values)
+
+
+def profile_names() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def load_profile(name: str) -> Matrix:
+    """A profile by name (bench/profiles/NAME.toml) or by path to a TOML file."""
+    path = Path(name) if name.endswith(".toml") else PROFILE_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise MatrixError(
+            f"no profile {name!r}{suggest(name, profile_names())}; choose from "
+            f"{', '.join(profile_names())} or give a path to a .toml file"
+        )
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"profile {path}: {exc}") from None
+    known = {f.name for f in fields(Matrix)} - {"profile"}
+    if unknown := set(data) - known:
+        raise MatrixError(f"profile {path}: unknown keys {sorted(unknown)}")
+    if data.get("models", "all") == "all":
+        data["models"] = list(MODELS)
+    elif data["models"] == "families":  # one line per model family: no variants
+        data["models"] = [name for name, model in MODELS.items() if not model.family]
+    try:
+        values: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        return Matrix(profile=path.stem, **values)
+    except TypeError as exc:
+        raise MatrixError(f"profile {path}: {exc}") from None
+
+
+def override(matrix: Matrix, **flags: Any) -> Matrix:
+    """Flags given on the command line (not None) replace the profile's values."""
+    given: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None
+    }
+    return replace(matrix, **given)
