@@ -2,10 +2,12 @@
 
     python -m clients.loadgen --target 127.0.0.1:PORT --protocol http --connections 100
 
-The parent splits the connections over worker processes (clients.engine.worker), each one
-epoll loop (clients.engine.loops) pinned to its CPUs when --cpus is given. Every worker
-connects first (paced), then all warm up from the same instant, then measure the same
-window; the parent merges their HdrHistograms, counters and per-connection counts into
+This module is the command line; clients.engine does the work (`config` checks and
+plans, `drive` runs the workers, `merge` merges their results). The parent splits the
+connections over worker processes (clients.engine.worker), each one epoll loop
+(clients.engine.loops) pinned to its CPUs when --cpus is given. Every worker connects
+first (paced), then all warm up from the same instant, then measure the same window;
+the parent merges their HdrHistograms, counters and per-connection counts into
 one result. A run that met errors is still a result (exit 0): failures are data. A run
 in which no request was answered and verified exits 1, its result still printed, with
 a diagnosis (clients.diagnosis: the likely cause, such as a server of the other
@@ -23,553 +25,41 @@ Why it is built this way (source addresses, busy-polling, what counts): docs/loa
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import multiprocessing
 import os
 import signal
-import socket
-import statistics
 import sys
 import textwrap
-import time
 from argparse import RawDescriptionHelpFormatter
-from collections.abc import Sequence
-from dataclasses import dataclass, fields, replace
-from multiprocessing.connection import Connection, wait
-from multiprocessing.process import BaseProcess
-from typing import Any
+from dataclasses import fields
 
-from clients import saturation
-from clients.diagnosis import diagnose
-from clients.engine import hist
-from clients.engine.connections import CONNECT_WINDOW
-from clients.engine.histlog import Interval as HistInterval
-from clients.engine.histlog import write_interval_log
+from clients.engine.config import MODES, SOURCES, SPIN_US, VERIFY, ConfigError, LoadConfig, validate
+from clients.engine.drive import LoadgenError, run
 from clients.engine.loops import INTERVAL_NS
-from clients.engine.pipelined import ARRIVALS
-from clients.engine.plan import WorkerPlan
-from clients.engine.worker import WorkerResult, worker_main
-from clients.errors import ERROR_KINDS
-from clients.result import (
-    FIELD_NOTES,
-    NO_REPLY,
-    SCHEMA,
-    Client,
-    Connections,
-    Interval,
-    LoadResult,
-    Params,
-    Rate,
-    Window,
-    Worker,
-)
-from clients.target import is_loopback
-from clients.target import split_target as target_address
-from clients.wire import MAX_PAYLOAD
-from common import cpustat
-from common.cli import (
-    ArgumentParser,
-    DefaultsHelpFormatter,
-    cpu_list,
-    non_negative_float,
-    non_negative_int,
-    positive_float,
-    positive_int,
-)
-from common.process import STOP_SIGNALS, raise_fd_limit
+from clients.options import ARRIVALS, add_load_options
+from clients.result import FIELD_NOTES, NO_REPLY, SCHEMA, LoadResult
+from common.cli import ArgumentParser, DefaultsHelpFormatter, positive_int
 
-PROTOCOLS = ("echo", "http")
-VERIFY = ("auto", "exact", "parse")  # how http replies are checked (clients.engine.connections)
-OVERLOAD_MARGIN = 10  # requests: a backlog must grow by more than this to be a trend
-MODES = ("persistent", "per-request")
-SOURCES = 16  # source addresses for per-request mode (see the module docstring)
-SPIN_US = 100  # closed-loop busy-poll of a worker with its own CPU (clients.engine.loops)
-START_MARGIN_S = 0.05  # time for the start message to reach every worker
-RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
-FD_RESERVE = 64  # descriptors a worker needs besides its connections
-
-
-Child = tuple[BaseProcess, Connection]  # a worker process and our end of its pipe
-
-
-class ConfigError(ValueError):
-    """A bad configuration; the message is one line for the user."""
-
-
-class LoadgenError(RuntimeError):
-    """The load generator itself failed (a worker crashed or hung)."""
-
-
-@dataclass(frozen=True)
-class LoadConfig:
-    target: str  # HOST:PORT, [V6]:PORT
-    protocol: str = "echo"
-    connections: int = 10
-    processes: int | None = None  # default: one per CPU, never more than connections
-    duration: float = 10.0  # seconds measured
-    warmup: float = 1.0  # seconds before the window, not counted
-    payload: int = 64
-    rate: float | None = None  # requests/s in total; None is a closed loop
-    arrivals: str = "uniform"  # open loop: "uniform" or "poisson" (clients.engine.pipelined)
-    mode: str = "persistent"
-    timeout: float = 5.0  # connect and reply timeout, seconds
-    cpus: tuple[int, ...] | None = None
-    busy_poll: bool = True  # where a worker has a CPU of its own (see `run`)
-    allow_remote: bool = False
-    verify: str = "auto"  # http: "auto", "exact" or "parse" (clients.engine.connections)
-    expect_status: int = 200  # http: the status of a verified reply
-    expect_body: str | None = None  # http GET: TEXT or @PATH; None: sockbench's body
-
-
-def split_target(target: str) -> tuple[str, int]:
-    try:
-        return target_address(target)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def resolve(config: LoadConfig) -> tuple[int, tuple[Any, ...]]:
-    """(family, sockaddr) of the target; refuses non-loopback before any lookup."""
-    host, port = split_target(config.target)
-    if not config.allow_remote and not is_loopback(host):
-        raise ConfigError(
-            f"target {host} is not a loopback address; pass --allow-remote to load another machine"
-        )
-    try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise ConfigError(f"cannot resolve {host!r}: {exc}") from None
-    # "localhost" often resolves to ::1 first, but the servers listen on 127.0.0.1
-    found.sort(key=lambda info: info[0] != socket.AF_INET)
-    family, _, _, _, address = found[0]
-    if not config.allow_remote and not ipaddress.ip_address(address[0]).is_loopback:
-        raise ConfigError(f"{host} resolves to {address[0]}, not a loopback address")
-    return family, address
-
-
-def validate(config: LoadConfig) -> None:
-    if config.protocol not in PROTOCOLS:
-        raise ConfigError(f"protocol {config.protocol!r} is not one of {', '.join(PROTOCOLS)}")
-    if config.arrivals not in ARRIVALS:
-        raise ConfigError(f"arrivals {config.arrivals!r} is not one of {', '.join(ARRIVALS)}")
-    if config.mode not in MODES:
-        raise ConfigError(f"mode {config.mode!r} is not one of {', '.join(MODES)}")
-    if config.connections < 1:
-        raise ConfigError("connections must be at least 1")
-    if config.processes is not None and config.processes < 1:
-        raise ConfigError("processes must be at least 1")
-    for name in ("duration", "timeout"):
-        if not (getattr(config, name) > 0 and math.isfinite(getattr(config, name))):
-            raise ConfigError(f"{name} must be a positive number of seconds")
-    if not (config.warmup >= 0 and math.isfinite(config.warmup)):
-        raise ConfigError("warmup must be zero or more seconds")
-    if config.rate is not None and not (config.rate > 0 and math.isfinite(config.rate)):
-        raise ConfigError("rate must be a positive number of requests per second")
-    if not 0 <= config.payload <= MAX_PAYLOAD:
-        raise ConfigError(f"payload must be 0 to {MAX_PAYLOAD} bytes")
-    _validate_expectation(config)
-    if config.cpus is not None:
-        if not config.cpus:
-            raise ConfigError("cpus is empty")
-        allowed = os.sched_getaffinity(0)
-        if missing := sorted(set(config.cpus) - allowed):
-            raise ConfigError(
-                f"cpu {missing[0]} is not available here "
-                f"(allowed: {','.join(map(str, sorted(allowed)))})"
-            )
-
-
-def _validate_expectation(config: LoadConfig) -> None:
-    if config.verify not in VERIFY:
-        raise ConfigError(f"verify {config.verify!r} is not one of {', '.join(VERIFY)}")
-    http = config.protocol == "http"
-    if config.verify == "parse" and not http:
-        raise ConfigError("--verify parse needs --protocol http (echo is compared exactly)")
-    if config.expect_status != 200:
-        if not http:
-            raise ConfigError("--expect-status needs --protocol http")
-        if not 200 <= config.expect_status <= 599:
-            raise ConfigError("--expect-status must be a final status, 200 to 599")
-        if config.verify == "exact":
-            raise ConfigError(
-                "--expect-status needs --verify auto or parse (exact is sockbench's 200 reply)"
-            )
-    if config.expect_body is not None:
-        if not http or config.payload != 0:
-            raise ConfigError(
-                "--expect-body needs --protocol http with --payload 0 (GET /); "
-                "POST /echo expects the body it sent"
-            )
-        expected_body(config)  # a file that cannot be read is a usage error
-
-
-def expected_body(config: LoadConfig) -> bytes | None:
-    """The body --expect-body asks for (TEXT, or the bytes of the file @PATH); None:
-    sockbench's body for the request."""
-    text = config.expect_body
-    if text is None:
-        return None
-    if not text.startswith("@"):
-        return os.fsencode(text)  # the bytes given on the command line
-    try:
-        with open(text[1:], "rb") as f:
-            return f.read()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --expect-body file {text[1:]!r}: {exc.strerror}") from None
-
-
-def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> list[WorkerPlan]:
-    cpus = sorted(set(config.cpus)) if config.cpus else None
-    available = len(cpus) if cpus else len(os.sched_getaffinity(0))
-    processes = min(config.processes or available, config.connections)
-    hard = raise_fd_limit()
-    share = -(-config.connections // processes)
-    if share + FD_RESERVE > hard:
-        raise ConfigError(
-            f"{share} connections per process exceed RLIMIT_NOFILE ({hard}); use more --processes"
-        )
-    # Busy-polling pays only on a CPU nobody else needs: pinned, one worker per CPU.
-    spin_us = SPIN_US if cpus and processes <= len(cpus) and config.busy_poll else 0
-    sources: tuple[str, ...] = ()
-    if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith("127."):
-        sources = tuple(f"127.0.0.{i}" for i in range(1, SOURCES + 1))
-    body = expected_body(config)
-    plans, first = [], 0
-    for index in range(processes):
-        count = config.connections // processes + (index < config.connections % processes)
-        if cpus is None:
-            mine = None
-        elif processes <= len(cpus):
-            mine = tuple(cpus[index::processes])
-        else:
-            mine = (cpus[index % len(cpus)],)
-        plans.append(
-            WorkerPlan(
-                index=index,
-                family=family,
-                address=address,
-                protocol=config.protocol,
-                payload=config.payload,
-                mode=config.mode,
-                connections=count,
-                first=first,
-                total=config.connections,
-                rate=config.rate,
-                timeout=config.timeout,
-                cpus=mine,
-                parent_pid=os.getpid(),
-                sources=sources,
-                spin_us=spin_us,
-                arrivals=config.arrivals,
-                verify=config.verify,
-                expect_status=config.expect_status,
-                expect_body=body,
-            )
-        )
-        first += count
-    return plans
-
-
-def run(config: LoadConfig, interval_log: str | None = None) -> LoadResult:
-    """Run one load test and return its result; with `interval_log`, also write the
-    window's interval histograms there (HdrHistogram interval-log format).
-
-    Raises ConfigError for a bad configuration (nothing was sent) and LoadgenError when
-    a worker crashed; errors of the target (refused, reset, mismatch...) are counted.
-    """
-    validate(config)
-    family, address = resolve(config)
-    plans = make_plans(config, family, address)
-    results, window, cores_busy = _drive(config, plans)
-    slices = interval_histograms(results, config.duration)  # merged once, used twice
-    if interval_log is not None:
-        with open(interval_log, "w") as stream:
-            write_interval_log(
-                stream,
-                window.start_unix,
-                slices,
-                comment=f"sockbench.loadgen {config.protocol} to {config.target}, "
-                f"{config.connections} connections; latency in microseconds",
-            )
-    return build_result(config, plans, results, slices, window, cores_busy, interval_log)
-
-
-def _drive(
-    config: LoadConfig, plans: Sequence[WorkerPlan]
-) -> tuple[list[WorkerResult], Window, float | None]:
-    """Run the workers; their results, the window in wall-clock time (so the bench can
-    cut the server's CPU to it) and how busy the client's CPUs were in it (%)."""
-    context = multiprocessing.get_context("fork")
-    workers: list[Child] = []
-    try:
-        for plan in plans:
-            ours, theirs = context.Pipe()
-            process = context.Process(
-                target=worker_main,
-                args=(plan, theirs),
-                daemon=True,
-                name=f"loadgen-worker-{plan.index}",
-            )
-            # A forked worker runs the parent's signal handlers until worker_main sets
-            # its own: a stop landing then printed a KeyboardInterrupt traceback from
-            # the worker. Blocked across the fork, the signals wait for worker_main.
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-            try:
-                process.start()
-                workers.append((process, ours))  # on record before a stop can land
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            theirs.close()
-        share = max(plan.connections for plan in plans)
-        connect_limit = (share / CONNECT_WINDOW + 1) * config.timeout + RESULT_GRACE_S
-        _gather(workers, "connected", connect_limit)
-        t0 = time.monotonic_ns() + int(START_MARGIN_S * 1e9)
-        window_start = t0 + int(config.warmup * 1e9)
-        end = window_start + int(config.duration * 1e9)
-        for _process, pipe in workers:
-            pipe.send(("start", t0, window_start, end))
-        offset = time.time() - time.monotonic_ns() / 1e9
-        window = Window(round(window_start / 1e9 + offset, 6), round(end / 1e9 + offset, 6))
-        cores = config.cpus or tuple(sorted(os.sched_getaffinity(0)))
-        _sleep_until(window_start)
-        before = cpustat.ticks(cores)
-        _sleep_until(end)
-        cores_busy = cpustat.busy_percent(before, cpustat.ticks(cores))
-        limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
-        return _gather(workers, "result", limit), window, cores_busy
-    finally:
-        for worker_process, pipe in workers:
-            pipe.close()
-            if worker_process.is_alive():
-                worker_process.terminate()
-        for worker_process, _pipe in workers:
-            worker_process.join(2)
-            if worker_process.is_alive():
-                worker_process.kill()
-                worker_process.join()
-
-
-def _sleep_until(t_ns: int) -> None:
-    delay = (t_ns - time.monotonic_ns()) / 1e9
-    if delay > 0:
-        time.sleep(delay)
-
-
-def _gather(workers: Sequence[Child], kind: str, limit_s: float) -> list[Any]:
-    """One `kind` message from every worker, in worker order."""
-    deadline = time.monotonic() + limit_s
-    got: dict[int, Any] = {}
-    while len(got) < len(workers):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise LoadgenError(f"workers did not report {kind!r} within {limit_s:.0f} s")
-        pending = [i for i in range(len(workers)) if i not in got]
-        by_handle: dict[Any, int] = {}
-        for i in pending:
-            process, pipe = workers[i]
-            by_handle[pipe] = by_handle[process.sentinel] = i
-        for ready in wait(list(by_handle), left):
-            index = by_handle[ready]
-            process, pipe = workers[index]
-            if index in got:
-                continue
-            message = None
-            if pipe.poll():  # a message first: a worker may exit right after its result
-                try:
-                    message = pipe.recv()
-                except EOFError:
-                    process.join(1)
-            if message is None:
-                if process.is_alive():
-                    continue
-                raise LoadgenError(f"worker {index} died (exit code {process.exitcode})")
-            if message[0] == "error":
-                raise LoadgenError(f"worker {index} failed:\n{message[1].rstrip()}")
-            got[index] = message[1]
-    return [got[i] for i in range(len(workers))]
-
-
-def build_result(
-    config: LoadConfig,
-    plans: Sequence[WorkerPlan],
-    results: Sequence[WorkerResult],
-    slices: Sequence[HistInterval],
-    window: Window | None = None,
-    cores_busy: float | None = None,
-    interval_log: str | None = None,
-) -> LoadResult:
-    answered = hist.merge(r.latency for r in results)
-    censored = hist.merge(r.censored for r in results)
-    requests = sum(r.requests for r in results)
-    duration = config.duration
-    per_conn = [n for r in results for n in r.per_conn]
-    worst = hist.spread([w for r in results for w in r.worst_wait_us])
-    open_loop = config.rate is not None
-    sent = [r.sent for r in results]
-    # a closed loop sends the next request as a reply arrives: sent is achieved
-    sent_rps = round(
-        sum(n or 0 for n in sent) / duration if None not in sent else requests / duration, 1
-    )
-    send_lag = hist.latency(hist.merge(r.send_lag for r in results)) if open_loop else None
-    ends = max((len(r.backlog) for r in results), default=0)
-    backlog = [sum(r.backlog[i] for r in results if i < len(r.backlog)) for i in range(ends)]
-    http = config.protocol == "http"
-    result = LoadResult(
-        tool="sockbench.loadgen",
-        params=Params(
-            target=config.target,
-            protocol=config.protocol,
-            connections=config.connections,
-            processes=len(plans),
-            duration=config.duration,
-            warmup=config.warmup,
-            payload=config.payload,
-            rate=config.rate,
-            mode=config.mode,
-            timeout=config.timeout,
-            cpus=tuple(sorted(set(config.cpus))) if config.cpus else None,
-            arrivals=config.arrivals,
-            verify=config.verify if http else "exact",
-            expect_status=config.expect_status if http else None,
-            expect_body=config.expect_body,
-        ),
-        window=window,
-        requests=requests,
-        throughput_rps=round(requests / duration, 1),
-        bytes=sum(r.bytes for r in results),
-        duration_s=duration,
-        latency=hist.latency(answered),
-        latency_all=hist.latency(answered, censored),
-        latency_uncorrected=(
-            hist.latency(hist.merge(r.latency_sent for r in results)) if open_loop else None
-        ),
-        send_lag=send_lag,
-        connect=hist.connect_latency(hist.merge(r.connect for r in results)),
-        errors={kind: sum(r.errors[kind] for r in results) for kind in ERROR_KINDS},
-        errors_before={kind: sum(r.errors_before[kind] for r in results) for kind in ERROR_KINDS},
-        connections=Connections(
-            asked=config.connections,
-            established=sum(r.established for r in results),
-            starved=sum(r.starved for r in results),
-            worst_wait_p50_us=worst["p50"],
-            worst_wait_p99_us=worst["p99"],
-            worst_wait_max_us=worst["max"],
-        ),
-        fairness=round(hist.jain_index(per_conn), 4),
-        rate=Rate(
-            asked=config.rate,
-            sent=sent_rps,
-            achieved=round(requests / duration, 1),
-            overloaded=overloaded(backlog),
-        ),
-        client=judge_client(
-            results,
-            config.cpus or sorted(os.sched_getaffinity(0)),
-            cores_busy,
-            late=saturation.late(config.rate, sent_rps, send_lag.p50)
-            if config.rate is not None and send_lag is not None
-            else None,
-        ),
-        intervals=summarise_intervals(slices, backlog),
-        interval_s=INTERVAL_NS / 1e9,
-        histogram=hist.encode(answered),
-        histogram_all=hist.encode(hist.merge([hist.encode(answered), hist.encode(censored)])),
-        interval_log=interval_log,
-    )
-    sample = next((r.protocol_sample for r in results if r.protocol_sample), None)
-    return replace(result, diagnosis=diagnose(result, sample))
-
-
-def summarise_intervals(
-    slices: Sequence[HistInterval], backlog: Sequence[int] = ()
-) -> tuple[Interval, ...]:
-    """Count and p99 of each merged slice, with the backlog at its end where known."""
-    return tuple(
-        Interval(
-            round(start, 3),
-            int(histogram.get_total_count()),
-            hist.percentiles(histogram, {"p99": 99.0})["p99"],
-            backlog[i] if i < len(backlog) else None,
-        )
-        for i, (start, _length, histogram) in enumerate(slices)
-    )
-
-
-def overloaded(backlog: Sequence[int]) -> bool:
-    """The backlog kept growing: its last third well above its first (twice, and by
-    more than OVERLOAD_MARGIN requests, so that a backlog of 2 then 5 is not a trend),
-    and the middle third between the two."""
-    if len(backlog) < 6:
-        return False
-    third = len(backlog) // 3
-    first, middle, last = (
-        statistics.median(backlog[:third]),
-        statistics.median(backlog[third:-third]),
-        statistics.median(backlog[-third:]),
-    )
-    return last > 2 * first + OVERLOAD_MARGIN and first <= middle <= last
-
-
-def interval_histograms(results: Sequence[WorkerResult], duration: float) -> list[HistInterval]:
-    """(offset s, length s, merged histogram) per interval, for the interval log."""
-    step = INTERVAL_NS / 1e9
-    slices = max((len(r.intervals) for r in results), default=0)
-    out = []
-    for i in range(slices):
-        histogram = hist.merge(r.intervals[i] for r in results if i < len(r.intervals))
-        out.append((i * step, min(step, duration - i * step), histogram))
-    return out
-
-
-def judge_client(
-    results: Sequence[WorkerResult],
-    cores: Sequence[int],
-    cores_busy: float | None,
-    late: list[str] | None = None,
-) -> Client:
-    """Client-bound when a worker hardly waited for work (it was the bottleneck) or
-    waited for a CPU (contended); in an open loop (`late` given), when it did not keep
-    its schedule instead of by idleness. See docs/loadgen.md, "Saturation"."""
-    workers = []
-    for r in results:
-        share = 100.0 / r.window_s if r.window_s > 0 else 0.0
-        delayed = None if r.run_delay_s is None else round(r.run_delay_s * share, 1)
-        workers.append(Worker(round(r.cpu_s * share, 1), round(r.wait_s * share, 1), delayed))
-    reasons = saturation.reasons(workers, idle_rule=late is None) + (late or [])
-    return Client(
-        workers=tuple(workers),
-        cores=tuple(sorted(set(cores))),
-        cores_busy=None if cores_busy is None else round(cores_busy, 1),
-        bound=bool(reasons),
-        reasons=tuple(reasons),
-    )
-
-
-def summary_line(result: LoadResult) -> str:
-    lat, conns = result.latency_all or result.latency, result.connections
-    errors = result.error_count
-    line = (
-        f"loadgen: {result.requests} requests in {result.duration_s:g} s = "
-        f"{result.throughput_rps:.0f} req/s; latency (all requests) p50 {lat.text('p50')} us, "
-        f"p99 {lat.text('p99')} us, max {lat.text('max')} us, {lat.censored} unanswered; "
-        f"connections {conns.established}/{conns.asked}, starved {conns.starved}, "
-        f"worst wait {conns.worst_wait_max_us} us; errors {errors}"
-    )
-    if errors:
-        line += " (" + ", ".join(f"{k} {v}" for k, v in result.errors.items() if v) + ")"
-    if before := ", ".join(f"{k} {v}" for k, v in result.errors_before.items() if v):
-        line += f", before the window {before}"
-    if result.rate.asked:
-        line += f"; rate asked {result.rate.asked:g}, sent {result.rate.sent:g}/s"
-        if result.rate.overloaded:
-            line += " (OVERLOADED: the backlog grew through the window)"
-    if result.client.bound:
-        line += "; CLIENT-BOUND: " + "; ".join(result.client.reasons)
-    return line
-
-
-# -- command line ----------------------------------------------------------------------
+# The help of the options shared with the locust driver (clients.options: their names,
+# types and defaults), as this command words them.
+SHARED_HELP = {
+    "target": "HOST:PORT of the server",
+    "protocol": "the protocol the server speaks (default echo): echo frames, or HTTP/1.1 "
+    "GET / (payload 0) or POST /echo",
+    "processes": "worker processes (default: one per CPU, at most connections)",
+    "duration": "seconds measured (default 10)",
+    "warmup": "seconds of load before the window, not counted (default 1)",
+    "payload": "bytes per request: echo payload, or the HTTP POST body "
+    "(0 = GET /); default 64 for echo, 0 for http",
+    "rate": "open loop at this many requests/s in total, latency from "
+    "each request's intended send time (default: closed loop)",
+    "timeout": "seconds before a connect or a reply counts as timed out (default 5)",
+    "cpus": "pin the workers (and this process) to these CPUs, e.g. 1 or "
+    "2-3; a worker with a CPU of its own then busy-polls up to "
+    f"{SPIN_US} us before sleeping (keep them off the server's CPUs; default: "
+    "not pinned)",
+    "allow_remote": "allow a target outside loopback",
+    "quiet": "no summary on stderr (a run that exits 1 still says why, in one line)",
+}
 
 
 class _HelpFormatter(RawDescriptionHelpFormatter, DefaultsHelpFormatter):
@@ -633,49 +123,15 @@ def build_parser() -> ArgumentParser:
         epilog=epilog(),
         formatter_class=_HelpFormatter,
     )
-    parser.add_argument("--target", required=True, help="HOST:PORT of the server")
-    parser.add_argument(
-        "--protocol",
-        choices=PROTOCOLS,
-        default="echo",
-        help="the protocol the server speaks (default echo): echo frames, or HTTP/1.1 "
-        "GET / (payload 0) or POST /echo",
-    )
+    # the shared options where this command's --help has always listed them
+    add_load_options(parser, SHARED_HELP, "target", "protocol")
     parser.add_argument(
         "--connections",
         type=positive_int,
         default=10,
         help="connections in total, split over the worker processes (default 10)",
     )
-    parser.add_argument(
-        "--processes",
-        type=positive_int,
-        default=None,
-        help="worker processes (default: one per CPU, at most connections)",
-    )
-    parser.add_argument(
-        "--duration", type=positive_float, default=10.0, help="seconds measured (default 10)"
-    )
-    parser.add_argument(
-        "--warmup",
-        type=non_negative_float,
-        default=1.0,
-        help="seconds of load before the window, not counted (default 1)",
-    )
-    parser.add_argument(
-        "--payload",
-        type=non_negative_int,
-        default=None,
-        help="bytes per request: echo payload, or the HTTP POST body "
-        "(0 = GET /); default 64 for echo, 0 for http",
-    )
-    parser.add_argument(
-        "--rate",
-        type=positive_float,
-        default=None,
-        help="open loop at this many requests/s in total, latency from "
-        "each request's intended send time (default: closed loop)",
-    )
+    add_load_options(parser, SHARED_HELP, "processes", "duration", "warmup", "payload", "rate")
     parser.add_argument(
         "--arrivals",
         choices=ARRIVALS,
@@ -689,21 +145,7 @@ def build_parser() -> ArgumentParser:
         default="persistent",
         help="persistent connections, or a new connection per request (default persistent)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=5.0,
-        help="seconds before a connect or a reply counts as timed out (default 5)",
-    )
-    parser.add_argument(
-        "--cpus",
-        type=cpu_list,
-        default=None,
-        help="pin the workers (and this process) to these CPUs, e.g. 1 or "
-        "2-3; a worker with a CPU of its own then busy-polls up to "
-        f"{SPIN_US} us before sleeping (keep them off the server's CPUs; default: "
-        "not pinned)",
-    )
+    add_load_options(parser, SHARED_HELP, "timeout", "cpus")
     parser.add_argument(
         "--no-busy-poll",
         dest="busy_poll",
@@ -712,9 +154,7 @@ def build_parser() -> ArgumentParser:
         "--together), and a spinning worker would take its turns (default: busy-poll "
         "where a worker has a --cpus CPU of its own)",
     )
-    parser.add_argument(
-        "--allow-remote", action="store_true", help="allow a target outside loopback"
-    )
+    add_load_options(parser, SHARED_HELP, "allow_remote")
     parser.add_argument(
         "--interval-log",
         metavar="PATH",
@@ -722,6 +162,13 @@ def build_parser() -> ArgumentParser:
         help="write the window's latency histograms, one per "
         f"{INTERVAL_NS // 1_000_000} ms, to PATH in HdrHistogram's interval-log format",
     )
+    _add_http_checks(parser)
+    add_load_options(parser, SHARED_HELP, "quiet")
+    return parser
+
+
+def _add_http_checks(parser: ArgumentParser) -> None:
+    """How an http reply is verified: --verify, --expect-status, --expect-body."""
     parser.add_argument(
         "--verify",
         choices=VERIFY,
@@ -745,12 +192,30 @@ def build_parser() -> ArgumentParser:
         help="http GET (payload 0): the body of a verified reply, TEXT or the bytes of "
         "the file PATH (default: sockbench's 'Hello, world!\\n')",
     )
-    parser.add_argument(
-        "--quiet",
-        action="store_true",
-        help="no summary on stderr (a run that exits 1 still says why, in one line)",
+
+
+def summary_line(result: LoadResult) -> str:
+    """The result in one line for stderr (unless --quiet)."""
+    lat, conns = result.latency_all or result.latency, result.connections
+    errors = result.error_count
+    line = (
+        f"loadgen: {result.requests} requests in {result.duration_s:g} s = "
+        f"{result.throughput_rps:.0f} req/s; latency (all requests) p50 {lat.text('p50')} us, "
+        f"p99 {lat.text('p99')} us, max {lat.text('max')} us, {lat.censored} unanswered; "
+        f"connections {conns.established}/{conns.asked}, starved {conns.starved}, "
+        f"worst wait {conns.worst_wait_max_us} us; errors {errors}"
     )
-    return parser
+    if errors:
+        line += " (" + ", ".join(f"{k} {v}" for k, v in result.errors.items() if v) + ")"
+    if before := ", ".join(f"{k} {v}" for k, v in result.errors_before.items() if v):
+        line += f", before the window {before}"
+    if result.rate.asked:
+        line += f"; rate asked {result.rate.asked:g}, sent {result.rate.sent:g}/s"
+        if result.rate.overloaded:
+            line += " (OVERLOADED: the backlog grew through the window)"
+    if result.client.bound:
+        line += "; CLIENT-BOUND: " + "; ".join(result.client.reasons)
+    return line
 
 
 def _interrupted(signum: int, _frame: object) -> None:

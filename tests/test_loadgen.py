@@ -20,10 +20,13 @@ from bench.analysis.verdict import judge, verdict
 from bench.run.server_process import ServerProcess
 from clients import saturation, wire
 from clients.engine import hist
+from clients.engine.config import ConfigError, LoadConfig
+from clients.engine.drive import LoadgenError, run
+from clients.engine.merge import overloaded
 from clients.engine.pipelined import PipelinedLoops
 from clients.engine.plan import WorkerPlan
 from clients.errors import ERROR_KINDS
-from clients.loadgen import ConfigError, LoadConfig, LoadgenError, main, overloaded, run
+from clients.loadgen import main
 from clients.result import LoadResult, Worker
 from clients.target import is_loopback, join_target, split_target
 from servers.protocol import _GET_RESPONSE, PERSISTENT, EchoProtocol, HttpProtocol
@@ -667,7 +670,7 @@ def test_remote_target_refused_before_anything_is_sent(monkeypatch) -> None:
 
     for name in ("socket", "create_connection", "getaddrinfo"):
         monkeypatch.setattr(socket, name, forbidden)
-    monkeypatch.setattr("clients.loadgen.multiprocessing.get_context", forbidden)
+    monkeypatch.setattr("clients.engine.drive.multiprocessing.get_context", forbidden)
     for target in ("10.0.0.1:80", "example.com:80", "[2001:db8::1]:80", "0.0.0.0:80"):
         with pytest.raises(ConfigError, match="loopback"):
             run(LoadConfig(target=target, duration=0.1))

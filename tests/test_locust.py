@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -30,19 +31,19 @@ from bench.run.matrix import Matrix, MatrixError
 from bench.store import RunStore
 from clients.errors import ERROR_KINDS
 from clients.locust import driver as locust_driver
-from clients.locust.driver import (
-    LOCUSTFILE,
-    LocustRunError,
-    UsageError,
+from clients.locust import process as locust_process
+from clients.locust import result as locust_result
+from clients.locust.process import LOCUSTFILE, LocustRunError, UsageError, run_locust
+from clients.locust.result import (
     WindowFile,
     error_kind,
     from_locust_stats,
     judge_client,
     judge_remote_client,
-    run_locust,
     value_at,
     worker_usage,
 )
+from clients.locust.sampler import Sampler
 from clients.result import (
     Client,
     Connections,
@@ -75,7 +76,7 @@ def locust_sessions(monkeypatch) -> Iterator[list[int]]:
             sessions.append(proc.pid)  # a session leader: its pid is the session id
         return proc
 
-    monkeypatch.setattr("clients.locust.driver.subprocess.Popen", recording_popen)
+    monkeypatch.setattr("clients.locust.process.subprocess.Popen", recording_popen)
     yield sessions
     assert sessions, "the driver started no locust"
     assert not alive_in_sessions(sessions)
@@ -269,7 +270,7 @@ def test_distributed_master_and_one_worker(server_factory, locust_sessions, locu
     reaches the worker only through the master, so the byte count shows it did, and the
     paced count shows the worker's warm-up reports were left out of the window."""
     server = server_factory("epoll", "http")
-    port = locust_driver.free_port()
+    port = locust_process.free_port()
     workers = locust_workers(1, port)  # recorded by locust_sessions, as the driver's locust
     result = run_locust(
         f"127.0.0.1:{server.port}",
@@ -311,7 +312,7 @@ def test_distributed_master_and_two_worker_processes(
     machines), on loopback: both take part, each with its CPU figure, every reply
     verified."""
     server = server_factory("epoll", "echo")
-    port = locust_driver.free_port()
+    port = locust_process.free_port()
     workers = locust_workers(2, port)
     result = run_locust(
         f"127.0.0.1:{server.port}",
@@ -340,7 +341,7 @@ def test_distributed_master_and_two_worker_processes(
 def test_bench_run_with_locust_workers(tmp_path, locust_workers) -> None:
     """`bench run --locust-workers 2`: the cell's driver runs only a master, on the
     port given, and the two workers started here do the load."""
-    port = locust_driver.free_port()
+    port = locust_process.free_port()
     workers = locust_workers(2, port)
     code = cli.main(
         ["run", "--driver", "locust", "--locust-workers", "2", "--locust-master-port", str(port),
@@ -400,8 +401,8 @@ def test_echo_mismatch_is_a_failure_on_its_side_of_the_window(locust_sessions) -
 
 @pytest.mark.real
 def test_timeout_kills_locust(locust_sessions, monkeypatch) -> None:
-    monkeypatch.setattr(locust_driver, "STARTUP_GRACE_S", -0.5)  # a 0.5 s limit
-    port = locust_driver.free_port()
+    monkeypatch.setattr(locust_process, "STARTUP_GRACE_S", -0.5)  # a 0.5 s limit
+    port = locust_process.free_port()
     with pytest.raises(LocustRunError, match="did not finish"):
         run_locust(f"127.0.0.1:{port}", users=2, warmup=0, duration=1, processes=2)
 
@@ -482,6 +483,72 @@ def test_adapter_without_window_or_failures_file() -> None:
     assert result.client.bound is None and result.client.workers == ()
 
 
+STATS_HEADER = (
+    "Type,Name,Request Count,Failure Count,Average Response Time,Max Response Time,"
+    "Average Content Size,Requests/s,50%,90%,99%,99.9%"
+)
+
+
+def write_stats(path: Path, *rows: str) -> Path:
+    """A made-up `<prefix>_stats.csv` with the columns the adapter reads."""
+    path.write_text("\n".join([STATS_HEADER, *rows]) + "\n")
+    return path
+
+
+def test_adapter_gives_no_latency_when_every_request_failed(tmp_path) -> None:
+    """locust folds failures into its response times: with no verified reply there is no
+    latency to report, and a failure the failures file does not name is `other`."""
+    stats = write_stats(
+        tmp_path / "s.csv",
+        "tcp,echo,4,4,1.5,3.0,0.0,2.0,1.4,2.8,3.0,3.0",
+        ",Aggregated,4,4,1.5,3.0,0.0,2.0,1.4,2.8,3.0,3.0",
+    )
+    failures = tmp_path / "f.csv"
+    failures.write_text("Method,Name,Error,Occurrences\ntcp,echo,TimeoutError('timed out'),3\n")
+    result = from_locust_stats(stats, PARAMS, failures_csv=failures)
+    assert result.requests == 0 and result.throughput_rps == 0.0
+    assert result.latency == Latency()
+    assert result.errors == {**no_errors(), "timeout": 3, "other": 1}
+    assert result.connections.established is None  # no connect row
+    assert result.duration_s == 2.0  # locust's own: 4 requests at 2 per second
+
+
+def test_adapter_latency_comes_from_one_row_or_none(tmp_path) -> None:
+    """Percentiles cannot be merged: two request names give the aggregate row's figures
+    when it holds only requests, and none when connect rows are folded into it."""
+    echo = "tcp,echo,10,0,1.0,2.0,64.0,10.0,1.0,1.5,2.0,2.0"
+    other = "tcp,other,10,0,3.0,4.0,64.0,10.0,3.0,3.5,4.0,4.0"
+    total = ",Aggregated,20,0,2.0,4.0,64.0,20.0,2.0,3.5,4.0,4.0"
+    result = from_locust_stats(write_stats(tmp_path / "a.csv", echo, other, total), PARAMS)
+    assert result.requests == 20 and result.bytes == 1280
+    assert result.latency == Latency(
+        count=20, p50=2000, p90=3500, p99=4000, p999=4000, max=4000, mean=2000.0
+    )
+    connect = "tcp,connect,2,0,0.5,0.9,0.0,2.0,0.5,0.9,0.9,0.9"
+    folded = write_stats(tmp_path / "b.csv", connect, echo, other, total)
+    result = from_locust_stats(folded, PARAMS)
+    assert result.requests == 20 and result.latency == Latency()
+    assert result.connect == ConnectLatency(p50=500, p99=900, max=900)
+    assert result.connections.established == 2
+
+
+def test_result_module_is_pure() -> None:
+    """clients.locust.result starts no process and no thread: it imports nothing that
+    could, nor the modules of the locust package that do."""
+    import ast
+
+    tree = ast.parse(Path(locust_result.__file__).read_text())
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    } | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    forbidden = {"subprocess", "threading", "multiprocessing", "signal", "socket", "psutil"}
+    assert not imported & forbidden
+    assert not {m for m in imported if m and m.startswith("clients.locust")}
+
+
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
@@ -522,9 +589,9 @@ def test_locustfile_failure_types_are_all_mapped() -> None:
 def test_locustfile_and_driver_agree_on_names() -> None:
     """The names both files spell (the driver cannot import the locustfile)."""
     text = LOCUSTFILE.read_text()
-    assert repr(locust_driver.CONNECT_ROWS).replace("'", '"') in text
-    assert f'"{locust_driver.WINDOW_STARTED_LOG}"' in text
-    assert f'"{locust_driver.WINDOW_ENDED_LOG}"' in text
+    assert repr(locust_result.CONNECT_ROWS).replace("'", '"') in text
+    assert f'"{locust_process.WINDOW_STARTED_LOG}"' in text
+    assert f'"{locust_process.WINDOW_ENDED_LOG}"' in text
 
 
 # -- saturation ------------------------------------------------------------------------
@@ -767,9 +834,62 @@ def test_matrix_allows_a_remote_locust_master_when_asked() -> None:
     assert Matrix.from_dict({**old, "driver": "locust"}).locust_workers == 0
 
 
+def test_locust_command_for_forked_workers_and_for_a_master(tmp_path) -> None:
+    """The command run_locust starts: locust headless against the target, its options
+    to the locustfile, and the user class last; forked workers or a master bound to the
+    given port (never locust's default of 5557 on every interface)."""
+    common: dict[str, Any] = dict(
+        host="::1", port=8000, protocol="echo", users=4, spawn_rate=4.0, run_time_s=8,
+        warmup=1.0, duration=2.0, payload=64, rate=40.0, timeout=10.0,
+        master_bind_host="127.0.0.1", master_bind_port=5999, prefix=tmp_path / "run",
+    )  # fmt: skip
+    forked = locust_process.locust_command(**common, processes=2, master=False, expect_workers=None)
+    assert forked[:5] == [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE)]
+    assert forked[-1] == "EchoUser"
+    text = " ".join(forked)
+    assert "--host tcp://[::1]:8000" in text and "-t 8s" in text
+    assert "--sockbench-rate 10.0" in text  # the total rate shared by the users
+    assert f"--sockbench-final-csv {tmp_path / 'run'}_final" in text
+    assert "--processes 2 --master-port 5999" in text and "--master " not in text
+    master = locust_process.locust_command(
+        **{**common, "protocol": "http", "payload": 0, "rate": None},
+        processes=None,
+        master=True,
+        expect_workers=3,
+    )
+    text = " ".join(master)
+    assert master[-1] == "HttpGetUser" and "--sockbench-rate" not in text
+    assert "--master-bind-host 127.0.0.1 --master-bind-port 5999 --master" in text
+    assert "--expect-workers 3" in text and "--processes" not in text
+
+
+def test_sampler_sees_this_process_over_a_window() -> None:
+    """The /proc sampler on this process: its CPU time over a busy window, and the
+    busy share of the cores it watches."""
+    cores = sorted(os.sched_getaffinity(0))[:1]
+    sampler = Sampler(os.getpid(), cores)
+    sampler.start()
+    try:
+        time.sleep(0.15)
+        start = time.time()
+        sampler.now()
+        while time.time() < start + 0.3:  # busy, so the window has CPU time to show
+            pass
+        end = time.time()
+        sampler.now()
+        time.sleep(0.15)
+    finally:
+        sampler.stop()
+    window = Window(start_unix=start, end_unix=end)
+    [worker] = sampler.workers(window, forked=False)
+    assert worker.cpu is not None and worker.cpu > 0
+    busy = sampler.cores_busy(window)
+    assert busy is not None and 0 <= busy <= 100
+
+
 def test_backstop_run_time_is_whole_seconds_beyond_the_window() -> None:
-    assert locust_driver.backstop_run_time(1.0, 2.0) == 3 + locust_driver.RUN_TIME_BACKSTOP_S
-    assert locust_driver.backstop_run_time(1.0, 0.5) == 2 + locust_driver.RUN_TIME_BACKSTOP_S
+    assert locust_process.backstop_run_time(1.0, 2.0) == 3 + locust_process.RUN_TIME_BACKSTOP_S
+    assert locust_process.backstop_run_time(1.0, 0.5) == 2 + locust_process.RUN_TIME_BACKSTOP_S
 
 
 def test_servers_and_loadgen_never_import_locust() -> None:

@@ -12,7 +12,8 @@ import psutil
 import pytest
 
 from bench.run.sampler import CoreSampler, ServerSampler, interpolate
-from clients.loadgen import LoadConfig, run
+from clients.engine.config import LoadConfig
+from clients.engine.drive import run
 
 pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
 

@@ -34,8 +34,6 @@ from clients.engine.plan import WorkerPlan
 from clients.errors import error_kind, parse_error_kind
 from clients.http_reply import ParseError, Reply
 
-ARRIVALS = ("uniform", "poisson")
-
 
 class PipelinedLoops(Loops):
     """Loops for `--rate` with persistent connections: a true open loop."""

@@ -21,7 +21,7 @@ class WorkerPlan:
     timeout: float
     cpus: tuple[int, ...] | None
     parent_pid: int
-    # per-request mode: source addresses to rotate over (see clients.loadgen's docs)
+    # per-request mode: source addresses to rotate over (docs/loadgen.md)
     sources: tuple[str, ...] = ()
     # closed loop: busy-poll this long before sleeping in epoll (0: never); only for a
     # worker with a CPU of its own (see clients.engine.loops)

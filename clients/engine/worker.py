@@ -1,6 +1,6 @@
 """One load-generator worker process and the result it sends back.
 
-The parent (clients.loadgen) drives each worker over a pipe:
+The parent (clients.engine.drive) drives each worker over a pipe:
 
 1. the worker connects its connections, at most CONNECT_WINDOW in flight at once so
    the server's accept queue is fed gradually; each connect is timed into its own
@@ -33,7 +33,7 @@ from common.process import STOP_SIGNALS, die_with_parent, raise_fd_limit
 
 @dataclass(frozen=True)
 class WorkerResult:
-    """One worker's share of a run; the parent merges them (clients.loadgen).
+    """One worker's share of a run; the parent merges them (clients.engine.merge).
 
     Histograms are `hist.encode`d HdrHistograms of microseconds. Everything counts the
     window only, except `errors_before` (the connect phase and the warm-up).
@@ -69,7 +69,7 @@ def worker_main(plan: WorkerPlan, pipe: Pipe) -> None:
     die_with_parent(plan.parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler: just die
-    # the parent blocked both across the fork (clients.loadgen._drive)
+    # the parent blocked both across the fork (clients.engine.drive)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         if plan.cpus:

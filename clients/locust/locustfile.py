@@ -60,7 +60,7 @@ from common.process import die_with_parent
 
 GET_BODY = b"Hello, world!\n"  # servers/protocol.py answers `GET /` with this body
 CONNECT_BACKOFF_S = 0.05  # after a connection error, so a dead server is not hit in a hot loop
-# EchoUser's connection events, not requests (clients/locust/driver.py names them too)
+# EchoUser's connection events, not requests (clients/locust/result.py names them too)
 CONNECT_ROWS = ("connect", "reconnect")
 INTERVAL_S = 1.0  # the measured window's slices
 # Lines the driver watches for, to sample CPU at the window's edges (the driver's copies
@@ -74,8 +74,9 @@ CPU_REPORT = "sockbench_cpu"  # in a worker's report: its CPU time since that me
 logger = logging.getLogger(__name__)
 
 
-# Failure types: locust_driver maps failures to error kinds by these class names, so keep
-# the names stable and the messages constant (locust groups failures by their repr).
+# Failure types: clients/locust/result.py maps failures to error kinds by these class
+# names, so keep the names stable and the messages constant (locust groups failures by
+# their repr).
 class EchoMismatch(Exception):
     """The reply was not byte for byte the frame (or HTTP body) that was expected."""
 
