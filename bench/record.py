@@ -5,8 +5,9 @@ generator's typed result (clients.result.LoadResult); `server` the sampler's fig
 `verdict` says whether the cell's figures can be believed, with the reasons
 (bench.analysis.verdict). `bench.report.frame` flattens rows with pandas (`load.latency.p99`, ...).
 
-Schema 2 (typed load result, censored latency, verdicts) replaced schema 1; a run of
-schema 1 is refused with a line that says how to make it again (bench.store).
+Schema 2 (typed load result, censored latency, verdicts) replaced schema 1 (commit
+a93edd0); `from_dict` upgrades a schema-1 row (`MIGRATIONS`, docs/formats.md), and a row
+it cannot upgrade is refused with a line that says how to make it again (bench.store).
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clients.result import MIGRATIONS as LOAD_MIGRATIONS
 from clients.result import LoadResult
+from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "failed", "client-bound", "skipped")
@@ -108,12 +111,45 @@ class Row:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Row:
-        """Raises ValueError (LoadResultError for a bad `load`) with one line."""
-        if data.get("schema") != SCHEMA_VERSION:
-            raise ValueError(f"row schema {data.get('schema')!r}, expected {SCHEMA_VERSION}")
+        """Raises ValueError with one line: MigrationError for a row of a schema it
+        cannot upgrade, LoadResultError for a bad `load`."""
+        data = MIGRATIONS.upgrade(data)
         fields = {k: v for k, v in data.items() if k != "key"}
         fields["cell"] = CellKey(**fields["cell"])
         if fields.get("load") is not None:
             fields["load"] = LoadResult.from_dict(fields["load"])
         fields["reasons"] = tuple(Reason(**r) for r in fields.get("reasons", ()))
         return cls(**fields)
+
+
+def _from_schema_1(data: Document) -> Document:
+    """A schema-1 row (bench at a93edd0^) as schema 2 writes it.
+
+    `load` was the load generator's JSON as printed ({} for none): now None or the
+    typed result's dict, upgraded itself (clients.result.MIGRATIONS), and the row is
+    refused when it cannot be. Added, not measured by schema 1: the core view of the
+    server's CPU, `busy_before` and `server_log` (null). The verdict is judged on what
+    schema 1 recorded: the load generator's own bottleneck test, as bench.analysis.verdict
+    takes it (its other checks need interval histograms or a busy-machine reading that
+    schema 1 did not keep, and are skipped as they are for any result without them).
+    """
+    load = data.get("load") or None
+    if load is not None:
+        try:
+            load = LOAD_MIGRATIONS.upgrade(load)
+        except MigrationError as exc:
+            raise CannotUpgrade(f"the load result in it: {exc.why}") from None
+    client = (load or {}).get("client") or {}
+    reasons = [{"code": "client-bound", "text": text} for text in client.get("reasons", ())]
+    return {
+        **data,
+        "load": load,
+        "server_core_us_per_request": None,
+        "verdict": "suspect" if reasons else "valid",
+        "reasons": reasons,
+        "busy_before": None,
+        "server_log": None,
+    }
+
+
+MIGRATIONS = Migrations("row schema", SCHEMA_VERSION, {1: _from_schema_1})

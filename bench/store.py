@@ -23,8 +23,11 @@ from typing import Any
 from bench.record import SCHEMA_VERSION, Row
 from common.cli import suggest
 from common.invocation import python_m
+from common.migrate import MigrationError, Migrations
 
 METADATA_SCHEMA = 1
+# metadata.json's upgrades, {from_version: step} (common.migrate, docs/formats.md): none yet
+METADATA_MIGRATIONS = Migrations("metadata schema", METADATA_SCHEMA, {})
 METADATA_FILE = "metadata.json"
 SUBSETS_DIR = "subsets"  # a run's subset reports (bench report --models): RUN/subsets/<choice>/
 RESULTS_FILE = "results.jsonl"
@@ -128,11 +131,10 @@ class RunStore:
             raise StoreError(f"{meta_path}: unreadable metadata: {exc}") from None
         if not isinstance(metadata, dict):
             raise StoreError(f"{meta_path}: metadata is not a JSON object")
-        if metadata.get("schema") != METADATA_SCHEMA:
-            raise StoreError(
-                f"{meta_path}: metadata schema {metadata.get('schema')!r}, "
-                f"expected {METADATA_SCHEMA}"
-            )
+        try:
+            metadata = METADATA_MIGRATIONS.upgrade(metadata)
+        except MigrationError as exc:
+            raise StoreError(f"{meta_path}: {exc}") from None
         return cls(path, metadata)
 
     # -- metadata -------------------------------------------------------------------
@@ -219,22 +221,22 @@ class RunStore:
                     )
                     continue
                 raise StoreError(f"{where}: corrupt line: {exc}") from None
-            if isinstance(data, dict) and data.get("schema") != SCHEMA_VERSION:
-                raise StoreError(self._old_schema(data.get("schema")))
             try:
                 rows.append(Row.from_dict(data))
+            except MigrationError as exc:  # an older row is upgraded; this one cannot be
+                raise StoreError(self._old_schema(data.get("schema"), exc.why)) from None
             except (TypeError, ValueError, KeyError, AttributeError) as exc:
                 raise StoreError(f"{where}: invalid row: {exc}") from None
         latest = {(row.cell, row.repeat): i for i, row in enumerate(rows)}
         return [row for i, row in enumerate(rows) if latest[(row.cell, row.repeat)] == i]
 
-    def _old_schema(self, schema: object) -> str:
+    def _old_schema(self, schema: object, why: str) -> str:
         sha = (self._metadata.get("git") or {}).get("sha") or "the revision that made it"
         profile = self._metadata.get("profile") or "quick"
         return (
             f"{self.path}: rows of schema {schema!r}, this sockbench reads schema "
             f"{SCHEMA_VERSION}: run it again ({python_m('bench', 'run', '--profile', profile)}) "
-            f"or render it with sockbench at git {sha}"
+            f"or render it with sockbench at git {sha} ({why})"
         )
 
     def __repr__(self) -> str:

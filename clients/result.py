@@ -14,6 +14,10 @@ require: the `protocol` error kind (absent: read 0; `error_count` sums what is t
 and `diagnosis` (absent: None). Both are additions an older result lacks, not changes
 of meaning, so every schema-2 result ever written still reads; an older sockbench
 refuses a new one, naming the field it does not know.
+
+A schema-1 result (clients.loadgen before the typed result, commit 9592f57 and older) is
+upgraded on reading (`MIGRATIONS`, docs/formats.md) when it is a closed loop with no
+error; any other is refused with one line that says why.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, TypeVar
 
 from clients.errors import ERROR_KINDS
+from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
 SCHEMA = 2
 LOWER_BOUND_MARK = "≥"  # printed before a percentile that a censored request decides
@@ -228,15 +233,68 @@ class LoadResult:
     def from_dict(cls, data: Any) -> LoadResult:
         if not isinstance(data, dict):
             raise LoadResultError("a load result must be a JSON object")
-        if data.get("schema") != SCHEMA:
-            raise LoadResultError(
-                f"load result schema {data.get('schema')!r}, this sockbench reads schema "
-                f"{SCHEMA}: run the load again with this version"
-            )
+        try:
+            data = MIGRATIONS.upgrade(data)
+        except MigrationError as exc:
+            raise LoadResultError(f"{exc}; run the load again with this version") from None
         try:
             return build_dataclass(cls, data)
         except (TypeError, ValueError, KeyError) as exc:
             raise LoadResultError(f"malformed load result: {exc}") from None
+
+
+SCHEMA_1_BOUND_PERCENT = 90.0  # schema 1 judged a worker above this CPU share the bottleneck
+
+
+def _from_schema_1(data: Document) -> Document:
+    """A schema-1 result (clients.loadgen at 9592f57) as schema 2 writes it.
+
+    Moved: `latency_us` -> `latency` (its count: the replies in the window, which it
+    summarised), `connect_us` -> `connect`, the workers' `client.cpu_percent` ->
+    `client.workers[].cpu`, and schema 1's own bottleneck test (`saturated`: a worker
+    over 90% CPU) -> `client.bound` with a reason. Not measured by schema 1, so left at
+    what means so in schema 2: `latency_all` null (unanswered requests were dropped, as
+    locust's driver does), the waits and `cores_busy` null, no `intervals` (its
+    per-second `timeline` had no latency; dropped). `rate.sent` is the achieved rate, as
+    a closed loop's is in locust's driver. Refused: an open loop (schema 1 neither counted
+    what it sent nor judged its backlog) and a result with errors (schema 1 counted them
+    from the first connect on; schema 2 needs the window's apart).
+    """
+    params = data.get("params") or {}
+    if params.get("rate") is not None:
+        raise CannotUpgrade(
+            "schema 1 neither counted what an open loop sent nor judged its backlog"
+        )
+    errors = data.get("errors") or {}
+    if any(errors.values()):
+        raise CannotUpgrade(
+            f"schema 1 counted its {sum(errors.values())} errors from the first connect on, "
+            "schema 2 those of the window apart"
+        )
+    cpu = [float(p) for p in data["client"]["cpu_percent"]]
+    saturated = bool(data["client"]["saturated"])
+    upgraded = {k: v for k, v in data.items() if k not in ("latency_us", "connect_us", "timeline")}
+    upgraded["latency"] = {**data["latency_us"], "count": data["requests"]}
+    upgraded["latency_all"] = None
+    upgraded["connect"] = data["connect_us"]
+    upgraded["errors_before"] = dict.fromkeys(errors, 0)
+    upgraded["rate"] = {**data["rate"], "sent": data["rate"]["achieved"]}
+    upgraded["client"] = {
+        "workers": [{"cpu": c, "waited_for_work": None, "waited_for_cpu": None} for c in cpu],
+        "cores": params.get("cpus") or [],
+        "cores_busy": None,
+        "bound": saturated,
+        "reasons": [
+            f"a load-generator worker was over {SCHEMA_1_BOUND_PERCENT:g}% CPU in the window "
+            f"({max(cpu):g}%: schema 1's test)"
+        ]
+        if saturated
+        else [],
+    }
+    return upgraded
+
+
+MIGRATIONS = Migrations("load result schema", SCHEMA, {1: _from_schema_1})
 
 
 # A few words on each top-level field of a LoadResult, for clients.loadgen's --help
@@ -271,7 +329,7 @@ FIELD_NOTES = {
     "latency_note": "how precise the latencies are, where not 1 us, or null",
     "diagnosis": "the likely cause, one line, of a run with no verified reply or with "
     "replies of another protocol; null when none is needed",
-    "schema": f"document version ({SCHEMA}); a reader refuses another",
+    "schema": f"document version ({SCHEMA}); a reader upgrades an older one or refuses it",
 }
 
 
@@ -309,6 +367,7 @@ def _convert(hint: Any, value: Any) -> Any:
 
 
 __all__ = [
+    "MIGRATIONS",
     "SCHEMA",
     "build_dataclass",
     "Client",

@@ -158,7 +158,7 @@ def test_repeats_combine_into_medians_and_the_report_shows_the_gaps() -> None:
 def test_the_reference_runs_of_schema_1_still_load() -> None:
     results, metadata = load(REFERENCE / "explain-2core" / "explain.json")
     assert len(results) == 15 and metadata["server_cpus"] == "0"
-    assert all(r.functions == () and r.schema == 1 for r in results)
+    assert all(r.functions == () and r.schema == 2 for r in results)  # upgraded on reading
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:

@@ -47,9 +47,9 @@ from bench.run.sampler import CoreSampler, ServerSampler
 from bench.run.server_process import ServerProcess
 from clients.result import LoadResult, LoadResultError, build_dataclass
 from common.cpus import format_cpu_list
+from common.migrate import Document, MigrationError, Migrations
 
 SCHEMA = 2  # 2: `functions`
-READS = (1, 2)
 # perf names Python functions through the trampolines that Python 3.12 added
 PYTHON_FUNCTIONS = sys.version_info >= (3, 12)
 PHASES = ("clean", "syscalls", "profile")  # one window; "functions" has its own
@@ -467,8 +467,23 @@ def save(results: Sequence[Explained], metadata: dict[str, Any], path: Path) -> 
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
 
+def _from_schema_1(data: Document) -> Document:
+    """Schema 1 (before commit 7050a76) had no fourth phase: no model has `functions`
+    (schema 2 writes () where none were named), and each model's own schema moves up."""
+    models = [{**m, "functions": [], "schema": 2} for m in data["models"]]
+    return {**data, "models": models}
+
+
+# explain.json's upgrades, {from_version: step} (common.migrate, docs/formats.md)
+MIGRATIONS = Migrations("explain schema", SCHEMA, {1: _from_schema_1})
+
+
 def load(path: Path) -> tuple[list[Explained], dict[str, Any]]:
+    """The models and the metadata of an explain.json, upgraded to this schema;
+    ValueError (one line) for one it cannot read."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("schema") not in READS:
-        raise ValueError(f"{path}: explain schema {data.get('schema')!r}, this reads {READS}")
+    try:
+        data = MIGRATIONS.upgrade(data)
+    except MigrationError as exc:
+        raise ValueError(f"{path}: {exc}") from None
     return [build_dataclass(Explained, m) for m in data["models"]], data["metadata"]

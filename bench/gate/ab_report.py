@@ -19,8 +19,12 @@ from bench.analysis.paired import (
 )
 from bench.gate.ab_analysis import CONTINUOUS, FLAGS, SKIPPED, TESTS_PER_CELL, CellResult
 from bench.store import write_text_atomic
+from common.migrate import Migrations
 
 SCHEMA = 1
+# ab.json's upgrades, {from_version: step} (common.migrate, docs/formats.md): none yet;
+# its reader is bench.gate.history.entries_from_ab
+MIGRATIONS = Migrations("schema", SCHEMA, {})
 ORDER = (REGRESSION, IMPROVEMENT, NO_CHANGE, SKIPPED)
 
 

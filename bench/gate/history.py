@@ -28,7 +28,8 @@ expire). An entry holds what a trend needs and nothing that a run folder holds a
 An entry whose base is not an anchor (a gate comparison appended by hand) does no harm:
 each base is a series of its own, a short one.
 
-`load` refuses an unknown schema and names any line it cannot read; nothing is skipped.
+`load` upgrades an entry of an older schema (`MIGRATIONS`, docs/formats.md), refuses one
+it cannot upgrade and names any line it cannot read; nothing is skipped.
 """
 
 from __future__ import annotations
@@ -44,11 +45,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.gate.ab_analysis import CONTINUOUS, metric_value
-from bench.gate.ab_report import SCHEMA as AB_SCHEMA
+from bench.gate.ab_report import MIGRATIONS as AB_MIGRATIONS
 from bench.record import Row
 from bench.store import RunStore, StoreError, write_text_atomic
+from common.migrate import MigrationError, Migrations
 
 SCHEMA = 1
+# history.jsonl's upgrades, {from_version: step} (common.migrate, docs/formats.md): none
+# yet. A history lives for years: a new schema adds a step here, never orphans it.
+MIGRATIONS = Migrations("schema", SCHEMA, {})
 METRICS: tuple[str, ...] = tuple(spec.name for spec in CONTINUOUS)
 FINGERPRINT_CHARS = 12
 
@@ -130,10 +135,12 @@ class HistoryEntry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HistoryEntry:
-        """Raises HistoryError for an unknown schema, ValueError/TypeError/KeyError for a
-        malformed entry."""
-        if data.get("schema") != SCHEMA:
-            raise HistoryError(f"schema {data.get('schema')!r}, this sockbench reads {SCHEMA}")
+        """Raises HistoryError for a schema it cannot upgrade, ValueError/TypeError/KeyError
+        for a malformed entry."""
+        try:
+            data = MIGRATIONS.upgrade(data)
+        except MigrationError as exc:
+            raise HistoryError(str(exc)) from None
         machine = dict(data["machine"])
         for key in ("server_cpus", "client_cpus"):
             machine[key] = tuple(machine[key])
@@ -176,9 +183,10 @@ def entries_from_ab(folder: Path) -> list[HistoryEntry]:
         raise HistoryError(f"{folder} is not a bench ab result: no ab.json") from None
     except (OSError, ValueError) as exc:
         raise HistoryError(f"{folder / 'ab.json'}: unreadable: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema") != AB_SCHEMA:
-        schema = data.get("schema") if isinstance(data, dict) else None
-        raise HistoryError(f"{folder / 'ab.json'}: schema {schema!r}, expected {AB_SCHEMA}")
+    try:
+        data = AB_MIGRATIONS.upgrade(data if isinstance(data, dict) else {})
+    except MigrationError as exc:
+        raise HistoryError(f"{folder / 'ab.json'}: {exc}") from None
     try:
         base, new = RunStore.open(folder / "base"), RunStore.open(folder / "new")
         rows = new.rows()

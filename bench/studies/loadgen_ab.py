@@ -22,14 +22,12 @@ ratios B/A with its 95% interval (distribution-free: sign-test order statistics)
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from bench.analysis.stats import median_interval
 from bench.run.server_process import ServerProcess
@@ -52,11 +50,8 @@ def cpu_us_per_request(proc: subprocess.Popen[str]) -> float:
     out, err = proc.communicate(timeout=120)
     if proc.returncode != 0:
         raise RuntimeError(f"loadgen exited {proc.returncode}: {err.strip()[-300:]}")
-    data: dict[str, Any] = json.loads(out)
-    if data.get("schema") == 1:  # a checkout from before the typed result (clients.result)
-        cpu_s = float(data["client"]["cpu_percent"][0]) / 100 * float(data["duration_s"])
-        return cpu_s * 1e6 / int(data["requests"])
-    result = LoadResult.from_dict(data)
+    # a checkout from before the typed result prints schema 1: from_json upgrades it
+    result = LoadResult.from_json(out)
     cpu = result.client.workers[0].cpu or 0.0
     return cpu / 100 * result.duration_s * 1e6 / result.requests
 
