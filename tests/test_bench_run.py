@@ -15,6 +15,7 @@ import pytest
 
 from bench import cli
 from bench.record import Row
+from bench.run import session
 from bench.run.matrix import Cell
 from bench.run.runner import run_cell
 from bench.run.server_process import ServerProcess
@@ -203,9 +204,9 @@ def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monke
         calls.append(cell.key.key)
         return real_run_cell(cell, *args)
 
-    monkeypatch.setattr(cli, "run_cell", interrupted_after_first)
+    monkeypatch.setattr(session, "run_cell", interrupted_after_first)
     flags = ["--models", "epoll", "selectors", "--connections", "2", "--no-report"]
-    assert run_bench(tmp_path, *flags) == cli.INTERRUPTED
+    assert run_bench(tmp_path, *flags) == session.INTERRUPTED
     store = RunStore.open(tmp_path / "t")
     assert [r.cell.key for r in store.rows()] == calls
     assert store.metadata["interrupted"] is True
@@ -216,7 +217,7 @@ def test_interrupt_keeps_rows_and_resume_runs_only_missing_cells(tmp_path, monke
         resumed.append(cell.key.key)
         return real_run_cell(cell, *args)
 
-    monkeypatch.setattr(cli, "run_cell", recording)
+    monkeypatch.setattr(session, "run_cell", recording)
     # A run made at another revision is not resumed without --force: its cells would mix.
     git = store.metadata["git"]
     store.update_metadata(git={**git, "sha": "0" * 40})

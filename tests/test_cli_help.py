@@ -40,11 +40,15 @@ PARSERS = {
     "servers/__main__.py": "servers.__main__:build_parser",
 }
 # Subcommands defined in their own module (`def add_parser(sub)`), walked through the
-# parser that mounts them.
+# parser that mounts them: every `python -m bench` command has its home in bench/commands/.
 SUBCOMMANDS = {
     "bench/commands/ab.py": ("bench/cli.py", "ab"),
+    "bench/commands/compare.py": ("bench/cli.py", "compare"),
     "bench/commands/explain.py": ("bench/cli.py", "explain"),
-    "bench/gate/history_report.py": ("bench/cli.py", "history"),
+    "bench/commands/history.py": ("bench/cli.py", "history"),
+    "bench/commands/listing.py": ("bench/cli.py", "list"),
+    "bench/commands/report.py": ("bench/cli.py", "report"),
+    "bench/commands/run.py": ("bench/cli.py", "run"),
 }
 NOT_SOURCES = {"tests", "results", "build", "docs"}
 
@@ -161,6 +165,21 @@ def test_every_parser_in_the_sources_is_registered() -> None:
 def test_every_subcommand_module_is_mounted(file: str) -> None:
     parent, command = SUBCOMMANDS[file]
     assert command in {p.prog.rsplit(" ", 1)[-1] for p in walk(build(parent))}
+
+
+@pytest.mark.parametrize("file", sorted(SUBCOMMANDS))
+def test_each_subcommands_help_comes_from_its_own_module(file: str) -> None:
+    """The module's add_parser alone, mounted on a bare parser, makes the same parser
+    (the same --help) as the one its parent mounts: nothing is added from outside."""
+    parent, command = SUBCOMMANDS[file]
+    top = build(parent)
+    mounted = {p.prog.rsplit(" ", 1)[-1]: p for p in walk(top)}[command]
+    bare = ArgumentParser(prog=top.prog)
+    module = importlib.import_module(file.removesuffix(".py").replace("/", "."))
+    module.add_parser(bare.add_subparsers(dest="command"))
+    [alone] = [p for p in walk(bare) if p is not bare]
+    assert alone.prog == mounted.prog
+    assert alone.format_help() == mounted.format_help()
 
 
 @pytest.mark.parametrize("file", sorted(PARSERS))

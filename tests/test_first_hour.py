@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from bench import cli
+from bench.run import session
 from bench.run.runner import run_cell
 from bench.store import RunStore
 from tests.helpers import SMALL_RUN
@@ -52,7 +53,7 @@ def test_the_printed_resume_command_runs_as_printed(
         ran.append(cell.key.key)
         return real_run_cell(cell, *args)
 
-    monkeypatch.setattr(cli, "run_cell", interrupted_after_first)
+    monkeypatch.setattr(session, "run_cell", interrupted_after_first)
     monkeypatch.chdir(ROOT)  # where a user runs it: the printed interpreter is relative
     argv = ["run", *FAST, "--models", "epoll", "selectors", "--connections", "2"]
     assert cli.main([*argv, "--out", str(tmp_path), "--run-id", "t", "--no-report"]) == 130

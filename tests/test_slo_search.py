@@ -10,11 +10,11 @@ import pytest
 
 from bench import cli
 from bench.analysis.curves import parse_target
-from bench.analysis.search import Found
+from bench.analysis.search import Found, outcome, replay, step_number
 from bench.record import CellKey, Row
+from bench.run import session
 from bench.run.matrix import Cell
 from bench.run.runner import run_cell
-from bench.run.slo import outcome, replay, step_number
 from bench.store import RunStore
 from clients.result import Rate
 from tests.helpers import load_result
@@ -73,11 +73,11 @@ def test_an_interrupted_search_resumes_where_it_stopped(tmp_path: Path, monkeypa
         calls.append(cell.key.key)
         return run_cell(cell, *args)
 
-    monkeypatch.setattr(cli, "run_cell", stop_at_third)
+    monkeypatch.setattr(session, "run_cell", stop_at_third)
     code = cli.main([*SEARCH, "--search-steps", "4", "--out", str(tmp_path), "--run-id", "s"])
-    assert code == cli.INTERRUPTED
+    assert code == session.INTERRUPTED
     assert len(RunStore.open(tmp_path / "s").rows()) == 2
-    monkeypatch.setattr(cli, "run_cell", run_cell)
+    monkeypatch.setattr(session, "run_cell", run_cell)
     resume = ["run", "--resume", str(tmp_path / "s"), "--force", "--no-report"]
     assert cli.main(resume) == 0
     rows = RunStore.open(tmp_path / "s").rows()

@@ -11,26 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from bench.gate.ab import SIDES, AbError, Source, checkouts, resolve, run_pairs
-from bench.gate.ab_analysis import TOGETHER_EXPECTED, analyse, family_size
+from bench.gate.ab_analysis import THRESHOLD_PCT, TOGETHER_EXPECTED, analyse, family_size
 from bench.gate.ab_report import headline, save
-from bench.run.cpus import plan_cpus
+from bench.run.cpus import CpuPlan, plan_cpus
 from bench.run.matrix import MatrixError, load_profile, override, profile_names
 from bench.run.progress import Progress
+from bench.run.session import INTERRUPTED
 from bench.store import RunStore
 from common.cli import cpu_list, non_negative_float, positive_float, positive_int, usage_error
 
+NAME = "ab"
 PROG = "python -m bench ab"
 OUT = Path("results") / "ab"
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = "gate"  # few cells, many pairs: docs/nightly.md, "How many pairs"
-THRESHOLD_PCT = 2.0  # docs/nightly.md: the power calculation behind it
 ALPHA = 0.05
-INTERRUPTED = 130
 
 
 def add_parser(sub: Any) -> None:
     ab = sub.add_parser(
-        "ab",
+        NAME,
         help="two versions of the servers interleaved on this machine, compared as pairs",
     )
     ab.add_argument("base", metavar="BASE", help="a git revision, or a checkout's folder")
@@ -110,16 +110,10 @@ def add_parser(sub: Any) -> None:
     ab.add_argument("--run-id", help="folder under --out (default: a timestamp)")
 
 
-def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
+def run(args: argparse.Namespace, argv: list[str]) -> int:
     """Checks everything before any work; 2 for bad input, 1 for a regression."""
-    if not 0 < args.threshold < 100:
-        return usage_error(PROG, f"--threshold {args.threshold:g} must be between 0 and 100")
-    if not 0 < args.alpha < 1:
-        return usage_error(PROG, f"--alpha {args.alpha:g} must be between 0 and 1")
-    if args.pairs is not None and args.pairs < 2:
-        return usage_error(PROG, "--pairs must be at least 2")
-    if args.new_inject_delay_ns < 0:
-        return usage_error(PROG, "--new-inject-delay-ns must be >= 0")
+    if problem := _out_of_range(args):
+        return usage_error(PROG, problem)
     try:
         matrix = override(
             load_profile(args.profile),
@@ -143,20 +137,7 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
     cells = len({c.key for c in matrix.cells()})
     from bench.run.machine import collect_metadata  # reads /proc and git
 
-    command = " ".join([PROG, *argv[1:]]) if argv and argv[0] == "ab" else PROG
-    meta: dict[str, Any] = {
-        "command": command,
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "pairs": matrix.repeats,
-        "alpha": args.alpha,
-        "threshold": args.threshold / 100,
-        "tests": family_size(cells),
-        "server_cpus": ",".join(map(str, plan.server)),
-        "client_cpus": ",".join(map(str, plan.client)),
-        "new_inject_delay_ns": args.new_inject_delay_ns,
-        "together": args.together,
-        "expected_reasons": sorted(TOGETHER_EXPECTED) if args.together else [],
-    }
+    meta = _ab_metadata(args, argv, matrix.repeats, cells, plan)
     folder.mkdir(parents=True)
     stores = tuple(
         RunStore.create(
@@ -205,6 +186,39 @@ def cmd_ab(args: argparse.Namespace, argv: list[str]) -> int:
     path = save(results, meta, folder)
     print(f"{headline(results)}: {path}")
     return 1 if any(r.verdict == "regression" for r in results) else 0
+
+
+def _out_of_range(args: argparse.Namespace) -> str | None:
+    """What is wrong with a number among the flags, or None."""
+    if not 0 < args.threshold < 100:
+        return f"--threshold {args.threshold:g} must be between 0 and 100"
+    if not 0 < args.alpha < 1:
+        return f"--alpha {args.alpha:g} must be between 0 and 1"
+    if args.pairs is not None and args.pairs < 2:
+        return "--pairs must be at least 2"
+    if args.new_inject_delay_ns < 0:
+        return "--new-inject-delay-ns must be >= 0"
+    return None
+
+
+def _ab_metadata(
+    args: argparse.Namespace, argv: list[str], pairs: int, cells: int, plan: CpuPlan
+) -> dict[str, Any]:
+    """ab.json's description of the comparison (the sides are added once checked out)."""
+    command = " ".join([PROG, *argv[1:]]) if argv and argv[0] == "ab" else PROG
+    return {
+        "command": command,
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "pairs": pairs,
+        "alpha": args.alpha,
+        "threshold": args.threshold / 100,
+        "tests": family_size(cells),
+        "server_cpus": ",".join(map(str, plan.server)),
+        "client_cpus": ",".join(map(str, plan.client)),
+        "new_inject_delay_ns": args.new_inject_delay_ns,
+        "together": args.together,
+        "expected_reasons": sorted(TOGETHER_EXPECTED) if args.together else [],
+    }
 
 
 def _describe(source: Source) -> dict[str, str]:

@@ -18,13 +18,14 @@ from common.cpus import format_cpu_list
 from common.invocation import python_m
 from servers import MODELS
 
+NAME = "explain"
 OUT = Path("results") / "explain"
 PROG = "python -m bench explain"
 
 
 def add_parser(sub: Any) -> None:
     explain = sub.add_parser(
-        "explain",
+        NAME,
         help="where each model's CPU per request goes: syscalls, CPU, parts and Python "
         "functions (perf)",
     )
@@ -100,7 +101,7 @@ def add_parser(sub: Any) -> None:
     explain.add_argument("--run-id", help="folder under --out (default: a timestamp)")
 
 
-def cmd_explain(args: argparse.Namespace, argv: list[str]) -> int:
+def run(args: argparse.Namespace, argv: list[str]) -> int:
     for name in args.models:
         if name not in MODELS:
             return usage_error(

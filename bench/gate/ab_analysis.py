@@ -32,10 +32,13 @@ from bench.analysis.paired import (
     judge,
     paired_change,
 )
-from bench.gate.compare import METRICS, MetricSpec, load_value
+from bench.gate.metrics import METRICS, MetricSpec, load_value
 from bench.record import USABLE, Row
 
 SKIPPED = "skipped"
+# The gate's default: a regression's whole interval lies beyond this change, in percent
+# (docs/nightly.md: the power calculation behind it).
+THRESHOLD_PCT = 2.0
 
 
 def _failed(row: Row) -> bool:

@@ -18,7 +18,6 @@ regression); the history is advisory: a drift is a reason to look, not to fail a
 
 from __future__ import annotations
 
-import argparse
 import base64
 import io
 import re
@@ -30,28 +29,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.gate.ab_analysis import CONTINUOUS
-from bench.gate.compare import plural
-from bench.gate.history import (
-    HistoryEntry,
-    HistoryError,
-    Night,
-    anchors,
-    append,
-    entries_from_ab,
-    load,
-    series,
-)
+from bench.gate.history import HistoryEntry, Night, anchors, series
 from bench.store import write_text_atomic
-from common.cli import usage_error
-from common.invocation import python_m
+from common.text import plural
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
 
     from bench.analysis.changepoints import Finding
 
-PROG = "python -m bench history"
-OUT = Path("results") / "history"
 SPECS = {spec.name: spec for spec in CONTINUOUS}
 # Stable SVG ids and text kept as text: an unchanged history re-renders to the same bytes.
 RC: Any = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 9}
@@ -79,43 +65,6 @@ class Found:
             return f"{f.change:+.1%} ({word})"
         span = len(self.nights) - f.night
         return f"{f.per_night:+.2%} a night, {f.change:+.1%} over {span} nights ({word})"
-
-
-def add_parser(sub: Any) -> None:
-    history = sub.add_parser(
-        "history", help="trends over the nights, level shifts and drift (advisory: exit 0)"
-    )
-    history.add_argument("history", type=Path, metavar="HISTORY", help="the history (JSONL)")
-    history.add_argument(
-        "--out", type=Path, default=OUT, metavar="DIR", help="where index.html and history.md go"
-    )
-    history.add_argument(
-        "--append",
-        type=Path,
-        metavar="AB_FOLDER",
-        help="first add this bench ab result's cells to the history (created if missing)",
-    )
-
-
-def cmd_history(args: argparse.Namespace) -> int:
-    try:  # Otava: an extra; missing, it fails before any work
-        from bench.analysis import changepoints  # noqa: F401
-    except ImportError as exc:
-        install = python_m("pip", "install", "-e", ".[history]")
-        return usage_error(PROG, f"needs {exc.name}: {install} (make install does)")
-
-    try:
-        new = entries_from_ab(args.append) if args.append else []
-        if args.append:  # refuses a history that does not load, before writing
-            added = append(args.history, new)
-            print(f"{added} entries added to {args.history} ({len(new) - added} already there)")
-        entries = load(args.history)
-    except HistoryError as exc:
-        return usage_error(PROG, exc)
-    found = analyse(entries)
-    page, summary = write(entries, found, args.out)
-    print(f"{plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
-    return 0
 
 
 # -- analysis ---------------------------------------------------------------------------

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.analysis.paired import hodges_lehmann, signed_rank_p
-from bench.commands.ab import THRESHOLD_PCT
 from bench.gate.ab import SIDES
-from bench.gate.ab_analysis import CONTINUOUS, family_size, paired_values
+from bench.gate.ab_analysis import CONTINUOUS, THRESHOLD_PCT, family_size, paired_values
 from bench.store import RunStore, StoreError
 from common.cli import ArgumentParser, positive_float, positive_int, usage_error
 

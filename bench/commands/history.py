@@ -1,0 +1,64 @@
+"""`python -m bench history HISTORY.jsonl [--out DIR] [--append AB_FOLDER]`: the trend of
+every cell over the nights (drawn by bench.gate.history_report).
+
+With --append, the `bench ab` folder's entries are added to the history first
+(bench.gate.history; an entry already there is not added twice).
+
+Exit status: 2 with one line for bad input (a missing or unreadable history, an unknown
+schema, an --append folder that is not a bench ab result), checked before anything is
+written; otherwise 0, findings or not. The nightly gate is `bench ab` (exit 1 on a
+regression); the history is advisory: a drift is a reason to look, not to fail a build.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from bench.gate.history import HistoryError, append, entries_from_ab, load
+from bench.gate.history_report import analyse, write
+from common.cli import usage_error
+from common.invocation import python_m
+from common.text import plural
+
+NAME = "history"
+PROG = "python -m bench history"
+OUT = Path("results") / "history"
+
+
+def add_parser(sub: Any) -> None:
+    history = sub.add_parser(
+        NAME, help="trends over the nights, level shifts and drift (advisory: exit 0)"
+    )
+    history.add_argument("history", type=Path, metavar="HISTORY", help="the history (JSONL)")
+    history.add_argument(
+        "--out", type=Path, default=OUT, metavar="DIR", help="where index.html and history.md go"
+    )
+    history.add_argument(
+        "--append",
+        type=Path,
+        metavar="AB_FOLDER",
+        help="first add this bench ab result's cells to the history (created if missing)",
+    )
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    try:  # Otava: an extra; missing, it fails before any work
+        from bench.analysis import changepoints  # noqa: F401
+    except ImportError as exc:
+        install = python_m("pip", "install", "-e", ".[history]")
+        return usage_error(PROG, f"needs {exc.name}: {install} (make install does)")
+
+    try:
+        new = entries_from_ab(args.append) if args.append else []
+        if args.append:  # refuses a history that does not load, before writing
+            added = append(args.history, new)
+            print(f"{added} entries added to {args.history} ({len(new) - added} already there)")
+        entries = load(args.history)
+    except HistoryError as exc:
+        return usage_error(PROG, exc)
+    found = analyse(entries)
+    page, summary = write(entries, found, args.out)
+    print(f"{plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
+    return 0
