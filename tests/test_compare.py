@@ -10,6 +10,7 @@ import math
 import subprocess
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,13 @@ import pytest
 
 from bench.cli import main
 from bench.gate import compare as compare_module
-from bench.gate.compare import (
-    IMPROVEMENT,
-    NO_CHANGE,
-    REGRESSION,
-    CompareError,
-    compare_runs,
-    headline,
-)
+from bench.gate.compare import CompareError, compare_runs
+from bench.gate.compare_report import headline
+from bench.gate.compare_result import IMPROVEMENT, NO_CHANGE, REGRESSION, pct
+from bench.gate.metrics import METRICS, load_value
 from bench.record import CellKey, Row
 from bench.store import RunStore
+from common.text import plural
 from tests.helpers import load_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -346,3 +344,17 @@ def test_cell_failing_every_new_repeat_fails_the_gate(
     assert code == 1
     assert "1 cell failed in every new repeat" in out
     assert f"| `{POLL10}` | failed in new | new: 5 failed |" in out
+
+
+def test_load_value_reads_each_metric_and_skips_what_is_not_a_number() -> None:
+    row = Row("r", KEYS[0], 0, "ok", load=load_result(throughput=1234.5, p99=900, worst_wait=7))
+    assert [load_value(row, spec.path) for spec in METRICS] == [1234.5, 900.0, 7.0]
+    assert load_value(row, ("no_such_figure",)) is None
+    assert load_value(Row("r", KEYS[0], 0, "failed"), METRICS[0].path) is None
+    nan = Row("r", KEYS[0], 0, "ok", load=replace(load_result(), throughput_rps=math.nan))
+    assert load_value(nan, ("throughput_rps",)) is None
+
+
+def test_words_for_counts_and_changes() -> None:
+    assert [plural(n, "cell") for n in (0, 1, 2)] == ["0 cells", "1 cell", "2 cells"]
+    assert [pct(r) for r in (1.034, 0.95, 1.0, math.nan)] == ["+3.4%", "-5.0%", "+0.0%", "n/a"]

@@ -22,7 +22,7 @@ import pytest
 
 from bench.record import Row
 from bench.report.build import build_report
-from bench.report.charts import plots
+from bench.report.charts import style
 from bench.report.frame import aggregate, load_frame, model_sort_key
 from bench.report.pyperf_export import write_pyperf_suite
 from bench.store import RunStore
@@ -196,11 +196,11 @@ def test_report_of_an_empty_run(tmp_path: Path) -> None:
 
 
 def test_model_styles_are_distinct_and_never_the_failed_marker() -> None:
-    styles = list(plots.MODEL_STYLES.values())
+    styles = list(style.MODEL_STYLES.values())
     assert len({s.color for s in styles}) == len({s.marker for s in styles}) == len(styles)
     assert not {"x", "X"} & {s.marker for s in styles}
-    assert plots.model_style("mystery") == plots.model_style("mystery")
-    assert plots.model_style("mystery").marker != "x"
+    assert style.model_style("mystery") == style.model_style("mystery")
+    assert style.model_style("mystery").marker != "x"
     assert sorted(["zeta", "epoll", "blocking"], key=model_sort_key) == [
         "blocking",
         "epoll",

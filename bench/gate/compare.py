@@ -21,6 +21,9 @@ n and m repeats is 2 / C(n+m, n): 0.33 for 2 vs 2, 0.10 for 3 vs 3), so such cel
 is its worst metric's. The gate's exit status: 1 if any cell regressed, else 0; bad
 input (missing folder, no common cells, differing machines without --force) is a
 CompareError, reported by the CLI as one line with exit status 2.
+
+Beside this module: the metrics (bench.gate.metrics), the result's types
+(bench.gate.compare_result) and compare.md and its chart (bench.gate.compare_report).
 """
 
 from __future__ import annotations
@@ -38,15 +41,26 @@ import numpy as np
 from scipy.stats import mannwhitneyu
 
 from bench.analysis.stats import min_p_value
+from bench.gate.compare_report import render_markdown, write_chart
+from bench.gate.compare_result import (
+    CONFIDENCE,
+    FAILED_IN_NEW,
+    IMPROVEMENT,
+    NO_CHANGE,
+    REGRESSION,
+    VERDICT_ORDER,
+    CellComparison,
+    Comparison,
+    MetricChange,
+    Unmatched,
+    pct,
+)
+from bench.gate.metrics import METRICS, MetricSpec, load_value
 from bench.record import USABLE, Row
 from bench.store import RunStore, StoreError, write_text_atomic
 
-REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
-VERDICT_ORDER = (REGRESSION, IMPROVEMENT, NO_CHANGE)
-
 DEFAULT_THRESHOLD_PCT = 5.0
 DEFAULT_ALPHA = 0.05
-CONFIDENCE = 0.95
 RESAMPLES = 10_000
 SEED = 5  # any constant: the point is that the same runs give the same intervals
 
@@ -73,89 +87,6 @@ MATRIX_SETTINGS = ("duration", "warmup", "allocator", "inject_delay_ns", "arriva
 
 class CompareError(Exception):
     """Bad input for a comparison; the message is one line."""
-
-
-@dataclass(frozen=True)
-class MetricSpec:
-    name: str
-    title: str
-    unit: str
-    path: tuple[str, ...]  # attributes of `row.load` that lead to the value
-    higher_is_better: bool
-    fmt: str
-
-
-METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec("throughput", "throughput", "req/s", ("throughput_rps",), True, ",.0f"),
-    MetricSpec("p99", "p99 latency, all requests", "µs", ("latency_all", "p99"), False, ",.0f"),
-    MetricSpec(
-        "worst_wait",
-        "longest wait of any connection",
-        "µs",
-        ("connections", "worst_wait_max_us"),
-        False,
-        ",.0f",
-    ),
-)
-
-
-@dataclass(frozen=True)
-class MetricChange:
-    metric: MetricSpec
-    base: tuple[float, ...]
-    new: tuple[float, ...]
-    ratio: float  # median(new) / median(base); nan when undefined
-    ci_low: float
-    ci_high: float
-    p_value: float  # two-sided Mann-Whitney U; nan when either side has no value
-    verdict: str
-    note: str = ""
-
-
-@dataclass(frozen=True)
-class CellComparison:
-    key: str
-    changes: tuple[MetricChange, ...]
-    notes: tuple[str, ...]
-
-    @property
-    def verdict(self) -> str:
-        # The worst metric decides: a regression in p99 is not offset by more throughput.
-        verdicts = {c.verdict for c in self.changes}
-        return next((v for v in (REGRESSION, IMPROVEMENT) if v in verdicts), NO_CHANGE)
-
-
-FAILED_IN_NEW = "failed in new"  # usable in the base, no usable repeat in the new run
-
-
-@dataclass(frozen=True)
-class Unmatched:
-    key: str
-    where: str  # "only in base", "only in new", or FAILED_IN_NEW
-    note: str
-
-
-@dataclass
-class Comparison:
-    base: RunStore
-    new: RunStore
-    threshold: float  # a fraction: 0.05 for 5%
-    alpha: float
-    cells: list[CellComparison]
-    unmatched: list[Unmatched]
-    metadata_differences: list[str] = field(default_factory=list)  # non-empty only with force
-
-    def count(self, verdict: str) -> int:
-        return sum(c.verdict == verdict for c in self.cells)
-
-    @property
-    def failed_in_new(self) -> int:
-        return sum(u.where == FAILED_IN_NEW for u in self.unmatched)
-
-    @property
-    def exit_code(self) -> int:
-        # A cell that worked in the base and fails every repeat now is the worst regression.
-        return 1 if self.count(REGRESSION) or self.failed_in_new else 0
 
 
 # -- the statistics ---------------------------------------------------------------------
@@ -239,9 +170,9 @@ def compare_metric(
     elif significant and better:
         verdict, note = IMPROVEMENT, ""
     elif worse or better:
-        verdict, note = NO_CHANGE, f"{spec.title} {_pct(ratio)} not significant (p {p:.2g})"
+        verdict, note = NO_CHANGE, f"{spec.title} {pct(ratio)} not significant (p {p:.2g})"
     elif significant and ratio != 1:
-        verdict, note = NO_CHANGE, f"{spec.title} {_pct(ratio)} significant but within threshold"
+        verdict, note = NO_CHANGE, f"{spec.title} {pct(ratio)} significant but within threshold"
     else:
         verdict, note = NO_CHANGE, ""
     return MetricChange(spec, base, new, ratio, low, high, p, verdict, note)
@@ -264,16 +195,6 @@ def metadata_differences(base: dict[str, Any], new: dict[str, Any]) -> list[str]
             if name in ma and name in mb and ma[name] != mb[name]:
                 out.append(f"matrix.{name}: {ma.get(name)!r} vs {mb.get(name)!r}")
     return out
-
-
-def load_value(row: Row, path: tuple[str, ...]) -> float | None:
-    """The load result's figure at `path` (e.g. ('throughput_rps',)), if a finite number."""
-    value: Any = row.load
-    for part in path:
-        value = getattr(value, part, None)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 @dataclass
@@ -387,151 +308,7 @@ def _cell_notes(
     return tuple(notes)
 
 
-# -- output -----------------------------------------------------------------------------
-
-
-def _pct(ratio: float) -> str:
-    return "n/a" if math.isnan(ratio) else f"{(ratio - 1) * 100:+.1f}%"
-
-
-def _p_text(p: float) -> str:
-    if math.isnan(p):
-        return "n/a"
-    return "<0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def plural(n: int, word: str) -> str:
-    """ "1 cell", "2 cells"."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
-def headline(cmp: Comparison) -> str:
-    """'N regressions, M improvements, K unchanged of T cells'."""
-    text = (
-        f"{plural(cmp.count(REGRESSION), 'regression')}, "
-        f"{plural(cmp.count(IMPROVEMENT), 'improvement')}, "
-        f"{cmp.count(NO_CHANGE)} unchanged of {plural(len(cmp.cells), 'cell')}"
-    )
-    if cmp.failed_in_new:
-        text += f"; {plural(cmp.failed_in_new, 'cell')} failed in every new repeat"
-    return text
-
-
-def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
-    """The summary: headline, method line, table (regressions first), unmatched cells."""
-    pct = f"{cmp.threshold * 100:g}%"
-    out = [
-        f"# sockbench compare: `{cmp.base.run_id}` → `{cmp.new.run_id}`",
-        "",
-        f"**{headline(cmp)}**"
-        + (
-            f" ({plural(len(cmp.unmatched), 'cell')} in one run only, listed below)"
-            if cmp.unmatched
-            else ""
-        ),
-        "",
-        f"A regression is a change beyond ±{pct} (throughput down, p99 or worst wait up) "
-        f"that is also significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
-        "Values are medians over usable repeats (ok and client-bound); the change is "
-        f"new/base − 1 of the medians with a {CONFIDENCE:.0%} bootstrap interval.",
-        "",
-    ]
-    if cmp.metadata_differences:
-        out += [
-            f"> **Warning:** compared with --force although the setups differ: "
-            f"{_md('; '.join(cmp.metadata_differences))}",
-            "",
-        ]
-    header = ["verdict", "cell"]
-    for spec in METRICS:
-        header += [f"{spec.title} ({spec.unit}) base → new", "change [95% CI]", "p"]
-    header += ["repeats", "notes"]
-    out += _table_head(header, numeric_from=2, last_text=1)
-    for cell in cmp.cells:
-        entries = [
-            f"**{cell.verdict}**" if cell.verdict != NO_CHANGE else cell.verdict,
-            f"`{cell.key}`",
-        ]
-        for change in cell.changes:
-            entries += [_medians(change), _change_text(change), _p_text(change.p_value)]
-        first = cell.changes[0]
-        entries += [f"{len(first.base)}/{len(first.new)}", _md("; ".join(cell.notes))]
-        out.append("| " + " | ".join(entries) + " |")
-    out.append("")
-    if cmp.unmatched:
-        out += [
-            "## Not compared",
-            "",
-            *_table_head(["cell", "where", "other run"]),
-            *[f"| `{u.key}` | {u.where} | {_md(u.note)} |" for u in cmp.unmatched],
-            "",
-        ]
-    if chart:
-        out += [
-            f"Chart: `{chart}.png` (and `.svg`) beside this file: the change of each "
-            "metric with its interval, the ±threshold band shaded, regressions in red.",
-            "",
-        ]
-    return "\n".join(out)
-
-
-def _table_head(
-    header: list[str], numeric_from: int | None = None, last_text: int = 0
-) -> list[str]:
-    rules = []
-    for i in range(len(header)):
-        numeric = numeric_from is not None and numeric_from <= i < len(header) - last_text
-        rules.append(" ---: " if numeric else " --- ")
-    return ["| " + " | ".join(header) + " |", "|" + "|".join(rules) + "|"]
-
-
-def _medians(change: MetricChange) -> str:
-    if not change.base or not change.new:
-        return "n/a"
-    fmt = change.metric.fmt
-    return (
-        f"{format(statistics.median(change.base), fmt)} → "
-        f"{format(statistics.median(change.new), fmt)}"
-    )
-
-
-def _change_text(change: MetricChange) -> str:
-    if math.isnan(change.ratio):
-        return "n/a"
-    return f"{_pct(change.ratio)} [{_pct(change.ci_low)}, {_pct(change.ci_high)}]"
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def write_chart(cmp: Comparison, stem: Path) -> None:
-    """compare.png and compare.svg: one forest-plot panel per metric."""
-    from bench.report.charts.figures import save_comparison_chart  # matplotlib loads only here
-    from bench.report.facts import caption
-
-    records = [
-        {
-            "key": cell.key,
-            "metric": change.metric.name,
-            "ratio": change.ratio,
-            "ci_low": change.ci_low,
-            "ci_high": change.ci_high,
-            "verdict": change.verdict,
-        }
-        for cell in cmp.cells
-        for change in cell.changes
-    ]
-    panels = [(spec.name, f"Change in {spec.title}, new vs base") for spec in METRICS]
-    title = f"Change vs baseline: {cmp.base.run_id} → {cmp.new.run_id}"
-    save_comparison_chart(
-        records,
-        panels,
-        threshold=cmp.threshold,
-        title=title,
-        caption_text=caption(cmp.new.metadata),
-        stem=stem,
-    )
+# -- the command ------------------------------------------------------------------------
 
 
 def run(

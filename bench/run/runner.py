@@ -11,7 +11,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,9 +20,9 @@ from bench.analysis.curves import load_rate
 from bench.analysis.verdict import judge, verdict
 from bench.record import Row
 from bench.run.cpus import CpuPlan
-from bench.run.external import ExternalServer
+from bench.run.external import External, ExternalServer
 from bench.run.interpreters import ROOT as REPO_ROOT
-from bench.run.interpreters import prepare, server_environ
+from bench.run.interpreters import Prepared, prepare, server_environ
 from bench.run.matrix import Cell, Matrix
 from bench.run.sampler import CoreSampler, ServerSampler
 from bench.run.server_process import ServerProcess, ServerStartError
@@ -138,6 +138,41 @@ def server_args(cell: Cell, matrix: Matrix) -> list[str]:
     return args
 
 
+@dataclass(frozen=True)
+class _RowMaker:
+    """The cell's row with its identity, its start and its wall time up to the call."""
+
+    run_id: str
+    cell: Cell
+    started_at: str
+    t0: float  # time.monotonic() at the start
+
+    def __call__(self, status: str, reason: str | None = None, **fields: Any) -> Row:
+        return Row(
+            run_id=self.run_id,
+            cell=self.cell.key,
+            repeat=self.cell.repeat,
+            status=status,
+            reason=reason,
+            started_at=self.started_at,
+            wall_s=round(time.monotonic() - self.t0, 3),
+            **fields,
+        )
+
+
+@dataclass(frozen=True)
+class _Measured:
+    """What the load window left: the result (or why there is none) and the samplers."""
+
+    load: LoadResult | None
+    failure: str | None
+    sample: dict[str, Any]
+    sampler: ServerSampler
+    cores: CoreSampler
+    crashed: int | None  # the server's exit code when it died during the load
+    stop_code: int  # the server's exit code when stopped after it
+
+
 def run_cell(
     cell: Cell,
     matrix: Matrix,
@@ -151,77 +186,108 @@ def run_cell(
     go there (logs/, hdr/); with `server_root`, the servers of that checkout run;
     `shared`: another cell runs on the same CPUs at the same time (bench ab --together)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
-    t0 = time.monotonic()
+    row = _RowMaker(run_id, cell, started_at, time.monotonic())
     slug = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.key.key)}-r{cell.repeat}"
-
-    def row(status: str, reason: str | None = None, **fields: Any) -> Row:
-        return Row(
-            run_id=run_id,
-            cell=cell.key,
-            repeat=cell.repeat,
-            status=status,
-            reason=reason,
-            started_at=started_at,
-            wall_s=round(time.monotonic() - t0, 3),
-            **fields,
-        )
-
     external = matrix.external(cell.key.model)
     runtime = prepare(cell.key.python) if cell.key.python else None  # checked by bench run
-    if external is None:
-        known = SERVERS[cell.key.model]
-        unavailable = (
-            known.unavailable_reason()
-            if runtime is None
-            else runtime.unavailable.get(cell.key.model, "unknown to that interpreter's servers")
-        )
-        if unavailable:
-            where = "here" if runtime is None else f"under Python {cell.key.python}"
-            return row("skipped", f"model unavailable {where}: {unavailable}")
-        if cannot := known.cannot_serve(cell.key.protocol, cell.key.payload):
-            return row("skipped", cannot)
+    if external is None and (skip := _skip_reason(cell, runtime)):
+        return row("skipped", skip)
     busy_before = machine_busy(BUSY_SAMPLE_S)
-    server: ServerProcess | ExternalServer
-    if external is not None:
-        server, target = ExternalServer(external), external.target
-    else:
-        server = ServerProcess(
-            cell.key.model,
-            cell.key.protocol,
-            host=matrix.server_host,
-            extra_args=server_args(cell, matrix),
-            cpus=plan.server,
-            allocator=matrix.allocator,
-            cwd=server_root or (REPO_ROOT if runtime else None),
-            python=runtime.python if runtime else None,
-            env=server_environ(runtime.interpreter, cell.key.model) if runtime else {},
-        )
-        try:
-            server.start()
-        except ServerStartError as exc:
-            return row("failed", f"server did not start: {exc}", busy_before=busy_before)
-        host = matrix.server_host
-        target = join_target(host, server.port)
-    load: LoadResult | None = None
-    failure = None
-    hdr_log = None
+    try:
+        server, target = _start_server(cell, matrix, plan, external, runtime, server_root)
+    except ServerStartError as exc:
+        return row("failed", f"server did not start: {exc}", busy_before=busy_before)
     probe_rps = None
     if cell.key.load.startswith("f"):
         probe_rps = probe_capacity(cell, target, matrix, plan, run_id)
         if probe_rps is None:
             server.stop()
             return row("failed", "the capacity probe got no reply", busy_before=busy_before)
+    hdr_log = None
     if run_dir is not None and cell.key.driver == "loadgen":
         (run_dir / "hdr").mkdir(exist_ok=True)
         hdr_log = f"hdr/{slug}.hlog"
+    interval_log = run_dir / hdr_log if hdr_log is not None and run_dir is not None else None
+    measured = _measure(cell, matrix, plan, server, target, probe_rps, shared, interval_log)
+    server_log = None
+    if run_dir is not None and (text := server.log_text()):
+        (run_dir / "logs").mkdir(exist_ok=True)
+        server_log = f"logs/{slug}.log"
+        (run_dir / server_log).write_text(text, encoding="utf-8")
+    return _cell_row(
+        row,
+        server,
+        external,
+        measured,
+        hdr_log,
+        busy_before=busy_before,
+        server_log=server_log,
+        probe_rps=probe_rps,
+    )
+
+
+def _skip_reason(cell: Cell, runtime: Prepared | None) -> str | None:
+    """Why this machine (or the cell's interpreter) cannot run the cell's own server."""
+    known = SERVERS[cell.key.model]
+    unavailable = (
+        known.unavailable_reason()
+        if runtime is None
+        else runtime.unavailable.get(cell.key.model, "unknown to that interpreter's servers")
+    )
+    if unavailable:
+        where = "here" if runtime is None else f"under Python {cell.key.python}"
+        return f"model unavailable {where}: {unavailable}"
+    return known.cannot_serve(cell.key.protocol, cell.key.payload)
+
+
+def _start_server(
+    cell: Cell,
+    matrix: Matrix,
+    plan: CpuPlan,
+    external: External | None,
+    runtime: Prepared | None,
+    server_root: Path | None,
+) -> tuple[ServerProcess | ExternalServer, str]:
+    """The cell's server, started, and its HOST:PORT; ServerStartError if it did not."""
+    if external is not None:
+        return ExternalServer(external), external.target
+    server = ServerProcess(
+        cell.key.model,
+        cell.key.protocol,
+        host=matrix.server_host,
+        extra_args=server_args(cell, matrix),
+        cpus=plan.server,
+        allocator=matrix.allocator,
+        cwd=server_root or (REPO_ROOT if runtime else None),
+        python=runtime.python if runtime else None,
+        env=server_environ(runtime.interpreter, cell.key.model) if runtime else {},
+    )
+    server.start()
+    return server, join_target(matrix.server_host, server.port)
+
+
+def _measure(
+    cell: Cell,
+    matrix: Matrix,
+    plan: CpuPlan,
+    server: ServerProcess | ExternalServer,
+    target: str,
+    probe_rps: float | None,
+    shared: bool,
+    interval_log: Path | None,
+) -> _Measured:
+    """Run the load generator while sampling the server, then stop the server (whatever
+    happens, Ctrl-C included)."""
+    failure = None
+    load: LoadResult | None = None
     try:
         sampler = ServerSampler(server.pid).start()
         # an external server is not on the server CPUs: their busy time is not its
-        cores = CoreSampler([] if external else list(plan.server)).start()
+        cores = CoreSampler([] if isinstance(server, ExternalServer) else list(plan.server)).start()
         try:
             command = load_command(cell, target, matrix, plan, probe_rps, shared)
-            if hdr_log is not None and run_dir is not None:
-                command += ["--interval-log", str(run_dir / hdr_log)]
+            if interval_log is not None:
+                command += ["--interval-log", str(interval_log)]
             done = subprocess.run(
                 command,
                 capture_output=True,
@@ -238,12 +304,24 @@ def run_cell(
         crashed = server.exit_code()
     finally:
         stop_code = server.stop()
-    server_log = None
-    if run_dir is not None and (text := server.log_text()):
-        (run_dir / "logs").mkdir(exist_ok=True)
-        server_log = f"logs/{slug}.log"
-        (run_dir / server_log).write_text(text, encoding="utf-8")
-    if crashed is not None:
+    return _Measured(load, failure, sample, sampler, cores, crashed, stop_code)
+
+
+def _cell_row(
+    row: _RowMaker,
+    server: ServerProcess | ExternalServer,
+    external: External | None,
+    measured: _Measured,
+    hdr_log: str | None,
+    *,
+    busy_before: float | None,
+    server_log: str | None,
+    probe_rps: float | None,
+) -> Row:
+    """The row of a cell whose load ran: failed (and why), client-bound or ok, with its
+    figures and verdict."""
+    load, failure, sample = measured.load, measured.failure, measured.sample
+    if (crashed := measured.crashed) is not None:
         failure = (
             f"server exited with code {crashed} during the run: "
             f"{server.stderr.strip()[-200:] or 'no output'}"
@@ -257,8 +335,8 @@ def run_cell(
     figures: dict[str, Any] = {
         "load": load,
         "server": sample,
-        "server_cpu_us_per_request": cpu_per_request(sampler, load),
-        "server_core_us_per_request": core_per_request(cores, load),
+        "server_cpu_us_per_request": cpu_per_request(measured.sampler, load),
+        "server_core_us_per_request": core_per_request(measured.cores, load),
         "busy_before": busy_before,
         "server_log": server_log,
         "probe_rps": probe_rps,
@@ -268,13 +346,7 @@ def run_cell(
         figures["load"] = load
     if failure is None and (load is None or not load.requests):
         failure = f"no request completed in the window ({no_request_cause(load)})"
-    if stop_code != 0 and crashed is None:  # the stop at the end went wrong
-        stop_note = (
-            "server did not stop within 5 s of SIGTERM and was killed"
-            if stop_code == -9
-            else f"server exited with code {stop_code} on SIGTERM: "
-            f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
-        )
+    if (stop_note := _stop_note(server, measured)) is not None:
         failure = f"{failure}; {stop_note}" if failure else stop_note
     if failure or load is None:
         return row("failed", (failure or "no load result").strip(), **figures)
@@ -286,6 +358,19 @@ def run_cell(
         verdict=verdict(reasons),
         reasons=reasons,
         **figures,
+    )
+
+
+def _stop_note(server: ServerProcess | ExternalServer, measured: _Measured) -> str | None:
+    """What went wrong in the stop at the end, if anything (a crash is said already)."""
+    stop_code = measured.stop_code
+    if stop_code == 0 or measured.crashed is not None:
+        return None
+    if stop_code == -9:
+        return "server did not stop within 5 s of SIGTERM and was killed"
+    return (
+        f"server exited with code {stop_code} on SIGTERM: "
+        f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
     )
 
 

@@ -1,9 +1,9 @@
 """Drawing the load-latency curves and the capacities onto given Axes (bench.analysis.curves).
 
-As plots (beside this module): functions that draw onto an Axes and nothing else; files
-are figures's. Models keep their colour and marker from plots.MODEL_STYLES, and the marks
-keep plots's meaning: a hollow marker is a suspect step, an arrow above a point a lower
-bound (requests still unanswered decided it).
+As metric_plots (beside this module): functions that draw onto an Axes and nothing else;
+files are figures's. Models keep their colour and marker from style.MODEL_STYLES, and the
+marks keep metric_plots's meaning: a hollow marker is a suspect step, an arrow above a
+point a lower bound (requests still unanswered decided it).
 
 Two views: `plot_curves`, every model as a line in one panel (an overview, for a few
 models), and `plot_model_panel`, one model's p50, p99 and p99.9 with the other models'
@@ -21,7 +21,7 @@ from matplotlib import ticker, transforms
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from bench.report.charts.plots import LOWER_MARKER, model_style, plain_number
+from bench.report.charts.style import LOWER_MARKER, model_style, plain_number
 
 # (Latency field, label, line width, line style, alpha, marker size) of each percentile
 # in a model's panel: p99, the targets' percentile, strongest.
@@ -229,7 +229,7 @@ def _draw_line(
             markerfacecolor="white", markeredgecolor=color, alpha=alpha, zorder=3)  # fmt: skip
     lower = np.asarray(line.bound, dtype=bool) & keep
     if lower.any():
-        # Above the point whatever the scale, as in bench.report.charts.plots.
+        # Above the point whatever the scale, as in bench.report.charts.metric_plots.
         above = transforms.offset_copy(
             ax.transData, x=0, y=(markersize * 0.9 + 3) * ax.figure.dpi / 72, units="dots"
         )

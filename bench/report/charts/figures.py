@@ -2,7 +2,8 @@
 
 Figures are made with `matplotlib.figure.Figure` directly (no pyplot, no global figure
 state); PNGs are rendered by Agg, SVGs by the SVG backend. What goes on the axes is
-bench.report.charts.plots's; titles, captions and files are here.
+metric_plots's, comparison_plots's, curve_plots's and time_plots's (beside this module);
+titles, captions and files are here.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.report.charts import curve_plots, plots, time_plots
+from bench.report.charts import comparison_plots, curve_plots, metric_plots, time_plots
 from bench.report.charts.curve_plots import CapacityBar, CurveLine, ModelCurve
 from bench.report.frame import Metric
 from clients.result import Interval
@@ -34,7 +35,7 @@ def save_metric_chart(
         warnings.simplefilter("ignore", UserWarning)
         fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
         ax = fig.add_subplot()
-        plots.plot_metric(ax, cells, metric.name, ylabel=metric.label, log_y=metric.log_y)
+        metric_plots.plot_metric(ax, cells, metric.name, ylabel=metric.label, log_y=metric.log_y)
         ax.set_title(title, fontsize=11.5, loc="left")
         _save(fig, stem, caption_text)
 
@@ -217,7 +218,7 @@ def save_comparison_chart(
         )
         axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
         for i, (ax, (metric, xlabel)) in enumerate(zip(axes, panels, strict=True)):
-            plots.plot_comparison(
+            comparison_plots.plot_comparison(
                 ax,
                 frame[frame["metric"] == metric].reset_index(drop=True),
                 threshold=threshold,

@@ -1,6 +1,6 @@
 """Drawing one cell's window over time onto given Axes: throughput, p99 and backlog.
 
-As bench.report.charts.plots: functions that draw onto an Axes and nothing else; files are
+As bench.report.charts.metric_plots: functions that draw onto an Axes and nothing else; files are
 bench.report.charts.figures's. The data is a load result's `intervals` (clients.result.Interval: one
 slice of `interval_s` seconds each). The window is cut into thirds as bench.analysis.verdict
 cuts it for its stationarity check, and each panel shows what that check compares
@@ -20,7 +20,7 @@ from matplotlib import ticker, transforms
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from bench.report.charts.plots import plain_number
+from bench.report.charts.style import plain_number
 from clients.result import Interval
 
 Array = npt.NDArray[Any]  # numpy's stubs type float arrays differently from one release to the next
