@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.run.server_process import ALLOCATOR_POLICIES, STDERR_TAIL, ServerProcess
+from bench.run.server_process import STDERR_TAIL, ServerProcess
+from bench.settings import ALLOCATOR_POLICIES
 
 pytestmark = pytest.mark.real  # starts processes
 

@@ -19,7 +19,9 @@ search first, None when even the floor failed. A budget of steps bounds the sear
 when it runs out first, the result says so and keeps its bracket.
 
 State is the list of outcomes so far: replaying the same outcomes gives the same next
-rate, so an interrupted search resumes from its stored rows (bench.run.slo).
+rate, so an interrupted search resumes from its stored rows (bench.run.slo), and the
+report recomputes each result from them (bench.report.slo_section): `replay` and the
+helpers that read a step's row (its target, its number, its outcome) are here for both.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from bench.analysis.curves import Step, Target
+from bench.record import Row
 
 START_SHARE = 0.5  # of the closed-loop capacity: the first rate tried
 FLOOR_SHARE = 1 / 64  # below this share of it, the search gives up: "below the floor"
@@ -153,3 +158,42 @@ def next_step(plan: Plan, outcomes: Sequence[Outcome]) -> float | Found:
         if _tests(outcomes, end) < 2:
             return end
     return found(low, False, "the bracket converged and both ends held on a re-test")
+
+
+# Replaying a search from its stored rows. A step's row has `load` "r<rate>" and
+# `search` "<target>#<n>" (bench.run.slo).
+
+
+def step_number(row: Row) -> int:
+    return int(row.cell.search.rpartition("#")[2])
+
+
+def search_target(row: Row) -> str:
+    return row.cell.search.rpartition("#")[0]
+
+
+def outcome(row: Row, target: Target) -> Outcome:
+    """A step's row judged against the target: pass, fail, or None where the load
+    generator could not offer the rate (an open loop judged client-bound). A failed
+    row counts as a fail: the server did not serve that rate."""
+    rate = float(row.cell.load[1:])
+    if row.status == "client-bound":
+        return Outcome(rate, None)
+    load = row.load
+    if row.status != "ok" or load is None:
+        return Outcome(rate, False)
+    latency = getattr(load.latency_all or load.latency, target.percentile)
+    step = Step(
+        asked=rate,
+        achieved=load.rate.achieved,
+        latency_us=float(latency),
+        overloaded=load.rate.overloaded,
+        client_bound=False,
+    )
+    return Outcome(rate, step.sound and step.latency_us <= target.limit_us)
+
+
+def replay(steps: list[Row], target: Target, capacity_rps: float, budget: int) -> float | Found:
+    """The next rate of a search from its stored steps, or its result."""
+    plan = Plan.around(capacity_rps, max_steps=budget)
+    return next_step(plan, [outcome(row, target) for row in steps])

@@ -46,7 +46,7 @@ from bench.report.render_html import render_html
 from bench.report.render_md import render_markdown
 from bench.report.slo_section import slo_sections
 from bench.report.time_section import time_section
-from bench.run.matrix import MatrixError
+from bench.settings import MatrixError
 from bench.store import SUBSETS_DIR, RunStore
 from common.cli import suggest
 from servers import REFERENCES

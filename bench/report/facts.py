@@ -6,7 +6,7 @@ import shlex
 from typing import Any
 
 from bench.record import USABLE, Row
-from bench.run.server_process import allocator_text
+from bench.settings import allocator_text
 
 
 def _plain(value: Any) -> str:

@@ -1,6 +1,6 @@
 """The report's section for searched capacities (the `slo` profile, bench.run.slo).
 
-Each search is replayed from its stored steps (bench.run.slo.replay), so the figure in
+Each search is replayed from its stored steps (bench.analysis.search.replay), so the figure in
 the report is the one the search ended on. Per model, connection count and target: the
 median over repeats with the interval of the median, "≥" where a search ended at the
 ceiling or the load generator; then every search with its bracket, steps and ending.
@@ -15,12 +15,18 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.curves import Capacity, Target, parse_target
-from bench.analysis.search import CEILING_SHARE, MAX_STEPS, Found
+from bench.analysis.search import (
+    CEILING_SHARE,
+    MAX_STEPS,
+    Found,
+    replay,
+    search_target,
+    step_number,
+)
 from bench.record import CellKey, Row
 from bench.report.curve_section import add_capacity_charts, capacity_text
 from bench.report.document import Section, Table, group_slug, group_title
 from bench.report.frame import model_sort_key
-from bench.run.slo import replay, search_target, step_number
 
 Search = tuple[CellKey, int, str]  # closed-loop cell, repeat, target text
 

@@ -19,8 +19,9 @@ from bench.analysis.curves import parse_target
 from bench.analysis.search import MAX_STEPS
 from bench.record import CellKey
 from bench.run.external import External, parse_external
-from bench.run.server_process import ALLOCATOR_POLICIES
-from clients.engine.pipelined import ARRIVALS
+from bench.settings import ALLOCATOR_POLICIES
+from bench.settings import MatrixError as MatrixError  # its home; caught from here too
+from clients.options import ARRIVALS
 from clients.target import is_loopback
 from clients.wire import MAX_PAYLOAD
 from common.cli import suggest
@@ -36,10 +37,6 @@ PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 MODES = ("persistent", "per-request")
 DRIVERS = ("loadgen", "locust")
 BENCH_PROTOCOLS = ("echo", "http")
-
-
-class MatrixError(ValueError):
-    """A bad profile or flag: reported as a one-line usage error."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +61,7 @@ class Matrix:
     driver: str = "loadgen"
     seed: int = 0
     inject_delay_ns: int = 0  # extra server CPU per request, outside the cell key
-    # every server's allocator policy (bench.run.server_process.ALLOCATOR_POLICIES)
+    # every server's allocator policy (bench.settings.ALLOCATOR_POLICIES)
     allocator: str = "warm"
     description: str = ""
     # offered load (bench.analysis.curves): open-loop rates in req/s, and fractions of the

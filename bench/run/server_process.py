@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench.run.interpreters import clean_environ
+from bench.settings import ALLOCATOR_POLICIES
 from common.process import block_stop_signals, die_with_parent
 
 STDERR_TAIL = 64 * 1024  # bytes of the server's stderr read back for messages
@@ -51,20 +52,8 @@ def _child_setup(cpus: Sequence[int] | None, fd_limit: int | None = None) -> Cal
     return setup
 
 
-# glibc moves its mmap threshold up to a freed mmapped block's size, and its trim
-# threshold to twice that, the first time a process frees one with free(). A fresh
-# server has not: asyncio's 256 KiB reads then cost an mmap, an mremap and a munmap
-# each, until one connection's EOF frees such a block and the server turns 3x faster
-# (docs/models.md). "warm" starts every server in the state a long-running one reaches;
-# "cold" keeps the fresh process's defaults.
-ALLOCATOR_POLICIES = {
-    "warm": {"MALLOC_MMAP_THRESHOLD_": "1048576", "MALLOC_TRIM_THRESHOLD_": "2097152"},
-    "cold": {},
-}
-
-
 def allocator_env(environ: Mapping[str, str], policy: str = "warm") -> dict[str, str]:
-    """The server's environment under one allocator policy (ALLOCATOR_POLICIES) for
+    """The server's environment under one allocator policy (bench.settings) for
     every model: a MALLOC_* or GLIBC_TUNABLES setting left in the caller's shell is
     dropped, so it cannot favour one run over another."""
     env = {
@@ -72,14 +61,6 @@ def allocator_env(environ: Mapping[str, str], policy: str = "warm") -> dict[str,
     }
     env.update(ALLOCATOR_POLICIES[policy])
     return env
-
-
-def allocator_text(policy: str = "warm") -> str:
-    """The policy in words, for the report's header."""
-    settings = " ".join(f"{k}={v}" for k, v in ALLOCATOR_POLICIES[policy].items())
-    if policy == "warm":
-        return f"glibc malloc as a long-running server has it ({settings}), every server"
-    return "glibc malloc as a fresh process has it (dynamic thresholds), every server"
 
 
 @dataclass

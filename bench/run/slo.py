@@ -3,8 +3,9 @@ per latency target (bench.analysis.search), each step an open-loop cell stored a
 
 A step's CellKey is its closed-loop cell's with `load` "r<rate>" and `search`
 "<target>#<n>"; its row's `probe_rps` is the closed-loop throughput the search was
-planned around. The search is replayed from those rows, so a resumed run continues
-each unfinished search where it stopped and the report recomputes each result.
+planned around. The search is replayed from those rows (bench.analysis.search.replay),
+so a resumed run continues each unfinished search where it stopped and the report
+recomputes each result.
 """
 
 from __future__ import annotations
@@ -12,42 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from bench.analysis.curves import Step, Target, parse_target
-from bench.analysis.search import Found, Outcome, Plan, next_step
+from bench.analysis.curves import Target, parse_target
+from bench.analysis.search import Found, replay, search_target, step_number
 from bench.record import CellKey, Row
 from bench.run.matrix import Cell, Matrix
 
 RunStep = Callable[[Cell, float], Row]  # a step's cell and the capacity -> its row
 ESTIMATED_STEPS = 10  # per search, for the progress line (bench.analysis.search's tests: 8-11)
-
-
-def step_number(row: Row) -> int:
-    return int(row.cell.search.rpartition("#")[2])
-
-
-def search_target(row: Row) -> str:
-    return row.cell.search.rpartition("#")[0]
-
-
-def outcome(row: Row, target: Target) -> Outcome:
-    """A step's row judged against the target: pass, fail, or None where the load
-    generator could not offer the rate (an open loop judged client-bound). A failed
-    row counts as a fail: the server did not serve that rate."""
-    rate = float(row.cell.load[1:])
-    if row.status == "client-bound":
-        return Outcome(rate, None)
-    load = row.load
-    if row.status != "ok" or load is None:
-        return Outcome(rate, False)
-    latency = getattr(load.latency_all or load.latency, target.percentile)
-    step = Step(
-        asked=rate,
-        achieved=load.rate.achieved,
-        latency_us=float(latency),
-        overloaded=load.rate.overloaded,
-        client_bound=False,
-    )
-    return Outcome(rate, step.sound and step.latency_us <= target.limit_us)
 
 
 def steps_of(rows: Iterable[Row], closed: Cell, target: Target) -> list[Row]:
@@ -61,12 +33,6 @@ def steps_of(rows: Iterable[Row], closed: Cell, target: Target) -> list[Row]:
         and replace(row.cell, load="", search="") == closed.key
     ]
     return sorted(mine, key=step_number)
-
-
-def replay(steps: list[Row], target: Target, capacity_rps: float, budget: int) -> float | Found:
-    """The next rate of a search from its stored steps, or its result."""
-    plan = Plan.around(capacity_rps, max_steps=budget)
-    return next_step(plan, [outcome(row, target) for row in steps])
 
 
 def run_search(
