@@ -15,14 +15,16 @@ from pathlib import Path
 import psutil
 import pytest
 
-from bench.studies.crosscheck import (
+from bench.studies.crosscheck import table
+from bench.studies.crosscheck_rules import (
     below,
     bracketed_ratios,
-    parse_wrk,
+    ratio_text,
     server_bound,
     summarize,
     verdicts,
 )
+from bench.studies.crosscheck_tools import parse_wrk
 from servers import REFERENCES
 
 WRK_OUTPUT = """\
@@ -108,6 +110,17 @@ def test_a_client_bound_crosscheck_passes_only_when_every_short_run_says_so() ->
     # a saturated server keeps the ratio rule
     saturated = summarize([run(100)] * 2, [run(90, bound=True)], min_ratio=0.95)
     assert verdicts([(10, saturated)], 0.95)[0][:3] == (10, "server-bound", False)
+
+
+def test_the_table_has_a_line_per_connection_count_under_its_head() -> None:
+    row = summarize([run(100), run(100)], [run(90, client_cpu=50.0)])
+    head, rule, line = table([(10, row)]).splitlines()
+    assert rule == "-" * len(head) and head.split()[:4] == ["conns", "wrk", "rps", "ours"]
+    assert line.split() == [
+        "10", "100", "90", "0.90", "0.90-0.90", "0.90", "100us", "300us", "100us", "300us",
+        "99%", "/", "99%", "-", "/", "50%", "0", "0/0",
+    ]  # fmt: skip
+    assert ratio_text(None) == "-" and ratio_text(1.0) == "1.00"
 
 
 def crosscheck(

@@ -192,6 +192,65 @@ def _latency(row: dict[str, str] | None) -> Latency:
     )
 
 
+@dataclass(frozen=True)
+class _StatsRows:
+    """The stats CSV's rows, by what they hold."""
+
+    entries: list[dict[str, str]]  # every row but the aggregate
+    requests: list[dict[str, str]]  # the request rows: no connect rows
+    connect: dict[str, str] | None
+    latency: dict[str, str] | None  # the one row that holds every request, if any
+
+    @classmethod
+    def read(cls, stats_csv: Path) -> _StatsRows:
+        rows = _read_rows(stats_csv)
+        entries = [r for r in rows if r["Name"] != "Aggregated"]
+        requests_rows = [r for r in entries if r["Name"] not in CONNECT_ROWS]
+        latency_row = None  # percentiles cannot be merged: one row must hold every request
+        if len(requests_rows) == 1:
+            latency_row = requests_rows[0]
+        elif len(requests_rows) == len(entries):  # no connect rows in the aggregate
+            latency_row = next((r for r in rows if r["Name"] == "Aggregated"), None)
+        return cls(
+            entries=entries,
+            requests=requests_rows,
+            connect=next((r for r in entries if r["Name"] == "connect"), None),
+            latency=latency_row,
+        )
+
+
+def _errors(stats: _StatsRows, failures_csv: Path | None, windowed: bool) -> dict[str, int]:
+    """Every failure the rows count, by kind. Failures locust counted but the failures
+    file does not name (e.g. no such file) are `other`. With a window (`windowed`), the
+    connect rows span the warm-up too: left out."""
+    counted = stats.requests if windowed else stats.entries
+    errors = no_errors()
+    named = 0
+    if failures_csv is not None and failures_csv.exists():
+        for row in _read_rows(failures_csv):
+            errors[error_kind(row["Error"])] += int(row["Occurrences"])
+            if any(row["Name"] == r["Name"] for r in counted):
+                named += int(row["Occurrences"])
+    failed = sum(int(r["Failure Count"]) for r in counted)
+    errors["other"] += max(0, failed - named)
+    return errors
+
+
+def _duration(requests_rows: list[dict[str, str]], window: Window | None) -> float:
+    """The window's length; without one, locust's own (first to last request)."""
+    if window is not None:
+        return window.end_unix - window.start_unix
+    # locust's Requests/s: count / (last request - first of that name)
+    return max(
+        (
+            int(r["Request Count"]) / rps
+            for r in requests_rows
+            if (rps := _csv_float(r["Requests/s"]))
+        ),
+        default=0.0,
+    )
+
+
 def from_locust_stats(
     stats_csv: Path,
     params: Params,
@@ -211,52 +270,20 @@ def from_locust_stats(
     Without a window file (plain locust), the whole run is the window, `errors_before`
     is zeros and the duration is locust's own (first to last request).
     """
-    rows = _read_rows(stats_csv)
-    entries = [r for r in rows if r["Name"] != "Aggregated"]
-    requests_rows = [r for r in entries if r["Name"] not in CONNECT_ROWS]
-    connect_row = next((r for r in entries if r["Name"] == "connect"), None)
-    latency_row = None  # percentiles cannot be merged: one row must hold every request
-    if len(requests_rows) == 1:
-        latency_row = requests_rows[0]
-    elif len(requests_rows) == len(entries):  # no connect rows in the aggregate
-        latency_row = next((r for r in rows if r["Name"] == "Aggregated"), None)
-
-    ok = sum(_ok(r) for r in requests_rows)
+    stats = _StatsRows.read(stats_csv)
+    ok = sum(_ok(r) for r in stats.requests)
     received = sum(
         int(r["Request Count"]) * (_csv_float(r["Average Content Size"]) or 0)
-        for r in requests_rows
+        for r in stats.requests
     )
     window_file = None
     if window_json is not None and window_json.exists():
         window_file = WindowFile.read(window_json)
     window = window_file.window if window_file else None
-
-    # Failures locust counted but the failures file does not name (e.g. no such file)
-    # are `other`. With a window, the connect rows span the warm-up too: left out.
-    counted = requests_rows if window_file else entries
-    errors = no_errors()
-    named = 0
-    if failures_csv is not None and failures_csv.exists():
-        for row in _read_rows(failures_csv):
-            errors[error_kind(row["Error"])] += int(row["Occurrences"])
-            if any(row["Name"] == r["Name"] for r in counted):
-                named += int(row["Occurrences"])
-    failed = sum(int(r["Failure Count"]) for r in counted)
-    errors["other"] += max(0, failed - named)
-    if window is not None:
-        duration = window.end_unix - window.start_unix
-    else:  # locust's Requests/s: count / (last request - first of that name)
-        duration = max(
-            (
-                int(r["Request Count"]) / rps
-                for r in requests_rows
-                if (rps := _csv_float(r["Requests/s"]))
-            ),
-            default=0.0,
-        )
+    errors = _errors(stats, failures_csv, windowed=window_file is not None)
+    duration = _duration(stats.requests, window)
     throughput = round(ok / duration, 1) if duration > 0 else 0.0
-
-    connect = _latency(connect_row)
+    connect = _latency(stats.connect)
     return LoadResult(
         tool=TOOL,
         params=params,
@@ -265,14 +292,14 @@ def from_locust_stats(
         throughput_rps=throughput,
         bytes=round(received),
         duration_s=round(duration, 3),
-        latency=_latency(latency_row),
+        latency=_latency(stats.latency),
         latency_all=None,
         connect=ConnectLatency(p50=connect.p50, p99=connect.p99, max=connect.max),
         errors=errors,
         errors_before=window_file.errors_before if window_file else no_errors(),
         connections=Connections(
             asked=params.connections,
-            established=_ok(connect_row) if connect_row is not None else None,
+            established=_ok(stats.connect) if stats.connect is not None else None,
             starved=None,
         ),
         fairness=None,
