@@ -31,6 +31,7 @@ METADATA_MIGRATIONS = Migrations("metadata schema", METADATA_SCHEMA, {})
 METADATA_FILE = "metadata.json"
 SUBSETS_DIR = "subsets"  # a run's subset reports (bench report --models): RUN/subsets/<choice>/
 RESULTS_FILE = "results.jsonl"
+RESULTS = Path("results")  # where runs go, and where a bare run id is looked for
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -265,7 +266,7 @@ def _run_id(run: Path) -> str | None:
     return meta.get("run_id") if isinstance(meta, dict) else None
 
 
-def resolve_run(text: str | Path, results: Path = Path("results")) -> Path:
+def resolve_run(text: str | Path, results: Path = RESULTS) -> Path:
     """A run folder from a path or a bare run id (`results/<id>`); StoreError that lists
     the runs there are when it is neither."""
     path = Path(text)

@@ -170,3 +170,20 @@ def test_a_run_without_figures(tmp_path: Path, rows: list[Row]) -> None:
         lines = list(csv.DictReader(f))
     assert [line["status"] for line in lines] == ["failed", "skipped", "skipped", "skipped"]
     assert all(line[name] == "" for line in lines for name in FIGURES)
+
+
+def test_only_a_runs_own_report_writes_its_table(tmp_path: Path) -> None:
+    """bench run and bench report end alike (bench.report.build.build_report_and_csv): the
+    report, and results.csv only where the report went into the run's own folder."""
+    from bench.report.build import REPORT_MD, build_report_and_csv  # pandas and matplotlib
+
+    run = tmp_path / "small_run"
+    shutil.copytree(SMALL_RUN, run)
+    (run / RESULTS_CSV).unlink(missing_ok=True)
+    out = tmp_path / "elsewhere"
+    assert build_report_and_csv([run], metrics=["throughput"], out=out) == out / REPORT_MD
+    subset = build_report_and_csv([run], metrics=["throughput"])
+    assert subset.parent.parent == run / "subsets"
+    assert not (run / RESULTS_CSV).exists() and not (out / RESULTS_CSV).exists()
+    assert build_report_and_csv([run]) == run / REPORT_MD
+    assert (run / RESULTS_CSV).is_file()

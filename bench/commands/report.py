@@ -7,10 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench.store import resolve_run
+from bench.store import RESULTS, resolve_run
 
 NAME = "report"
-RESULTS = Path("results")  # where a bare run id is looked for
 
 
 def add_parser(sub: Any) -> None:
@@ -56,13 +55,10 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     runs = [resolve_run(given, RESULTS) for given in args.runs]
-    from bench.report.build import build_report  # pandas and matplotlib load only here
-    from bench.report.results_csv import write_results_csv
+    from bench.report.build import build_report_and_csv  # pandas, matplotlib: only here
 
-    report = build_report(
+    report = build_report_and_csv(
         runs, args.models, metrics=args.metrics, protocols=args.protocols, out=args.out
     )
-    if len(runs) == 1 and report.parent == runs[0]:  # the run's own report: its table too
-        write_results_csv(runs[0])
     print(f"report: {report}")
     return 0

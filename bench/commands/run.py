@@ -28,7 +28,7 @@ from bench.run.matrix import (
     profile_names,
 )
 from bench.run.session import INTERRUPTED, run_session
-from bench.store import RunStore, StoreError, resolve_run
+from bench.store import RESULTS, RunStore, StoreError, resolve_run
 from common.cli import (
     ArgumentParser,
     cpu_list,
@@ -40,7 +40,6 @@ from common.cli import (
 from common.invocation import interpreter
 
 NAME = "run"
-RESULTS = Path("results")
 DEFAULT_PROFILE = "quick"
 # The run flags --resume takes; every other one (the matrix, the CPUs, --run-id: all
 # default None) the resumed run takes from its metadata, so given, it would be ignored.
@@ -70,12 +69,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     if args.no_report:
         print(f"rows: {_write_csv(store.path)}")
         return 0
-    from bench.report.build import build_report  # pandas and matplotlib load only here
+    from bench.report.build import build_report_and_csv  # pandas, matplotlib: only here
 
-    report = build_report([store.path])
-    if report.parent == store.path:  # the run's own report: its table too
-        _write_csv(store.path)
-    print(f"report: {report}")
+    print(f"report: {build_report_and_csv([store.path])}")
     return 0
 
 

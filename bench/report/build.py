@@ -2,7 +2,8 @@
 
 The steps live in their own modules of bench.report: frame (rows -> frame -> one row per
 cell, with statistics), document (tables, facts, legend, notes), charts.figures (figure
-files, drawn by charts.plots), render_md and render_html (rendering), and pyperf_export.
+files, drawn by the other charts modules), render_md and render_html (rendering), and
+pyperf_export.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -44,10 +46,11 @@ from bench.report.frame import (
 from bench.report.pyperf_export import write_pyperf_suite
 from bench.report.render_html import render_html
 from bench.report.render_md import render_markdown
+from bench.report.results_csv import write_results_csv
 from bench.report.slo_section import slo_sections
 from bench.report.time_section import time_section
 from bench.settings import MatrixError
-from bench.store import SUBSETS_DIR, RunStore
+from bench.store import RESULTS, SUBSETS_DIR, RunStore
 from common.cli import suggest
 from servers import REFERENCES
 
@@ -55,7 +58,7 @@ CHARTS_DIR = "charts"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 PYPERF_JSON = "pyperf.json"
-SIDE_BY_SIDE_DIR = Path("results") / "side-by-side"  # several runs: <run>--<run>/
+SIDE_BY_SIDE_DIR = RESULTS / "side-by-side"  # several runs: <run>--<run>/
 
 
 @dataclass(frozen=True)
@@ -115,68 +118,138 @@ def build_report(
     default_out().
     """
     dirs = [Path(run_dirs)] if isinstance(run_dirs, str | Path) else [Path(r) for r in run_dirs]
-    stores = [RunStore.open(d) for d in dirs]
-    several = len(stores) > 1
     subset = Subset(tuple(models or ()), tuple(metrics or ()), tuple(protocols or ()))
-    if several:
+    runs = _read(dirs, subset)
+    out_dir = Path(out) if out is not None else default_out(dirs, subset)
+    cells = aggregate(runs.frame)
+    charts_dir = out_dir / CHARTS_DIR
+    charts_dir.mkdir(parents=True, exist_ok=True)
+    cap = side_by_side.caption(runs.stores) if runs.several else caption(runs.meta)
+    sections = _closed_sections(runs, cells, cap, charts_dir, subset)
+    sections += _figure_sections(runs, cap, charts_dir, subset, models)
+    sections += _closing_sections(runs.frame, cells, subset)
+    return _write(_document(runs, cells, sections, subset), runs, out_dir)
+
+
+def build_report_and_csv(
+    run_dirs: Sequence[Path],
+    models: Sequence[str] | None = None,
+    *,
+    metrics: Sequence[str] | None = None,
+    protocols: Sequence[str] | None = None,
+    out: Path | None = None,
+) -> Path:
+    """build_report, and where the report is one run's own (in its folder), that run's
+    results.csv too; return report.md. `bench run` and `bench report` end with it."""
+    report = build_report(run_dirs, models, metrics=metrics, protocols=protocols, out=out)
+    if len(run_dirs) == 1 and report.parent == Path(run_dirs[0]):
+        write_results_csv(run_dirs[0])
+    return report
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The runs a report draws, their rows already restricted to the subset: one run's
+    frame, metadata and rows, or several runs' combined (bench.report.side_by_side)."""
+
+    stores: list[RunStore]
+    frame: pd.DataFrame
+    meta: dict[str, Any]
+    rows: list[Row]
+
+    @property
+    def several(self) -> bool:
+        return len(self.stores) > 1
+
+
+def _read(dirs: Sequence[Path], subset: Subset) -> _Runs:
+    """The runs' rows and frame, the subset checked (MatrixError) and applied."""
+    stores = [RunStore.open(d) for d in dirs]
+    if len(stores) > 1:
         frame, meta, rows = side_by_side.combine(stores)
     else:
         rows, meta = stores[0].rows(), stores[0].metadata
         frame = load_frame(rows)
     check_subset(frame, subset)
     frame, rows = _restrict(frame, rows, subset)
-    out_dir = Path(out) if out is not None else default_out(dirs, subset)
-    cells = aggregate(frame)
-    charts_dir = out_dir / CHARTS_DIR
-    charts_dir.mkdir(parents=True, exist_ok=True)
-    cap = side_by_side.caption(stores) if several else caption(meta)
+    return _Runs(stores, frame, meta, rows)
 
-    sections = []
+
+def _closed_sections(
+    runs: _Runs, cells: pd.DataFrame, cap: str, charts_dir: Path, subset: Subset
+) -> list[Section]:
+    """A section per group of closed-loop cells: its metric tables and charts."""
     closed = cells[cells["cell.load"].fillna("") == ""] if not cells.empty else cells
-    if not closed.empty:
-        columns = side_by_side.group_columns(closed) if several else GROUP_COLUMNS
-        for _, group in closed.groupby(columns, sort=False, dropna=False):
-            if several:
-                group.attrs["title"], group.attrs["slug"] = side_by_side.title_and_slug(
-                    group, columns, side_by_side.labels(stores)
-                )
-            sections.append(_section(group, cap, charts_dir, subset))
-    if several:
-        if (left_out := side_by_side.left_out_section(frame)) is not None:
-            sections.append(left_out)
-    elif not subset.metrics:  # these sections are figures of their own, not --metrics'
-        searched = frame["cell.search"].fillna("") != "" if not frame.empty else None
-        swept = frame if searched is None else frame[~searched]  # search steps: slo_report
-        sections += curve_sections(swept, meta, charts_dir, cap, models or None)
-        sections += slo_sections(rows, meta, charts_dir, cap)
-        if (over_time := time_section(rows, charts_dir, cap)) is not None:
-            sections.append(over_time)
-    if not cells.empty:
-        closed_rows = frame[frame["cell.load"].fillna("") == ""]
-        extras = [verdict_section(cells)]
-        if _chosen(METRICS[0], subset):  # the significance of throughput differences
-            extras.append(significance_section(closed_rows, GROUP_COLUMNS))
-        sections += [extra for extra in extras if extra is not None]
+    if closed.empty:
+        return []
+    sections = []
+    columns = side_by_side.group_columns(closed) if runs.several else GROUP_COLUMNS
+    for _, group in closed.groupby(columns, sort=False, dropna=False):
+        if runs.several:
+            group.attrs["title"], group.attrs["slug"] = side_by_side.title_and_slug(
+                group, columns, side_by_side.labels(runs.stores)
+            )
+        sections.append(_section(group, cap, charts_dir, subset))
+    return sections
+
+
+def _figure_sections(
+    runs: _Runs, cap: str, charts_dir: Path, subset: Subset, models: Sequence[str] | None
+) -> list[Section]:
+    """Several runs: the cells left out of the side by side. One run: the load-latency
+    curves, the searched capacities and the figures over time."""
+    if runs.several:
+        left_out = side_by_side.left_out_section(runs.frame)
+        return [] if left_out is None else [left_out]
+    if subset.metrics:  # these sections are figures of their own, not --metrics'
+        return []
+    frame = runs.frame
+    searched = frame["cell.search"].fillna("") != "" if not frame.empty else None
+    swept = frame if searched is None else frame[~searched]  # search steps: slo_report
+    sections = curve_sections(swept, runs.meta, charts_dir, cap, models or None)
+    sections += slo_sections(runs.rows, runs.meta, charts_dir, cap)
+    if (over_time := time_section(runs.rows, charts_dir, cap)) is not None:
+        sections.append(over_time)
+    return sections
+
+
+def _closing_sections(frame: pd.DataFrame, cells: pd.DataFrame, subset: Subset) -> list[Section]:
+    """The verdicts and, with throughput chosen, the significance of its differences."""
+    if cells.empty:
+        return []
+    closed_rows = frame[frame["cell.load"].fillna("") == ""]
+    extras = [verdict_section(cells)]
+    if _chosen(METRICS[0], subset):  # the significance of throughput differences
+        extras.append(significance_section(closed_rows, GROUP_COLUMNS))
+    return [extra for extra in extras if extra is not None]
+
+
+def _document(
+    runs: _Runs, cells: pd.DataFrame, sections: list[Section], subset: Subset
+) -> Document:
     title = "sockbench report: " + " and ".join(
-        str(s.metadata.get("run_id", s.path.name)) for s in stores
+        str(s.metadata.get("run_id", s.path.name)) for s in runs.stores
     )
     if subset:
         title += f" ({subset.text()})"
-    facts = side_by_side.facts(stores) if several else run_facts(meta, rows)
-    doc = Document(
+    facts = side_by_side.facts(runs.stores) if runs.several else run_facts(runs.meta, runs.rows)
+    return Document(
         title=title,
         facts=facts,
         legend=legend(cells),
         sections=sections,
-        notes=notes_table(frame) if not frame.empty else None,
+        notes=notes_table(runs.frame) if not runs.frame.empty else None,
     )
 
+
+def _write(doc: Document, runs: _Runs, out_dir: Path) -> Path:
+    """report.md, report.html and (one run with usable rows) pyperf.json; report.md."""
     md_path = out_dir / REPORT_MD
     md_path.write_text(render_markdown(doc), encoding="utf-8")
     (out_dir / REPORT_HTML).write_text(render_html(doc, out_dir), encoding="utf-8")
-    usable = [r for r in rows if r.status in USABLE]
-    if usable and not several:
-        write_pyperf_suite(usable, meta, out_dir / PYPERF_JSON)
+    usable = [r for r in runs.rows if r.status in USABLE]
+    if usable and not runs.several:
+        write_pyperf_suite(usable, runs.meta, out_dir / PYPERF_JSON)
     return md_path
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,18 @@ from common.invocation import python_m
 DEFAULT_TARGETS = ("p99:1ms", "p99:10ms")
 OVERVIEW_MAX = 6  # models as lines in one panel; beyond this they tangle
 DRAWN = ("p50", "p99", "p999")  # the percentiles of a model's small-multiple panel
+CURVES_NOTE = (
+    "Open-loop steps (each request sent at its arrival time, answered or not). The "
+    "capacity at a target is the highest offered rate whose all-requests percentile "
+    "stays under it with 95% of the rate achieved and the backlog not growing, "
+    "interpolated between steps; median over repeats with the interval of the "
+    "median; ≥: a lower bound (the load generator or the sweep ran out first). "
+    f"The knee is the last step before p99 passes {KNEE_FACTOR:g} times the lowest "
+    "step's for good (the achieved rate there). docs/curves.md says how to read these."
+)
+
+Curves = dict[int, dict[str, ModelCurve]]  # connection count -> model -> its curve
+Bars = dict[tuple[str, int], list[CapacityBar]]  # (target, connection count) -> a bar per model
 
 
 def _opened(frame: pd.DataFrame) -> pd.DataFrame:
@@ -138,6 +150,29 @@ def capacity_text(found: list[Capacity]) -> tuple[str, CapacityBar]:
     return text, CapacityBar("", median, low, high, at_least, below, len(found))
 
 
+@dataclass(frozen=True)
+class _Group:
+    """One group's open-loop cells, as the steps of its section share them."""
+
+    title: str
+    slug: str
+    models: list[Any]  # the cell.model values, in model order
+    counts: list[int]  # connection counts, ascending
+    targets: list[Target]
+    caption: str
+    charts_dir: Path
+
+    @property
+    def drawn_targets(self) -> list[tuple[str, float]]:
+        """The targets of the first one's percentile, drawn as lines on its curves."""
+        first = self.targets[0].percentile
+        return [(t.text, t.limit_us) for t in self.targets if t.percentile == first]
+
+    @property
+    def capacity_label(self) -> str:
+        return f"capacity at {self.targets[0].text}"
+
+
 def _section(
     opened: pd.DataFrame,
     closed: pd.DataFrame,
@@ -147,104 +182,141 @@ def _section(
     subset: Sequence[str] | None,
 ) -> Section:
     first = opened.iloc[0]
-    title, slug = group_title(first), group_slug(first)
-    section = Section(f"Load-latency curves: {title}")
-    section.paragraphs = [
-        "Open-loop steps (each request sent at its arrival time, answered or not). The "
-        "capacity at a target is the highest offered rate whose all-requests percentile "
-        "stays under it with 95% of the rate achieved and the backlog not growing, "
-        "interpolated between steps; median over repeats with the interval of the "
-        "median; ≥: a lower bound (the load generator or the sweep ran out first). "
-        f"The knee is the last step before p99 passes {KNEE_FACTOR:g} times the lowest "
-        "step's for good (the achieved rate there). docs/curves.md says how to read these."
-    ]
-    models = sorted(opened["cell.model"].unique(), key=model_sort_key)
-    counts = sorted(int(c) for c in opened["cell.connections"].unique())
+    group = _Group(
+        title=group_title(first),
+        slug=group_slug(first),
+        models=sorted(opened["cell.model"].unique(), key=model_sort_key),
+        counts=sorted(int(c) for c in opened["cell.connections"].unique()),
+        targets=targets,
+        caption=caption,
+        charts_dir=charts_dir,
+    )
+    section = Section(f"Load-latency curves: {group.title}")
+    section.paragraphs = [CURVES_NOTE]
+    table, curves, bars = _capacity_table(group, opened, closed)
+    section.tables = [table]
+    _add_multiples(section, group, curves)
+    _add_overview(section, group, curves, subset)
+    add_capacity_charts(section, bars, targets, group.counts, "capacity", f": {group.title}",
+                        group.slug, caption, charts_dir)  # fmt: skip
+    return section
+
+
+def _capacity_table(
+    group: _Group, opened: pd.DataFrame, closed: pd.DataFrame
+) -> tuple[Table, Curves, Bars]:
+    """The table of capacities (a row per model; per connection count the closed loop's
+    throughput, the capacity at each target and the knee), with each model's curves and
+    capacity bars for the charts."""
     header = ["model"]
-    for conns in counts:
+    for conns in group.counts:
         header.append(f"{conns:,} conns: closed loop")
-        header += [f"{conns:,} conns: {t.text}" for t in targets]
+        header += [f"{conns:,} conns: {t.text}" for t in group.targets]
         header.append(f"{conns:,} conns: knee")
     rows = []
-    columns: dict[int, dict[str, ModelCurve]] = {c: {} for c in counts}
-    bars: dict[tuple[str, int], list[CapacityBar]] = {}
-    for model in models:
+    curves: Curves = {c: {} for c in group.counts}
+    bars: Bars = {}
+    for model in group.models:
         row = [str(model)]
-        for conns in counts:
+        for conns in group.counts:
             cells = opened[(opened["cell.model"] == model) & (opened["cell.connections"] == conns)]
             plain = closed[(closed["cell.model"] == model) & (closed["cell.connections"] == conns)]
-            tput = pd.to_numeric(plain["load.throughput_rps"], errors="coerce").dropna()
-            row.append(f"{statistics.median(tput):,.0f}" if len(tput) else "")
-            first_capacity = None
-            for target in targets:
-                if cells.empty:
-                    row.append("")
-                    continue
-                text, bar = capacity_text(capacities(cells, target))
-                row.append(text)
-                bars.setdefault((target.text, conns), []).append(replace(bar, model=str(model)))
-                if first_capacity is None and target is targets[0]:
-                    first_capacity = bar.rps
-            if cells.empty:
-                row.append("")
-                continue
-            curve = model_curve(str(model), cells, targets[0], first_capacity)
-            columns[conns][str(model)] = curve
-            row.append(
-                "none in the sweep" if curve.knee is None else f"{curve.achieved[curve.knee]:,.0f}"
-            )
+            row += _model_at(str(model), conns, cells, plain, group.targets, curves, bars)
         rows.append(row)
-    section.tables = [Table("Capacity at each latency target (req/s)", header, rows)]
-    first_target = targets[0].text.split(":")[0]
-    drawn_targets = [(t.text, t.limit_us) for t in targets if t.percentile == targets[0].percentile]
-    capacity_label = f"capacity at {targets[0].text}"
+    return Table("Capacity at each latency target (req/s)", header, rows), curves, bars
 
-    stem = f"curves_by_model_{slug}"
-    chart_title = f"Load-latency curves by model (p50, p99, p99.9, all requests): {title}"
+
+def _model_at(
+    model: str,
+    conns: int,
+    cells: pd.DataFrame,
+    plain: pd.DataFrame,
+    targets: list[Target],
+    curves: Curves,
+    bars: Bars,
+) -> list[str]:
+    """One model's cells of the capacity table at one connection count (`cells`: its
+    open-loop steps, `plain`: its closed-loop rows); its curve into `curves`, its
+    capacities into `bars`."""
+    tput = pd.to_numeric(plain["load.throughput_rps"], errors="coerce").dropna()
+    row = [f"{statistics.median(tput):,.0f}" if len(tput) else ""]
+    first_capacity = None
+    for target in targets:
+        if cells.empty:
+            row.append("")
+            continue
+        text, bar = capacity_text(capacities(cells, target))
+        row.append(text)
+        bars.setdefault((target.text, conns), []).append(replace(bar, model=model))
+        if first_capacity is None and target is targets[0]:
+            first_capacity = bar.rps
+    if cells.empty:
+        return [*row, ""]
+    curve = model_curve(model, cells, targets[0], first_capacity)
+    curves[conns][model] = curve
+    knee_at = "none in the sweep" if curve.knee is None else f"{curve.achieved[curve.knee]:,.0f}"
+    return [*row, knee_at]
+
+
+def _add_multiples(section: Section, group: _Group, curves: Curves) -> None:
+    """The small multiples: a panel per model and connection count, every model."""
+    stem = f"curves_by_model_{group.slug}"
+    chart_title = f"Load-latency curves by model (p50, p99, p99.9, all requests): {group.title}"
     save_curve_multiples(
-        [str(m) for m in models],
-        [(f"{c:,} conns", columns[c]) for c in counts],
-        drawn_targets,
+        [str(m) for m in group.models],
+        [(f"{c:,} conns", curves[c]) for c in group.counts],
+        group.drawn_targets,
         chart_title,
         "One panel per model and connection count; panels of one connection count share "
-        "their axes. Grey: the other models' p99.\n" + caption,
-        charts_dir / stem,
-        capacity_label=capacity_label,
+        "their axes. Grey: the other models' p99.\n" + group.caption,
+        group.charts_dir / stem,
+        capacity_label=group.capacity_label,
     )
     section.charts.append((chart_title, f"charts/{stem}"))
 
+
+def _add_overview(
+    section: Section, group: _Group, curves: Curves, subset: Sequence[str] | None
+) -> None:
+    """The overview, every model of `subset` (None: all) a line in one panel; in its place
+    a paragraph where they would be more than OVERVIEW_MAX, or none."""
+    models = group.models
     shown = [str(m) for m in models if subset is None or str(m) in subset]
-    run_dir = charts_dir.parent  # a subset's report: RUN/subsets/<slug>/charts
-    run_dir = run_dir.parent.parent if run_dir.parent.name == SUBSETS_DIR else run_dir
-    rerun = python_m("bench", "report", run_dir, "--models", *[str(m) for m in models][:3])
     if not shown or len(shown) > OVERVIEW_MAX:
-        section.paragraphs.append(
-            f"No overview chart with every model as a line: {len(models)} models would "
-            f"tangle (it is drawn for {OVERVIEW_MAX} or fewer). The small multiples show "
-            f"every model; {rerun} draws it for the models named, in the run's "
-            "subsets/ folder."
-            if shown
-            else "No overview chart: none of the models named with --models is in this group."
-        )
-    else:
-        stem = f"curves_{slug}"
-        chart_title = f"Load-latency curves ({first_target}, all requests): {title}"
-        if len(shown) < len(models):
-            chart_title += f" ({', '.join(shown)})"
-        save_curve_chart(
-            [(f"{c:,} connections", [columns[c][m].line(targets[0].percentile)
-              for m in shown if m in columns[c]]) for c in counts],
-            drawn_targets,
-            chart_title,
-            caption,
-            charts_dir / stem,
-            ylabel=f"{first_target} latency, all requests (µs)",
-            capacity_label=capacity_label,
-        )  # fmt: skip
-        section.charts.append((chart_title, f"charts/{stem}"))
-    add_capacity_charts(section, bars, targets, counts, "capacity", f": {title}", slug, caption,
-                        charts_dir)  # fmt: skip
-    return section
+        section.paragraphs.append(_no_overview(group, bool(shown)))
+        return
+    percentile = group.targets[0].percentile
+    first_target = group.targets[0].text.split(":")[0]
+    stem = f"curves_{group.slug}"
+    chart_title = f"Load-latency curves ({first_target}, all requests): {group.title}"
+    if len(shown) < len(models):
+        chart_title += f" ({', '.join(shown)})"
+    save_curve_chart(
+        [(f"{c:,} connections", [curves[c][m].line(percentile) for m in shown if m in curves[c]])
+         for c in group.counts],
+        group.drawn_targets,
+        chart_title,
+        group.caption,
+        group.charts_dir / stem,
+        ylabel=f"{first_target} latency, all requests (µs)",
+        capacity_label=group.capacity_label,
+    )  # fmt: skip
+    section.charts.append((chart_title, f"charts/{stem}"))
+
+
+def _no_overview(group: _Group, any_shown: bool) -> str:
+    """Why there is no overview chart, and (too many models) the command that draws one."""
+    if not any_shown:
+        return "No overview chart: none of the models named with --models is in this group."
+    run_dir = group.charts_dir.parent  # a subset's report: RUN/subsets/<slug>/charts
+    run_dir = run_dir.parent.parent if run_dir.parent.name == SUBSETS_DIR else run_dir
+    rerun = python_m("bench", "report", run_dir, "--models", *[str(m) for m in group.models][:3])
+    return (
+        f"No overview chart with every model as a line: {len(group.models)} models would "
+        f"tangle (it is drawn for {OVERVIEW_MAX} or fewer). The small multiples show "
+        f"every model; {rerun} draws it for the models named, in the run's "
+        "subsets/ folder."
+    )
 
 
 def add_capacity_charts(

@@ -24,11 +24,23 @@ from bench.analysis.search import (
     step_number,
 )
 from bench.record import CellKey, Row
-from bench.report.curve_section import add_capacity_charts, capacity_text
+from bench.report.charts.curve_plots import CapacityBar
+from bench.report.curve_section import Bars, add_capacity_charts, capacity_text
 from bench.report.document import Section, Table, group_slug, group_title
 from bench.report.frame import model_sort_key
 
 Search = tuple[CellKey, int, str]  # closed-loop cell, repeat, target text
+SEARCH_NOTE = (
+    "Per cell and target, a search of open-loop rates (bench/analysis/search.py): bracket "
+    "around the closed-loop throughput, bisect to 5%, re-test both ends, a rate's "
+    "verdict being the majority of its tests. A rate passes when its all-requests "
+    "percentile is at or under the target, 95% of it was achieved and the backlog "
+    "did not grow. Median over repeats with the interval of the median; ≥: a lower "
+    f"bound (the ceiling, {CEILING_SHARE:g}x the closed loop, or the load generator "
+    "ended the search). "
+    "docs/curves.md says how to read it."
+)
+EVERY_SEARCH = ("model", "conns", "target", "repeat", "result", "bracket", "steps", "ended because")
 
 
 def searches(rows: list[Row], budget: int) -> dict[Search, Found | None]:
@@ -89,24 +101,35 @@ def _section(
     first = {f"cell.{k}": v for k, v in asdict(mine[0][0]).items()}
     title, slug = group_title(first), group_slug(first)
     section = Section(f"Capacity at latency targets, searched: {title}")
-    section.paragraphs = [
-        "Per cell and target, a search of open-loop rates (bench/analysis/search.py): bracket "
-        "around the closed-loop throughput, bisect to 5%, re-test both ends, a rate's "
-        "verdict being the majority of its tests. A rate passes when its all-requests "
-        "percentile is at or under the target, 95% of it was achieved and the backlog "
-        "did not grow. Median over repeats with the interval of the median; ≥: a lower "
-        f"bound (the ceiling, {CEILING_SHARE:g}x the closed loop, or the load generator "
-        "ended the search). "
-        "docs/curves.md says how to read it."
-    ]
-    models = sorted({s[0].model for s in mine}, key=model_sort_key)
+    section.paragraphs = [SEARCH_NOTE]
     counts = sorted({s[0].connections for s in mine})
+    summary, bars = _capacity_table(mine, ended, closed_rps, targets, counts)
+    section.tables = [
+        summary,
+        Table("Every search", list(EVERY_SEARCH), _every_search(mine, ended, targets)),
+    ]
+    add_capacity_charts(
+        section, bars, targets, counts, "slo", f", searched: {title}", slug, caption, charts_dir
+    )
+    return section
+
+
+def _capacity_table(
+    mine: list[Search],
+    ended: dict[Search, Found | None],
+    closed_rps: dict[tuple[CellKey, int], float],
+    targets: list[Target],
+    counts: list[int],
+) -> tuple[Table, Bars]:
+    """A row per model: per connection count, the closed loop's throughput and the searched
+    capacity at each target; with the capacity bars for the charts."""
     header = ["model"]
     for conns in counts:
         header.append(f"{conns:,} conns: closed loop")
         header += [f"{conns:,} conns: {t.text}" for t in targets]
-    table, bars = [], defaultdict(list)
-    for model in models:
+    table: list[list[str]] = []
+    bars: Bars = defaultdict(list)
+    for model in sorted({s[0].model for s in mine}, key=model_sort_key):
         line = [model]
         for conns in counts:
             key = replace(mine[0][0], model=model, connections=conns)
@@ -117,16 +140,30 @@ def _section(
                     f for (k, _r, t), f in ended.items()
                     if k.model == model and k.connections == conns and t == target.text
                 ]  # fmt: skip
-                finished = [f for f in found if f is not None]
-                if not finished:
-                    line.append("unfinished" if found else "")
-                    continue
-                text, bar = capacity_text([Capacity(f.rps, f.at_least, f.why) for f in finished])
-                if len(finished) < len(found):
-                    text += f" ({len(found) - len(finished)} unfinished)"
-                line.append(text.replace("below the lowest step", "below the floor"))
-                bars[(target.text, conns)].append(replace(bar, model=model))
+                text, bar = _searched(found)
+                line.append(text)
+                if bar is not None:
+                    bars[(target.text, conns)].append(replace(bar, model=model))
         table.append(line)
+    return Table("Capacity at each latency target, searched (req/s)", header, table), bars
+
+
+def _searched(found: list[Found | None]) -> tuple[str, CapacityBar | None]:
+    """The capacity of one cell and target over its searches (None: unfinished), and its
+    bar; no bar where none finished."""
+    finished = [f for f in found if f is not None]
+    if not finished:
+        return ("unfinished" if found else ""), None
+    text, bar = capacity_text([Capacity(f.rps, f.at_least, f.why) for f in finished])
+    if len(finished) < len(found):
+        text += f" ({len(found) - len(finished)} unfinished)"
+    return text.replace("below the lowest step", "below the floor"), bar
+
+
+def _every_search(
+    mine: list[Search], ended: dict[Search, Found | None], targets: list[Target]
+) -> list[list[str]]:
+    """A line per search: its result, bracket, steps and why it ended."""
     detail = []
     order = {t.text: i for i, t in enumerate(targets)}
     for key, repeat, text in sorted(
@@ -146,16 +183,5 @@ def _section(
              str(result_of.steps), result_of.why]
         )  # fmt: skip
     for row in detail:
-        row += [""] * (8 - len(row))
-    section.tables = [
-        Table("Capacity at each latency target, searched (req/s)", header, table),
-        Table(
-            "Every search",
-            ["model", "conns", "target", "repeat", "result", "bracket", "steps", "ended because"],
-            detail,
-        ),
-    ]
-    add_capacity_charts(
-        section, bars, targets, counts, "slo", f", searched: {title}", slug, caption, charts_dir
-    )
-    return section
+        row += [""] * (len(EVERY_SEARCH) - len(row))
+    return detail
