@@ -1,4 +1,4 @@
-"""`python -m bench run | report | compare | explain | list`: the product's main command line.
+"""`python -m bench run | report | list | explain | ab | history | compare`: the main command line.
 
 The parser shell and the dispatch only: each subcommand lives in its own module in
 bench/commands/ (its `NAME`, its `add_parser(sub)` and its `run(args, argv) -> int`), and

@@ -24,7 +24,6 @@ TODO = "TODO split"
 LONG_MODULES = {  # path -> why it stays long
     "clients/locust/locustfile.py": "locust loads it by file path, so it may import no "
     "clients module: the users, their options and locust's bookkeeping live in this file",
-    "bench/studies/crosscheck.py": TODO,
 }
 
 LONG_FUNCTIONS = {  # (path, qualified name) -> why it stays long
@@ -32,11 +31,6 @@ LONG_FUNCTIONS = {  # (path, qualified name) -> why it stays long
     "inlined on purpose: a call per reply would cost client CPU per request",
     ("bench/run/matrix.py", "Matrix.__post_init__"): "one flat table of every check of "
     "a matrix, (condition, message) per line, read top to bottom",
-    ("clients/locust/result.py", "from_locust_stats"): TODO,
-    ("bench/report/build.py", "build_report"): TODO,
-    ("bench/report/curve_section.py", "_section"): TODO,
-    ("bench/report/slo_section.py", "_section"): TODO,
-    ("bench/studies/crosscheck.py", "main"): TODO,
 }
 
 

@@ -5,7 +5,7 @@ the family's size (Holm's m) does not depend on the results:
 
 - continuous, over the pairs where both sides' repeats are usable (ok or client-bound):
   throughput, the p99 of all requests (the unanswered ones included), the longest wait
-  of any connection (bench.gate.compare.METRICS), and the server's CPU per request (process
+  of any connection (bench.gate.metrics.METRICS), and the server's CPU per request (process
   view), which sees a slower server even where the load generator is the limit;
 - the share of repeats affected on each side, over every repeat: failed (the cell did
   not complete), errors (any error in the window, mismatches included), starved (a
