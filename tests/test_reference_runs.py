@@ -6,7 +6,10 @@ drawn again from those two files alone, in a temporary folder, by the function t
 byte-identical to the committed one and its charts/ must hold the same file names. Each
 committed `bench explain` output (explain.json) is drawn again the way `bench explain`
 draws it (bench.explain.report.render over bench.explain.measure.load): explain.md must be
-byte-identical. Nothing here starts a server or sends traffic (no `real` mark).
+byte-identical. Each committed `bench ab` folder that keeps its two sides' runs (base/
+and new/) is judged again the way `bench ab` judges it (bench.gate.ab_analysis.analyse
+with the alpha, threshold and expected reasons its ab.json records): ab.md and ab.json
+must be byte-identical. Nothing here starts a server or sends traffic (no `real` mark).
 
 A change to what the report draws re-renders the committed runs in the same commit (the
 failure message says how); this test is never loosened to let a stale run pass.
@@ -24,6 +27,7 @@ be drawn here or be added there.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -31,8 +35,10 @@ import pytest
 
 from bench.explain.measure import load as load_explained
 from bench.explain.report import render as render_explained
+from bench.gate.ab_analysis import analyse
+from bench.gate.ab_report import AB_JSON, AB_MD, save
 from bench.report.build import CHARTS_DIR, REPORT_MD, build_report
-from bench.store import METADATA_FILE, RESULTS_FILE
+from bench.store import METADATA_FILE, RESULTS_FILE, RunStore
 from common.invocation import interpreter, python_m
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,12 +47,8 @@ EXPLAIN_JSON = "explain.json"
 EXPLAIN_MD = "explain.md"
 
 SKIPPED = {  # folder -> why it is not drawn again here
-    "ab-aa-gate": "bench ab's ab.md: no reader turns ab.json back into the CellResults "
-    "that bench.gate.ab_report.render draws from; base/ and new/ are its raw runs, with "
-    "no report of their own",
-    "ab-aa-together": "as ab-aa-gate",
-    "ab-acceptance": "twenty bench ab folders (as ab-aa-gate) and table.md, which its "
-    "run.sh assembled by hand",
+    "ab-acceptance": "twenty bench ab folders that kept only ab.json and ab.md, not the "
+    "two sides' runs they were judged from, and table.md, which its run.sh assembled",
     "crosscheck-nginx-2core": "output.txt is the console log of a live `make crosscheck` "
     "run and runs.json its raw data: nothing draws them from stored data",
     "verify-cost": "output.txt is the console log of a live run (run.sh): nothing draws "
@@ -64,6 +66,14 @@ def _runs() -> list[Path]:
 
 def _explained() -> list[Path]:
     return sorted(folder for folder in REFERENCE.iterdir() if (folder / EXPLAIN_JSON).is_file())
+
+
+def _judged() -> list[Path]:
+    return sorted(
+        folder
+        for folder in REFERENCE.iterdir()
+        if (folder / AB_JSON).is_file() and (folder / "base").is_dir() and (folder / "new").is_dir()
+    )
 
 
 def _name(folder: Path) -> str:
@@ -107,7 +117,7 @@ def _rerender_explained(folder: Path) -> str:
 
 
 def test_every_reference_folder_is_drawn_or_skipped_with_a_reason() -> None:
-    drawn = {folder.name for folder in [*_runs(), *_explained()]}
+    drawn = {folder.name for folder in [*_runs(), *_explained(), *_judged()]}
     folders = {folder.name for folder in REFERENCE.iterdir() if folder.is_dir()}
     assert drawn, "no committed run found: the test would check nothing"
     assert not drawn & set(SKIPPED), "a folder is both drawn and skipped"
@@ -171,3 +181,26 @@ def test_a_committed_explain_md_is_what_its_explain_json_draws(folder: Path) -> 
             f"{_name(committed)} differs from what its {EXPLAIN_JSON} draws, at "
             f"{_first_difference(old, new)}\n{_rerender_explained(folder)}"
         )
+
+
+@pytest.mark.parametrize("folder", _judged(), ids=lambda folder: folder.name)
+def test_a_committed_ab_is_what_its_two_sides_runs_judge(folder: Path, tmp_path: Path) -> None:
+    meta = json.loads((folder / AB_JSON).read_text(encoding="utf-8"))["metadata"]
+    results, _ = analyse(
+        RunStore.open(folder / "base").rows(),
+        RunStore.open(folder / "new").rows(),
+        meta["alpha"],
+        meta["threshold"],
+        frozenset(meta.get("expected_reasons", ())),
+    )
+    save(results, meta, tmp_path)
+    for name in (AB_MD, AB_JSON):
+        old = (folder / name).read_text(encoding="utf-8")
+        new = (tmp_path / name).read_text(encoding="utf-8")
+        if old != new:
+            pytest.fail(
+                f"{_name(folder / name)} differs from what its base/ and new/ runs judge, at "
+                f"{_first_difference(old, new)}\nIf the change to bench ab's page is meant, "
+                f"write it again with bench.gate.ab_report.save over "
+                f"bench.gate.ab_analysis.analyse, as this test does, into {_name(folder)}"
+            )

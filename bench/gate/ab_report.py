@@ -22,6 +22,8 @@ from bench.store import write_text_atomic
 from common.migrate import Migrations
 
 SCHEMA = 1
+AB_JSON = "ab.json"
+AB_MD = "ab.md"
 # ab.json's upgrades, {from_version: step} (common.migrate, docs/formats.md): none yet;
 # its reader is bench.gate.history.entries_from_ab
 MIGRATIONS = Migrations("schema", SCHEMA, {})
@@ -123,8 +125,8 @@ def save(results: Sequence[CellResult], meta: dict[str, Any], folder: Path) -> P
         "cells": [{**asdict(r), "verdict": r.verdict} for r in results],
     }
     text = json.dumps(_finite(data), indent=1, default=str, allow_nan=False)
-    write_text_atomic(folder / "ab.json", text + "\n")
-    path = folder / "ab.md"
+    write_text_atomic(folder / AB_JSON, text + "\n")
+    path = folder / AB_MD
     write_text_atomic(path, render(results, meta))
     return path
 
