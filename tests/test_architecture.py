@@ -222,6 +222,21 @@ RULES = (
         made_up=("bench.run.session", "bench.report.build"),
     ),
     Rule(
+        "explain-not-report",
+        "bench.explain does not import bench.report, bench.gate or bench.commands",
+        sources=("bench.explain",),
+        forbidden=("bench.report", "bench.gate", "bench.commands"),
+        made_up=("bench.explain.report", "bench.report.document"),
+    ),
+    Rule(
+        "nothing-imports-studies",
+        "nothing outside bench.studies imports it: a study is run, never used",
+        sources=("*",),
+        exempt=("bench.studies",),
+        forbidden=("bench.studies",),
+        made_up=("bench.gate.ab", "bench.studies.ab_power"),
+    ),
+    Rule(
         "engine-not-locust",
         "clients.engine does not import clients.locust (gevent patches socket and select)",
         sources=("clients.engine",),
