@@ -35,6 +35,7 @@ PARSERS = {
     "bench/studies/ab_power.py": "bench.studies.ab_power:build_parser",
     "bench/studies/history_sim.py": "bench.studies.history_sim:build_parser",
     "bench/studies/loadgen_ab.py": "bench.studies.loadgen_ab:build_parser",
+    "clients/holder.py": "clients.holder:build_parser",
     "clients/loadgen.py": "clients.loadgen:build_parser",
     "clients/locust/driver.py": "clients.locust.driver:build_parser",
     "servers/__main__.py": "servers.__main__:build_parser",

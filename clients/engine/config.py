@@ -151,6 +151,17 @@ def expected_body(config: LoadConfig) -> bytes | None:
         raise ConfigError(f"cannot read --expect-body file {text[1:]!r}: {exc.strerror}") from None
 
 
+def source_addresses(
+    family: int, address: tuple[Any, ...], count: int, first: int = 1
+) -> tuple[str, ...]:
+    """`count` source addresses from 127.0.0.`first` on, to spread connects over where the
+    target is an IPv4 loopback address (every 127/8 address is local on Linux, no set-up
+    needed; each has its own ephemeral ports: docs/loadgen.md); none for another target."""
+    if family != socket.AF_INET or not address[0].startswith("127."):
+        return ()
+    return tuple(f"127.0.0.{i}" for i in range(first, first + count))
+
+
 def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> list[WorkerPlan]:
     cpus = sorted(set(config.cpus)) if config.cpus else None
     available = len(cpus) if cpus else len(os.sched_getaffinity(0))
@@ -163,9 +174,8 @@ def make_plans(config: LoadConfig, family: int, address: tuple[Any, ...]) -> lis
         )
     # Busy-polling pays only on a CPU nobody else needs: pinned, one worker per CPU.
     spin_us = SPIN_US if cpus and processes <= len(cpus) and config.busy_poll else 0
-    sources: tuple[str, ...] = ()
-    if config.mode == "per-request" and family == socket.AF_INET and address[0].startswith("127."):
-        sources = tuple(f"127.0.0.{i}" for i in range(1, SOURCES + 1))
+    per_request = config.mode == "per-request"
+    sources = source_addresses(family, address, SOURCES) if per_request else ()
     body = expected_body(config)
     plans, first = [], 0
     for index in range(processes):

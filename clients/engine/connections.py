@@ -234,6 +234,11 @@ class Connections:
         self.connecting.pop(fd, None)
         sock.close()  # also leaves the epoll set: the descriptor is never shared
 
+    def drop(self, fd: int) -> None:
+        """Close one connection for a caller that reads the descriptors itself (the idle
+        holder, clients.engine.hold); nothing is counted or retried."""
+        self._close(fd)
+
     def close(self) -> None:
         for fd in [*self.live, *self.connecting]:
             self._close(fd)
