@@ -20,7 +20,7 @@ from clients.result import MIGRATIONS as LOAD_MIGRATIONS
 from clients.result import LoadResult
 from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
 VERDICTS = ("valid", "suspect")
@@ -55,6 +55,10 @@ class CellKey:
     # the servers' interpreter (bench run --pythons): "3.12", "3.13t" or a path as given;
     # "" is the bench's own
     python: str = ""
+    # connections held open beside the active ones (bench run --idle, clients.holder):
+    # "warm" ones sent one request first, "silent" ones never speak
+    idle: int = 0
+    idle_mode: str = "warm"
 
     @property
     def key(self) -> str:
@@ -72,7 +76,40 @@ class CellKey:
             key += f"/{self.search}"
         if self.python:
             key += f"/py{self.python}"
+        if self.idle:
+            key += f"/i{self.idle}" + ("s" if self.idle_mode == "silent" else "")
         return key
+
+
+@dataclass(frozen=True)
+class Memory:
+    """The server at rest, read just before the load window (bench.run.memory): its
+    process tree in user space, and the kernel's socket caches (machine-wide)."""
+
+    rss_kib: int  # resident set of the whole process tree
+    uss_kib: int | None  # unique set of the tree (what the server alone holds), else None
+    threads: int  # threads of the tree (a thread per connection shows here)
+    slab_kib: dict[str, int]  # /proc/slabinfo caches that hold sockets: name -> KiB in use
+    # the same less the idle holders' own objects (bench.run.memory.server_share): the
+    # server's, plus the machine's baseline that a slope over idle counts leaves out
+    server_slab_kib: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Idle:
+    """The idle connections a cell held beside its active ones (clients.holder's reports
+    summed over its holder processes), and the server's memory at rest with them."""
+
+    asked: int
+    established: int
+    held: int  # open when the load started
+    open_at_end: int | None  # still open when the load ended (None: no final report)
+    closed_by_server: int  # closed by the server before the end
+    refused: int  # connects that failed
+    lost: int  # gone before their warm-up reply (a server out of descriptors)
+    holders: int  # holder processes
+    connect_s: float  # the slowest holder's time to connect and warm up
+    memory: Memory | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,7 @@ class Row:
     server_log: str | None = None  # what the server wrote, relative to the run folder
     probe_rps: float | None = None  # a "f<fraction>" cell: the capacity its rate is a share of
     server_git: str | None = None  # the servers' commit, where they came from another (bench ab)
+    idle: Idle | None = None  # the run has an idle axis (bench run --idle): what was held
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -119,6 +157,9 @@ class Row:
         if fields.get("load") is not None:
             fields["load"] = LoadResult.from_dict(fields["load"])
         fields["reasons"] = tuple(Reason(**r) for r in fields.get("reasons", ()))
+        if (idle := fields.get("idle")) is not None:
+            memory = idle.get("memory")
+            fields["idle"] = Idle(**{**idle, "memory": Memory(**memory) if memory else None})
         return cls(**fields)
 
 
@@ -152,4 +193,11 @@ def _from_schema_1(data: Document) -> Document:
     }
 
 
-MIGRATIONS = Migrations("row schema", SCHEMA_VERSION, {1: _from_schema_1})
+def _from_schema_2(data: Document) -> Document:
+    """A schema-2 row (bench before the idle axis) as schema 3 writes it: no connection
+    was held beside the active ones (`idle` null; its cell key's idle 0, as the key's
+    string already says)."""
+    return {**data, "idle": None}
+
+
+MIGRATIONS = Migrations("row schema", SCHEMA_VERSION, {1: _from_schema_1, 2: _from_schema_2})

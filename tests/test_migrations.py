@@ -135,7 +135,8 @@ def test_a_row_of_schema_1_whose_load_cannot_be_upgraded_is_refused(tmp_path: Pa
     with pytest.raises(StoreError) as info:
         RunStore.open(run).rows()
     message = str(info.value)
-    assert "\n" not in message and "rows of schema 1, this sockbench reads schema 2: " in message
+    reads = f"rows of schema 1, this sockbench reads schema {SCHEMA_VERSION}: "
+    assert "\n" not in message and reads in message
     assert "run it again (" in message and "git cc15440beb" in message
     assert "the load result in it: schema 1 counted its 2 errors from the first connect" in message
 
@@ -264,3 +265,20 @@ def test_an_ab_json_newer_than_the_code_is_refused(tmp_path: Path) -> None:
         f"{folder / 'ab.json'}: schema {AB_SCHEMA + 1}, this sockbench reads schema "
         f"{AB_SCHEMA}: written by a newer sockbench"
     )
+
+
+def test_a_row_of_schema_2_reads_as_a_cell_with_no_idle_connection() -> None:
+    """Schema 3 added the idle axis: a schema-2 row held none, and its key is unchanged."""
+    lines = (DATA / "row-v2" / "results.jsonl").read_text().splitlines()
+    rows = RunStore.open(DATA / "row-v2").rows()
+    assert rows and len(rows) == len(lines)
+    for line, row in zip(lines, rows, strict=True):
+        written = json.loads(line)
+        assert written["schema"] == 2 and row.schema == SCHEMA_VERSION == 3
+        assert row.idle is None and row.cell.idle == 0 and row.cell.idle_mode == "warm"
+        assert row.cell.key == written["key"]
+    assert ROW_MIGRATIONS.upgrade({"schema": 2, "run_id": "x"}) == {
+        "schema": 3,
+        "run_id": "x",
+        "idle": None,
+    }

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.record import CellKey, Row
+from bench.record import SCHEMA_VERSION, CellKey, Row
 from bench.run.machine import collect_metadata
 from bench.store import METADATA_SCHEMA, RunStore, StoreError
 from tests.helpers import load_result
@@ -100,7 +100,8 @@ def test_a_row_of_another_schema_is_an_error(store: RunStore) -> None:
     data = json.loads(make_row("run-1", 1).to_json())
     data["schema"] = 99
     store.results_path.write_text(json.dumps(data) + "\n")
-    with pytest.raises(StoreError, match=r"rows of schema 99, this sockbench reads schema 2: "):
+    reads = f"rows of schema 99, this sockbench reads schema {SCHEMA_VERSION}: "
+    with pytest.raises(StoreError, match=reads):
         store.rows()
 
 

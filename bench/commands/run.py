@@ -20,6 +20,7 @@ from bench.run.external import check_external, parse_external
 from bench.run.interpreters import InterpreterError, prepare
 from bench.run.matrix import (
     DRIVERS,
+    IDLE_MODES,
     MODES,
     Matrix,
     MatrixError,
@@ -139,6 +140,8 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         payloads=args.payloads,
         modes=args.modes,
         backlogs=args.backlogs,
+        idle=args.idle,
+        idle_mode=args.idle_mode,
         repeats=args.repeats,
         works=[("" if w == "none" else w) for w in args.works] if args.works else None,
         duration=args.duration,
@@ -250,6 +253,20 @@ def _axis_arguments(parser: ArgumentParser) -> None:
         nargs="+",
         metavar="KIND:US",
         help="server-side work per request as an axis: none, cpu:US, wait:US (default none)",
+    )
+    parser.add_argument(
+        "--idle",
+        nargs="+",
+        type=non_negative_int,
+        metavar="N",
+        help="idle connections held beside the active ones, an axis: each cell's server "
+        "also holds N connections that stay silent (docs/idle.md) (default 0)",
+    )
+    parser.add_argument(
+        "--idle-mode",
+        choices=IDLE_MODES,
+        help="warm: each idle connection sends one request first; silent: they never "
+        "speak (default warm)",
     )
 
 

@@ -34,6 +34,7 @@ from bench.report.document import (
 from bench.report.facts import caption, run_facts
 from bench.report.frame import (
     GROUP_COLUMNS,
+    IDLE_COLUMNS,
     METRICS,
     PY,
     RUN_SEP,
@@ -43,6 +44,7 @@ from bench.report.frame import (
     metric_names,
     model_sort_key,
 )
+from bench.report.idle_section import has_idle_axis, idle_label, idle_sections, idle_slug
 from bench.report.pyperf_export import write_pyperf_suite
 from bench.report.render_html import render_html
 from bench.report.render_md import render_markdown
@@ -125,7 +127,9 @@ def build_report(
     charts_dir = out_dir / CHARTS_DIR
     charts_dir.mkdir(parents=True, exist_ok=True)
     cap = side_by_side.caption(runs.stores) if runs.several else caption(runs.meta)
-    sections = _closed_sections(runs, cells, cap, charts_dir, subset)
+    # idle connections first: where they were an axis, they are what separates the models
+    sections = _idle_sections(runs, charts_dir, cap, subset)
+    sections += _closed_sections(runs, cells, cap, charts_dir, subset)
     sections += _figure_sections(runs, cap, charts_dir, subset, models)
     sections += _closing_sections(runs.frame, cells, subset)
     return _write(_document(runs, cells, sections, subset), runs, out_dir)
@@ -184,13 +188,29 @@ def _closed_sections(
         return []
     sections = []
     columns = side_by_side.group_columns(closed) if runs.several else GROUP_COLUMNS
+    idle = has_idle_axis(closed)
     for _, group in closed.groupby(columns, sort=False, dropna=False):
         if runs.several:
             group.attrs["title"], group.attrs["slug"] = side_by_side.title_and_slug(
                 group, columns, side_by_side.labels(runs.stores)
             )
+        if idle:  # each count of idle connections is a group: its title and files say which
+            first = group.iloc[0]
+            title = group.attrs.get("title") or group_title(first)
+            slug = group.attrs.get("slug") or group_slug(first)
+            group.attrs["title"] = (
+                f"{title}, {idle_label(first['cell.idle'], first['cell.idle_mode'])}"
+            )
+            group.attrs["slug"] = slug + idle_slug(first["cell.idle"], first["cell.idle_mode"])
         sections.append(_section(group, cap, charts_dir, subset))
     return sections
+
+
+def _idle_sections(runs: _Runs, charts_dir: Path, cap: str, subset: Subset) -> list[Section]:
+    """One run with an idle axis: CPU per request and memory against idle connections."""
+    if runs.several or subset.metrics:  # figures of their own, not --metrics'
+        return []
+    return idle_sections(runs.frame, charts_dir, cap)  # none without an idle axis
 
 
 def _figure_sections(
@@ -220,8 +240,28 @@ def _closing_sections(frame: pd.DataFrame, cells: pd.DataFrame, subset: Subset) 
     closed_rows = frame[frame["cell.load"].fillna("") == ""]
     extras = [verdict_section(cells)]
     if _chosen(METRICS[0], subset):  # the significance of throughput differences
-        extras.append(significance_section(closed_rows, GROUP_COLUMNS))
+        extras.append(_significance(closed_rows))
     return [extra for extra in extras if extra is not None]
+
+
+def _significance(closed_rows: pd.DataFrame) -> Section | None:
+    """significance_section; with an idle axis, one per count of idle connections, their
+    pairs in one table with the count named beside the cells."""
+    if not has_idle_axis(closed_rows):
+        return significance_section(closed_rows, GROUP_COLUMNS)
+    merged: Section | None = None
+    for (idle, mode), rows in closed_rows.groupby(IDLE_COLUMNS, sort=True):
+        found = significance_section(rows, GROUP_COLUMNS)
+        if found is None:
+            continue
+        for table in found.tables:
+            for row in table.rows:
+                row[0] += f", {idle_label(idle, mode)}"
+        if merged is None or not merged.tables:
+            merged = found if merged is None or found.tables else merged
+        else:
+            merged.tables[0].rows += [row for table in found.tables for row in table.rows]
+    return merged
 
 
 def _document(

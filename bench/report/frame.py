@@ -33,6 +33,8 @@ CELL_COLUMNS = [
     "cell.backlog",
     "cell.work",
     "cell.load",
+    "cell.idle",
+    "cell.idle_mode",
 ]
 # One table set and one figure per metric for each combination of these:
 STATS = ("median", "ci_low", "ci_high", "coverage", "bound")
@@ -43,7 +45,15 @@ GROUP_COLUMNS = [
     "cell.driver",
     "cell.backlog",
     "cell.work",
+    # bench run --idle: each count of idle connections is a group of its own (a run
+    # without the axis has one value here, so its groups are as they were)
+    "cell.idle",
+    "cell.idle_mode",
 ]
+IDLE_COLUMNS = ["cell.idle", "cell.idle_mode"]
+# Row.idle's figures (flattened: idle.held, idle.memory.rss_kib, ...) that exist as
+# columns even where no row has them; bench.report.idle_section reads them
+IDLE_FIGURES = ("idle.held", "idle.memory.rss_kib", "idle.memory.uss_kib", "idle.memory.threads")
 
 
 PY = " py"  # between a model and its interpreter in a line's name: "epoll py3.12"
@@ -219,8 +229,12 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     """One row per Row, nested groups flattened with dots (`load.latency_us.p99`).
 
     Adds derived columns: `errors_total`, `error_share` (percent), `cpu_us_per_request`
-    (the row's own figure, else server CPU / requests) and `peak_rss_mib`. Columns the
-    report needs exist even when no row has them (failed rows have empty groups).
+    (the row's own figure, else server CPU / requests) and `peak_rss_mib`; and from the
+    idle connections (`idle.held`, `idle.memory.*`, NaN without them): `idle_user_kib`
+    (the server at rest: USS, else RSS), `idle_user_source` ("USS" or "RSS"),
+    `idle_kernel_kib` (the sum of `idle.memory.server_slab_kib.*`: the kernel's, server
+    side) and `idle_threads`. Columns
+    the report needs exist even when no row has them (failed rows have empty groups).
     """
     records = [json.loads(row.to_json()) for row in rows]
     df = pd.json_normalize(records) if records else pd.DataFrame()
@@ -241,6 +255,7 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
         "server.peak_rss_bytes",
         "load.connections.asked",
         "load.connections.starved",
+        *IDLE_FIGURES,
         *(m.source for m in METRICS if m.source.startswith("load.")),
     ]
     for column in needed:
@@ -271,7 +286,19 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
     # Starved: connected but no reply in the window (blocking, a full pool, select's cap).
     asked = _numeric(df, "load.connections.asked")
     df["starved_share"] = 100.0 * _numeric(df, "load.connections.starved") / asked.where(asked > 0)
+    _idle_columns(df)
     return df
+
+
+def _idle_columns(df: pd.DataFrame) -> None:
+    """The server at rest beside its idle connections, one figure per column."""
+    uss = _numeric(df, "idle.memory.uss_kib")
+    df["idle_user_kib"] = uss.fillna(_numeric(df, "idle.memory.rss_kib"))
+    df["idle_user_source"] = (
+        uss.notna().map({True: "USS", False: "RSS"}).where(df["idle_user_kib"].notna())
+    )
+    df["idle_kernel_kib"] = _sum_columns(df, "idle.memory.server_slab_kib.")
+    df["idle_threads"] = _numeric(df, "idle.memory.threads")
 
 
 def _sum_columns(df: pd.DataFrame, prefix: str) -> pd.Series:

@@ -85,6 +85,54 @@ COLUMNS: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
     ("started_at", lambda row, _: row.started_at),
 )
 HEADER = tuple(name for name, _ in COLUMNS)
+
+
+def _idle(name: str) -> Callable[[Row, Record], Any]:
+    return lambda row, _: None if row.idle is None else getattr(row.idle, name)
+
+
+def _memory(name: str) -> Callable[[Row, Record], Any]:
+    return lambda row, _: (
+        None if row.idle is None or row.idle.memory is None else getattr(row.idle.memory, name)
+    )
+
+
+# A run with an idle axis (bench run --idle): the cell's idle axis after `search`, what
+# was held and the server at rest after `peak_rss_mib`. A run without one has none of these.
+IDLE_AXIS: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
+    ("idle", lambda row, _: row.cell.idle),
+    ("idle_mode", lambda row, _: row.cell.idle_mode),
+)
+IDLE_FIGURES: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
+    ("idle_established", _idle("established")),
+    ("idle_held", _idle("held")),
+    ("idle_open_at_end", _idle("open_at_end")),
+    ("idle_closed_by_server", _idle("closed_by_server")),
+    ("idle_refused", _idle("refused")),
+    ("idle_lost", _idle("lost")),
+    ("idle_holders", _idle("holders")),
+    ("server_rss_at_rest_kib", _memory("rss_kib")),
+    ("server_uss_at_rest_kib", _memory("uss_kib")),
+    ("server_threads_at_rest", _memory("threads")),
+    ("kernel_socket_kib", _column("idle_kernel_kib")),
+)
+
+
+def columns_of(rows: Sequence[Row]) -> tuple[tuple[str, Callable[[Row, Record], Any]], ...]:
+    """COLUMNS, and where any row held idle connections the idle ones in their places."""
+    if not any(row.cell.idle or row.idle is not None for row in rows):
+        return COLUMNS
+    names = [name for name, _ in COLUMNS]
+    after_search, after_rss = names.index("search") + 1, names.index("peak_rss_mib") + 1
+    return (
+        *COLUMNS[:after_search],
+        *IDLE_AXIS,
+        *COLUMNS[after_search:after_rss],
+        *IDLE_FIGURES,
+        *COLUMNS[after_rss:],
+    )
+
+
 # the latency bounds say something only beside a latency
 _BOUND_OF = {f"latency_{p}_bound": f"latency_{p}_us" for p in ("p50", "p99", "p999")}
 
@@ -112,9 +160,10 @@ def _text(value: Any) -> str:
 def csv_records(rows: Sequence[Row]) -> list[dict[str, str]]:
     """The table as {column: field text}, one per row, in the rows' order."""
     records = load_frame(rows).to_dict("records") if rows else []
+    columns = columns_of(rows)
     table = []
     for row, record in zip(rows, records, strict=True):
-        fields = {name: _text(value(row, record)) for name, value in COLUMNS}
+        fields = {name: _text(value(row, record)) for name, value in columns}
         for bound, latency in _BOUND_OF.items():
             if not fields[latency]:
                 fields[bound] = ""
@@ -128,7 +177,8 @@ def write_results_csv(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     rows = RunStore.open(run_dir).rows()
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=HEADER, lineterminator="\n")
+    header = [name for name, _ in columns_of(rows)]
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
     writer.writeheader()
     writer.writerows(csv_records(rows))
     path = run_dir / RESULTS_CSV

@@ -37,6 +37,7 @@ PROFILE_DIR = Path(__file__).resolve().parents[1] / "profiles"
 MODES = ("persistent", "per-request")
 DRIVERS = ("loadgen", "locust")
 BENCH_PROTOCOLS = ("echo", "http")
+IDLE_MODES = ("warm", "silent")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,11 @@ class Matrix:
     # the models and reference servers always answer sockbench's
     expect_status: int = 0
     expect_body: str = ""
+    # idle connections held beside each cell's active ones (bench.run.idle, clients.holder),
+    # an axis: (0,) holds none and leaves every cell as it was; "warm" ones send one
+    # request first, "silent" ones never speak
+    idle: tuple[int, ...] = (0,)
+    idle_mode: str = "warm"
 
     def __post_init__(self) -> None:
         try:
@@ -140,6 +146,8 @@ class Matrix:
                 "limit (--max-frame), within the load generator's",
             ),
             (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
+            (not self.idle or min(self.idle) < 0, "idle must be >= 0 connections"),
+            (self.idle_mode not in IDLE_MODES, f"idle-mode must be one of {IDLE_MODES}"),
             (self.repeats < 1, "repeats must be >= 1"),
             (self.inject_delay_ns < 0, "inject-delay-ns must be >= 0"),
             (
@@ -226,9 +234,11 @@ class Matrix:
                 work=w,
                 load=load,
                 python=py,
+                idle=idle,
+                idle_mode=self.idle_mode if idle else "warm",
             )
             for m in self.models
-            for p, c, b, mode, bl, w, load, py in product(
+            for p, c, b, mode, bl, w, load, py, idle in product(
                 self.protocols,
                 self.connections,
                 self.payloads,
@@ -237,6 +247,7 @@ class Matrix:
                 self.works,
                 self.loads,
                 self.python_axis(m),
+                self.idle,
             )
         ]
         cells: list[Cell] = []
@@ -245,6 +256,11 @@ class Matrix:
             random.Random(self.seed * 1000 + repeat).shuffle(order)
             cells.extend(Cell(key, repeat) for key in order)
         return cells
+
+    @property
+    def has_idle(self) -> bool:
+        """Idle connections are an axis: every cell records what it held (even 0)."""
+        return self.idle != (0,)
 
     @property
     def loads(self) -> tuple[str, ...]:

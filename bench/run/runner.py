@@ -18,9 +18,10 @@ from typing import Any
 
 from bench.analysis.curves import load_rate
 from bench.analysis.verdict import judge, verdict
-from bench.record import Row
+from bench.record import Idle, Memory, Row
 from bench.run.cpus import CpuPlan
 from bench.run.external import External, ExternalServer
+from bench.run.idle import Holders, IdleError, hold, shortfall, summary
 from bench.run.interpreters import ROOT as REPO_ROOT
 from bench.run.interpreters import Prepared, prepare, server_environ
 from bench.run.matrix import Cell, Matrix
@@ -171,6 +172,7 @@ class _Measured:
     cores: CoreSampler
     crashed: int | None  # the server's exit code when it died during the load
     stop_code: int  # the server's exit code when stopped after it
+    idle: Idle | None = None  # the idle connections held through the window
 
 
 def run_cell(
@@ -197,10 +199,17 @@ def run_cell(
         server, target = _start_server(cell, matrix, plan, external, runtime, server_root)
     except ServerStartError as exc:
         return row("failed", f"server did not start: {exc}", busy_before=busy_before)
+    try:
+        held = hold(cell, matrix, plan, server, target)
+    except IdleError as exc:
+        server.stop()
+        return row("failed", str(exc), busy_before=busy_before)
     probe_rps = None
     if cell.key.load.startswith("f"):
         probe_rps = probe_capacity(cell, target, matrix, plan, run_id)
         if probe_rps is None:
+            if held is not None:
+                held[0].kill()
             server.stop()
             return row("failed", "the capacity probe got no reply", busy_before=busy_before)
     hdr_log = None
@@ -208,7 +217,7 @@ def run_cell(
         (run_dir / "hdr").mkdir(exist_ok=True)
         hdr_log = f"hdr/{slug}.hlog"
     interval_log = run_dir / hdr_log if hdr_log is not None and run_dir is not None else None
-    measured = _measure(cell, matrix, plan, server, target, probe_rps, shared, interval_log)
+    measured = _measure(cell, matrix, plan, server, target, probe_rps, shared, interval_log, held)
     server_log = None
     if run_dir is not None and (text := server.log_text()):
         (run_dir / "logs").mkdir(exist_ok=True)
@@ -275,11 +284,13 @@ def _measure(
     probe_rps: float | None,
     shared: bool,
     interval_log: Path | None,
+    held: tuple[Holders, Memory | None] | None = None,
 ) -> _Measured:
-    """Run the load generator while sampling the server, then stop the server (whatever
-    happens, Ctrl-C included)."""
+    """Run the load generator while sampling the server, then stop the idle holders and
+    the server (whatever happens, Ctrl-C included)."""
     failure = None
     load: LoadResult | None = None
+    idle = None
     try:
         sampler = ServerSampler(server.pid).start()
         # an external server is not on the server CPUs: their busy time is not its
@@ -301,10 +312,15 @@ def _measure(
         finally:
             sample = sampler.stop()
             cores.stop()
+            if held is not None:  # before the server stops, which would close them all
+                holders, memory = held
+                idle = summary(holders.ready, holders.stop(), memory)
         crashed = server.exit_code()
     finally:
+        if held is not None:
+            held[0].kill()
         stop_code = server.stop()
-    return _Measured(load, failure, sample, sampler, cores, crashed, stop_code)
+    return _Measured(load, failure, sample, sampler, cores, crashed, stop_code, idle)
 
 
 def _cell_row(
@@ -340,10 +356,13 @@ def _cell_row(
         "busy_before": busy_before,
         "server_log": server_log,
         "probe_rps": probe_rps,
+        "idle": measured.idle,
     }
     if load is not None and hdr_log is not None and load.interval_log:
         load = replace(load, interval_log=hdr_log)  # relative to the run folder
         figures["load"] = load
+    if measured.idle is not None and (short := shortfall(measured.idle)):
+        failure = f"{short}; {failure}" if failure else short  # the likelier cause first
     if failure is None and (load is None or not load.requests):
         failure = f"no request completed in the window ({no_request_cause(load)})"
     if (stop_note := _stop_note(server, measured)) is not None:

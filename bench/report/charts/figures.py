@@ -2,8 +2,8 @@
 
 Figures are made with `matplotlib.figure.Figure` directly (no pyplot, no global figure
 state); PNGs are rendered by Agg, SVGs by the SVG backend. What goes on the axes is
-metric_plots's, comparison_plots's, curve_plots's and time_plots's (beside this module);
-titles, captions and files are here.
+metric_plots's, comparison_plots's, curve_plots's, time_plots's and idle_plots's (beside
+this module); titles, captions and files are here.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.report.charts import comparison_plots, curve_plots, metric_plots, time_plots
+from bench.report.charts import comparison_plots, curve_plots, idle_plots, metric_plots, time_plots
 from bench.report.charts.curve_plots import CapacityBar, CurveLine, ModelCurve
+from bench.report.charts.idle_plots import IdleLine, MemoryBars
 from bench.report.frame import Metric
 from clients.result import Interval
 
@@ -192,6 +193,34 @@ def save_capacity_chart(
         for ax, (name, bars) in zip(axes, panels, strict=True):
             curve_plots.plot_capacities(ax, bars, name)
         fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
+        _save(fig, stem, caption_text)
+
+
+def save_idle_chart(
+    lines: Sequence[IdleLine], title: str, caption_text: str, stem: Path, *, ylabel: str
+) -> None:
+    """A figure against the idle connections held beside the active ones, a line per
+    model (bench.report.charts.idle_plots.plot_idle_lines)."""
+    with matplotlib.rc_context(RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
+        ax = fig.add_subplot()
+        idle_plots.plot_idle_lines(ax, lines, ylabel=ylabel)
+        ax.set_title(title, fontsize=11.5, loc="left")
+        _save(fig, stem, caption_text)
+
+
+def save_memory_chart(
+    bars: Sequence[MemoryBars], title: str, caption_text: str, stem: Path, *, xlabel: str
+) -> None:
+    """Memory per connection, a pair of bars per model (idle_plots.plot_memory_bars)."""
+    with matplotlib.rc_context(RC), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        height = 1.5 + 0.62 * max(len(bars), 1)
+        fig = Figure(figsize=(8, height), dpi=150, layout="constrained")
+        ax = fig.add_subplot()
+        idle_plots.plot_memory_bars(ax, bars, xlabel=xlabel)
+        ax.set_title(title, fontsize=11.5, loc="left")
         _save(fig, stem, caption_text)
 
 
