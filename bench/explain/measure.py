@@ -7,8 +7,8 @@ a window of its own):
 1. clean: nothing attached. CPU per request in the process view (user and system time
    of the server and its children) and the core view (the server CPUs' busy time,
    softirq included);
-2. syscalls: `perf stat` counts the raw_syscalls:sys_enter tracepoint on the server
-   CPUs, and the common calls by name. It counts in the kernel without stopping the
+2. syscalls: `perf stat` counts the raw_syscalls:sys_enter tracepoint of the server's
+   processes, and the common calls by name. It counts in the kernel without stopping the
    server, so events batch as they do unobserved (strace stops the server at each
    call and changes that);
 3. profile: `perf record` samples the server CPUs every 333.667 µs of on-CPU time,
@@ -136,8 +136,8 @@ def explain_model(
     main = _window(
         model, options, plan, PHASES, log,
         sessions={
-            "syscalls": lambda: perf_session.syscall_counter(plan.server, out_dir),
-            "profile": lambda: perf_session.profiler(plan.server, data),
+            "syscalls": lambda pids: perf_session.syscall_counter(pids, out_dir),
+            "profile": lambda _pids: perf_session.profiler(plan.server, data),
         },
     )  # fmt: skip
     notes = []
@@ -220,7 +220,7 @@ def _functions(
     data = out_dir / f"perf-{model}-stacks.data"
     found = _window(
         model, options, plan, ("functions",), log,
-        sessions={"functions": lambda: perf_session.profiler(plan.server, data, True)},
+        sessions={"functions": lambda _pids: perf_session.profiler(plan.server, data, True)},
         env={"PYTHONPERFSUPPORT": "1"},
     )  # fmt: skip
     if note := found.sessions["functions"].note:
@@ -258,7 +258,8 @@ def _window(
     plan: CpuPlan,
     names: Sequence[str],
     log: Callable[[str], None],
-    sessions: dict[str, Callable[[], perf_session.PerfSession]],
+    # each phase's perf session, given the server's processes at the phase's start
+    sessions: dict[str, Callable[[Sequence[int]], perf_session.PerfSession]],
     env: dict[str, str] | None = None,
 ) -> Window:
     """Start `model`'s server and the load, and measure the phases `names` in turn, each
@@ -294,14 +295,14 @@ def _window(
             for name in names:
                 log(f"{model}: {name} phase ({options.phase_s} s)")
                 if name in sessions:
-                    ran[name] = session = sessions[name]()
+                    ran[name] = session = sessions[name](_tree(server.pid))
                     spans.append((name, *session.measure(options.phase_s)))
                     session.close()
                 else:
                     start = time.time()
                     time.sleep(options.phase_s)
                     spans.append((name, start, time.time()))
-            pids = {server.pid, *(c.pid for c in psutil.Process(server.pid).children(True))}
+            pids = set(_tree(server.pid))
             out, err = loadgen.communicate(timeout=options.phase_s * 10 + 30)
         finally:
             if loadgen.poll() is None:
@@ -332,6 +333,11 @@ def _window(
             )
             raise ExplainError(f"{model}: the {name} phase{where} saw no reply in the window")
     return Window(load, phases, ran, pids)
+
+
+def _tree(pid: int) -> list[int]:
+    """The server and its children (prefork's workers), as they are now."""
+    return [pid, *(child.pid for child in psutil.Process(pid).children(recursive=True))]
 
 
 def _wait_connected(port: int, connections: int, loadgen: subprocess.Popen[str]) -> None:

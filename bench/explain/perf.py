@@ -38,11 +38,21 @@ STACK_BYTES = 8192  # of user stack per sample: from a system call up to the Pyt
 NO_PYTHON = "(no Python frame)"
 
 
-class PerfSession:
-    """One `perf stat` or `perf record` on `cpus` (`-a -C`); `note` says why there are
-    no figures when perf is missing, refused or failed."""
+def on_cpus(cpus: Sequence[int]) -> list[str]:
+    """perf's target: everything that runs on `cpus`."""
+    return ["-a", "-C", format_cpu_list(cpus)]
 
-    def __init__(self, command: str, args: Sequence[str], cpus: Sequence[int], folder: Path):
+
+def of_processes(pids: Sequence[int]) -> list[str]:
+    """perf's target: these processes (every thread they have when perf starts) alone."""
+    return ["-p", ",".join(map(str, sorted(pids)))]
+
+
+class PerfSession:
+    """One `perf stat` or `perf record` on `target` (on_cpus, of_processes); `note` says
+    why there are no figures when perf is missing, refused or failed."""
+
+    def __init__(self, command: str, args: Sequence[str], target: Sequence[str], folder: Path):
         self.note: str | None = None
         self.proc: subprocess.Popen[str] | None = None
         self.stderr = ""
@@ -59,8 +69,8 @@ class PerfSession:
             fifo.unlink(missing_ok=True)
             os.mkfifo(fifo)
         self.proc = subprocess.Popen(
-            ["perf", command, "--delay", "-1", "--control", f"fifo:{ctl},{ack}", "-a",
-             "-C", format_cpu_list(cpus), *args, "--", "cat"],
+            ["perf", command, "--delay", "-1", "--control", f"fifo:{ctl},{ack}", *target,
+             *args, "--", "cat"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         # Non-blocking opens and reads: a perf that fails before it opens its ends
@@ -135,11 +145,14 @@ def _open_writer(path: Path, proc: subprocess.Popen[str]) -> int | None:
     return None
 
 
-def syscall_counter(cpus: Sequence[int], folder: Path) -> PerfSession:
+def syscall_counter(pids: Sequence[int], folder: Path) -> PerfSession:
+    """The server's own system calls: counted on its processes, not on its CPUs, where
+    anything else the scheduler puts there (a test runner, a CPU hog's neighbours) would
+    count too. `cat` only keeps perf alive until close()."""
     events = ["-e", TOTAL]
     for name in CALLS:
         events += ["-e", f"syscalls:sys_enter_{name}"]
-    return PerfSession("stat", ["-x", ",", *events], cpus, folder)
+    return PerfSession("stat", ["-x", ",", *events], of_processes(pids), folder)
 
 
 def profiler(cpus: Sequence[int], data: Path, callchains: bool = False) -> PerfSession:
@@ -149,7 +162,7 @@ def profiler(cpus: Sequence[int], data: Path, callchains: bool = False) -> PerfS
     args = ["-e", "cpu-clock", "-c", str(SAMPLE_NS), "-o", str(data)]
     if callchains:
         args += ["--call-graph", f"dwarf,{STACK_BYTES}"]
-    return PerfSession("record", args, cpus, data.parent)
+    return PerfSession("record", args, on_cpus(cpus), data.parent)
 
 
 def parse_stat(text: str) -> Counter[str]:
