@@ -93,7 +93,7 @@ class ExternalServer:
     def stderr(self) -> str:
         return f"the external server's process {self.pid} has gone"
 
-    def stop(self) -> int:
+    def stop(self, timeout: float = 0.0) -> int:
         return 0  # not ours to stop
 
     def log_text(self) -> str:

@@ -39,6 +39,17 @@ PROBE_S = 1.0  # the closed-loop capacity probe of a sweep (bench.analysis.curve
 _PROBES: dict[tuple[str, str, int], float] = {}  # (run, closed-loop key, repeat) -> req/s
 
 
+STOP_S = 5.0  # a server's time to stop after SIGTERM
+# and more per idle connection: a thread per connection's threads take the GIL in turn
+# to exit once their connections close (19,000 took 28.5 s to stop here; docs/idle.md)
+STOP_PER_IDLE_S = 0.002
+
+
+def stop_timeout(cell: Cell) -> float:
+    """How long the cell's server may take to stop before it is killed."""
+    return STOP_S + STOP_PER_IDLE_S * cell.key.idle
+
+
 def load_command(
     cell: Cell,
     target: str,
@@ -173,6 +184,7 @@ class _Measured:
     crashed: int | None  # the server's exit code when it died during the load
     stop_code: int  # the server's exit code when stopped after it
     idle: Idle | None = None  # the idle connections held through the window
+    stop_s: float = STOP_S  # how long the server was given to stop
 
 
 def run_cell(
@@ -319,8 +331,10 @@ def _measure(
     finally:
         if held is not None:
             held[0].kill()
-        stop_code = server.stop()
-    return _Measured(load, failure, sample, sampler, cores, crashed, stop_code, idle)
+        stop_code = server.stop(stop_timeout(cell))
+    return _Measured(
+        load, failure, sample, sampler, cores, crashed, stop_code, idle, stop_timeout(cell)
+    )
 
 
 def _cell_row(
@@ -386,7 +400,7 @@ def _stop_note(server: ServerProcess | ExternalServer, measured: _Measured) -> s
     if stop_code == 0 or measured.crashed is not None:
         return None
     if stop_code == -9:
-        return "server did not stop within 5 s of SIGTERM and was killed"
+        return f"server did not stop within {measured.stop_s:g} s of SIGTERM and was killed"
     return (
         f"server exited with code {stop_code} on SIGTERM: "
         f"{(server.stderr.strip().splitlines() or ['no output'])[-1][:200]}"
