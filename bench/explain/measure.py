@@ -258,7 +258,6 @@ def _window(
     plan: CpuPlan,
     names: Sequence[str],
     log: Callable[[str], None],
-    # each phase's perf session, given the server's processes at the phase's start
     sessions: dict[str, Callable[[Sequence[int]], perf_session.PerfSession]],
     env: dict[str, str] | None = None,
 ) -> Window:

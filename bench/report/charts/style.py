@@ -98,7 +98,10 @@ def plain_number(value: float, _pos: int) -> str:
     return f"{value:.2g}"
 
 
-def bar_lengths(mid: Any, low: Any, high: Any) -> list[Any]:
-    """matplotlib's asymmetric error bars (lengths below, above) for an interval around
-    `mid`; never negative, where an interval does not contain its point estimate."""
-    return [np.maximum(mid - low, 0), np.maximum(high - mid, 0)]
+def bar_lengths(mid: Any, low: Any, high: Any) -> Any:
+    """matplotlib's asymmetric error bars for an interval around `mid`: one (2, n) array
+    of lengths below and above (a list of two arrays is deprecated); never negative,
+    where an interval does not contain its point estimate."""
+    below = np.maximum(np.asarray(mid, dtype=float) - low, 0)
+    above = np.maximum(high - np.asarray(mid, dtype=float), 0)
+    return np.vstack([np.atleast_1d(below), np.atleast_1d(above)])
