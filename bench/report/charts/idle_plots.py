@@ -20,7 +20,15 @@ from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from bench.report.charts.style import LOWER_MARKER, bar_lengths, model_style, plain_number
+from bench.report.charts.style import (
+    LOWER_MARKER,
+    bar_lengths,
+    interval_handle,
+    lower_bound_handle,
+    model_style,
+    plain_number,
+    suspect_handle,
+)
 
 END_WRAP = 32  # characters per line of a line's end reason
 
@@ -216,44 +224,11 @@ def _mark_handles(lines: Sequence[IdleLine]) -> list[Line2D]:
         for ln in lines
         for lo, hi in zip(ln.low, ln.high, strict=True)
     ):
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="|",
-                markersize=12,
-                markeredgewidth=1.2,
-                color="0.35",
-                label="bar: interval of the median\n(cut at the plot edge)",
-            )
-        )
+        handles.append(interval_handle("bar: interval of the median\n(cut at the plot edge)"))
     if any(any(line.suspect) for line in lines):
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=7,
-                markerfacecolor="white",
-                markeredgecolor="0.35",
-                markeredgewidth=1.6,
-                label="hollow: suspect\n(see the Verdicts section)",
-            )
-        )
+        handles.append(suspect_handle())
     if any(any(line.lower) for line in lines):
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker=LOWER_MARKER,
-                markersize=11,
-                color="0.35",
-                label="arrow above a point:\na lower bound",
-            )
-        )
+        handles.append(lower_bound_handle("arrow above a point:\na lower bound"))
     return handles
 
 

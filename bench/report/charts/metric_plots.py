@@ -26,9 +26,12 @@ from bench.report.charts.style import (
     RUN_LINESTYLES,
     Style,
     bar_lengths,
+    interval_handle,
+    lower_bound_handle,
     model_style,
     plain_number,
     run_index,
+    suspect_handle,
 )
 from bench.report.frame import RUN_SEP, model_sort_key
 
@@ -256,42 +259,13 @@ def _mark_handles(drawn: _Drawn) -> list[Line2D]:
     handles = []
     if drawn.any_ci:
         handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="|",
-                markersize=12,
-                markeredgewidth=1.2,
-                color="0.35",
-                label="bar: interval of the median\n(see the legend; cut\nat the plot edge)",
-            )
+            interval_handle("bar: interval of the median\n(see the legend; cut\nat the plot edge)")
         )
     if drawn.any_bound:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="o",
-                markersize=7,
-                markerfacecolor="white",
-                markeredgecolor="0.35",
-                markeredgewidth=1.6,
-                label="hollow: suspect\n(see the Verdicts section)",
-            )
-        )
+        handles.append(suspect_handle())
     if drawn.any_lower:
         handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker=LOWER_MARKER,
-                markersize=11,
-                color="0.35",
-                label="arrow above a point:\na lower bound (requests\nstill unanswered)",
-            )
+            lower_bound_handle("arrow above a point:\na lower bound (requests\nstill unanswered)")
         )
     if drawn.any_failed:
         handles.append(

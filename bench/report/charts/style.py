@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 import numpy as np
+from matplotlib.lines import Line2D
 
 from bench.report.frame import PY, RUN_SEP
 
@@ -105,3 +106,29 @@ def bar_lengths(mid: Any, low: Any, high: Any) -> Any:
     below = np.maximum(np.asarray(mid, dtype=float) - low, 0)
     above = np.maximum(high - np.asarray(mid, dtype=float), 0)
     return np.vstack([np.atleast_1d(below), np.atleast_1d(above)])
+
+
+# Legend entries for the marks a chart shows, alike on every chart that shows them.
+def interval_handle(label: str) -> Line2D:
+    """A bar: the interval of the median."""
+    return Line2D(
+        [], [], linestyle="none", marker="|", markersize=12, markeredgewidth=1.2,
+        color="0.35", label=label,
+    )  # fmt: skip
+
+
+def suspect_handle() -> Line2D:
+    """A hollow marker: a suspect cell."""
+    return Line2D(
+        [], [], linestyle="none", marker="o", markersize=7, markerfacecolor="white",
+        markeredgecolor="0.35", markeredgewidth=1.6,
+        label="hollow: suspect\n(see the Verdicts section)",
+    )  # fmt: skip
+
+
+def lower_bound_handle(label: str) -> Line2D:
+    """An arrow above a point: a lower bound."""
+    return Line2D(
+        [], [], linestyle="none", marker=LOWER_MARKER, markersize=11, color="0.35",
+        label=label,
+    )  # fmt: skip
