@@ -149,7 +149,9 @@ def test_the_idle_sections_appear_with_an_idle_axis(idle_run: Path) -> None:
         assert (charts / f"{stem}_echo_p64_c10.png").stat().st_size > 20_000
     # each idle count is a group of its own, its title and files saying which
     assert "## echo, 64 B frames, 1,000 idle connections" in report
-    assert (charts / "throughput_echo_p64_i3000.png").exists()
+    # one count of active connections: tables, and no column-of-dots charts against them
+    assert "One count of connections (10): the tables below are the figures" in report
+    assert not list(charts.glob("throughput_*"))
     assert "10 connections, 3,000 idle connections" in report  # significance, per count
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from collections import Counter
 
 import pytest
@@ -24,9 +25,9 @@ def test_quick_is_every_model_family_at_1_to_1000_connections() -> None:
     families = {name for name, model in MODELS.items() if not model.family}
     assert set(quick.models) == families and "asyncio-streams" not in families
     assert quick.connections == (1, 10, 100, 1000) and quick.protocols == ("echo",)
-    cells = quick.cells()
-    assert len(cells) == len(families) * 4
-    assert len({c.key for c in cells}) == len(cells)
+    main = [c for c in quick.cells() if not c.key.idle]
+    assert len(main) == len(families) * 4
+    assert len({c.key for c in quick.cells()}) == len(quick.cells())
     # every variant belongs to a family that is itself a model; full runs them all
     assert {m.family for m in MODELS.values() if m.family} <= families
     assert set(load_profile("full").models) == set(MODELS)
@@ -48,6 +49,55 @@ def test_flags_override_the_profile_and_repeats_interleave() -> None:
     assert all(Counter(keys) == Counter(by_repeat[0]) for keys in by_repeat)
     assert len({tuple(keys) for keys in by_repeat}) > 1
     assert [c.repeat for c in cells] == sorted(c.repeat for c in cells)
+
+
+def test_quick_adds_a_small_idle_sweep_as_a_grid_of_its_own() -> None:
+    quick = load_profile("quick")
+    (grid,) = quick.grids
+    swept = set(grid.models or ())
+    assert {"poll", "epoll", "select"} <= swept and grid.connections == (10,)
+    assert grid.idle is not None and len(grid.idle) >= 3 and grid.idle[0] == 0
+    cells = quick.cells()
+    idle = [c.key for c in cells if c.key.idle]
+    # the grid's cells at 0 idle are the main product's 10-connection ones: run once
+    assert len(cells) == len(quick.models) * 4 + len(swept) * (len(grid.idle) - 1)
+    assert {(k.model, k.connections, k.idle) for k in idle} == {
+        (m, 10, n) for m in swept for n in grid.idle[1:]
+    }
+    assert quick.has_idle and Matrix.from_dict(quick.to_dict()) == quick
+    # the main product alone: no grid, no idle axis, the order a profile without grids had
+    alone = override(quick, grids=())
+    assert not alone.has_idle and [c.key.idle for c in alone.cells()] == [0] * 4 * len(quick.models)
+    order = alone.keys()
+    random.Random(alone.seed * 1000).shuffle(order)
+    assert [c.key for c in alone.cells() if c.repeat == 0] == order
+
+
+def test_axis_flags_describe_the_matrix_so_the_grids_are_left_out() -> None:
+    quick = load_profile("quick")
+    for flags in ({"models": ["epoll"]}, {"connections": [100]}, {"idle": [0, 5]}):
+        chosen = override(quick, **flags)
+        assert chosen.grids == ()
+        assert {c.key.idle for c in chosen.cells()} == set(flags.get("idle", [0]))
+    # settings that are not axes keep them: the sweep runs with the repeats asked for
+    again = override(quick, repeats=2, duration=1.0)
+    assert again.grids == quick.grids and {c.repeat for c in again.cells() if c.key.idle} == {0, 1}
+
+
+def test_a_grid_is_checked_like_a_profile(tmp_path) -> None:
+    def profile(text: str) -> str:
+        path = tmp_path / "p.toml"
+        path.write_text('models = ["epoll"]\nconnections = [1]\n' + text)
+        return str(path)
+
+    with pytest.raises(MatrixError, match=r"grid 1: unknown keys \['repeats'\]; a grid sets"):
+        load_profile(profile("[[grid]]\nrepeats = 2\n"))
+    with pytest.raises(MatrixError, match="grid 2: idle must be >= 0"):
+        load_profile(profile("[[grid]]\nidle = [0, 9]\n[[grid]]\nidle = [-1]\n"))
+    with pytest.raises(MatrixError, match="grid 1: unknown model 'epol'"):
+        load_profile(profile('[[grid]]\nmodels = ["epol"]\n'))
+    families = load_profile(profile('[[grid]]\nmodels = "families"\nidle = [0, 5]\n'))
+    assert "threaded" in (families.grids[0].models or ())
 
 
 def test_same_seed_same_order() -> None:

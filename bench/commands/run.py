@@ -142,6 +142,7 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         backlogs=args.backlogs,
         idle=args.idle,
         idle_mode=args.idle_mode,
+        grids=() if args.no_grids else None,
         repeats=args.repeats,
         works=[("" if w == "none" else w) for w in args.works] if args.works else None,
         duration=args.duration,
@@ -267,6 +268,13 @@ def _axis_arguments(parser: ArgumentParser) -> None:
         choices=IDLE_MODES,
         help="warm: each idle connection sends one request first; silent: they never "
         "speak (default warm)",
+    )
+    parser.add_argument(
+        "--no-grids",
+        action="store_true",
+        default=None,
+        help="run the profile's main product only, not its further grids (quick's idle "
+        "sweep); any axis flag (--models, --connections, --idle, ...) leaves them out too",
     )
 
 

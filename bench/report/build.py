@@ -366,6 +366,15 @@ def _section(cells: pd.DataFrame, cap: str, charts_dir: Path, subset: Subset) ->
     drawable = cells[cells["status"] != "skipped"]
     if drawable.empty:
         return section
+    if (counts := drawable["cell.connections"].nunique()) < 2 and chosen:
+        # a chart against connections with one count is a column of dots: the tables
+        # say the same, with their intervals
+        one = int(drawable["cell.connections"].iloc[0]) if counts else 0
+        section.paragraphs.append(
+            f"One count of connections ({one:,}): the tables below are the figures, so no "
+            "charts against connections."
+        )
+        return section
     for metric in chosen:
         if metric.chart is None:
             continue

@@ -92,15 +92,18 @@ def idle_slug(idle: Any, mode: Any) -> str:
 
 
 def idle_sections(frame: pd.DataFrame, charts_dir: Path, caption: str) -> list[Section]:
-    """The CPU and the memory section of each group with more than one idle count; none
-    for a run without an idle axis. Search steps are left out (their rates differ)."""
+    """The CPU and the memory section of each group with more than one idle count, of the
+    models it has at more than one; none for a run without an idle axis. Search steps are
+    left out (their rates differ)."""
     if not has_idle_axis(frame):
         return []
     rows = frame[frame["cell.search"].fillna("") == ""]
     sections: list[Section] = []
     for _, group in rows.groupby(SECTION_COLUMNS, sort=False, dropna=False):
-        if group["cell.idle"].nunique() > 1:
-            sections += _sections(group, charts_dir, caption)
+        # the models swept over idle counts; another grid's cells at 0 idle are not a line
+        swept = group[group.groupby("cell.model")["cell.idle"].transform("nunique") > 1]
+        if not swept.empty:
+            sections += _sections(swept, charts_dir, caption)
     return sections
 
 

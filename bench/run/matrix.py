@@ -1,8 +1,15 @@
 """Profiles (TOML) plus command-line overrides -> the list of cells to run.
 
 A cell is one point of the matrix (model x protocol x connections x payload x mode x
-backlog x work) at one repeat. Cells run in a shuffled order inside each repeat, so
-that slow drift of the machine (thermal, noisy neighbours) does not favour one model.
+backlog x work x idle) at one repeat. Cells run in a shuffled order inside each repeat,
+so that slow drift of the machine (thermal, noisy neighbours) does not favour one model.
+
+A profile may add grids (`[[grid]]` tables): further products of the axes, each naming
+the axes it changes, whose cells run in the same run beside the main product's (a cell
+in both runs once). The quick profile's idle sweep is one: a few models at 10
+connections beside 0 to 5,000 idle ones, which the main product (every family at 1 to
+1,000 connections) would multiply out of a few minutes. Axis flags on the command line
+describe the matrix wanted, so with any of them the grids are left out.
 """
 
 from __future__ import annotations
@@ -38,12 +45,36 @@ MODES = ("persistent", "per-request")
 DRIVERS = ("loadgen", "locust")
 BENCH_PROTOCOLS = ("echo", "http")
 IDLE_MODES = ("warm", "silent")
+# The axes a grid may set; every other setting (repeats, duration, ...) is the run's.
+GRID_AXES = (
+    "models", "protocols", "connections", "payloads", "modes", "backlogs", "works", "idle",
+    "idle_mode",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Cell:
     key: CellKey
     repeat: int
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A further product of the axes, run beside the main one: the axes it names (not
+    None) replace the main product's, the others are the main product's."""
+
+    models: tuple[str, ...] | None = None
+    protocols: tuple[str, ...] | None = None
+    connections: tuple[int, ...] | None = None
+    payloads: tuple[int, ...] | None = None
+    modes: tuple[str, ...] | None = None
+    backlogs: tuple[int, ...] | None = None
+    works: tuple[str, ...] | None = None
+    idle: tuple[int, ...] | None = None
+    idle_mode: str | None = None
+
+    def axes(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in GRID_AXES if getattr(self, name) is not None}
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,8 @@ class Matrix:
     # request first, "silent" ones never speak
     idle: tuple[int, ...] = (0,)
     idle_mode: str = "warm"
+    # further products of the axes, run beside this one (Grid; the profile's [[grid]])
+    grids: tuple[Grid, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -221,8 +254,22 @@ class Matrix:
         in_python = server is not None and getattr(server, "python", True)
         return self.pythons if self.pythons and in_python else ("",)
 
+    def products(self) -> tuple[Matrix, ...]:
+        """The main product and each grid's, as matrices of their own (checked)."""
+        return (self, *(replace(self, grids=(), **grid.axes()) for grid in self.grids))
+
     def cells(self) -> list[Cell]:
-        keys = [
+        keys = list(dict.fromkeys(key for part in self.products() for key in part.keys()))
+        cells: list[Cell] = []
+        for repeat in range(self.repeats):
+            order = keys[:]
+            random.Random(self.seed * 1000 + repeat).shuffle(order)
+            cells.extend(Cell(key, repeat) for key in order)
+        return cells
+
+    def keys(self) -> list[CellKey]:
+        """The cell keys of this product alone (its grids not included)."""
+        return [
             CellKey(
                 model=m,
                 protocol=p,
@@ -250,17 +297,12 @@ class Matrix:
                 self.idle,
             )
         ]
-        cells: list[Cell] = []
-        for repeat in range(self.repeats):
-            order = keys[:]
-            random.Random(self.seed * 1000 + repeat).shuffle(order)
-            cells.extend(Cell(key, repeat) for key in order)
-        return cells
 
     @property
     def has_idle(self) -> bool:
-        """Idle connections are an axis: every cell records what it held (even 0)."""
-        return self.idle != (0,)
+        """Idle connections are an axis (of the main product or a grid): every cell
+        records what it held (even 0) and the server's memory at rest."""
+        return any(product.idle != (0,) for product in self.products())
 
     @property
     def loads(self) -> tuple[str, ...]:
@@ -277,7 +319,13 @@ class Matrix:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
         }
+        values["grids"] = tuple(_grid(g) for g in data.get("grids", ()))
         return cls(**values)
+
+
+def _grid(data: dict[str, Any]) -> Grid:
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return Grid(**values)
 
 
 def profile_names() -> list[str]:
@@ -296,25 +344,50 @@ def load_profile(name: str) -> Matrix:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise MatrixError(f"profile {path}: {exc}") from None
-    known = {f.name for f in fields(Matrix)} - {"profile"}
+    known = {f.name for f in fields(Matrix)} - {"profile", "grids"} | {"grid"}
     if unknown := set(data) - known:
         raise MatrixError(f"profile {path}: unknown keys {sorted(unknown)}")
-    if data.get("models", "all") == "all":
-        data["models"] = list(MODELS)
-    elif data["models"] == "families":  # one line per model family: no variants
-        data["models"] = [name for name, model in MODELS.items() if not model.family]
+    data["models"] = _model_names(data.get("models", "all"))
+    grids = []
+    for number, table in enumerate(data.pop("grid", []), 1):
+        if unknown := set(table) - set(GRID_AXES):
+            raise MatrixError(
+                f"profile {path}: grid {number}: unknown keys {sorted(unknown)}; a grid "
+                f"sets only axes: {', '.join(GRID_AXES)}"
+            )
+        if "models" in table:
+            table["models"] = _model_names(table["models"])
+        grids.append(grid := _grid(table))
+        try:
+            replace(Matrix(profile=path.stem, models=("epoll",)), **grid.axes())
+        except (MatrixError, TypeError) as exc:
+            raise MatrixError(f"profile {path}: grid {number}: {exc}") from None
     try:
         values: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
         }
-        return Matrix(profile=path.stem, **values)
+        matrix = Matrix(profile=path.stem, grids=tuple(grids), **values)
+        matrix.products()  # each grid checked with the run's settings too
     except TypeError as exc:
         raise MatrixError(f"profile {path}: {exc}") from None
+    return matrix
+
+
+def _model_names(models: str | list[str]) -> list[str]:
+    """A profile's models: a list, "all", or "families" (one line per model family)."""
+    if models == "all":
+        return list(MODELS)
+    if models == "families":
+        return [name for name, model in MODELS.items() if not model.family]
+    return list(models)
 
 
 def override(matrix: Matrix, **flags: Any) -> Matrix:
-    """Flags given on the command line (not None) replace the profile's values."""
+    """Flags given on the command line (not None) replace the profile's values. Axis flags
+    describe the matrix wanted: with any of them the profile's grids are left out."""
     given: dict[str, Any] = {
         k: tuple(v) if isinstance(v, list) else v for k, v in flags.items() if v is not None
     }
+    if set(given) & set(GRID_AXES):
+        given.setdefault("grids", ())
     return replace(matrix, **given)
