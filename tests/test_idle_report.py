@@ -232,3 +232,40 @@ def test_results_csv_gains_the_idle_columns_with_an_idle_axis(idle_run: Path) ->
     assert epoll["kernel_socket_kib"] == str(1000 + 6900 + 500 + 750)
     failed = next(r for r in lines if r["model"] == "select" and r["idle"] == "3000")
     assert failed["idle_held"] == "" and failed["status"] == "failed"
+
+
+def test_a_grid_s_idle_sweep_beside_a_main_product_of_connection_counts(tmp_path: Path) -> None:
+    """quick's shape: every model at several connection counts without idle ones, and a
+    grid sweeping some of them at 10 connections: the idle sections are the swept
+    models' alone, and the main product's section keeps its charts."""
+    meta = json.loads((SMALL_RUN / "metadata.json").read_text())
+    store = RunStore.create(tmp_path, "grid-run", meta)
+    swept = [idle_row("grid-run", m, idle, 0) for m in ("poll", "epoll") for idle in COUNTS[:3]]
+    swept += [idle_row("grid-run", "select", idle, 0) for idle in COUNTS[:3]]  # 2 usable
+    main = [
+        Row(
+            "grid-run",
+            CellKey(model, connections=c),
+            0,
+            "ok",
+            load=load_result(throughput=50_000.0, p99=200, connections=c),
+            server_cpu_us_per_request=9.0,
+        )  # fmt: skip
+        for model in ("poll", "epoll", "uvloop")
+        for c in (1, 100)
+    ]
+    uvloop = Row("grid-run", CellKey("uvloop", connections=10), 0, "ok",
+                 load=load_result(throughput=90_000.0, p99=150, connections=10),
+                 server_cpu_us_per_request=8.0)  # fmt: skip
+    for row in [*swept, *main, uvloop]:
+        store.append(row)
+    report = build_report(store.path).read_text()
+    cpu = _table(report, "Server CPU per request against idle connections (process view)")
+    assert set(cpu) == {"select", "poll", "epoll"}  # uvloop ran at 0 idle only: no line
+    assert "from 2 idle counts: do not trust" in cpu["select"]["read with care"]
+    memory_svg = (store.path / "charts" / "idle_memory_echo_p64_c10.svg").read_text()
+    assert "2 counts: do not trust" in memory_svg and "uvloop" not in memory_svg
+    # the main product: three connection counts at 0 idle, so its charts are drawn
+    assert (store.path / "charts" / "throughput_echo_p64_i0.png").is_file()
+    assert "## echo, 64 B frames, 1,000 idle connections" in report
+    assert "One count of connections (10): the tables below are the figures" in report

@@ -356,7 +356,11 @@ def _memory_row(
         f"from {n_counts} counts: do not trust" if n_counts < MIN_COUNTS else "",
     ]
     bar = MemoryBars(
-        model, _estimate(user), _estimate(kernel), None if threads is None else threads.value
+        model,
+        _estimate(user),
+        _estimate(kernel),
+        None if threads is None else threads.value,
+        f"{n_counts} counts: do not trust" if n_counts < MIN_COUNTS else "",
     )
     return line, bar
 

@@ -65,6 +65,7 @@ class MemoryBars:
     user: Estimate | None
     kernel: Estimate | None
     threads: float | None = None  # threads per connection, named beside the model
+    caution: str = ""  # under the model's name, e.g. a slope from too few counts
 
 
 def plot_idle_lines(ax: Axes, lines: Sequence[IdleLine], *, ylabel: str) -> None:
@@ -255,7 +256,9 @@ def plot_memory_bars(ax: Axes, bars: Sequence[MemoryBars], *, xlabel: str) -> No
                 continue
             ends.append(_memory_bar(ax, y + offset, height, estimate, style.color, hatched))
     labels = [
-        bar.model + (f"\n{bar.threads:.2f} threads/conn" if (bar.threads or 0) >= 0.5 else "")
+        bar.model
+        + (f"\n{bar.threads:.2f} threads/conn" if (bar.threads or 0) >= 0.5 else "")
+        + (f"\n{bar.caution}" if bar.caution else "")
         for bar in bars
     ]
     ax.set_yticks([top - i for i in range(len(bars))], labels)
