@@ -6,8 +6,10 @@ generator's typed result (clients.result.LoadResult); `server` the sampler's fig
 (bench.analysis.verdict). `bench.report.frame` flattens rows with pandas (`load.latency.p99`, ...).
 
 Schema 2 (typed load result, censored latency, verdicts) replaced schema 1 (commit
-a93edd0); `from_dict` upgrades a schema-1 row (`MIGRATIONS`, docs/formats.md), and a row
-it cannot upgrade is refused with a line that says how to make it again (bench.store).
+a93edd0); schema 3 added the idle axis; schema 4 holds a load result of schema 3, whose
+latencies are kept to 0.1 µs and say how fine they are (`load.latency_resolution`).
+`from_dict` upgrades an older row (`MIGRATIONS`, docs/formats.md), and a row it cannot
+upgrade is refused with a line that says how to make it again (bench.store).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from clients.result import MIGRATIONS as LOAD_MIGRATIONS
 from clients.result import LoadResult
 from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
 VERDICTS = ("valid", "suspect")
@@ -163,6 +165,18 @@ class Row:
         return cls(**fields)
 
 
+def _upgraded_load(data: Document) -> Document | None:
+    """The row's load result at the current schema (None for none); CannotUpgrade, with
+    why, for one that cannot be upgraded (so the row is refused with it)."""
+    load = data.get("load") or None
+    if load is None:
+        return None
+    try:
+        return LOAD_MIGRATIONS.upgrade(load)
+    except MigrationError as exc:
+        raise CannotUpgrade(f"the load result in it: {exc.why}") from None
+
+
 def _from_schema_1(data: Document) -> Document:
     """A schema-1 row (bench at a93edd0^) as schema 2 writes it.
 
@@ -174,12 +188,7 @@ def _from_schema_1(data: Document) -> Document:
     takes it (its other checks need interval histograms or a busy-machine reading that
     schema 1 did not keep, and are skipped as they are for any result without them).
     """
-    load = data.get("load") or None
-    if load is not None:
-        try:
-            load = LOAD_MIGRATIONS.upgrade(load)
-        except MigrationError as exc:
-            raise CannotUpgrade(f"the load result in it: {exc.why}") from None
+    load = _upgraded_load(data)
     client = (load or {}).get("client") or {}
     reasons = [{"code": "client-bound", "text": text} for text in client.get("reasons", ())]
     return {
@@ -200,4 +209,15 @@ def _from_schema_2(data: Document) -> Document:
     return {**data, "idle": None}
 
 
-MIGRATIONS = Migrations("row schema", SCHEMA_VERSION, {1: _from_schema_1, 2: _from_schema_2})
+def _from_schema_3(data: Document) -> Document:
+    """A schema-3 row as schema 4 writes it: its load result upgraded (clients.result, 2
+    -> 3), which keeps its whole microseconds and says so in `latency_resolution`
+    (`1us-truncated`; locust's `locust-2-digits`), so no table prints them finer."""
+    return {**data, "load": _upgraded_load(data)}
+
+
+MIGRATIONS = Migrations(
+    "row schema",
+    SCHEMA_VERSION,
+    {1: _from_schema_1, 2: _from_schema_2, 3: _from_schema_3},
+)

@@ -15,9 +15,14 @@ and `diagnosis` (absent: None). Both are additions an older result lacks, not ch
 of meaning, so every schema-2 result ever written still reads; an older sockbench
 refuses a new one, naming the field it does not know.
 
+Schema 3 keeps latencies to 0.1 µs: the native load generator's histograms hold
+nanoseconds, and every latency figure is microseconds with one decimal; each result says
+how fine its figures are (`latency_resolution`, one of RESOLUTIONS).
+
 A schema-1 result (clients.loadgen before the typed result, commit 9592f57 and older) is
 upgraded on reading (`MIGRATIONS`, docs/formats.md) when it is a closed loop with no
-error; any other is refused with one line that says why.
+error; any other is refused with one line that says why. A schema-2 result keeps its
+whole microseconds and says so (`latency_resolution`).
 """
 
 from __future__ import annotations
@@ -31,9 +36,24 @@ from typing import Any, TypeVar
 from clients.errors import ERROR_KINDS
 from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
-SCHEMA = 2
+SCHEMA = 3
 LOWER_BOUND_MARK = "≥"  # printed before a percentile that a censored request decides
 NO_REPLY = 1  # the load generator's exit status when no request was answered and verified
+LOCUST_TOOL = "sockbench.locust"  # `tool` of clients.locust.driver's results
+
+# How fine a result's latency figures are (`LoadResult.latency_resolution`). Tables print
+# a decimal only for the first: a figure must not claim finer than it was measured.
+RESOLUTION_TENTH_US = "0.1us"
+RESOLUTION_US_TRUNCATED = "1us-truncated"
+RESOLUTION_LOCUST = "locust-2-digits"
+RESOLUTIONS = {
+    RESOLUTION_TENTH_US: "timed in ns, HdrHistogram at 3 significant digits, figures in µs "
+    "to 0.1 µs (clients.loadgen, schema 3)",
+    RESOLUTION_US_TRUNCATED: "histograms of whole µs, each value truncated (ns // 1000): "
+    "every figure up to 1 µs low, 0.5 µs on average (clients.loadgen before schema 3)",
+    RESOLUTION_LOCUST: "locust's response times in ms, percentiles to 2 significant digits "
+    "(locust's buckets), in whole µs; mean to 0.1 µs (clients.locust.driver)",
+}
 
 
 class LoadResultError(ValueError):
@@ -65,7 +85,8 @@ class Params:
 
 @dataclass(frozen=True)
 class Latency:
-    """Percentiles of one latency distribution, microseconds.
+    """Percentiles of one latency distribution, microseconds (to 0.1 µs, or as coarse as
+    the result's `latency_resolution` says).
 
     `censored` requests were still unanswered when the window ended; each contributes
     its wait so far, a lower bound. A percentile named in `bounds` is decided by such a
@@ -73,11 +94,11 @@ class Latency:
     """
 
     count: int = 0
-    p50: int = 0
-    p90: int = 0
-    p99: int = 0
-    p999: int = 0
-    max: int = 0
+    p50: float = 0
+    p90: float = 0
+    p99: float = 0
+    p999: float = 0
+    max: float = 0
     mean: float = 0.0
     censored: int = 0
     bounds: tuple[str, ...] = ()
@@ -89,9 +110,9 @@ class Latency:
 
 @dataclass(frozen=True)
 class ConnectLatency:
-    p50: int = 0
-    p99: int = 0
-    max: int = 0
+    p50: float = 0
+    p99: float = 0
+    max: float = 0
 
 
 @dataclass(frozen=True)
@@ -106,9 +127,9 @@ class Connections:
     asked: int
     established: int | None  # None: the driver cannot tell
     starved: int | None  # established, but no reply in the window
-    worst_wait_p50_us: int | None = None  # across established connections
-    worst_wait_p99_us: int | None = None  # None: the driver cannot tell
-    worst_wait_max_us: int | None = None
+    worst_wait_p50_us: float | None = None  # across established connections
+    worst_wait_p99_us: float | None = None  # None: the driver cannot tell
+    worst_wait_max_us: float | None = None
 
 
 @dataclass(frozen=True)
@@ -163,7 +184,7 @@ class Interval:
 
     start_s: float  # from the window's start
     count: int  # replies in the slice
-    p99_us: int
+    p99_us: float
     backlog: int | None = None  # open loop: requests in flight or queued at the slice's end
 
 
@@ -191,19 +212,28 @@ class LoadResult:
     fairness: float | None  # Jain's index over replies per connection
     rate: Rate
     client: Client
+    latency_resolution: str  # how fine the latency figures are: a key of RESOLUTIONS
     intervals: tuple[Interval, ...] = ()
     interval_s: float = 0.0  # length of each interval
     # open loop only: latency from the actual send (wrk2's -U), and send lag
     latency_uncorrected: Latency | None = None
     send_lag: Latency | None = None
-    histogram: str = ""  # answered latencies, HdrHistogram encode() blob, us
+    # answered latencies, HdrHistogram encode() blob, ns (us before schema 3: see
+    # latency_resolution)
+    histogram: str = ""
     histogram_all: str = ""  # with the censored waits
     interval_log: str | None = None  # path of the HdrHistogram interval log, if written
-    latency_note: str | None = None  # how precise the latencies are, where it is not 1 us
+    latency_note: str | None = None  # how precise the latencies are, in words, where not 0.1 us
     # the likely cause, one line, of a run with no verified reply or with replies of
     # another protocol (clients.diagnosis); None: none needed, or an older result
     diagnosis: str | None = None
     schema: int = SCHEMA
+
+    def __post_init__(self) -> None:
+        if self.latency_resolution not in RESOLUTIONS:
+            raise ValueError(
+                f"latency_resolution {self.latency_resolution!r} not in {sorted(RESOLUTIONS)}"
+            )
 
     @property
     def error_count(self) -> int:
@@ -294,7 +324,20 @@ def _from_schema_1(data: Document) -> Document:
     return upgraded
 
 
-MIGRATIONS = Migrations("load result schema", SCHEMA, {1: _from_schema_1})
+def _from_schema_2(data: Document) -> Document:
+    """A schema-2 result as schema 3 writes it: its figures stay as they were measured
+    and say how fine that was. clients.loadgen's histograms held whole microseconds, each
+    value truncated (`ns // 1000`: every figure up to 1 µs low), and its `histogram` and
+    `histogram_all` stay in µs; locust's driver reported as it still does."""
+    if data.get("tool") == LOCUST_TOOL:
+        return {**data, "latency_resolution": RESOLUTION_LOCUST}
+    note = data.get("latency_note") or (
+        "whole microseconds, truncated (load result schema 2): each figure up to 1 µs low"
+    )
+    return {**data, "latency_resolution": RESOLUTION_US_TRUNCATED, "latency_note": note}
+
+
+MIGRATIONS = Migrations("load result schema", SCHEMA, {1: _from_schema_1, 2: _from_schema_2})
 
 
 # A few words on each top-level field of a LoadResult, for clients.loadgen's --help
@@ -309,7 +352,7 @@ FIELD_NOTES = {
     "throughput_rps": "requests per second of the window",
     "bytes": "reply bytes of those requests",
     "duration_s": "the window's length, s",
-    "latency": "answered requests, us: count, p50, p90, p99, p999, max, mean",
+    "latency": "answered requests, us to 0.1 us: count, p50, p90, p99, p999, max, mean",
     "latency_all": "answered and still unanswered at the end (censored, lower bounds)",
     "connect": "TCP connect latency, us: p50, p99, max",
     "errors": f"errors in the window by kind ({', '.join(ERROR_KINDS)}; mismatch: a "
@@ -323,10 +366,12 @@ FIELD_NOTES = {
     "interval_s": "length of each slice, s",
     "latency_uncorrected": "open loop: answered requests timed from the actual send",
     "send_lag": "open loop: actual minus intended send time, us",
-    "histogram": "answered latencies, HdrHistogram blob (us)",
+    "histogram": "answered latencies, HdrHistogram blob (ns)",
     "histogram_all": "the same with the censored waits",
     "interval_log": "path of the interval log (--interval-log), or null",
-    "latency_note": "how precise the latencies are, where not 1 us, or null",
+    "latency_resolution": "how fine the latency figures are: 0.1us (ns histograms), "
+    "1us-truncated (upgraded from schema 2), locust-2-digits",
+    "latency_note": "how precise the latencies are, in words, where not 0.1 us, or null",
     "diagnosis": "the likely cause, one line, of a run with no verified reply or with "
     "replies of another protocol; null when none is needed",
     "schema": f"document version ({SCHEMA}); a reader upgrades an older one or refuses it",
@@ -378,7 +423,12 @@ __all__ = [
     "Latency",
     "LoadResult",
     "LoadResultError",
+    "LOCUST_TOOL",
     "Params",
+    "RESOLUTION_LOCUST",
+    "RESOLUTION_TENTH_US",
+    "RESOLUTION_US_TRUNCATED",
+    "RESOLUTIONS",
     "Rate",
     "Window",
     "Worker",

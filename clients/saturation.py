@@ -41,7 +41,7 @@ def reasons(workers: Sequence[Worker], *, idle_rule: bool = True) -> list[str]:
     return out
 
 
-def late(asked: float, sent: float, lag_p50_us: int) -> list[str]:
+def late(asked: float, sent: float, lag_p50_us: float) -> list[str]:
     """Why an open loop did not offer its load: it sent too little, or too late."""
     out = []
     if sent < SENT_SHARE * asked:

@@ -19,6 +19,7 @@ import pytest
 
 from bench.run.server_process import ServerProcess
 from clients.result import (
+    RESOLUTION_TENTH_US,
     Client,
     Connections,
     ConnectLatency,
@@ -137,11 +138,12 @@ def prefork_processes(server: ServerProcess, workers: int) -> list[psutil.Proces
 def load_result(
     *,
     throughput: float = 1000.0,
-    p50: int = 50,
-    p99: int = 90,
-    worst_wait: int = 20_000,
+    p50: float = 50,
+    p99: float = 90,
+    worst_wait: float = 20_000,
     duration: float = 2.0,
     connections: int = 10,
+    resolution: str = RESOLUTION_TENTH_US,
 ) -> LoadResult:
     """A minimal closed-loop load result with these figures (report and gate tests)."""
     requests = int(throughput * duration)
@@ -165,6 +167,7 @@ def load_result(
         fairness=1.0,
         rate=Rate(None, throughput, throughput),
         client=Client((Worker(50.0, 45.0, 0.5),), (1,), 60.0, False),
+        latency_resolution=resolution,
     )
 
 

@@ -25,6 +25,7 @@ from bench.gate.compare_result import IMPROVEMENT, NO_CHANGE, REGRESSION, pct
 from bench.gate.metrics import METRICS, load_value
 from bench.record import CellKey, Row
 from bench.store import RunStore
+from clients.result import RESOLUTION_TENTH_US, RESOLUTION_US_TRUNCATED
 from common.text import plural
 from tests.helpers import load_result
 
@@ -84,12 +85,15 @@ def make_run(
     *,
     metadata: dict | None = None,
     extra_rows: Sequence[Row] = (),
+    resolution: str = RESOLUTION_TENTH_US,
 ) -> Path:
     store = RunStore.create(root, run_id, metadata or METADATA)
     cells = {k.key: k for k in KEYS}
     for key, repeats in values.items():
         for repeat, (rps, p99) in enumerate(repeats):
-            load = load_result(throughput=rps, p50=int(p99 / 3), p99=int(p99))
+            load = load_result(
+                throughput=rps, p50=int(p99 / 3), p99=int(p99), resolution=resolution
+            )
             store.append(Row(run_id, cells[key], repeat, "ok", load=load))
     for row in extra_rows:
         store.append(row)
@@ -210,6 +214,18 @@ def test_threshold_and_alpha_flags(tmp_path: Path, capsys: pytest.CaptureFixture
     assert compare(tmp_path, capsys, str(base), str(new), "--alpha", "0.005")[0] == 0
     code, _, err = compare(tmp_path, capsys, str(base), str(new), "--alpha", "2")
     assert code == 2 and "--alpha" in err
+
+
+def test_rows_of_another_latency_resolution_are_compared_with_a_note(tmp_path: Path) -> None:
+    """A run from before load result schema 3 (whole µs, truncated) against a new one:
+    compared, but every cell says that its latencies were measured differently."""
+    base = make_run(tmp_path, "base", baseline_values(), resolution=RESOLUTION_US_TRUNCATED)
+    new = make_run(tmp_path, "new", baseline_values())
+    note = "latency measured to 1us-truncated in base, 0.1us in new"
+    for cell in compare_runs(base, new).cells:
+        assert any(n.startswith(note) for n in cell.notes), cell.notes
+    same = compare_runs(new, make_run(tmp_path, "again", baseline_values()))
+    assert not any("latency measured" in n for cell in same.cells for n in cell.notes)
 
 
 def test_too_few_repeats_is_no_change_with_a_note(tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -17,20 +18,29 @@ from pathlib import Path
 
 import pytest
 
+from bench import cli
 from bench.run.server_process import ServerProcess
+from bench.store import RunStore
 from clients.engine.hist import from_values, merge, new_histogram
-from clients.engine.histlog import Interval, read_interval_log, write_interval_log
+from clients.engine.histlog import (
+    UNIT_LINE,
+    Interval,
+    read_interval_log,
+    value_unit,
+    write_interval_log,
+)
 from clients.result import LoadResult
 
 START = 1_700_000_000.123456  # StartTime is written to the millisecond: ...000.123
 
-# Latencies in microseconds; the third second saw no completed request at all.
+# Latencies in nanoseconds; the third second saw no completed request at all.
 SAMPLES = [
-    [120, 135, 150, 150, 4_000, 250_000],
-    [90] * 500 + [1_234_567],
+    [120_000, 135_000, 150_000, 150_000, 4_000_000, 250_000_000],
+    [90_000] * 500 + [1_234_567_000],
     [],
-    list(range(1, 10_001)),
+    list(range(1_000, 10_000_001, 1_000)),
 ]
+MAX_NS = 1_235_222_527  # the highest value of 1_234_567_000's bucket (3 digits)
 
 
 def intervals() -> list[Interval]:
@@ -45,19 +55,26 @@ def written(comment: str = "") -> str:
 
 def test_header_is_javas() -> None:
     lines = written(comment="sockbench test\nsecond line").splitlines()
-    assert lines[:3] == ["#sockbench test", "#second line", "#[Histogram log format version 1.3]"]
-    assert lines[3].startswith("#[StartTime: 1700000000.123 (seconds since epoch), ")
-    assert lines[3].endswith(" 2023]")
-    assert lines[4] == "#[BaseTime: 1700000000.123 (seconds since epoch)]"
-    assert lines[5] == (
+    assert lines[:4] == [
+        "#sockbench test",
+        "#second line",
+        "#Values in nanoseconds; Interval_Max in milliseconds (value / 1000000)",
+        "#[Histogram log format version 1.3]",
+    ]
+    assert lines[2] == UNIT_LINE and value_unit("\n".join(lines)) == "nanoseconds"
+    assert lines[4].startswith("#[StartTime: 1700000000.123 (seconds since epoch), ")
+    assert lines[4].endswith(" 2023]")
+    assert lines[5] == "#[BaseTime: 1700000000.123 (seconds since epoch)]"
+    assert lines[6] == (
         '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
     )
-    rows = lines[6:]
+    rows = lines[7:]
     assert len(rows) == len(SAMPLES)
     start, length, max_ms, payload = rows[1].split(",")
     assert (start, length) == ("1.000", "1.000")
-    # Interval_Max is milliseconds: the max of 1_234_567 us (1_234_943 at 3 digits)
-    assert max_ms == "1234.943"
+    # Interval_Max is milliseconds, Java's default: the max of 1_234_567_000 ns
+    # (1_235_222_527 at 3 digits)
+    assert max_ms == "1235.223"
     assert payload.startswith("HISTF")
 
 
@@ -99,6 +116,12 @@ def test_start_time_to_the_millisecond() -> None:
 def test_rejects_intervals_out_of_order() -> None:
     with pytest.raises(ValueError, match="out of order"):
         write_interval_log(io.StringIO(), START, [(1.0, 1.0, new_histogram()), (0.0, 1.0, 0)])
+
+
+def test_the_unit_a_log_states() -> None:
+    old = "#sockbench.loadgen echo to 127.0.0.1:1, 10 connections; latency in microseconds\n"
+    assert value_unit(old + "#[Histogram log format version 1.3]\n") == "microseconds"
+    assert value_unit("#[Histogram log format version 1.3]\n") is None
 
 
 def test_reads_absolute_timestamps_without_base_time() -> None:
@@ -148,7 +171,7 @@ def test_java_histogram_log_processor_reads_it(tmp_path: Path) -> None:
     log = tmp_path / "latency.hlog"
     log.write_text(written(comment="sockbench test"))
     out = tmp_path / "java"
-    # -outputValueUnitRatio 1: our values are microseconds, print them as they are
+    # -outputValueUnitRatio 1: our nanoseconds printed as they are
     command = [java, "-cp", str(jar), "org.HdrHistogram.HistogramLogProcessor"]
     command += ["-i", str(log), "-o", str(out), "-csv", "-outputValueUnitRatio", "1"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
@@ -175,9 +198,20 @@ def test_java_histogram_log_processor_reads_it(tmp_path: Path) -> None:
     distribution = java_rows(Path(f"{out}.hgrm"))
     value, _, count = distribution[-1][:3]
     assert int(count) == merged.get_total_count() == sum(map(len, SAMPLES))
-    assert float(value) == merged.get_max_value() == 1_234_943
+    assert float(value) == merged.get_max_value() == MAX_NS
     p99 = next(float(row[0]) for row in distribution if float(row[1]) >= 0.99)
     assert p99 == pytest.approx(merged.get_value_at_percentile(99.0), rel=1e-3)
+
+    # Java's default unit ratio (1000000) reads our nanoseconds as milliseconds: its
+    # interval maxima are the log's Interval_Max column, to the microsecond
+    default = tmp_path / "java-default"
+    command = [java, "-cp", str(jar), "org.HdrHistogram.HistogramLogProcessor"]
+    command += ["-i", str(log), "-o", str(default), "-csv"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0 and "Exception" not in done.stderr, done.stderr
+    written_max = [line.split(",")[2] for line in log.read_text().splitlines() if line[0].isdigit()]
+    assert [row[4] for row in java_rows(default)] == written_max
+    assert written_max[1] == f"{MAX_NS / 1e6:.3f}"
 
 
 @pytest.mark.real
@@ -210,3 +244,38 @@ def test_java_reads_the_interval_log_of_a_real_load(tmp_path: Path) -> None:
     # even of the milliseconds: a ".3f" of the float itself differs at ...x.5 ms)
     start_ms = round(result.window.start_unix * 1000) / 1000
     assert f"#[StartTime: {start_ms:.3f} " in out.read_text()
+
+
+@pytest.mark.real
+def test_a_rows_p50_is_the_p50_of_its_interval_log(tmp_path: Path) -> None:
+    """A `bench run` cell: the row's p50 is the p50 of the histograms its interval log
+    holds, read back in the unit the log states (nanoseconds), by our reader and by
+    Java's HistogramLogProcessor, within the row's resolution (0.1 µs). Logs in whole
+    microseconds (before schema 3 of the load result) held every figure up to 1 µs low."""
+    code = cli.main(
+        ["run", "--models", "epoll", "--connections", "10", "--repeats", "1", "--duration",
+         "1", "--warmup", "0.2", "--protocol", "echo", "--payloads", "64", "--out",
+         str(tmp_path), "--run-id", "t", "--no-report"]
+    )  # fmt: skip
+    assert code == 0
+    [row] = RunStore.open(tmp_path / "t").rows()
+    assert row.load is not None and row.load.requests > 0 and row.load.interval_log
+    log = tmp_path / "t" / row.load.interval_log
+    text = log.read_text()
+    assert re.search(r"^#.*\bnanoseconds\b", text, re.MULTILINE), "the log states no unit"
+    _, intervals_read = read_interval_log(io.StringIO(text))
+    ours = merge(h.encode().decode("ascii") for _, _, h in intervals_read)
+    assert ours.get_total_count() == row.load.latency.count
+    assert ours.get_value_at_percentile(50.0) / 1000 == pytest.approx(row.load.latency.p50, abs=0.1)
+    java, jar = shutil.which("java"), hdrhistogram_jar()
+    if java is None or jar is None:
+        pytest.skip("Java's reading needs java and libhdrhistogram-java (apt-get install both)")
+    out = tmp_path / "java"
+    command = [java, "-cp", str(jar), "org.HdrHistogram.HistogramLogProcessor"]
+    # -outputValueUnitRatio 1000: nanoseconds printed as microseconds
+    command += ["-i", str(log), "-o", str(out), "-csv", "-outputValueUnitRatio", "1000"]
+    read = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert read.returncode == 0 and "Exception" not in read.stderr, read.stderr
+    total = java_rows(out)[-1]  # Total_Count, Total_50% after the last interval
+    assert int(total[5]) == row.load.latency.count
+    assert float(total[6]) == pytest.approx(row.load.latency.p50, abs=0.1)

@@ -45,6 +45,7 @@ from clients.locust.result import (
 )
 from clients.locust.sampler import Sampler
 from clients.result import (
+    SCHEMA,
     Client,
     Connections,
     ConnectLatency,
@@ -137,7 +138,8 @@ def alive_in_sessions(sessions: list[int]) -> list[int]:
 
 
 def assert_clean(result: LoadResult) -> None:
-    assert result.schema == 2 and result.tool == "sockbench.locust"
+    assert result.schema == SCHEMA and result.tool == "sockbench.locust"
+    assert result.latency_resolution == "locust-2-digits"  # its buckets, never 0.1 µs
     assert result.requests > 0
     assert result.throughput_rps > 0
     assert result.errors == no_errors() and result.errors_before == no_errors()
@@ -469,6 +471,8 @@ def test_adapter_maps_fixed_files() -> None:
     assert result.fairness is None
     assert result.client == client
     assert result.latency_note and "milliseconds" in result.latency_note
+    # locust's buckets: 2 significant digits, never claimed to 0.1 µs (issue 26)
+    assert result.latency_resolution == "locust-2-digits"
     assert LoadResult.from_json(result.to_json()) == result
 
 

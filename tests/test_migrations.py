@@ -26,7 +26,15 @@ from bench.record import SCHEMA_VERSION
 from bench.store import METADATA_MIGRATIONS, METADATA_SCHEMA, RunStore, StoreError
 from bench.studies import loadgen_ab
 from clients.result import MIGRATIONS as LOAD_MIGRATIONS
-from clients.result import SCHEMA, LoadResult, LoadResultError
+from clients.result import (
+    RESOLUTION_LOCUST,
+    RESOLUTION_TENTH_US,
+    RESOLUTION_US_TRUNCATED,
+    RESOLUTIONS,
+    SCHEMA,
+    LoadResult,
+    LoadResultError,
+)
 from common.migrate import CannotUpgrade, MigrationError, Migrations
 
 DATA = Path(__file__).parent / "data" / "migrations"
@@ -187,7 +195,9 @@ def test_a_load_result_of_schema_1_that_cannot_be_upgraded_says_why(
         LoadResult.from_dict(data)
     message = str(info.value)
     assert "\n" not in message and why in message
-    assert message.startswith("load result schema 1, this sockbench reads schema 2, and cannot")
+    assert message.startswith(
+        f"load result schema 1, this sockbench reads schema {SCHEMA}, and cannot"
+    )
     assert message.endswith("run the load again with this version")
 
 
@@ -274,11 +284,68 @@ def test_a_row_of_schema_2_reads_as_a_cell_with_no_idle_connection() -> None:
     assert rows and len(rows) == len(lines)
     for line, row in zip(lines, rows, strict=True):
         written = json.loads(line)
-        assert written["schema"] == 2 and row.schema == SCHEMA_VERSION == 3
+        assert written["schema"] == 2 and row.schema == SCHEMA_VERSION
         assert row.idle is None and row.cell.idle == 0 and row.cell.idle_mode == "warm"
         assert row.cell.key == written["key"]
     assert ROW_MIGRATIONS.upgrade({"schema": 2, "run_id": "x"}) == {
-        "schema": 3,
+        "schema": SCHEMA_VERSION,
         "run_id": "x",
         "idle": None,
+        "load": None,
     }
+
+
+# -- the row, 3 -> 4, and the load result, 2 -> 3: latency to 0.1 µs ------------------
+
+LATENCY_FIELDS = ("count", "p50", "p90", "p99", "p999", "max", "mean", "censored")
+
+
+def test_rows_of_schema_3_keep_their_microseconds_and_say_they_were_truncated() -> None:
+    """Schema 4's load result keeps latencies to 0.1 µs; a row from before keeps its
+    whole microseconds (no value moves) and says they were truncated."""
+    lines = (DATA / "row-v3" / "results.jsonl").read_text().splitlines()
+    rows = RunStore.open(DATA / "row-v3").rows()
+    assert len(rows) == len(lines) == 7
+    statuses = set()
+    for line, row in zip(lines, rows, strict=True):
+        written = json.loads(line)
+        assert (written["schema"], written["load"]["schema"]) == (3, 2)
+        assert row.schema == SCHEMA_VERSION and row.load is not None
+        load, old = row.load, written["load"]
+        assert load.schema == SCHEMA and load.latency_resolution == RESOLUTION_US_TRUNCATED
+        assert load.latency_note is not None and "truncated" in load.latency_note
+        for name in ("latency", "latency_all"):
+            for field in LATENCY_FIELDS:
+                value = getattr(getattr(load, name), field)
+                assert value == old[name][field] and type(value) is type(old[name][field])
+        assert load.connections.worst_wait_max_us == old["connections"]["worst_wait_max_us"]
+        assert [i.p99_us for i in load.intervals] == [i["p99_us"] for i in old["intervals"]]
+        assert load.histogram == old["histogram"]  # still µs, as latency_resolution says
+        assert row.cell.key == written["key"] and row.idle is not None
+        statuses.add(row.status)
+    assert statuses == {"ok", "client-bound", "failed"}
+
+
+def test_a_locust_row_of_schema_3_says_locusts_resolution() -> None:
+    [line] = (DATA / "row-v3-locust" / "results.jsonl").read_text().splitlines()
+    [row] = RunStore.open(DATA / "row-v3-locust").rows()
+    old = json.loads(line)["load"]
+    assert row.load is not None and row.load.tool == old["tool"] == "sockbench.locust"
+    assert row.load.latency_resolution == RESOLUTION_LOCUST
+    assert row.load.latency_note == old["latency_note"]  # locust's own words, unchanged
+    assert row.load.latency == LoadResult.from_dict(old).latency
+    assert [getattr(row.load.latency, f) for f in LATENCY_FIELDS] == [
+        old["latency"][f] for f in LATENCY_FIELDS
+    ]
+
+
+def test_a_load_result_of_schema_2_upgrades_alone_and_a_bad_resolution_is_refused() -> None:
+    old = json.loads((DATA / "row-v3" / "results.jsonl").read_text().splitlines()[0])["load"]
+    result = LoadResult.from_dict(old)
+    assert result.schema == SCHEMA and result.latency_resolution == RESOLUTION_US_TRUNCATED
+    assert result.latency.p50 == old["latency"]["p50"]
+    again = LoadResult.from_json(result.to_json())  # schema 3 as written: read unchanged
+    assert again == result
+    with pytest.raises(LoadResultError, match="latency_resolution 'ns' not in"):
+        LoadResult.from_dict(result.to_dict() | {"latency_resolution": "ns"})
+    assert set(RESOLUTIONS) == {RESOLUTION_TENTH_US, RESOLUTION_US_TRUNCATED, RESOLUTION_LOCUST}

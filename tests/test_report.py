@@ -23,9 +23,11 @@ import pytest
 from bench.record import Row
 from bench.report.build import build_report
 from bench.report.charts import style
-from bench.report.frame import aggregate, load_frame, model_sort_key
+from bench.report.document import format_cell
+from bench.report.frame import METRICS, aggregate, load_frame, model_sort_key
 from bench.report.pyperf_export import write_pyperf_suite
 from bench.store import RunStore
+from clients.result import RESOLUTION_TENTH_US
 from tests.helpers import SMALL_RUN
 
 CHART_STEMS = (
@@ -119,6 +121,39 @@ def test_error_share_divides_one_scope() -> None:
     threaded = df.loc["threaded/echo/c100/p64/persistent/loadgen"]
     # 40 errors in the window over 120,000 answered + 40 failed requests in it
     assert threaded["error_share"] == pytest.approx(100 * 40 / 120_040)
+
+
+def _with_latency(row: Row, p50: float, p99: float, resolution: str) -> Row:
+    assert row.load is not None and row.load.latency_all is not None
+    latency_all = dataclasses.replace(row.load.latency_all, p50=p50, p99=p99)
+    load = dataclasses.replace(row.load, latency_all=latency_all, latency_resolution=resolution)
+    return dataclasses.replace(row, load=load)
+
+
+def test_a_latency_measured_to_a_tenth_shows_it_where_it_is_small(rows: list[Row]) -> None:
+    """Load result schema 3 keeps latency to 0.1 µs: a table shows that tenth below 100 µs
+    (three significant digits, as the histograms keep), and never for a row of whole,
+    truncated µs (schema 2, upgraded: rows/reference runs render as they always did)."""
+    epoll = [r for r in rows if r.cell.key == EPOLL_C10]
+    assert len(epoll) == 3 and {r.load.latency_resolution for r in epoll if r.load} == {
+        "1us-truncated"
+    }
+    figures = [(24.9, 402.4), (25.3, 388.0), (25.1, 410.6)]
+    fine = [_with_latency(r, *f, RESOLUTION_TENTH_US) for r, f in zip(epoll, figures, strict=True)]
+    p50, p99 = (next(m for m in METRICS if m.name == name) for name in ("p50", "p99"))
+
+    def texts(chosen: list[Row]) -> tuple[str, str]:
+        cell = aggregate(load_frame(chosen)).iloc[0]
+        return format_cell(cell, p50), format_cell(cell, p99)
+
+    assert texts(fine) == ("25.1 (24.9–25.3)", "402 (388–411)")
+    truncated = [
+        _with_latency(r, int(a), int(b), "1us-truncated")
+        for r, (a, b) in zip(epoll, figures, strict=True)
+    ]
+    assert texts(truncated) == ("25 (24–25)", "402 (388–410)")
+    # one repeat of whole µs: the cell's median is no finer than its coarsest repeat
+    assert texts([*fine[:2], truncated[2]]) == ("25 (25–25)", "402 (388–410)")
 
 
 # -- report.md ------------------------------------------------------------------------

@@ -21,7 +21,8 @@ EXPECTED_HEADER = (
     "run_id,key,model,python,protocol,request,payload_bytes,connections,mode,driver,"
     "backlog,work,load,search,repeat,status,verdict,verdict_reasons,reason,throughput_rps,"
     "rate_asked_rps,latency_p50_us,latency_p99_us,latency_p999_us,latency_p50_bound,"
-    "latency_p99_bound,latency_p999_bound,latency_answered_p99_us,requests,errors,"
+    "latency_p99_bound,latency_p999_bound,latency_answered_p99_us,latency_resolution,"
+    "requests,errors,"
     "errors_total,error_share_pct,starved_connections,starved_pct,connections_established,"
     "server_cpu_us_per_request,server_core_us_per_request,peak_rss_mib,"
     "client_bound_reasons,started_at"
@@ -81,6 +82,7 @@ def test_values_are_the_rows_figures(
         assert int(line["latency_p999_us"]) == row.load.latency_all.p999
         assert line["latency_p99_bound"] == "false"  # the fixture's bounds: max and mean
         assert int(line["latency_answered_p99_us"]) == row.load.latency.p99
+        assert line["latency_resolution"] == row.load.latency_resolution == "1us-truncated"
         assert int(line["requests"]) == row.load.requests
         assert int(line["errors"]) == sum(row.load.errors.values())
         assert int(line["starved_connections"]) == row.load.connections.starved

@@ -109,6 +109,25 @@ def test_lower_bound_and_partly_failed_cells(rows: list[Row]) -> None:
     assert "‡ some repeats failed" in summary and "≥ lower bound" in summary
 
 
+def test_a_p99_measured_to_a_tenth_shows_it_below_100_us(rows: list[Row]) -> None:
+    """As the report's tables (bench.report.frame.value_format): one decimal only where
+    every repeat measured to 0.1 µs (load result schema 3) and the p99 is under 100 µs."""
+
+    def p99_of_threaded_c1(resolution: str) -> list[str]:
+        changed = []
+        for row in rows:
+            if row.cell.key.startswith("threaded/echo/c1/") and row.load is not None:
+                assert row.load.latency_all is not None
+                p99 = dataclasses.replace(row.load.latency_all, p99=41.1)
+                load = dataclasses.replace(row.load, latency_all=p99, latency_resolution=resolution)
+                row = dataclasses.replace(row, load=load)
+            changed.append(row)
+        return line_of(terminal_summary(changed), "threaded", "1").split()[2:4]
+
+    assert p99_of_threaded_c1("0.1us") == ["12,100", "41.1"]
+    assert p99_of_threaded_c1("1us-truncated") == ["12,100", "41"]  # never finer than measured
+
+
 def test_one_repeat_has_no_interval_column(rows: list[Row]) -> None:
     summary = terminal_summary([r for r in rows if r.repeat == 0])
     assert "±" not in summary and "interval of the median" not in summary

@@ -203,6 +203,8 @@ class _Side:
 
     values: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     statuses: dict[str, Counter[str]] = field(default_factory=dict)
+    # how finely the usable repeats measured latency (clients.result.RESOLUTIONS)
+    resolutions: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, rows: list[Row]) -> _Side:
@@ -212,6 +214,8 @@ class _Side:
             side.statuses[key][row.status] += 1
             if row.status not in USABLE:
                 continue
+            if row.load is not None:
+                side.resolutions.setdefault(key, set()).add(row.load.latency_resolution)
             metrics = side.values.setdefault(key, {m.name: [] for m in METRICS})
             for spec in METRICS:
                 if (value := load_value(row, spec.path)) is not None:
@@ -305,6 +309,12 @@ def _cell_notes(
     ]
     if failed:
         notes.append(f"failed repeats left out: {', '.join(failed)}")
+    resolutions = [", ".join(sorted(side.resolutions.get(key, ()))) for side in (base, new)]
+    if resolutions[0] != resolutions[1]:  # e.g. whole µs, truncated, against 0.1 µs
+        notes.append(
+            f"latency measured to {resolutions[0]} in base, {resolutions[1]} in new: "
+            "truncated µs read up to 1 µs low"
+        )
     return tuple(notes)
 
 

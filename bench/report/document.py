@@ -11,7 +11,7 @@ import pandas as pd
 
 from bench.analysis.stats import TEST_NAME, compare_adjacent, median_interval
 from bench.record import USABLE
-from bench.report.frame import Metric, model_sort_key
+from bench.report.frame import Metric, model_sort_key, value_format
 from clients.result import LOWER_BOUND_MARK
 from clients.wire import describe
 
@@ -81,13 +81,14 @@ def format_cell(cell: pd.Series, metric: Metric) -> str:
     median = cell[f"{metric.name}.median"]
     if pd.isna(median):
         return "n/a"
-    text = format(median, metric.fmt)
+    fmt = value_format(metric, cell)  # one decimal for a fine latency (frame.FINE_FORMAT)
+    text = format(median, fmt)
     if cell.get(f"{metric.name}.bound"):
         text = f"{LOWER_BOUND_MARK}{text}"
     if metric.ci:
         low, high = cell[f"{metric.name}.ci_low"], cell[f"{metric.name}.ci_high"]
         if not (pd.isna(low) or pd.isna(high)):  # one repeat has no interval
-            text += f" ({format(low, metric.fmt)}–{format(high, metric.fmt)})"
+            text += f" ({format(low, fmt)}–{format(high, fmt)})"
     return " ".join([text, *cell_marks(cell)])
 
 

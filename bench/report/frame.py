@@ -21,6 +21,7 @@ import pandas as pd
 
 from bench.analysis.stats import median_interval
 from bench.record import USABLE, Row
+from clients.result import RESOLUTION_TENTH_US
 from servers import SERVERS
 
 CELL_COLUMNS = [
@@ -56,6 +57,14 @@ IDLE_COLUMNS = ["cell.idle", "cell.idle_mode"]
 IDLE_FIGURES = ("idle.held", "idle.memory.rss_kib", "idle.memory.uss_kib", "idle.memory.threads")
 
 
+# A latency measured to 0.1 µs in every repeat of a cell (`latency_fine`) is printed
+# with one decimal below FINE_BELOW_US: three significant digits, as its histogram keeps.
+# Rows measured more coarsely (whole µs before load result schema 3, locust's buckets)
+# keep whole µs, so no table claims a tenth they never had.
+FINE_FORMAT = ",.1f"
+FINE_BELOW_US = 100.0
+RESOLUTION_COLUMN = "load.latency_resolution"
+
 PY = " py"  # between a model and its interpreter in a line's name: "epoll py3.12"
 RUN_SEP = " · "  # between a model and its run's label, runs side by side: "epoll · night-2"
 
@@ -85,6 +94,7 @@ class Metric:
     log_y: bool = False
     note: str = ""  # a line under the chart, where the figure alone would mislead
     bound: str | None = None  # "<latency>.<percentile>" whose `bounds` may name it
+    fine: bool = False  # a latency: one decimal where measured to 0.1 µs (FINE_FORMAT)
 
     @property
     def label(self) -> str:
@@ -122,6 +132,7 @@ METRICS: tuple[Metric, ...] = (
         log_y=True,
         note=ALL_REQUESTS,
         bound="latency_all.p50",
+        fine=True,
     ),
     Metric(
         "p99",
@@ -134,6 +145,7 @@ METRICS: tuple[Metric, ...] = (
         log_y=True,
         note=ALL_REQUESTS,
         bound="latency_all.p99",
+        fine=True,
     ),
     Metric(
         "p999",
@@ -143,6 +155,7 @@ METRICS: tuple[Metric, ...] = (
         ",.0f",
         ci=True,
         bound="latency_all.p999",
+        fine=True,
     ),
     Metric(
         "p99_answered",
@@ -152,6 +165,7 @@ METRICS: tuple[Metric, ...] = (
         ",.0f",
         ci=True,
         note=ANSWERED_ONLY,
+        fine=True,
     ),
     Metric(
         "worst_wait",
@@ -214,6 +228,16 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+def value_format(metric: Metric, cell: pd.Series | dict[str, Any]) -> str:
+    """The format of an aggregated cell's figures of `metric`: FINE_FORMAT for a latency
+    below FINE_BELOW_US that every usable repeat measured to 0.1 µs, else the metric's."""
+    median = cell.get(f"{metric.name}.median")
+    fine = metric.fine and bool(cell.get("latency_fine"))
+    if fine and median is not None and not pd.isna(median) and abs(median) < FINE_BELOW_US:
+        return FINE_FORMAT
+    return metric.fmt
+
+
 def metric_names() -> list[str]:
     """What `bench report --metrics` accepts: each metric's name, and its chart's file
     stem where that differs (`starved` for starved_share)."""
@@ -255,6 +279,7 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
         "server.peak_rss_bytes",
         "load.connections.asked",
         "load.connections.starved",
+        RESOLUTION_COLUMN,
         *IDLE_FIGURES,
         *(m.source for m in METRICS if m.source.startswith("load.")),
     ]
@@ -334,7 +359,8 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     Columns: the cell columns, `key`, `status` (ok, client-bound if any usable repeat
     was, failed if every non-skipped repeat failed, skipped), `verdict` (suspect if any
     usable repeat was), `reasons` (the distinct reasons, "; "-joined), `n` (usable
-    repeats), `n_failed`, `n_skipped`, `reason` (first reason given), and for every
+    repeats), `n_failed`, `n_skipped`, `reason` (first reason given), `latency_fine`
+    (every usable repeat measured its latencies to 0.1 µs: `value_format`), and for every
     metric `<name>.median`, `.ci_low`, `.ci_high`, `.coverage` (of the interval of the
     median) and `.bound` (a lower bound) over the usable repeats.
     """
@@ -352,6 +378,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         "n_failed",
         "n_skipped",
         "reason",
+        "latency_fine",
         *(f"{m.name}.{stat}" for m in METRICS for stat in STATS),
     ]
     out = pd.DataFrame.from_records(records, columns=columns)
@@ -384,6 +411,9 @@ def _aggregate_cell(group: pd.DataFrame) -> dict[str, Any]:
     suspect = usable[usable["verdict"] == "suspect"]
     record["verdict"] = "suspect" if not suspect.empty else ("valid" if n_usable else None)
     record["reasons"] = _reasons_text(suspect, n_usable)
+    record["latency_fine"] = bool(n_usable) and bool(
+        (usable[RESOLUTION_COLUMN] == RESOLUTION_TENTH_US).all()
+    )
     for metric in METRICS:
         values = [
             float(v)

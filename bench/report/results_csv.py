@@ -71,6 +71,7 @@ COLUMNS: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
     ("latency_p99_bound", _column("bound.p99")),
     ("latency_p999_bound", _column("bound.p999")),
     ("latency_answered_p99_us", _column("load.latency.p99")),
+    ("latency_resolution", _column("load.latency_resolution")),
     ("requests", _column("load.requests")),
     ("errors", _window_errors),
     ("errors_total", _column("errors_total")),

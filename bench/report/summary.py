@@ -26,7 +26,7 @@ from bench.report.document import (
     cell_marks,
     group_title,
 )
-from bench.report.frame import GROUP_COLUMNS, aggregate, load_frame
+from bench.report.frame import GROUP_COLUMNS, METRICS, aggregate, load_frame, value_format
 from clients.result import LOWER_BOUND_MARK
 
 WIDTH = 100  # no line is longer
@@ -43,6 +43,8 @@ MARK_LEGEND = {
     LOWER_BOUND_MARK: "lower bound (requests unanswered at the end decide this p99)",
 }
 
+
+P99 = next(m for m in METRICS if m.name == "p99")
 
 ONE_REPEAT = (
     "one repeat per cell: no interval, and no difference between two lines is shown to "
@@ -74,7 +76,7 @@ def _cells_line(cell: pd.Series) -> tuple[list[str], list[str]]:
     if cell["status"] in ("failed", "skipped"):
         reason = cell["reason"] if isinstance(cell["reason"], str) else ""
         return [model, connections, f"{cell['status']}: {reason}".rstrip(": ")], []
-    p99 = _number(cell["p99.median"], ",.0f")
+    p99 = _number(cell["p99.median"], value_format(P99, cell))
     bound = bool(cell["p99.bound"]) and p99 != "n/a"
     starved = _number(cell["starved_share.median"], ".1f")
     marks = cell_marks(cell)

@@ -58,7 +58,7 @@ def run(config: LoadConfig, interval_log: str | None = None) -> LoadResult:
                 window.start_unix,
                 slices,
                 comment=f"sockbench.loadgen {config.protocol} to {config.target}, "
-                f"{config.connections} connections; latency in microseconds",
+                f"{config.connections} connections",  # the writer adds the unit
             )
     return build_result(config, plans, results, slices, window, cores_busy, interval_log)
 

@@ -5,6 +5,7 @@ HdrHistogram implementation's log reader (Java `HistogramLogReader` and
 `HistogramLogProcessor`, the C, Go, Rust and Python ports) reads::
 
     #<comment>                                     optional, one line per comment line
+    #Values in nanoseconds; Interval_Max in milliseconds (value / 1000000)
     #[Histogram log format version 1.3]
     #[StartTime: 1700000000.123 (seconds since epoch), Tue Nov 14 22:13:20 UTC 2023]
     #[BaseTime: 1700000000.123 (seconds since epoch)]
@@ -19,16 +20,21 @@ writes them. StartTime is when the run began, to the millisecond; BaseTime equal
 which states outright that the timestamps are offsets (without it a reader has to
 guess that from their size).
 
-Units: the histograms hold request latencies in integer microseconds, as
-`clients.engine.hist` records them. The log format itself has no unit field, so a reader
-that reports values must be told: Java's `HistogramLogProcessor` defaults to
-nanoseconds shown as milliseconds (`-outputValueUnitRatio 1000000`); pass
-`-outputValueUnitRatio 1000` for milliseconds or `1` for microseconds.
+Units: the histograms hold request latencies in integer nanoseconds, as
+`clients.engine.hist` records them (1 ns to one hour, 3 significant digits). The log
+format has no unit field, so every log states its unit in a comment line of its own
+(UNIT_LINE, "#Values in nanoseconds; ..."), and `value_unit` reads it back. Java's
+`HistogramLogProcessor` takes nanoseconds by default and prints milliseconds
+(`-outputValueUnitRatio 1000000`), to 3 decimals: pass `-outputValueUnitRatio 1000`
+for microseconds to 3 decimals (the figures' own resolution is 0.1 µs or better below
+131 µs). Logs written before schema 3 of the load result held whole microseconds, each
+latency truncated, and said so in their first comment ("latency in microseconds");
+`value_unit` reads that too.
 
 Interval_Max: Java writes the histogram's max divided by a "max value unit ratio"
 that defaults to 1,000,000, i.e. nanoseconds shown as milliseconds. We divide our
-microseconds by 1,000, so the column is the interval's max in milliseconds, the
-same unit Java's default gives. The column is informational: readers skip it and
+nanoseconds by the same 1,000,000, so the column is the interval's max in milliseconds,
+as Java's default writes and reads it. The column is informational: readers skip it and
 take the max (and everything else) from the histogram itself.
 
 Every interval gets a line, including one in which nothing completed (an empty
@@ -55,8 +61,13 @@ from hdrh.histogram import HdrHistogram
 
 FORMAT_VERSION = "1.3"
 LEGEND = '"StartTimestamp","Interval_Length","Interval_Max","Interval_Compressed_Histogram"'
-# Interval_Max = max value / this: microseconds -> milliseconds (Java: ns -> ms, 1e6).
-MAX_VALUE_UNIT_RATIO = 1000.0
+# Interval_Max = max value / this: nanoseconds -> milliseconds, Java's default ratio.
+MAX_VALUE_UNIT_RATIO = 1_000_000.0
+UNIT = "nanoseconds"
+UNIT_LINE = f"#Values in {UNIT}; Interval_Max in milliseconds (value / 1000000)"
+# "#Values in nanoseconds", or the comment of a log from before schema 3 of the load
+# result, which ended "latency in microseconds"
+_UNIT = re.compile(r"^#(?:Values|.*\blatency) in (\w+)", re.MULTILINE)
 
 _START_TIME = re.compile(r"#\[StartTime:\s*([-+0-9.eE]+)")
 _BASE_TIME = re.compile(r"#\[BaseTime:\s*([-+0-9.eE]+)")
@@ -82,8 +93,9 @@ def write_interval_log(
     start_unix: wall-clock start of the run in seconds since the epoch; written as
     StartTime and BaseTime, rounded to the millisecond.
     intervals: (start in seconds from start_unix, length in seconds, histogram of
-    latencies in microseconds), in time order; empty histograms are written too.
-    comment: optional text written first, each of its lines after a "#".
+    latencies in nanoseconds), in time order; empty histograms are written too.
+    comment: optional text written first, each of its lines after a "#"; the unit
+    line (UNIT_LINE) follows it.
     """
     if not math.isfinite(start_unix):
         raise ValueError(f"start_unix must be a finite time, not {start_unix}")
@@ -97,6 +109,7 @@ def write_interval_log(
 
     start_seconds = round(start_unix * 1000) / 1000
     lines = [f"#{line}" for line in comment.splitlines()]
+    lines.append(UNIT_LINE)
     lines.append(f"#[Histogram log format version {FORMAT_VERSION}]")
     lines.append(
         f"#[StartTime: {start_seconds:.3f} (seconds since epoch), {_java_date(start_seconds)}]"
@@ -152,3 +165,10 @@ def read_interval_log(stream: TextIO) -> tuple[float | None, list[Interval]]:
         histogram = HdrHistogram.decode(fields[3])
         intervals.append((offset, length, histogram))
     return start_time, intervals
+
+
+def value_unit(text: str) -> str | None:
+    """The unit a log's comment states for its values ("nanoseconds"; "microseconds" in
+    a log written before schema 3 of the load result); None where it states none."""
+    match = _UNIT.search(text)
+    return match.group(1) if match else None

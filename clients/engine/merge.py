@@ -23,6 +23,7 @@ from clients.engine.plan import WorkerPlan
 from clients.engine.worker import WorkerResult
 from clients.errors import ERROR_KINDS
 from clients.result import (
+    RESOLUTION_TENTH_US,
     Client,
     Connections,
     Interval,
@@ -107,6 +108,7 @@ def build_result(
         histogram=hist.encode(answered),
         histogram_all=hist.encode(hist.merge([hist.encode(answered), hist.encode(censored)])),
         interval_log=interval_log,
+        latency_resolution=RESOLUTION_TENTH_US,
     )
     sample = next((r.protocol_sample for r in results if r.protocol_sample), None)
     return replace(result, diagnosis=diagnose(result, sample))
@@ -143,7 +145,7 @@ def summarise_intervals(
         Interval(
             round(start, 3),
             int(histogram.get_total_count()),
-            hist.percentiles(histogram, {"p99": 99.0})["p99"],
+            hist.percentiles_us(histogram, {"p99": 99.0})["p99"],
             backlog[i] if i < len(backlog) else None,
         )
         for i, (start, _length, histogram) in enumerate(slices)

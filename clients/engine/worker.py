@@ -35,8 +35,9 @@ from common.process import STOP_SIGNALS, die_with_parent, raise_fd_limit
 class WorkerResult:
     """One worker's share of a run; the parent merges them (clients.engine.merge).
 
-    Histograms are `hist.encode`d HdrHistograms of microseconds. Everything counts the
-    window only, except `errors_before` (the connect phase and the warm-up).
+    Histograms are `hist.encode`d HdrHistograms of nanoseconds, as the loops time them.
+    Everything counts the window only, except `errors_before` (the connect phase and the
+    warm-up).
     """
 
     requests: int  # replies completed and verified in the window
@@ -51,7 +52,7 @@ class WorkerResult:
     errors: dict[str, int]  # by kind (clients.errors), in the window
     errors_before: dict[str, int]  # by kind, before the window
     per_conn: list[int]  # replies in the window, per connection slot
-    worst_wait_us: list[int]  # per established slot, capped at the window
+    worst_wait_us: list[float]  # per established slot, capped at the window, to 0.1 us
     established: int  # slots that connected at least once
     starved: int  # established slots with no reply in the window
     sent: int | None  # scheduled modes: requests sent in the window; None: closed loop
@@ -98,7 +99,7 @@ def result_of(loops: Loops) -> WorkerResult:
     per_conn = list(loops.slot_count)
     starved = sum(1 for ok, n in zip(loops.slot_ok, per_conn, strict=True) if ok and not n)
     requests = len(loops.lat)
-    bounds = [0, *loops.slices]
+    slices, answered = hist.sliced(loops.lat, loops.slices)
     run_delay = None
     if loops.sched0 and loops.sched1:
         run_delay = (loops.sched1[1] - loops.sched0[1]) / SECOND_NS
@@ -106,22 +107,22 @@ def result_of(loops: Loops) -> WorkerResult:
     scheduled = bool(loops.plan.rate) or loops.plan.mode == "per-request"
 
     def encoded(values: Sequence[int]) -> str:
-        return hist.encode(hist.from_values(values, 1000))
+        return hist.encode(hist.from_values(values))
 
     return WorkerResult(
         requests=requests,
         bytes=loops.reply_bytes,  # settled by finish()
-        latency=encoded(loops.lat),
+        latency=hist.encode(answered),
         censored=encoded(censored),
         latency_sent=encoded(loops.lat_sent) if loops.plan.rate else "",
         send_lag=encoded(loops.lag) if loops.plan.rate else "",
-        intervals=[encoded(loops.lat[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)],
+        intervals=[hist.encode(h) for h in slices],
         backlog=list(loops.backlog),
         connect=encoded(loops.connect_lat),
         errors={kind: after[kind] - before[kind] for kind in after},
         errors_before=dict(before),
         per_conn=per_conn,
-        worst_wait_us=[w // 1000 for w in loops.worst_waits()],
+        worst_wait_us=[hist.to_us(w) for w in loops.worst_waits()],
         established=loops.established,
         starved=starved,
         sent=loops.sent if scheduled else None,

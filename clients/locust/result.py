@@ -20,6 +20,8 @@ from typing import Any
 
 from clients import saturation
 from clients.result import (
+    LOCUST_TOOL,
+    RESOLUTION_LOCUST,
     Client,
     Connections,
     ConnectLatency,
@@ -33,12 +35,16 @@ from clients.result import (
     no_errors,
 )
 
-TOOL = "sockbench.locust"
+TOOL = LOCUST_TOOL
 CONNECT_ROWS = ("connect", "reconnect")  # EchoUser's connection events, not requests
 PERCENTILE_COLUMNS = ("50%", "90%", "99%", "99.9%")  # of locust's stats CSV: p50 .. p999
+# What locust can tell (latency_resolution RESOLUTION_LOCUST): it times a request in
+# float milliseconds, but keeps only bucketed response times, so its percentiles are
+# buckets of 2 significant digits (52 us, 150 us, 1.5 ms: clients/locust/locustfile.py),
+# written here in whole us; its mean (to 0.1 us) and max (whole us) are exact.
 RESOLUTION = (
-    "locust reports latency in milliseconds (percentiles rounded to locust's "
-    "buckets: 2 significant digits with clients/locust/locustfile.py)"
+    "locust reports latency in milliseconds: percentiles rounded to its buckets of 2 "
+    "significant digits (e.g. 52 us, 150 us, 1.5 ms), in whole us; mean and max exact"
 )
 # Saturation, as the native load generator judges it (% of the window's wall time).
 SAMPLE_INTERVAL_S = 0.1  # clients.locust.sampler's period; value_at's slack follows it
@@ -308,6 +314,7 @@ def from_locust_stats(
         intervals=window_file.intervals if window_file else (),
         interval_s=window_file.interval_s if window_file else 0.0,
         latency_note=RESOLUTION,
+        latency_resolution=RESOLUTION_LOCUST,
     )
 
 
