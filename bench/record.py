@@ -25,6 +25,11 @@ from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 SCHEMA_VERSION = 4
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
+# How a row's server CPU per request (process view) was measured: the process tree's CPU
+# clocks in ns read at the window's edges (schema 4 on), or psutil's 10 ms ticks sampled
+# every 0.25 s and interpolated to the edges (reads 2-6% low: docs/loadgen.md).
+CPU_AT_EDGES = "edges-ns"
+CPU_SAMPLED = "sampled-ticks"
 VERDICTS = ("valid", "suspect")
 
 
@@ -129,6 +134,8 @@ class Row:
     # its CPUs' busy time, softirq included (core view; anything else there counts too)
     server_cpu_us_per_request: float | None = None
     server_core_us_per_request: float | None = None
+    # how the process view was measured: CPU_AT_EDGES or CPU_SAMPLED (None: not measured)
+    server_cpu_source: str | None = None
     verdict: str = "valid"  # or "suspect"; failed and skipped rows have no figures
     reasons: tuple[Reason, ...] = ()
     busy_before: float | None = None  # % of the machine's CPU time busy just before
@@ -212,8 +219,14 @@ def _from_schema_2(data: Document) -> Document:
 def _from_schema_3(data: Document) -> Document:
     """A schema-3 row as schema 4 writes it: its load result upgraded (clients.result, 2
     -> 3), which keeps its whole microseconds and says so in `latency_resolution`
-    (`1us-truncated`; locust's `locust-2-digits`), so no table prints them finer."""
-    return {**data, "load": _upgraded_load(data)}
+    (`1us-truncated`; locust's `locust-2-digits`), so no table prints them finer; its
+    server CPU, where it has one, was sampled (`server_cpu_source`)."""
+    measured = data.get("server_cpu_us_per_request") is not None
+    return {
+        **data,
+        "load": _upgraded_load(data),
+        "server_cpu_source": CPU_SAMPLED if measured else None,
+    }
 
 
 MIGRATIONS = Migrations(

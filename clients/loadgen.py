@@ -186,6 +186,14 @@ def _add_http_checks(parser: ArgumentParser) -> None:
         help="http: the status of a verified reply (default 200)",
     )
     parser.add_argument(
+        "--server-pid",
+        type=positive_int,
+        default=None,
+        metavar="PID",
+        help="a server process on this machine: its CPU time and its children's, read in "
+        "nanoseconds at the window's edges, goes in the result (server_cpu)",
+    )
+    parser.add_argument(
         "--expect-body",
         default=None,
         metavar="TEXT|@PATH",
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         verify=args.verify,
         expect_status=args.expect_status,
         expect_body=args.expect_body,
+        server_pid=args.server_pid,
     )
     try:
         validate(config)

@@ -195,6 +195,21 @@ class Window:
 
 
 @dataclass(frozen=True)
+class ServerCpu:
+    """A local server's CPU time over the window (`--server-pid`): its process tree's CPU
+    clocks (common.cputime) read at the window's edges, in nanoseconds. Each reading
+    came this late after its edge (the middle of the read); the load generator sleeps
+    until the edge on the client CPUs, so a busy client CPU can make it late."""
+
+    pid: int
+    cpu_ns: int
+    processes: int  # in the tree at the end
+    how: str  # "clock" (the process CPU clocks) or "schedstat" (live threads only)
+    late_start_us: float
+    late_end_us: float
+
+
+@dataclass(frozen=True)
 class LoadResult:
     tool: str  # "sockbench.loadgen" or "sockbench.locust"
     params: Params
@@ -227,6 +242,8 @@ class LoadResult:
     # the likely cause, one line, of a run with no verified reply or with replies of
     # another protocol (clients.diagnosis); None: none needed, or an older result
     diagnosis: str | None = None
+    # a local server's CPU time over the window, read at its edges (--server-pid)
+    server_cpu: ServerCpu | None = None
     schema: int = SCHEMA
 
     def __post_init__(self) -> None:
@@ -374,6 +391,8 @@ FIELD_NOTES = {
     "latency_note": "how precise the latencies are, in words, where not 0.1 us, or null",
     "diagnosis": "the likely cause, one line, of a run with no verified reply or with "
     "replies of another protocol; null when none is needed",
+    "server_cpu": "--server-pid: that process tree's CPU time over the window, ns, read at "
+    "the window's edges (how late each reading was, us); null without it",
     "schema": f"document version ({SCHEMA}); a reader upgrades an older one or refuses it",
 }
 
@@ -430,6 +449,7 @@ __all__ = [
     "RESOLUTION_US_TRUNCATED",
     "RESOLUTIONS",
     "Rate",
+    "ServerCpu",
     "Window",
     "Worker",
     "no_errors",

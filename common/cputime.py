@@ -2,7 +2,7 @@
 
 psutil and /proc/PID/stat count CPU time in clock ticks (10 ms here, `getconf CLK_TCK`
 is 100), and a sampler that reads every 0.25 s must interpolate to the load window's
-edges, where the server goes from flat out to idle: 2-6% low (docs/measurement.md).
+edges, where the server goes from flat out to idle: 2-6% low (docs/loadgen.md).
 The kernel's process CPU clock (clock_getcpuclockid(pid), then clock_gettime) is the
 scheduler's own count in nanoseconds, for every thread of the process, those that
 exited included; one reading per process of the tree (prefork's workers are children).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
@@ -114,3 +115,23 @@ def test_power_is_simulated_from_an_a_a_comparisons_pairs(tmp_path: Path) -> Non
     noisy = [0.3 * x for x in np.random.default_rng(2).normal(size=30)]
     power, alarms = ab_power.simulate(noisy, 12, 0.10, 1 - 0.05 / 7, 0.05, rng)
     assert power < 0.2 and alarms < 0.01
+
+
+def test_cpu_measured_two_ways_is_not_compared() -> None:
+    """A base from before the readings at the window's edges sampled the server's CPU,
+    2-6% low: against the new way that would look like a CPU regression."""
+
+    def with_cpu(rows: list[Row], us: float, source: str) -> list[Row]:
+        return [replace(r, server_cpu_us_per_request=us, server_cpu_source=source) for r in rows]
+
+    base = with_cpu(_rows("epoll", "base", 1.0, 5), 9.5, "sampled-ticks")
+    new = with_cpu(_rows("epoll", "new", 1.0, 5), 10.0, "edges-ns")
+    [result], _ = analyse(base, new, alpha=0.05, threshold=0.03)
+    cpu = {c.metric: c for c in result.changes}["cpu_per_request"]
+    assert isinstance(cpu, PairedChange) and math.isnan(cpu.ratio)  # left untested
+    assert result.verdict == "no change"
+    assert any("measured as sampled-ticks in base, edges-ns in new" in n for n in result.notes)
+    # the same way on both sides: compared, and +5.3% is a regression
+    same = with_cpu(_rows("epoll", "base", 1.0, 5), 9.5, "edges-ns")
+    [result], _ = analyse(same, new, alpha=0.05, threshold=0.03)
+    assert {c.metric: c for c in result.changes}["cpu_per_request"].verdict == "regression"

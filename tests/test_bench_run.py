@@ -276,3 +276,21 @@ def test_list_names_profiles_and_models() -> None:
     ).stdout
     for name in ("quick", "full", "c10k", "nightly", "blocking", "epoll"):
         assert name in out
+
+
+def test_server_cpu_per_request_is_read_at_the_window_s_edges(tmp_path) -> None:
+    """A server that burns 400 µs of CPU per request (cpu:400, timed on its thread's CPU
+    clock) cannot cost less: the process view must not read low. Sampled every 0.25 s in
+    10 ms ticks and interpolated to the edges of a 0.5 s window, it read up to 12% low."""
+    code = run_bench(tmp_path, "--models", "epoll", "--connections", "4", "--work", "cpu:400",
+                     "--duration", "0.5", "--warmup", "0.2", "--no-report")  # fmt: skip
+    assert code == 0
+    [row] = RunStore.open(tmp_path / "t").rows()
+    assert row.status in ("ok", "client-bound"), row.reason
+    assert row.load is not None and row.load.server_cpu is not None
+    spent = row.load.server_cpu
+    assert row.server_cpu_source == "edges-ns" and spent.how == "clock"
+    cpu = row.server_cpu_us_per_request
+    assert cpu is not None and 400 <= cpu < 400 * 1.15, (cpu, spent)
+    # one thread cannot spend more CPU than the window is long
+    assert spent.cpu_ns <= 0.5e9 * 1.01, spent

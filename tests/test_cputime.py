@@ -1,6 +1,7 @@
 """common.cputime: a process tree's CPU time in nanoseconds, against the process's own
-count of it. The processes spin on this machine for a fraction of a second; they serve
-nothing, so these run in `make test-fast` too."""
+count of it; and how the load generator takes it at the window's edges. The processes
+spin on this machine for a fraction of a second; they serve nothing, so these run in
+`make test-fast` too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from common.cputime import descendants, schedstat_ns, tree_cpu
+from clients.engine.config import LoadConfig
+from clients.engine.drive import _server_cpu
+from common.cputime import CpuReading, descendants, schedstat_ns, tree_cpu
 
 # Spins for the seconds given on its command line (in a thread that then exits, when
 # asked), forks a spinning child when asked, then prints its own CPU time (ns, all
@@ -99,3 +102,34 @@ def test_a_process_that_is_gone_has_no_reading() -> None:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     assert tree_cpu(proc.pid) is None and schedstat_ns(proc.pid) is None
+
+
+def test_a_late_first_reading_is_carried_back_to_the_window_s_start() -> None:
+    """The load generator's readings come late (its workers hold the client CPU): the
+    first is carried back to the edge at the rate of the next span, the last is taken
+    as it is (the load has stopped)."""
+
+    def at(mid_ms: float, cpu_ms: float) -> CpuReading:
+        mid = int(mid_ms * 1e6)
+        return CpuReading(int(cpu_ms * 1e6), mid - 20_000, mid + 20_000, 1, "clock")
+
+    config = LoadConfig(target="127.0.0.1:1", server_pid=42)
+    # busy at 0.9 CPU from the start (1,000 ms) on; readings 3 ms and 2 ms late
+    first, pace, last = at(1003, 502.7), at(1102, 591.8), at(2002, 1400.0)
+    spent = _server_cpu(config, (first, pace, last), 1_000_000_000, 2_000_000_000)
+    assert spent is not None and spent.pid == 42
+    assert spent.cpu_ns == round((1400.0 - 500.0) * 1e6)  # 0.9 of the 1 s window
+    assert (spent.late_start_us, spent.late_end_us) == (3000.0, 2000.0)
+    assert _server_cpu(config, (first, None, last), 1_000_000_000, 2_000_000_000) is None
+
+
+def test_the_load_generator_refuses_a_server_pid_that_is_not_there() -> None:
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    done = subprocess.run(
+        [sys.executable, "-m", "clients.loadgen", "--target", "127.0.0.1:9",
+         "--server-pid", str(gone.pid), "--duration", "0.1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert f"server pid {gone.pid}: no such process" in done.stderr.strip().splitlines()[-1]

@@ -292,10 +292,21 @@ def test_a_row_of_schema_2_reads_as_a_cell_with_no_idle_connection() -> None:
         "run_id": "x",
         "idle": None,
         "load": None,
+        "server_cpu_source": None,  # schema 4: it measured none
     }
 
 
 # -- the row, 3 -> 4, and the load result, 2 -> 3: latency to 0.1 µs ------------------
+
+
+def test_a_row_of_schema_3_says_its_server_cpu_was_sampled() -> None:
+    """Schema 4 reads the server's CPU at the window's edges; an older row's was sampled
+    in ticks (2-6% low), and says so where it has one, so no gate compares the two."""
+    rows = RunStore.open(DATA / "row-v3").rows()
+    measured = [r for r in rows if r.server_cpu_us_per_request is not None]
+    assert measured and all(r.server_cpu_source == "sampled-ticks" for r in measured)
+    assert all(r.server_cpu_source is None for r in rows if r.server_cpu_us_per_request is None)
+
 
 LATENCY_FIELDS = ("count", "p50", "p90", "p99", "p999", "max", "mean", "censored")
 

@@ -24,7 +24,7 @@ EXPECTED_HEADER = (
     "latency_p99_bound,latency_p999_bound,latency_answered_p99_us,latency_resolution,"
     "requests,errors,"
     "errors_total,error_share_pct,starved_connections,starved_pct,connections_established,"
-    "server_cpu_us_per_request,server_core_us_per_request,peak_rss_mib,"
+    "server_cpu_us_per_request,server_cpu_source,server_core_us_per_request,peak_rss_mib,"
     "client_bound_reasons,started_at"
 )
 FIGURES = HEADER[HEADER.index("throughput_rps") : HEADER.index("client_bound_reasons")]

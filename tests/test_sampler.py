@@ -15,9 +15,11 @@ from bench.run.sampler import CoreSampler, ServerSampler, interpolate
 from clients.engine.config import LoadConfig
 from clients.engine.drive import run
 
-pytestmark = pytest.mark.real  # real servers and load: not in `make test-fast`
+# the tests with real servers, load or a spinning process are marked `real` one by one:
+# the pure ones (interpolation, the busy share) run in `make test-fast` too
 
 
+@pytest.mark.real
 def test_a_prefork_servers_children_count_in_its_cpu_memory_and_fds(server_factory) -> None:
     server = server_factory("prefork", "echo", "--workers", "2")
     main = psutil.Process(server.pid)
@@ -56,6 +58,7 @@ def test_interpolate_between_samples_and_clamps_outside() -> None:
     assert interpolate(samples, 25.0) == (50.0, 200.0)
 
 
+@pytest.mark.real
 def test_core_sampler_sees_a_spinning_process_as_a_busy_core() -> None:
     cpu = sorted(os.sched_getaffinity(0))[-1]
     sampler = CoreSampler([cpu], interval=0.05).start()

@@ -121,7 +121,13 @@ def analyse(
         pairs = sorted(set(a) & set(b))
         if len(pairs) < len(set(a) | set(b)):
             notes[key].append(f"{len(set(a) ^ set(b))} repeats without their pair left out")
+        mixed = _mixed_cpu_sources(a, b, pairs)
+        if mixed:
+            notes[key].append(mixed)
         for spec in CONTINUOUS:
+            if spec is CPU and mixed:
+                raw.append((key, _untested(spec)))
+                continue
             values = _values(a, b, pairs, spec)
             if len(values) < 2:
                 notes[key].append(f"{spec.name}: {len(values)} usable pairs, not tested")
@@ -144,6 +150,20 @@ def analyse(
         for key in keys
     ]
     return results, m
+
+
+def _mixed_cpu_sources(a: dict[int, Row], b: dict[int, Row], pairs: Sequence[int]) -> str:
+    """A note where the two sides measured the server's CPU in different ways (a base
+    from before the readings at the window's edges): such a comparison is not made, as
+    the sampled reading is 2-6% low (bench.record.CPU_SAMPLED)."""
+    sources = [{s for p in pairs if (s := r[p].server_cpu_source)} for r in (a, b)]
+    if not sources[0] or not sources[1] or sources[0] == sources[1]:
+        return ""
+    base, new = (", ".join(sorted(s)) for s in sources)
+    return (
+        f"{CPU.name}: measured as {base} in base, {new} in new: not compared (the sampled "
+        "reading is 2-6% low)"
+    )
 
 
 def paired_values(

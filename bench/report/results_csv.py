@@ -80,6 +80,7 @@ COLUMNS: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
     ("starved_pct", _column("starved_share")),
     ("connections_established", _column("load.connections.established")),
     ("server_cpu_us_per_request", _column("cpu_us_per_request")),
+    ("server_cpu_source", lambda row, _: row.server_cpu_source),
     ("server_core_us_per_request", _column("server_core_us_per_request")),
     ("peak_rss_mib", _column("peak_rss_mib")),
     ("client_bound_reasons", _client_reasons),

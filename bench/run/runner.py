@@ -18,7 +18,7 @@ from typing import Any
 
 from bench.analysis.curves import load_rate
 from bench.analysis.verdict import judge, verdict
-from bench.record import Idle, Memory, Row
+from bench.record import CPU_AT_EDGES, CPU_SAMPLED, Idle, Memory, Row
 from bench.run.cpus import CpuPlan
 from bench.run.external import External, ExternalServer
 from bench.run.idle import Holders, IdleError, hold, shortfall, summary
@@ -57,9 +57,11 @@ def load_command(
     plan: CpuPlan,
     probe_rps: float | None = None,
     shared: bool = False,
+    server_pid: int | None = None,
 ) -> list[str]:
     """The load generator's command line against `target` (HOST:PORT); `shared`:
-    another one runs on the same CPUs."""
+    another one runs on the same CPUs; `server_pid`: the server process whose CPU the
+    native load generator reads at the window's edges."""
     key = cell.key
     common = [
         "--target",
@@ -119,6 +121,7 @@ def load_command(
         "--cpus",
         format_cpu_list(plan.client),
         *(["--no-busy-poll"] if shared else []),
+        *(["--server-pid", str(server_pid)] if server_pid is not None else []),
     ]
 
 
@@ -308,7 +311,7 @@ def _measure(
         # an external server is not on the server CPUs: their busy time is not its
         cores = CoreSampler([] if isinstance(server, ExternalServer) else list(plan.server)).start()
         try:
-            command = load_command(cell, target, matrix, plan, probe_rps, shared)
+            command = load_command(cell, target, matrix, plan, probe_rps, shared, server.pid)
             if interval_log is not None:
                 command += ["--interval-log", str(interval_log)]
             done = subprocess.run(
@@ -365,7 +368,7 @@ def _cell_row(
     figures: dict[str, Any] = {
         "load": load,
         "server": sample,
-        "server_cpu_us_per_request": cpu_per_request(measured.sampler, load),
+        **cpu_per_request(measured.sampler, load),
         "server_core_us_per_request": core_per_request(measured.cores, load),
         "busy_before": busy_before,
         "server_log": server_log,
@@ -464,18 +467,26 @@ def parse_load(done: subprocess.CompletedProcess[str]) -> tuple[LoadResult | Non
     return load, None
 
 
-def cpu_per_request(sampler: ServerSampler, load: LoadResult | None) -> float | None:
-    """Server CPU microseconds per request (process view), over the load generator's
-    window when it says when that was, else over the whole run (an overestimate)."""
+def cpu_per_request(sampler: ServerSampler, load: LoadResult | None) -> dict[str, Any]:
+    """Server CPU microseconds per request (process view) and how it was measured: the
+    server's CPU clocks read at the window's edges where the load generator read them,
+    else the sampler's ticks interpolated to the window (or over the whole run where
+    the window is unknown: an overestimate)."""
     if load is None or not load.requests or sampler.process is None:
-        return None
+        return {"server_cpu_us_per_request": None, "server_cpu_source": None}
+    if load.server_cpu is not None:
+        us = load.server_cpu.cpu_ns / 1e3 / load.requests
+        return {"server_cpu_us_per_request": round(us, 3), "server_cpu_source": CPU_AT_EDGES}
     spent = None
     if load.window is not None:
         spent = sampler.cpu_between(load.window.start_unix, load.window.end_unix)
     if spent is None:
         summary = sampler.summary()
         spent = summary["cpu_user_s"], summary["cpu_sys_s"]
-    return round(sum(spent) * 1e6 / load.requests, 3)
+    return {
+        "server_cpu_us_per_request": round(sum(spent) * 1e6 / load.requests, 3),
+        "server_cpu_source": CPU_SAMPLED,
+    }
 
 
 def core_per_request(cores: CoreSampler, load: LoadResult | None) -> float | None:

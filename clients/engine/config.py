@@ -13,6 +13,7 @@ import math
 import os
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clients.engine.plan import WorkerPlan
@@ -52,6 +53,8 @@ class LoadConfig:
     verify: str = "auto"  # http: "auto", "exact" or "parse" (clients.engine.connections)
     expect_status: int = 200  # http: the status of a verified reply
     expect_body: str | None = None  # http GET: TEXT or @PATH; None: sockbench's body
+    # a local server process (its tree) whose CPU time is read at the window's edges
+    server_pid: int | None = None
 
 
 def split_target(target: str) -> tuple[str, int]:
@@ -101,6 +104,8 @@ def validate(config: LoadConfig) -> None:
     if not 0 <= config.payload <= MAX_PAYLOAD:
         raise ConfigError(f"payload must be 0 to {MAX_PAYLOAD} bytes")
     _validate_expectation(config)
+    if config.server_pid is not None and not Path(f"/proc/{config.server_pid}").is_dir():
+        raise ConfigError(f"server pid {config.server_pid}: no such process on this machine")
     if config.cpus is not None:
         if not config.cpus:
             raise ConfigError("cpus is empty")

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -24,11 +25,13 @@ from clients.engine.histlog import write_interval_log
 from clients.engine.merge import build_result, interval_histograms
 from clients.engine.plan import WorkerPlan
 from clients.engine.worker import WorkerResult, worker_main
-from clients.result import LoadResult, Window
+from clients.result import LoadResult, ServerCpu, Window
 from common import cpustat
+from common.cputime import CpuReading, tree_cpu
 from common.process import STOP_SIGNALS
 
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
+PACE_S = 0.1  # into the window: the second reading of the server's CPU (_server_cpu)
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 
 
@@ -49,7 +52,7 @@ def run(config: LoadConfig, interval_log: str | None = None) -> LoadResult:
     validate(config)
     family, address = resolve(config)
     plans = make_plans(config, family, address)
-    results, window, cores_busy = _drive(config, plans)
+    results, window, cores_busy, server_cpu = _drive(config, plans)
     slices = interval_histograms(results, config.duration)  # merged once, used twice
     if interval_log is not None:
         with open(interval_log, "w") as stream:
@@ -60,14 +63,15 @@ def run(config: LoadConfig, interval_log: str | None = None) -> LoadResult:
                 comment=f"sockbench.loadgen {config.protocol} to {config.target}, "
                 f"{config.connections} connections",  # the writer adds the unit
             )
-    return build_result(config, plans, results, slices, window, cores_busy, interval_log)
+    result = build_result(config, plans, results, slices, window, cores_busy, interval_log)
+    return replace(result, server_cpu=server_cpu)
 
 
 def _drive(
     config: LoadConfig, plans: Sequence[WorkerPlan]
-) -> tuple[list[WorkerResult], Window, float | None]:
-    """Run the workers; their results, the window in wall-clock time (so the bench can
-    cut the server's CPU to it) and how busy the client's CPUs were in it (%)."""
+) -> tuple[list[WorkerResult], Window, float | None, ServerCpu | None]:
+    """Run the workers; their results, the window in wall-clock time, how busy the
+    client's CPUs were in it (%) and, with a server pid, its CPU time over the window."""
     context = multiprocessing.get_context("fork")
     workers: list[Child] = []
     try:
@@ -101,11 +105,16 @@ def _drive(
         window = Window(round(window_start / 1e9 + offset, 6), round(end / 1e9 + offset, 6))
         cores = config.cpus or tuple(sorted(os.sched_getaffinity(0)))
         _sleep_until(window_start)
+        first = _server_cpu_now(config)  # first: the edge's instant matters most here
         before = cpustat.ticks(cores)
+        _sleep_until(window_start + int(min(PACE_S, config.duration / 4) * 1e9))
+        pace = _server_cpu_now(config)
         _sleep_until(end)
+        last = _server_cpu_now(config)
         cores_busy = cpustat.busy_percent(before, cpustat.ticks(cores))
+        server_cpu = _server_cpu(config, (first, pace, last), window_start, end)
         limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
-        return _gather(workers, "result", limit), window, cores_busy
+        return _gather(workers, "result", limit), window, cores_busy, server_cpu
     finally:
         for worker_process, pipe in workers:
             pipe.close()
@@ -116,6 +125,46 @@ def _drive(
             if worker_process.is_alive():
                 worker_process.kill()
                 worker_process.join()
+
+
+def _server_cpu_now(config: LoadConfig) -> CpuReading | None:
+    return None if config.server_pid is None else tree_cpu(config.server_pid)
+
+
+def _server_cpu(
+    config: LoadConfig,
+    readings: tuple[CpuReading | None, CpuReading | None, CpuReading | None],
+    start_ns: int,
+    end_ns: int,
+) -> ServerCpu | None:
+    """The server's CPU over the window from its readings at the start, PACE_S into the
+    window and at the end (None: no pid, or the server was gone at one).
+
+    The readings come late: the load generator's workers keep the client CPUs busy, and
+    a waking thread may wait milliseconds for its turn. The server is as busy just after
+    the window opens as it is a moment later, so the first reading is carried back to
+    the window's start at the rate of the span to the second. After the end the load
+    stops, so the last reading's lateness adds only the replies still in flight."""
+    first, pace, last = readings
+    if config.server_pid is None or first is None or pace is None or last is None:
+        return None
+    at_start = first.cpu_ns
+    if (span := _mid(pace) - _mid(first)) > 0:
+        rate = (pace.cpu_ns - first.cpu_ns) / span
+        at_start -= round(rate * max(0.0, _mid(first) - start_ns))
+    return ServerCpu(
+        pid=config.server_pid,
+        cpu_ns=last.cpu_ns - at_start,
+        processes=last.processes,
+        how=last.how,
+        late_start_us=round((_mid(first) - start_ns) / 1e3, 1),
+        late_end_us=round((_mid(last) - end_ns) / 1e3, 1),
+    )
+
+
+def _mid(reading: CpuReading) -> float:
+    """The instant (CLOCK_MONOTONIC ns) a reading stands for: the middle of its read."""
+    return (reading.before_ns + reading.after_ns) / 2
 
 
 def _sleep_until(t_ns: int) -> None:
