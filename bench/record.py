@@ -26,8 +26,9 @@ SCHEMA_VERSION = 4
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
 # How a row's server CPU per request (process view) was measured: the process tree's CPU
-# clocks in ns read at the window's edges (schema 4 on), or psutil's 10 ms ticks sampled
-# every 0.25 s and interpolated to the edges (reads 2-6% low: docs/loadgen.md).
+# clocks in ns read at the window's edges by the load generator (schema 4 on), or
+# psutil's 10 ms ticks sampled every 0.25 s and interpolated to the edges (2-6% low:
+# docs/loadgen.md): older rows, and a server whose pid the bench does not know.
 CPU_AT_EDGES = "edges-ns"
 CPU_SAMPLED = "sampled-ticks"
 VERDICTS = ("valid", "suspect")

@@ -59,6 +59,8 @@ SHARED_HELP = {
     "not pinned)",
     "allow_remote": "allow a target outside loopback",
     "quiet": "no summary on stderr (a run that exits 1 still says why, in one line)",
+    "server_pid": "a server process on this machine: its CPU time and its children's, read "
+    "in nanoseconds at the window's edges, goes in the result (server_cpu)",
 }
 
 
@@ -154,7 +156,7 @@ def build_parser() -> ArgumentParser:
         "--together), and a spinning worker would take its turns (default: busy-poll "
         "where a worker has a --cpus CPU of its own)",
     )
-    add_load_options(parser, SHARED_HELP, "allow_remote")
+    add_load_options(parser, SHARED_HELP, "allow_remote", "server_pid")
     parser.add_argument(
         "--interval-log",
         metavar="PATH",
@@ -184,14 +186,6 @@ def _add_http_checks(parser: ArgumentParser) -> None:
         default=200,
         metavar="N",
         help="http: the status of a verified reply (default 200)",
-    )
-    parser.add_argument(
-        "--server-pid",
-        type=positive_int,
-        default=None,
-        metavar="PID",
-        help="a server process on this machine: its CPU time and its children's, read in "
-        "nanoseconds at the window's edges, goes in the result (server_cpu)",
     )
     parser.add_argument(
         "--expect-body",

@@ -42,6 +42,8 @@ SHARED: dict[str, dict[str, Any]] = {
     "timeout": {"type": positive_float, "default": 5.0},
     "cpus": {"type": cpu_list, "default": None},
     "allow_remote": {"action": "store_true"},
+    # a local server process whose CPU is read at the window's edges (clients.server_cpu)
+    "server_pid": {"type": positive_int, "default": None, "metavar": "PID"},
     "quiet": {"action": "store_true"},
 }
 

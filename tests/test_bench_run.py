@@ -68,6 +68,9 @@ def test_a_locust_cell_runs_end_to_end(tmp_path) -> None:
     assert row.load is not None and row.load.tool == "sockbench.locust"
     assert row.load.requests > 0 and row.load.error_count == 0
     assert row.load.client.bound is not None  # judged, as the native load generator's
+    # the server's CPU read as the window's edges were logged, as the native one reads it
+    assert row.load.server_cpu is not None and row.server_cpu_source == "edges-ns"
+    assert 0 < row.load.server_cpu.cpu_ns <= 1e9 * 1.02  # one server thread, a 1 s window
 
 
 class CrashingServer(ServerProcess):

@@ -11,20 +11,19 @@ import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from clients.engine.config import LoadConfig
-from clients.engine.drive import _server_cpu
+from clients.server_cpu import server_cpu
 from common.cputime import CpuReading, descendants, schedstat_ns, tree_cpu
 
-# Spins for the seconds given on its command line (in a thread that then exits, when
+# Spins for the CPU seconds given on its command line (in a thread that then exits, when
 # asked), forks a spinning child when asked, then prints its own CPU time (ns, all
 # threads) and that of its child, and waits for its stdin to close.
 SPINNER = textwrap.dedent(
     """
     import os, sys, threading, time
 
-    def spin(seconds):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
+    def spin(seconds):  # on its own CPU clock: a busy machine slows it, never shortens it
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
             pass
 
     seconds, mode = float(sys.argv[1]), sys.argv[2]
@@ -113,14 +112,13 @@ def test_a_late_first_reading_is_carried_back_to_the_window_s_start() -> None:
         mid = int(mid_ms * 1e6)
         return CpuReading(int(cpu_ms * 1e6), mid - 20_000, mid + 20_000, 1, "clock")
 
-    config = LoadConfig(target="127.0.0.1:1", server_pid=42)
     # busy at 0.9 CPU from the start (1,000 ms) on; readings 3 ms and 2 ms late
     first, pace, last = at(1003, 502.7), at(1102, 591.8), at(2002, 1400.0)
-    spent = _server_cpu(config, (first, pace, last), 1_000_000_000, 2_000_000_000)
+    spent = server_cpu(42, (first, pace, last), 1_000_000_000, 2_000_000_000)
     assert spent is not None and spent.pid == 42
     assert spent.cpu_ns == round((1400.0 - 500.0) * 1e6)  # 0.9 of the 1 s window
     assert (spent.late_start_us, spent.late_end_us) == (3000.0, 2000.0)
-    assert _server_cpu(config, (first, None, last), 1_000_000_000, 2_000_000_000) is None
+    assert server_cpu(42, (first, None, last), 1_000_000_000, 2_000_000_000) is None
 
 
 def test_the_load_generator_refuses_a_server_pid_that_is_not_there() -> None:

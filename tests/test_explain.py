@@ -158,7 +158,8 @@ def test_repeats_combine_into_medians_and_the_report_shows_the_gaps() -> None:
 def test_the_reference_runs_of_schema_1_still_load() -> None:
     results, metadata = load(REFERENCE / "explain-2core" / "explain.json")
     assert len(results) == 15 and metadata["server_cpus"] == "0"
-    assert all(r.functions == () and r.schema == 2 for r in results)  # upgraded on reading
+    assert all(r.functions == () and r.schema == 3 for r in results)  # upgraded on reading
+    assert all(p.cpu_source == "sampled-ticks" for r in results for p in r.phases)
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:
@@ -220,4 +221,7 @@ def test_explain_measures_the_epoll_server(tmp_path) -> None:
         assert 0 < send.kernel_us <= send.us, send
     else:
         assert not functions and any("Python functions" in n for n in result.notes)
-    assert json.loads((tmp_path / "e" / "explain.json").read_text())["schema"] == 2
+    assert json.loads((tmp_path / "e" / "explain.json").read_text())["schema"] == 3
+    # the clean phase's CPU read at its edges; the phases under perf sampled
+    assert clean.cpu_source == "edges-ns"
+    assert {p.cpu_source for p in result.phases if p.name != "clean"} <= {"sampled-ticks"}

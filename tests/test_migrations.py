@@ -216,7 +216,7 @@ def test_loadgen_ab_reads_a_schema_1_result_through_the_upgrade() -> None:
     assert figure == pytest.approx(by_hand)
 
 
-# -- explain.json, 1 -> 2 (7050a76) -----------------------------------------------------
+# -- explain.json, 1 -> 2 (7050a76), 2 -> 3 (the clean phase's CPU at its edges) -----
 
 
 def test_an_explain_json_of_schema_1_reads_upgraded() -> None:
@@ -228,6 +228,17 @@ def test_an_explain_json_of_schema_1_reads_upgraded() -> None:
         assert result.functions == () and result.schema == EXPLAIN_SCHEMA
         assert result.achieved == raw["achieved"] and result.samples == raw["samples"]
         assert [p.name for p in result.phases] == [p["name"] for p in raw["phases"]]
+
+
+def test_an_explain_json_of_schema_2_says_its_phases_cpu_was_sampled() -> None:
+    """Schema 3 reads the clean phase's CPU at its edges; schema 2 sampled every phase."""
+    old = json.loads((DATA / "explain-v2.json").read_text())
+    results, _ = load_explain(DATA / "explain-v2.json")
+    assert old["schema"] == 2 and [r.model for r in results] == ["epoll"]
+    for result, raw in zip(results, old["models"], strict=True):
+        assert result.schema == EXPLAIN_SCHEMA and result.phases
+        assert all(p.cpu_source == "sampled-ticks" for p in result.phases)
+        assert [p.user_us for p in result.phases] == [p["user_us"] for p in raw["phases"]]
 
 
 def test_an_explain_json_newer_than_the_code_is_refused(tmp_path: Path) -> None:

@@ -77,6 +77,7 @@ def test_loadgen_lists_the_shared_options_where_it_always_did() -> None:
         "--cpus",
         "--no-busy-poll",
         "--allow-remote",
+        "--server-pid",
         "--interval-log",
         "--verify",
         "--expect-status",

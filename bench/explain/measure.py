@@ -42,14 +42,19 @@ from typing import Any
 import psutil
 
 from bench.explain import perf as perf_session
+from bench.explain.phases import Phase as Phase  # its home; imported from here too
+from bench.explain.phases import phase_figures
+from bench.explain.phases import replies_between as replies_between
+from bench.record import CPU_SAMPLED
 from bench.run.cpus import CpuPlan
 from bench.run.sampler import CoreSampler, ServerSampler
 from bench.run.server_process import ServerProcess
 from clients.result import LoadResult, LoadResultError, build_dataclass
 from common.cpus import format_cpu_list
+from common.cputime import CpuReading, tree_cpu
 from common.migrate import Document, MigrationError, Migrations
 
-SCHEMA = 2  # 2: `functions`
+SCHEMA = 3  # 2: `functions`; 3: each phase's `cpu_source`
 # perf names Python functions through the trampolines that Python 3.12 added
 PYTHON_FUNCTIONS = sys.version_info >= (3, 12)
 PHASES = ("clean", "syscalls", "profile")  # one window; "functions" has its own
@@ -62,20 +67,6 @@ TOP = 12  # symbols kept per model
 
 class ExplainError(RuntimeError):
     """A model whose costs could not be measured; the others go on."""
-
-
-@dataclass(frozen=True)
-class Phase:
-    name: str
-    seconds: float
-    requests: float  # replies in the phase
-    user_us: float  # per request, process view
-    sys_us: float
-    core_us: float | None  # per request, core view
-
-    @property
-    def cpu_us(self) -> float:
-        return self.user_us + self.sys_us
 
 
 @dataclass(frozen=True)
@@ -291,16 +282,16 @@ def _window(
                 raise ExplainError(f"{model}: {exc}") from None
             time.sleep(WARMUP_S + LEAD_S)
             spans = []
+            edges: dict[str, tuple[CpuReading, CpuReading] | None] = {}
             for name in names:
                 log(f"{model}: {name} phase ({options.phase_s} s)")
                 if name in sessions:
                     ran[name] = session = sessions[name](_tree(server.pid))
                     spans.append((name, *session.measure(options.phase_s)))
                     session.close()
-                else:
-                    start = time.time()
-                    time.sleep(options.phase_s)
-                    spans.append((name, start, time.time()))
+                else:  # the clean phase: the server's CPU clocks read at its edges
+                    start, end, edges[name] = _clean_phase(server.pid, options.phase_s)
+                    spans.append((name, start, end))
             pids = set(_tree(server.pid))
             out, err = loadgen.communicate(timeout=options.phase_s * 10 + 30)
         finally:
@@ -318,20 +309,35 @@ def _window(
         for session in ran.values():
             session.close()
         server.stop()
-    phases = tuple(_phase(name, a, b, load, sampler, cores) for name, a, b in spans)
+    phases = tuple(
+        phase_figures(name, (a, b), load, sampler, cores, edges.get(name)) for name, a, b in spans
+    )
     for phase, (name, a, b) in zip(phases, spans, strict=True):
         if phase.requests <= 0:
-            w = load.window
-            where = (
-                ""
-                if w is None
-                else (
-                    f" ({a - w.start_unix:+.2f} to {b - w.start_unix:+.2f} s from the start of "
-                    f"a {w.end_unix - w.start_unix:.1f} s window)"
-                )
-            )
+            where = _where(load, a, b)
             raise ExplainError(f"{model}: the {name} phase{where} saw no reply in the window")
     return Window(load, phases, ran, pids)
+
+
+def _where(load: LoadResult, start: float, end: float) -> str:
+    """Where a span lay in the load's window, for an error."""
+    if (w := load.window) is None:
+        return ""
+    return (
+        f" ({start - w.start_unix:+.2f} to {end - w.start_unix:+.2f} s from the start of "
+        f"a {w.end_unix - w.start_unix:.1f} s window)"
+    )
+
+
+def _clean_phase(
+    pid: int, seconds: float
+) -> tuple[float, float, tuple[CpuReading, CpuReading] | None]:
+    """Wait out a phase without perf: its start and end (unix times) and the server's CPU
+    read just before the one and just after the other (None if it was gone)."""
+    before, start = tree_cpu(pid), time.time()
+    time.sleep(seconds)
+    end, after = time.time(), tree_cpu(pid)
+    return start, end, None if before is None or after is None else (before, after)
 
 
 def _tree(pid: int) -> list[int]:
@@ -376,6 +382,8 @@ def combine(runs: Sequence[Explained]) -> Explained:
             med(r.phases[i].sys_us for r in runs),
             None if any(r.phases[i].core_us is None for r in runs)
             else med(r.phases[i].core_us or 0.0 for r in runs),
+            p.cpu_source if all(r.phases[i].cpu_source == p.cpu_source for r in runs)
+            else "mixed",
         )
         for i, p in enumerate(first.phases)
     )  # fmt: skip
@@ -427,42 +435,6 @@ def _load_command(options: Options, port: int, plan: CpuPlan, phases: int) -> li
     ]  # fmt: skip
 
 
-def _phase(
-    name: str,
-    start: float,
-    end: float,
-    load: LoadResult,
-    sampler: ServerSampler,
-    cores: CoreSampler,
-) -> Phase:
-    requests = replies_between(load, start, end)
-    cpu = sampler.cpu_between(start, end)
-    busy = cores.busy_seconds(start, end)
-    if not requests or cpu is None:
-        return Phase(name, end - start, 0.0, 0.0, 0.0, None)
-    core = None if busy is None else busy * 1e6 / requests
-    return Phase(
-        name, end - start, requests, cpu[0] * 1e6 / requests, cpu[1] * 1e6 / requests, core
-    )
-
-
-def replies_between(load: LoadResult, start: float, end: float) -> float:
-    """Replies in [start, end] (unix times) from the load's interval counts, a slice
-    counted in proportion to its overlap; 0 if the span leaves the window."""
-    if load.window is None or not load.intervals:
-        return 0.0
-    if start < load.window.start_unix or end > load.window.end_unix:
-        return 0.0
-    total = 0.0
-    for interval in load.intervals:
-        a = load.window.start_unix + interval.start_s
-        b = a + load.interval_s
-        overlap = min(b, end) - max(a, start)
-        if overlap > 0:
-            total += interval.count * overlap / load.interval_s
-    return total
-
-
 def _kernel_us(r: Explained, function: str) -> float:
     return next((f.kernel_us for f in r.functions if f.name == function), 0.0)
 
@@ -479,8 +451,21 @@ def _from_schema_1(data: Document) -> Document:
     return {**data, "models": models}
 
 
+def _from_schema_2(data: Document) -> Document:
+    """Schema 2 sampled every phase's CPU (ticks, interpolated): each phase says so."""
+    models = [
+        {
+            **m,
+            "phases": [{**p, "cpu_source": CPU_SAMPLED} for p in m["phases"]],
+            "schema": 3,
+        }
+        for m in data["models"]
+    ]
+    return {**data, "models": models}
+
+
 # explain.json's upgrades, {from_version: step} (common.migrate, docs/formats.md)
-MIGRATIONS = Migrations("explain schema", SCHEMA, {1: _from_schema_1})
+MIGRATIONS = Migrations("explain schema", SCHEMA, {1: _from_schema_1, 2: _from_schema_2})
 
 
 def load(path: Path) -> tuple[list[Explained], dict[str, Any]]:

@@ -60,8 +60,8 @@ def load_command(
     server_pid: int | None = None,
 ) -> list[str]:
     """The load generator's command line against `target` (HOST:PORT); `shared`:
-    another one runs on the same CPUs; `server_pid`: the server process whose CPU the
-    native load generator reads at the window's edges."""
+    another one runs on the same CPUs; `server_pid`: the server process whose CPU
+    either driver reads at the window's edges."""
     key = cell.key
     common = [
         "--target",
@@ -74,6 +74,8 @@ def load_command(
         str(key.payload),
         "--quiet",
     ]
+    if server_pid is not None:
+        common += ["--server-pid", str(server_pid)]
     if (rate := load_rate(key.load, probe_rps)) is not None:
         common += ["--rate", f"{rate:.1f}", "--arrivals", matrix.arrivals]
     if matrix.external(key.model) is not None:
@@ -121,7 +123,6 @@ def load_command(
         "--cpus",
         format_cpu_list(plan.client),
         *(["--no-busy-poll"] if shared else []),
-        *(["--server-pid", str(server_pid)] if server_pid is not None else []),
     ]
 
 

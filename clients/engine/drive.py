@@ -26,12 +26,13 @@ from clients.engine.merge import build_result, interval_histograms
 from clients.engine.plan import WorkerPlan
 from clients.engine.worker import WorkerResult, worker_main
 from clients.result import LoadResult, ServerCpu, Window
+from clients.server_cpu import PACE_S
+from clients.server_cpu import server_cpu as server_cpu_of
 from common import cpustat
 from common.cputime import CpuReading, tree_cpu
 from common.process import STOP_SIGNALS
 
 START_MARGIN_S = 0.05  # time for the start message to reach every worker
-PACE_S = 0.1  # into the window: the second reading of the server's CPU (_server_cpu)
 RESULT_GRACE_S = 30.0  # how long past the window's end a worker may take to report
 
 
@@ -112,7 +113,11 @@ def _drive(
         _sleep_until(end)
         last = _server_cpu_now(config)
         cores_busy = cpustat.busy_percent(before, cpustat.ticks(cores))
-        server_cpu = _server_cpu(config, (first, pace, last), window_start, end)
+        server_cpu = (
+            None
+            if config.server_pid is None
+            else server_cpu_of(config.server_pid, (first, pace, last), window_start, end)
+        )
         limit = (end - time.monotonic_ns()) / 1e9 + config.timeout + RESULT_GRACE_S
         return _gather(workers, "result", limit), window, cores_busy, server_cpu
     finally:
@@ -129,42 +134,6 @@ def _drive(
 
 def _server_cpu_now(config: LoadConfig) -> CpuReading | None:
     return None if config.server_pid is None else tree_cpu(config.server_pid)
-
-
-def _server_cpu(
-    config: LoadConfig,
-    readings: tuple[CpuReading | None, CpuReading | None, CpuReading | None],
-    start_ns: int,
-    end_ns: int,
-) -> ServerCpu | None:
-    """The server's CPU over the window from its readings at the start, PACE_S into the
-    window and at the end (None: no pid, or the server was gone at one).
-
-    The readings come late: the load generator's workers keep the client CPUs busy, and
-    a waking thread may wait milliseconds for its turn. The server is as busy just after
-    the window opens as it is a moment later, so the first reading is carried back to
-    the window's start at the rate of the span to the second. After the end the load
-    stops, so the last reading's lateness adds only the replies still in flight."""
-    first, pace, last = readings
-    if config.server_pid is None or first is None or pace is None or last is None:
-        return None
-    at_start = first.cpu_ns
-    if (span := _mid(pace) - _mid(first)) > 0:
-        rate = (pace.cpu_ns - first.cpu_ns) / span
-        at_start -= round(rate * max(0.0, _mid(first) - start_ns))
-    return ServerCpu(
-        pid=config.server_pid,
-        cpu_ns=last.cpu_ns - at_start,
-        processes=last.processes,
-        how=last.how,
-        late_start_us=round((_mid(first) - start_ns) / 1e3, 1),
-        late_end_us=round((_mid(last) - end_ns) / 1e3, 1),
-    )
-
-
-def _mid(reading: CpuReading) -> float:
-    """The instant (CLOCK_MONOTONIC ns) a reading stands for: the middle of its read."""
-    return (reading.before_ns + reading.after_ns) / 2
 
 
 def _sleep_until(t_ns: int) -> None:

@@ -34,6 +34,9 @@ HELP = {
     "locust process, no workers)",
     "allow_remote": "allow a target or a master bind host that is not a loopback address",
     "quiet": "do not echo locust's log",
+    "server_pid": "a server process on this machine: its CPU time and its children's, read "
+    "in nanoseconds as the locustfile logs the window's edges, goes in the result "
+    "(server_cpu)",
 }
 
 
@@ -79,7 +82,7 @@ def build_parser() -> ArgumentParser:
         default=None,
         help="with --master: port the workers connect to (default: a free one)",
     )
-    add_load_options(parser, HELP, "allow_remote", "quiet")
+    add_load_options(parser, HELP, "allow_remote", "quiet", "server_pid")
     return parser
 
 
@@ -107,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             cpus=args.cpus,
             allow_remote=args.allow_remote,
             quiet=args.quiet,
+            server_pid=args.server_pid,
         )
     except UsageError as exc:
         parser.error(str(exc))

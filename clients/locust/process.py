@@ -27,6 +27,7 @@ from typing import IO
 from clients.locust.result import WindowFile, from_locust_stats, judge_client, judge_remote_client
 from clients.locust.sampler import Sampler
 from clients.result import LoadResult, Params
+from clients.server_cpu import EdgeReadings
 from clients.target import is_loopback, split_target
 from common.cpus import format_cpu_list
 from common.process import block_stop_signals, die_with_parent
@@ -230,6 +231,7 @@ def run_locust(
     cpus: Sequence[int] | None = None,
     allow_remote: bool = False,
     quiet: bool = True,
+    server_pid: int | None = None,
 ) -> LoadResult:
     """Run locust headless against `target` (HOST:PORT): `warmup` seconds, then the
     measured window of `duration` seconds; return the window's LoadResult.
@@ -251,18 +253,10 @@ def run_locust(
     if not duration > 0 or not warmup >= 0:
         raise UsageError(f"need duration > 0 and warmup >= 0, got {duration} and {warmup}")
     pinned = _check_cpus(cpus) if cpus else None
-    params = Params(
-        target=f"{host}:{port}",
-        protocol=protocol,
-        connections=users,  # one connection per user
-        processes=(expect_workers or 1) if master else (processes or 1),
-        duration=duration,
-        warmup=warmup,
-        payload=payload,
-        rate=None,  # --rate paces locust's users: not an open loop
-        mode="persistent",
-        timeout=timeout,
-        cpus=pinned,
+    edges = _edge_readings(server_pid)
+    workers = (expect_workers or 1) if master else (processes or 1)
+    params = _params(
+        f"{host}:{port}", protocol, users, workers, duration, warmup, payload, timeout, pinned
     )
     with tempfile.TemporaryDirectory(prefix="sockbench-locust-") as tmp:
         prefix = Path(tmp) / "run"
@@ -287,10 +281,54 @@ def run_locust(
         )
         limit = warmup + duration + STARTUP_GRACE_S * (2 if master else 1)
         cores = pinned or tuple(sorted(os.sched_getaffinity(0)))
-        watcher, sampler, code = _run(cmd, Path(tmp), limit, quiet, pinned, cores)
-        return _read_result(
+        watcher, sampler, code = _run(cmd, Path(tmp), limit, quiet, pinned, cores, edges)
+        result = _read_result(
             Path(f"{prefix}_final"), params, code, watcher, sampler, cores, master, processes
         )
+        return _with_server_cpu(result, edges)
+
+
+def _params(
+    target: str,
+    protocol: str,
+    users: int,
+    processes: int,
+    duration: float,
+    warmup: float,
+    payload: int,
+    timeout: float,
+    cpus: tuple[int, ...] | None,
+) -> Params:
+    return Params(
+        target=target,
+        protocol=protocol,
+        connections=users,  # one connection per user
+        processes=processes,
+        duration=duration,
+        warmup=warmup,
+        payload=payload,
+        rate=None,  # --rate paces locust's users: not an open loop
+        mode="persistent",
+        timeout=timeout,
+        cpus=cpus,
+    )
+
+
+def _edge_readings(server_pid: int | None) -> EdgeReadings | None:
+    """Where the server's CPU is read at the window's edges (--server-pid); UsageError
+    for a pid that is not a process here."""
+    if server_pid is None:
+        return None
+    if not Path(f"/proc/{server_pid}").is_dir():
+        raise UsageError(f"server pid {server_pid}: no such process on this machine")
+    return EdgeReadings(server_pid)
+
+
+def _with_server_cpu(result: LoadResult, edges: EdgeReadings | None) -> LoadResult:
+    if edges is None or result.window is None:
+        return result
+    window = result.window
+    return replace(result, server_cpu=edges.result(window.start_unix, window.end_unix))
 
 
 def _check_arguments(
@@ -365,6 +403,7 @@ def _run(
     quiet: bool,
     pinned: Sequence[int] | None,
     cores: Sequence[int],
+    edges: EdgeReadings | None = None,
 ) -> tuple[_LogWatcher, Sampler, int]:
     def child_setup() -> None:  # between fork and exec: the forked workers inherit both
         die_with_parent()
@@ -385,7 +424,13 @@ def _run(
     )
     assert proc.stdout is not None  # stdout=PIPE
     sampler = Sampler(proc.pid, cores)
-    watcher = _LogWatcher(proc.stdout, quiet, on_edge=sampler.now)
+
+    def on_edge() -> None:
+        if edges is not None:  # first: the server's CPU at the edge's instant
+            edges.edge()
+        sampler.now()
+
+    watcher = _LogWatcher(proc.stdout, quiet, on_edge=on_edge)
     try:
         sampler.start()
         watcher.start()
