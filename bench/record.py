@@ -162,6 +162,9 @@ class Row:
         """Raises ValueError with one line: MigrationError for a row of a schema it
         cannot upgrade, LoadResultError for a bad `load`."""
         data = MIGRATIONS.upgrade(data)
+        if "server_cpu_source" not in data:  # written between the two schema-4 changes
+            measured = data.get("server_cpu_us_per_request") is not None
+            data = {**data, "server_cpu_source": CPU_SAMPLED if measured else None}
         fields = {k: v for k, v in data.items() if k != "key"}
         fields["cell"] = CellKey(**fields["cell"])
         if fields.get("load") is not None:

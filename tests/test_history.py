@@ -196,3 +196,40 @@ def test_anchors_in_the_order_of_their_first_night() -> None:
     # the committed A/A comparison: base and new are one commit, a fine anchor
     reference = entries_from_ab(REFERENCE)
     assert anchors(reference, first.fingerprint) == [first.base_sha] == [first.new_sha]
+
+
+def test_a_night_whose_cpu_was_measured_two_ways_says_so_and_is_no_point(
+    tmp_path: Path,
+) -> None:
+    """The anchor's side sampled the servers' CPU (before the readings at the window's
+    edges), the night's read it at the edges: bench ab does not compare them, and the
+    history keeps its reason instead of a ratio, so the series has no point there."""
+    import shutil
+
+    from bench.gate.ab_analysis import analyse
+    from bench.gate.ab_report import save
+    from bench.gate.history_report import entry_table
+    from bench.store import RunStore
+
+    refs = REFERENCE.parent
+    shutil.copytree(refs / "ab-aa-gate-sampled" / "base", tmp_path / "base")
+    shutil.copytree(refs / "ab-aa-gate-edges" / "new", tmp_path / "new")
+    meta = json.loads((refs / "ab-aa-gate-edges" / "ab.json").read_text())["metadata"]
+    results, _ = analyse(
+        RunStore.open(tmp_path / "base").rows(),
+        RunStore.open(tmp_path / "new").rows(),
+        meta["alpha"],
+        meta["threshold"],
+        frozenset(meta.get("expected_reasons", ())),
+    )
+    save(results, meta, tmp_path)
+    entries = entries_from_ab(tmp_path)
+    for entry in entries:
+        cpu = entry.metric("cpu_per_request")
+        assert cpu is not None and cpu.ratio is None and cpu.median is not None
+        assert cpu.note is not None and "sampled-ticks in base, edges-ns in new" in cpu.note
+        throughput = entry.metric("throughput")
+        assert throughput is not None and throughput.ratio is not None and not throughput.note
+    first = entries[0]
+    assert not series(entries, first.fingerprint, first.cell, "cpu_per_request", first.base_sha)
+    assert "not compared (the sampled reading is 2-6% low)" in entry_table([first])

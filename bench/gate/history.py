@@ -97,6 +97,8 @@ class MetricNight:
     high: float | None
     verdict: str | None  # bench ab's verdict for this metric
     pairs: int | None = None  # how many pairs the ratio is over
+    # why bench ab did not compare it, where it said (e.g. the CPU measured two ways)
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,7 +213,7 @@ def entries_from_ab(folder: Path) -> list[HistoryEntry]:
             cell=cell["key"],
             base_sha=str(base_sha),
             new_sha=str(new_sha),
-            metrics=_metrics(by_cell.get(cell["key"], []), cell["changes"]),
+            metrics=_metrics(by_cell.get(cell["key"], []), cell["changes"], cell.get("notes", ())),
             run=folder.resolve().name,
         )
         for cell in cells
@@ -231,10 +233,13 @@ def machine_of(metadata: dict[str, Any]) -> Machine:
     )
 
 
-def _metrics(rows: Sequence[Row], changes: Sequence[dict[str, Any]]) -> tuple[MetricNight, ...]:
+def _metrics(
+    rows: Sequence[Row], changes: Sequence[dict[str, Any]], notes: Sequence[str] = ()
+) -> tuple[MetricNight, ...]:
     paired = {c["metric"]: c for c in changes}
     out = []
     for spec in CONTINUOUS:
+        said = next((n for n in notes if n.startswith(f"{spec.name}: measured as")), None)
         values = [v for row in rows if (v := metric_value(row, spec)) is not None]
         change = paired.get(spec.name, {})
         out.append(
@@ -247,6 +252,7 @@ def _metrics(rows: Sequence[Row], changes: Sequence[dict[str, Any]]) -> tuple[Me
                 high=change.get("high"),
                 verdict=change.get("verdict"),
                 pairs=change.get("pairs"),
+                note=said,
             )
         )
     return tuple(out)

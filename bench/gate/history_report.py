@@ -271,6 +271,8 @@ def entry_table(entries: Sequence[HistoryEntry]) -> str:
                 text += f" ({m.pairs} pairs)" if m.pairs else ""
             if m.verdict and m.verdict != "no change":
                 text += f" {m.verdict}"
+            if m.note:  # not a point of the series, and why
+                text += f" ({m.note})"
             cells.append(text)
         body.append("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>")
     header = "".join(f"<th>{escape(h)}</th>" for h in head)
