@@ -17,6 +17,16 @@ PARTS = ("kernel", "interpreter", "libc")  # the rest is the models' own modules
 BASE = "epoll"  # the hand-written loop: what the gaps are measured from, when it ran
 
 
+def _clean_cpu(results: Sequence[Explained]) -> str:
+    """How the clean phase's total was measured (explain.json's `cpu_source`)."""
+    sources = {p.cpu_source for r in results if (p := r.phase("clean")) is not None}
+    if sources == {"edges-ns"}:
+        return "the total from the server's CPU clocks, read at the phase's edges in ns"
+    if sources <= {"sampled-ticks"}:
+        return "psutil's 10 ms ticks, sampled every 0.25 s and interpolated to the phase"
+    return "read at the phase's edges for some models and sampled for others"
+
+
 def render(results: Sequence[Explained], metadata: dict[str, Any]) -> str:
     first = results[0]
     lines = [
@@ -33,8 +43,9 @@ def render(results: Sequence[Explained], metadata: dict[str, Any]) -> str:
         f"Medians of {first.repeats} measurements per model (the models' order reversed "
         "each time), the total's lowest and highest in brackets. "
         "Each figure divides by the replies of its own phase. CPU in the process view "
-        "(user + system = total) and the core view (the server CPUs' busy time, softirq "
-        "included), with nothing attached; system calls counted by `perf stat` "
+        f"(user + system = total; {_clean_cpu(results)}) and the core view (the server CPUs' "
+        "busy time in /proc/stat's 10 ms ticks, softirq included), with nothing attached; "
+        "system calls counted by `perf stat` "
         "(`raw_syscalls:sys_enter`); the process view again while perf counted and while it "
         "sampled, to show what each cost.",
         "",

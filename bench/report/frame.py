@@ -109,7 +109,10 @@ ANSWERED_ONLY = (
     "Answered requests only: a starved connection adds no sample (see the worst-wait chart)."
 )
 PROCESS_VIEW = "Process view: the server processes' CPU time, without the softirq time on its core."
-CORE_VIEW = "Core view: the server CPUs' busy time (softirq in; anything else there counts too)."
+CORE_VIEW = (
+    "Core view: the server CPUs' busy time in /proc/stat's 10 ms ticks (softirq in; "
+    "anything else there counts too)."
+)
 
 METRICS: tuple[Metric, ...] = (
     Metric(
