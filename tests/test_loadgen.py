@@ -246,7 +246,11 @@ def test_pinned_worker_busy_polls_but_is_judged_by_its_waiting() -> None:
     assert total_errors(result) == 0 and result.requests > 100
     worker = result.client.workers[0]
     assert worker.waited_for_work is not None and worker.waited_for_work > 50, result.client
-    assert not result.client.bound, result.client
+    # the spinning is not the bottleneck; only contention from something else on its CPU
+    # (a busy machine: CI beside other jobs) may make the run client-bound
+    assert not any("waited for work" in r for r in result.client.reasons), result.client
+    if worker.waited_for_cpu is None or worker.waited_for_cpu <= saturation.CONTENDED_PERCENT:
+        assert not result.client.bound, result.client
 
 
 # -- saturation: idleness and contention -------------------------------------------------
