@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from bench.analysis.paired import AffectedChange, PairedChange
-from bench.gate.ab_analysis import TESTS_PER_CELL, TOGETHER_EXPECTED, analyse
-from bench.gate.ab_report import render
+from bench.gate.ab_analysis import TESTS_PER_CELL, TOGETHER_EXPECTED, CellResult, analyse
+from bench.gate.ab_report import AB_JSON, render, save
+from bench.gate.history import entries_from_ab
 from bench.record import CellKey, Reason, Row
 from bench.store import RunStore
 from bench.studies import ab_power
 from tests.helpers import load_result
 
 PAIRS = 12
+REFERENCE = Path(__file__).resolve().parent.parent / "results" / "reference"
 
 
 def _rows(model: str, run_id: str, factor: float, seed: int, **load_changes) -> list[Row]:
@@ -135,3 +140,58 @@ def test_cpu_measured_two_ways_is_not_compared() -> None:
     same = with_cpu(_rows("epoll", "base", 1.0, 5), 9.5, "edges-ns")
     [result], _ = analyse(same, new, alpha=0.05, threshold=0.03)
     assert {c.metric: c for c in result.changes}["cpu_per_request"].verdict == "regression"
+
+
+def _meta(m: int, pairs: int) -> dict[str, Any]:
+    sources = {side: {"side": side, "given": side, "sha": ""} for side in ("base", "new")}
+    return {
+        **sources, "tests": m, "alpha": 0.05, "pairs": pairs, "threshold": 0.02,
+        "server_cpus": "0", "client_cpus": "1", "when": "now", "command": "bench ab a b",
+    }  # fmt: skip
+
+
+def test_an_interval_short_of_pairs_says_what_it_covers(tmp_path: Path) -> None:
+    """5 pairs cannot reach 1 - 0.05/8: the interval is their range, which covers the
+    true ratio 15 times in 16, and ab.md and ab.json say so instead of 99.38%."""
+    few, enough = _rows("epoll", "base", 1.0, 7)[:5], _rows("poll", "base", 1.0, 8)
+    base = few + enough
+    new = _rows("epoll", "new", 1.0, 7)[:5] + _rows("poll", "new", 1.0, 8)
+    results, m = analyse(base, new, alpha=0.05, threshold=0.02)
+    text = render(results, _meta(m, PAIRS))
+    assert "covers the true ratio with at least 99.69%" in text  # 1 - 0.05/16
+    throughput = results[0].changes[0]
+    assert isinstance(throughput, PairedChange) and throughput.coverage == 1 - 2**-4
+    assert f"{throughput.ratio:.3f} [{throughput.low:.3f}–{throughput.high:.3f}] (93.75%)" in text
+    wide = results[1].changes[0]  # 12 pairs reach it: at least the level, and no label
+    assert isinstance(wide, PairedChange) and wide.coverage is not None
+    assert 1 - 0.05 / 16 <= wide.coverage < 1
+    row = next(line for line in text.splitlines() if line.startswith(f"| {results[1].key} |"))
+    assert f"{wide.low:.3f}–{wide.high:.3f}" in row and "%)" not in row
+    save(results, _meta(m, PAIRS), tmp_path)
+    changes = json.loads((tmp_path / AB_JSON).read_text())["cells"][0]["changes"]
+    assert (changes[0]["coverage"], changes[0]["ends"]) == (1 - 2**-4, "[]")
+
+
+def test_an_end_the_test_rejects_is_shown_open() -> None:
+    """Zeros among the pairs can make the test reject the shift at an end: (1.000– is
+    an interval that does not hold 1.000, though it reaches it."""
+    change = PairedChange(
+        "p99", 11, 1.03, 1.0, 1.057, 0.031, False, coverage=0.996, ends="(]"
+    )  # fmt: skip
+    text = render([CellResult("epoll/x", (change,))], _meta(8, 11))
+    assert "| 1.030 (1.000–1.057] |" in text
+
+
+def test_an_ab_json_from_before_the_coverage_reads_as_it_did(tmp_path: Path) -> None:
+    """ab.json gained `coverage` and `ends` per continuous change in schema 1 (optional:
+    docs/formats.md): a file without them reads the same."""
+    folder = tmp_path / "ab-aa-together"
+    shutil.copytree(REFERENCE / folder.name, folder)
+    data = json.loads((folder / AB_JSON).read_text())
+    for cell in data["cells"]:
+        for change in cell["changes"]:
+            change.pop("coverage", None)
+            change.pop("ends", None)
+    (folder / AB_JSON).write_text(json.dumps(data))
+    old, now = entries_from_ab(folder), entries_from_ab(REFERENCE / folder.name)
+    assert old and [e.to_json() for e in old] == [e.to_json() for e in now]

@@ -6,7 +6,9 @@ the family's size (Holm's m) does not depend on the results:
 - continuous, over the pairs where both sides' repeats are usable (ok or client-bound):
   throughput, the p99 of all requests (the unanswered ones included), the longest wait
   of any connection (bench.gate.metrics.METRICS), and the server's CPU per request (process
-  view), which sees a slower server even where the load generator is the limit;
+  view), which sees a slower server even where the load generator is the limit. Each
+  carries its interval's coverage: at least 1 - alpha/m, or less where too few pairs are
+  usable to reach it (bench.analysis.paired.ShiftInterval; ab.md prints it then);
 - the share of repeats affected on each side, over every repeat: failed (the cell did
   not complete), errors (any error in the window, mismatches included), starved (a
   connection that got no reply in the window) and suspect (the validity verdict).

@@ -42,7 +42,7 @@ def headline(results: Sequence[CellResult]) -> str:
 def render(results: Sequence[CellResult], meta: dict[str, Any]) -> str:
     base, new = meta["base"], meta["new"]
     m, alpha, pairs = meta["tests"], meta["alpha"], meta["pairs"]
-    floor = smallest_p(pairs)
+    floor, level = smallest_p(pairs), 1 - alpha / max(m, 1)
     lines = [
         f"# bench ab: {_source(new)} against {_source(base)}",
         "",
@@ -54,8 +54,10 @@ def render(results: Sequence[CellResult], meta: dict[str, Any]) -> str:
         "",
         f"One family of {m} tests ({TESTS_PER_CELL} per cell), Holm at alpha {alpha:g}. "
         "Continuous metrics: new / base, the Hodges-Lehmann estimate over the pairs' ratios "
-        f"and its exact interval at {100 * (1 - alpha / max(m, 1)):.2f}% (1 - alpha/m), "
-        "from the Wilcoxon signed-rank test; a regression needs Holm's rejection and the "
+        "and the interval of the ratios that the Wilcoxon signed-rank test (exact with ties "
+        "and zeros) does not reject at alpha/m: it covers the true ratio with at least "
+        f"{100 * level:.2f}% (an end in round brackets is not in it: the test rejects "
+        "there); a regression needs Holm's rejection and the "
         f"whole interval beyond {100 * meta['threshold']:g}% in the bad direction. Counts: "
         "repeats affected, base → new, Fisher's exact test (one-sided).",
     ]
@@ -87,20 +89,30 @@ def render(results: Sequence[CellResult], meta: dict[str, Any]) -> str:
             continue
         verdict = f"**{r.verdict}**" if r.verdict != NO_CHANGE else r.verdict
         lines.append(
-            f"| {r.key} | {verdict} | " + " | ".join(_cell(c, alpha) for c in r.changes) + " |"
+            f"| {r.key} | {verdict} | "
+            + " | ".join(_cell(c, alpha, level) for c in r.changes)
+            + " |"
         )
     notes = [(r.key, n) for r in results for n in r.notes]
     if notes:
         lines += ["", "Notes:", ""] + [f"- {key}: {note}" for key, note in notes]
+    short = any(_short(c, level) for r in results for c in r.changes)
     lines += [
         "",
         "Marks: † significant after Holm; **bold**: the change's verdict where it is not "
-        "`no change`. Each side's rows are in `base/` and `new/` (`bench report` reads them).",
+        "`no change`"
+        + (
+            f"; (N%) after an interval: too few usable pairs for {100 * level:.2f}%, it is "
+            "the range of their ratios, which covers the true ratio with probability N%"
+            if short
+            else ""
+        )
+        + ". Each side's rows are in `base/` and `new/` (`bench report` reads them).",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _cell(change: PairedChange | AffectedChange, alpha: float) -> str:
+def _cell(change: PairedChange | AffectedChange, alpha: float, level: float) -> str:
     mark = "†" if change.p_holm <= alpha else ""
     if isinstance(change, AffectedChange):
         c = change
@@ -108,8 +120,18 @@ def _cell(change: PairedChange | AffectedChange, alpha: float) -> str:
     elif change.pairs == 0:
         text = "n/a"
     else:
-        text = f"{change.ratio:.3f} [{change.low:.3f}–{change.high:.3f}]{mark}"
+        opening, closing = change.ends[0], change.ends[1]
+        text = f"{change.ratio:.3f} {opening}{change.low:.3f}–{change.high:.3f}{closing}{mark}"
+        if _short(change, level) and change.coverage is not None:
+            text += f" ({100 * change.coverage:.2f}%)"
     return f"**{text} {change.verdict}**" if change.verdict != NO_CHANGE else text
+
+
+def _short(change: PairedChange | AffectedChange, level: float) -> bool:
+    """An interval that covers less than the level: too few pairs to reach it."""
+    if not isinstance(change, PairedChange) or change.coverage is None:
+        return False
+    return change.coverage < level - 1e-12  # an exact test's interval covers >= level
 
 
 def _source(source: dict[str, Any]) -> str:

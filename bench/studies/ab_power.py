@@ -57,10 +57,10 @@ def simulate(
     for _ in range(TRIALS):
         draw = rng.choice(pool, pairs) * rng.choice((-1.0, 1.0), pairs)
         slow = draw + math.log(1 - effect)
-        _, _, high = hodges_lehmann(slow, level)
-        hits += signed_rank_p(slow) <= alpha and math.exp(high) < 1 - threshold
-        _, low, high = hodges_lehmann(draw, level)
-        beyond = math.exp(high) < 1 - threshold or math.exp(low) > 1 + threshold
+        interval = hodges_lehmann(slow, level)
+        hits += signed_rank_p(slow) <= alpha and math.exp(interval.high) < 1 - threshold
+        interval = hodges_lehmann(draw, level)
+        beyond = math.exp(interval.high) < 1 - threshold or math.exp(interval.low) > 1 + threshold
         alarms += signed_rank_p(draw) <= alpha and beyond
     return hits / TRIALS, alarms / TRIALS
 
