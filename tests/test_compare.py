@@ -374,3 +374,18 @@ def test_load_value_reads_each_metric_and_skips_what_is_not_a_number() -> None:
 def test_words_for_counts_and_changes() -> None:
     assert [plural(n, "cell") for n in (0, 1, 2)] == ["0 cells", "1 cell", "2 cells"]
     assert [pct(r) for r in (1.034, 0.95, 1.0, math.nan)] == ["+3.4%", "-5.0%", "+0.0%", "n/a"]
+
+
+def test_tied_whole_microseconds_are_tested_exactly(tmp_path: Path) -> None:
+    """p99 in whole µs ties: three 500s against three 600s is the most extreme split of
+    3 vs 3, whose exact p is 0.1 (scipy's normal approximation said 0.05), so it can
+    never be significant at 0.05, however large the change."""
+    base_values = {k: [(10_000.0, 500.0)] * 3 for k in baseline_values()}
+    new_values = dict(base_values)
+    new_values[EPOLL10] = [(10_000.0, 600.0)] * 3
+    base = make_run(tmp_path, "base", base_values)
+    new = make_run(tmp_path, "new", new_values)
+    cell = next(c for c in compare_runs(base, new).cells if c.key == EPOLL10)
+    p99 = cell.changes[1]
+    assert p99.ratio == pytest.approx(1.2)
+    assert p99.p_value == pytest.approx(0.1) and p99.verdict == NO_CHANGE

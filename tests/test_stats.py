@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
+from fractions import Fraction
 
 import pytest
 
@@ -178,6 +180,94 @@ def test_three_vs_three_can_never_be_significant() -> None:
     assert min_p_value(3, 3) == pytest.approx(0.1)
     assert min_p_value(2, 2) == pytest.approx(1 / 3)
     assert min_p_value(5, 5) == pytest.approx(2 / 252)
+
+
+# --- ties: the exact permutation distribution over the observed values ----------------
+
+
+def midranks(values: list[float]) -> list[float]:
+    """Ranks 1..N, tied values sharing the mean of their ranks, from the definition."""
+    return [sum(w < v for w in values) + (sum(w == v for w in values) + 1) / 2 for v in values]
+
+
+def enumerated_p(a: list[float], b: list[float]) -> Fraction:
+    """The two-sided exact p by brute force: every split of the pooled values into
+    len(a) and len(b), twice the smaller tail of a's midrank sum, at most 1."""
+    ranks = midranks(a + b)
+    observed = sum(ranks[: len(a)])
+    sums = [
+        sum(ranks[i] for i in split) for split in itertools.combinations(range(len(ranks)), len(a))
+    ]
+    low = sum(s <= observed for s in sums)
+    high = sum(s >= observed for s in sums)
+    return min(Fraction(1), Fraction(2 * min(low, high), len(sums)))
+
+
+def test_the_issues_tied_example_is_exact() -> None:
+    # scipy's normal approximation, its fallback with ties, gave 0.047 here
+    (t,) = compare_adjacent({"a": [10.0, 10.0, 10.0], "b": [5.0, 5.0, 5.0]})
+    assert t.p == pytest.approx(2 / math.comb(6, 3))  # 2 of 20 splits are this extreme
+    assert t.p >= t.min_p
+    assert not t.significant
+
+
+def test_three_vs_three_can_never_be_significant_even_with_ties() -> None:
+    every_sample = list(itertools.combinations_with_replacement([1.0, 2.0, 3.0], 3))
+    ps = [
+        compare_adjacent({"a": list(a), "b": list(b)})[0].p
+        for a, b in itertools.product(every_sample, repeat=2)
+    ]
+    assert min(ps) == pytest.approx(0.1)
+    assert min(ps) >= min_p_value(3, 3) - 1e-12
+
+
+def _tied_sample(rng: random.Random, n: int, levels: int) -> list[float]:
+    return [float(100 + rng.randint(1, levels)) for _ in range(n)]  # few values: many ties
+
+
+def test_p_is_the_enumerated_exact_p_for_small_tied_samples() -> None:
+    rng = random.Random(27)
+    sizes = [(rng.randint(2, 6), rng.randint(2, 6)) for _ in range(250)]
+    sizes += [(rng.randint(2, 3), rng.randint(10, 20)) for _ in range(30)]  # one side >= 10
+    for n, m in sizes:
+        levels = rng.randint(2, 6)
+        a, b = _tied_sample(rng, n, levels), _tied_sample(rng, m, levels)
+        (t,) = compare_adjacent({"a": a, "b": b})
+        assert t.p == pytest.approx(float(enumerated_p(a, b)), rel=1e-12), (a, b)
+        assert t.p >= min_p_value(n, m) * (1 - 1e-12), (a, b)
+
+
+def test_p_agrees_with_scipys_permutation_test() -> None:
+    # an oracle outside this repository: scipy enumerates every split when it can, and
+    # its two-sided p doubles the smaller tail, as ours does
+    from scipy.stats import mannwhitneyu, permutation_test
+
+    def u(x: object, y: object, axis: int) -> object:
+        return mannwhitneyu(x, y, axis=axis, method="asymptotic").statistic
+
+    rng = random.Random(5)
+    for _ in range(8):
+        n, m, levels = rng.randint(2, 6), rng.randint(2, 6), rng.randint(2, 5)
+        a, b = _tied_sample(rng, n, levels), _tied_sample(rng, m, levels)
+        oracle = permutation_test(
+            (a, b), u, permutation_type="independent", n_resamples=math.inf, vectorized=True
+        )
+        (t,) = compare_adjacent({"a": a, "b": b})
+        assert t.p == pytest.approx(float(oracle.pvalue), rel=1e-9), (a, b)
+
+
+def test_pairs_with_a_lower_bound_are_ranked_but_not_tested() -> None:
+    samples = {
+        "a": [30.0, 31.0, 32.0, 33.0, 34.0, 35.0],
+        "b": [20.0, 21.0, 22.0, 23.0, 24.0, 25.0],
+        "c": [10.0, 11.0, 12.0, 13.0, 14.0, 15.0],
+    }
+    ab, bc = compare_adjacent(samples, lower_bounds={"a"})
+    assert (ab.higher, ab.lower, ab.tested, ab.significant) == ("a", "b", False, False)
+    assert math.isnan(ab.p) and math.isnan(ab.p_adjusted)
+    assert bc.tested and bc.significant
+    assert bc.p_adjusted == pytest.approx(2 / math.comb(12, 6))  # Holm over 1 pair, not 2
+    assert [t.tested for t in compare_adjacent(samples, lower_bounds={"b"})] == [False, False]
 
 
 def test_zero_lower_median_gives_nan_ratio() -> None:

@@ -64,10 +64,14 @@ def test_non_stationary_windows() -> None:
     assert non_stationary(small_tail) is None  # 3.5x, but 50 us apart
 
 
-def _frame(samples: dict[tuple[str, int], list[float]]) -> pd.DataFrame:
+def _frame(
+    samples: dict[tuple[str, int], list[float]],
+    client_bound: frozenset[tuple[str, int, int]] = frozenset(),  # (model, connections, repeat)
+) -> pd.DataFrame:
     records = []
     for (model, connections), values in samples.items():
         for repeat, value in enumerate(values):
+            bound = (model, connections, repeat) in client_bound
             records.append(
                 {
                     "cell.model": model,
@@ -78,7 +82,7 @@ def _frame(samples: dict[tuple[str, int], list[float]]) -> pd.DataFrame:
                     "cell.backlog": 0,
                     "cell.work": "",
                     "cell.connections": connections,
-                    "status": "ok",
+                    "status": "client-bound" if bound else "ok",
                     "repeat": repeat,
                     "load.throughput_rps": value,
                 }
@@ -108,3 +112,33 @@ def test_significance_section_says_when_nothing_can_be_tested() -> None:
     section = significance_section(frame, ["cell.protocol"])
     assert section is not None and not section.tables
     assert "no difference between models can be tested" in section.paragraphs[0]
+
+
+def test_significance_section_marks_lower_bounds_and_does_not_test_them() -> None:
+    # uvloop client-bound in all 6 repeats (as at 10 connections in the reference run),
+    # poll in 1 of 6: their throughput is a lower bound, so their order is not known
+    frame = _frame(
+        {
+            ("uvloop", 10): [190, 191, 192, 193, 194, 195],
+            ("epoll", 10): [150, 152, 149, 151, 153, 150],
+            ("select", 10): [120, 121, 119, 122, 120, 118],
+            ("poll", 10): [100, 101, 99, 102, 100, 98],
+        },
+        client_bound=frozenset({("uvloop", 10, r) for r in range(6)} | {("poll", 10, 3)}),
+    )
+    section = significance_section(frame, ["cell.protocol", "cell.payload"])
+    assert section is not None
+    [table] = section.tables
+    rows = {row[1]: row for row in table.rows}
+    assert list(rows) == ["uvloop > epoll", "epoll > select", "select > poll"]  # all ranked
+    assert rows["uvloop > epoll"][3:] == [
+        "-",
+        "lower bound: not tested (uvloop client-bound in 6 of 6 repeats)",
+    ]
+    assert rows["select > poll"][3:] == [
+        "-",
+        "lower bound: not tested (poll client-bound in 1 of 6 repeats)",
+    ]
+    # the one pair tested is Holm-corrected over itself alone: 2 / C(12, 6)
+    assert rows["epoll > select"][3:] == [f"{2 / 924:.3f}", "significant"]
+    assert "client-bound" in section.paragraphs[0] and "not tested" in section.paragraphs[0]

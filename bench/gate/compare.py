@@ -38,9 +38,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
-from bench.analysis.stats import min_p_value
+from bench.analysis.stats import mann_whitney_p, min_p_value
 from bench.gate.compare_report import render_markdown, write_chart
 from bench.gate.compare_result import (
     CONFIDENCE,
@@ -141,7 +140,7 @@ def compare_metric(
     ratio = new_median / base_median if base_median > 0 else math.nan
     rng = np.random.default_rng([SEED, zlib.crc32(f"{key}|{spec.name}".encode())])
     low, high = bootstrap_ratio_ci(base, new, rng)
-    p = float(mannwhitneyu(new, base, alternative="two-sided").pvalue)
+    p = mann_whitney_p(new, base)  # exact with ties below 10 repeats a side
     if math.isnan(ratio):
         return MetricChange(
             spec,

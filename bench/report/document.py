@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.analysis.stats import TEST_NAME, compare_adjacent, median_interval
+from bench.analysis.stats import TEST_NAME, PairTest, compare_adjacent, median_interval
 from bench.record import USABLE
 from bench.report.frame import Metric, model_sort_key, value_format
 from clients.result import LOWER_BOUND_MARK
@@ -167,7 +167,9 @@ def verdict_section(cells: pd.DataFrame) -> Section | None:
 
 def significance_section(frame: pd.DataFrame, group_columns: list[str]) -> Section | None:
     """Per group and connection count: which neighbours in the throughput ranking
-    differ by more than noise (bench.analysis.stats.compare_adjacent)."""
+    differ by more than noise (bench.analysis.stats.compare_adjacent). A model with a
+    client-bound repeat keeps its place in the ranking, but its pairs are marked
+    "lower bound: not tested"."""
     usable = frame[frame["status"].isin(USABLE)]
     if usable.empty:
         return None
@@ -177,18 +179,20 @@ def significance_section(frame: pd.DataFrame, group_columns: list[str]) -> Secti
             str(model): [float(v) for v in pd.to_numeric(g["load.throughput_rps"]).dropna()]
             for model, g in group.groupby("cell.model")
         }
-        for test in compare_adjacent(samples):
-            verdict = "significant" if test.significant else "not significant"
-            if not test.significant and test.min_p >= 0.05:
-                verdict += f" (too few repeats: p cannot go below {test.min_p:.2f})"
+        bound = {  # model -> (client-bound repeats, usable repeats)
+            str(model): (int((g["status"] == "client-bound").sum()), len(g))
+            for model, g in group.groupby("cell.model")
+            if (g["status"] == "client-bound").any()
+        }
+        for test in compare_adjacent(samples, lower_bounds=bound):
             rows.append(
                 [
                     f"{group_title(group.iloc[0])}, {int(keys[-1]):,} "
                     + ("connection" if int(keys[-1]) == 1 else "connections"),
                     f"{test.higher} > {test.lower}",
                     f"{test.ratio:.2f}x" if test.ratio == test.ratio else "n/a",
-                    f"{test.p_adjusted:.3f}",
-                    verdict,
+                    f"{test.p_adjusted:.3f}" if test.tested else "-",
+                    _pair_verdict(test, bound),
                 ]
             )
     section = Section("Significance: which throughput differences are more than noise")
@@ -201,7 +205,14 @@ def significance_section(frame: pd.DataFrame, group_columns: list[str]) -> Secti
         return section
     section.paragraphs = [
         f"Models ranked by median throughput; each neighbour pair tested with a {TEST_NAME}. "
-        '"not significant" means the repeats cannot tell the two apart: do not rank them.'
+        '"not significant" means the repeats cannot tell the two apart: do not rank them. '
+        f"A model with a client-bound repeat ({CLIENT_BOUND_MARK}: its throughput is only a "
+        "lower bound) keeps its place in the ranking, but its pairs are marked "
+        '"lower bound: not tested" and left out of Holm\'s count: its true figure could be '
+        "higher, so where it ranks below its neighbour not even their order is known (and "
+        "where above, the gap could be wider). Leaving its client-bound repeats out "
+        "instead would bias it down (they are often its fastest) or drop it from the "
+        "ranking; a run whose load generator keeps up (more client CPUs) can rank it."
     ]
     section.tables = [
         Table(
@@ -212,6 +223,21 @@ def significance_section(frame: pd.DataFrame, group_columns: list[str]) -> Secti
         )
     ]
     return section
+
+
+def _pair_verdict(test: PairTest, bound: dict[str, tuple[int, int]]) -> str:
+    if not test.tested:
+        why = ", ".join(
+            f"{name} client-bound in {bound[name][0]} of {bound[name][1]} repeats"
+            for name in (test.higher, test.lower)
+            if name in bound
+        )
+        return f"lower bound: not tested ({why})"
+    if test.significant:
+        return "significant"
+    if test.min_p >= 0.05:
+        return f"not significant (too few repeats: p cannot go below {test.min_p:.2f})"
+    return "not significant"
 
 
 def notes_table(df: pd.DataFrame) -> Table | None:
