@@ -38,8 +38,10 @@ KEYS = [
 ]
 EPOLL10 = KEYS[0].key
 POLL10 = KEYS[2].key
-# ±1% around 1: low noise; five distinct values so no ties.
-LOW_NOISE = (0.99, 0.995, 1.0, 1.005, 1.01)
+# ±1.5% around 1: low noise; seven distinct values so no ties, and enough for Holm over
+# the 4 cells x 3 metrics: 7 vs 7 repeats reach p = 2 / C(14, 7) = 0.00058 <= 0.05 / 12.
+LOW_NOISE = (0.985, 0.99, 0.995, 1.0, 1.005, 1.01, 1.015)
+FAMILY = len(KEYS) * len(METRICS)
 
 METADATA: dict[str, Any] = {
     "host": {
@@ -142,7 +144,10 @@ def test_low_noise_throughput_drop_is_a_regression(
     tput = cell.changes[0]
     assert tput.ratio == pytest.approx(0.90)
     assert tput.ci_low <= 0.90 <= tput.ci_high and tput.ci_high < 0.95
-    assert tput.p_value == pytest.approx(2 / 252)
+    assert tput.p_value == pytest.approx(2 / 3432)
+    # Holm's first step: the smallest of the 12 p's times 12 (every other p is larger)
+    assert tput.p_holm == pytest.approx(FAMILY * 2 / 3432)
+    assert len(cmp.family) == FAMILY and cmp.can_find_regression
 
 
 def test_improvement_is_symmetric_and_exits_zero(
@@ -190,7 +195,7 @@ def test_p99_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert EPOLL10 in out
 
 
-def test_starvation_gates_even_when_p99_improves(tmp_path: Path) -> None:
+def test_starvation_is_a_regression_even_when_p99_improves(tmp_path: Path) -> None:
     """A change that starves connections can read as a p99 improvement; the worst wait
     of any connection catches it."""
     store = RunStore.create(tmp_path, "starving", METADATA)
@@ -346,7 +351,7 @@ def test_missing_run_folder_from_the_command_line(tmp_path: Path) -> None:
     ]
 
 
-def test_cell_failing_every_new_repeat_fails_the_gate(
+def test_cell_failing_every_new_repeat_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     values = baseline_values()
@@ -389,3 +394,43 @@ def test_tied_whole_microseconds_are_tested_exactly(tmp_path: Path) -> None:
     p99 = cell.changes[1]
     assert p99.ratio == pytest.approx(1.2)
     assert p99.p_value == pytest.approx(0.1) and p99.verdict == NO_CHANGE
+
+
+def test_one_separated_cell_of_twelve_tests_is_not_a_regression_at_5_repeats(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """5 vs 5 fully separated gives p = 2/252 = 0.0079, below 0.05 but not below 0.05/12:
+    with 12 tests, one such p is what noise gives often (the old rule, untested for
+    multiplicity, exited 1). The comparison says that it cannot find any regression."""
+    five = {k: v[1:-1] for k, v in baseline_values().items()}
+    base = make_run(tmp_path, "base", five)
+    new = make_run(tmp_path, "new", scaled(five, POLL10, rps=0.90))
+    code, out, err = compare(tmp_path, capsys, str(base), str(new))
+    assert code == 0
+    cmp = compare_runs(base, new)
+    tput = next(c for c in cmp.cells if c.key == POLL10).changes[0]
+    assert tput.p_value == pytest.approx(2 / 252) and tput.verdict == NO_CHANGE
+    assert tput.p_holm == pytest.approx(FAMILY * 2 / 252)
+    assert not cmp.can_find_regression
+    reach = "No regression can be found at this size: Holm's first step over 12 tests needs"
+    assert reach in out and f"warning: {reach}" in err
+    assert "p ≥ 0.0079. 6 repeats a side could reach it" in out  # 2/924 = 0.0022
+    assert "throughput -10.0% not significant (Holm p 0.095)" in out
+
+
+def test_each_interval_says_its_coverage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One coverage for all (7 vs 7: 96.2%) goes in the header; mixed repeats put each
+    interval's own coverage beside it (7 vs 5: 95.2%)."""
+    base = make_run(tmp_path, "base", baseline_values())
+    new = make_run(tmp_path, "new", baseline_values())
+    _, out, _ = compare(tmp_path, capsys, str(base), str(new))
+    assert "change [96.2% interval]" in out
+    fewer = dict(baseline_values())
+    fewer[POLL10] = fewer[POLL10][1:-1]
+    mixed = make_run(tmp_path, "mixed", fewer)
+    _, out, _ = compare(tmp_path, capsys, str(base), str(mixed))
+    assert "change [interval, coverage]" in out
+    row = next(line for line in out.splitlines() if f"`{POLL10}`" in line)
+    assert "] 95.2%" in row  # 7 vs 5 repeats

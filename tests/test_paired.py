@@ -16,7 +16,6 @@ from bench.analysis.paired import (
     ShiftInterval,
     affected_change,
     hodges_lehmann,
-    holm,
     judge,
     null_counts,
     paired_change,
@@ -164,11 +163,6 @@ def test_the_coverage_is_what_the_interval_covers(pairs: int, level: float) -> N
     held = np.mean([not i.excludes(0.0) for i in intervals])
     assert abs(held - coverage) < 3 * math.sqrt(coverage * (1 - coverage) / len(intervals))
     assert coverage == (1 - 2**-4 if pairs == 5 else 1 - 20 / 512)  # 9: P(T+ <= 5) = 10/512
-
-
-def test_holm_steps_down_and_stays_monotone() -> None:
-    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm([0.5]) == [0.5]
 
 
 def _pairs(ratio: float, n: int, noise: float = 0.01, seed: int = 1) -> tuple[list, list]:

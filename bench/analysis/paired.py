@@ -68,6 +68,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import fisher_exact
 
+from bench.analysis.stats import holm
+
 REGRESSION, IMPROVEMENT, NO_CHANGE = "regression", "improvement", "no change"
 
 
@@ -280,17 +282,6 @@ def affected_change(metric: str, base: Sequence[bool], new: Sequence[bool]) -> A
     table = [[b, len(new) - b], [a, len(base) - a]]
     p = 1.0 if a == b == 0 else float(fisher_exact(table, alternative="greater").pvalue)
     return AffectedChange(metric, a, len(base), b, len(new), p)
-
-
-def holm(ps: Sequence[float]) -> list[float]:
-    """Holm's step-down adjusted p values, in the given order."""
-    m = len(ps)
-    order = sorted(range(m), key=lambda i: ps[i])
-    adjusted, running = [1.0] * m, 0.0
-    for step, i in enumerate(order):
-        running = max(running, min(1.0, (m - step) * ps[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 def judge(

@@ -35,6 +35,7 @@ import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from scipy.stats import mannwhitneyu
 
@@ -148,9 +149,11 @@ def _doubled_midranks(pooled: Sequence[float]) -> list[int]:
     return doubled
 
 
-def _rank_sum_counts(doubled: Sequence[int], k: int) -> dict[int, int]:
+@lru_cache(maxsize=1024)
+def _rank_sum_counts(doubled: tuple[int, ...], k: int) -> dict[int, int]:
     """How many of the C(N, k) choices of k values have each sum of doubled midranks:
-    the permutation distribution of a k-sample's rank sum given the observed ties."""
+    the permutation distribution of a k-sample's rank sum given the observed ties.
+    Cached by the sorted ranks (without ties always 2, 4, ..., 2N); callers only read it."""
     # counts[j][s]: the ways to pick j of the values seen so far with doubled-rank sum s
     counts: list[dict[int, int]] = [{0: 1}] + [{} for _ in range(k)]
     for rank in doubled:
@@ -177,7 +180,7 @@ def exact_mann_whitney_p(a: Sequence[float], b: Sequence[float]) -> Fraction:
     # the smaller side's rank sum carries the same information and a smaller DP
     side, k = (doubled[: len(a)], len(a)) if len(a) <= len(b) else (doubled[len(a) :], len(b))
     observed = sum(side)
-    counts = _rank_sum_counts(doubled, k)
+    counts = _rank_sum_counts(tuple(sorted(doubled)), k)
     total = sum(counts.values())  # C(N, k)
     low = sum(ways for s, ways in counts.items() if s <= observed)
     high = sum(ways for s, ways in counts.items() if s >= observed)

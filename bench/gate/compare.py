@@ -1,26 +1,33 @@
-"""`python -m bench compare BASE NEW`: the statistical regression gate between two runs.
+"""`python -m bench compare BASE NEW`: two existing runs' repeats, compared cell by cell.
+
+Not the gate between two versions (that is `bench ab`, pairs run side by side): a shift
+of the whole host between two runs moves every repeat of one run together, which this
+comparison cannot tell from a change of the code (docs/nightly.md).
 
 Cells are matched by key (`row.cell.key`); only ok and client-bound repeats count. For
 each cell in both runs and each metric (throughput, p99 latency of all requests, and
-the longest wait of any connection, so that starvation gates too):
+the longest wait of any connection, so that starvation counts too):
 
-- the change is the ratio of medians over repeats, new / base (p99 is one value per
-  repeat: percentiles are never averaged);
-- its 95% confidence interval is a percentile bootstrap of that ratio, base and new
-  resampled independently, 10,000 resamples, from a seeded RNG (the seed mixes in the
-  cell and metric, so the interval does not depend on which other cells are present);
-- significance is a two-sided Mann-Whitney U test over the repeats (scipy.stats), which
-  needs no normality and shrugs off one wild repeat;
-- the verdict is `regression` only when the change is significant (p < alpha) AND beyond
-  the threshold in the bad direction (throughput ratio < 1 - t, a latency ratio > 1 + t);
-  `improvement` symmetrically; otherwise `no change`.
+- the change is the Hodges-Lehmann ratio new / base: the median of the ratios of every
+  new repeat to every base repeat (bench.analysis.ratio; p99 is one value per repeat:
+  percentiles are never averaged);
+- its interval inverts the same test (the order statistics of those ratios), at least
+  95%, each labelled with its exact coverage (3 vs 3 repeats: 90%, the range);
+- significance is a two-sided Mann-Whitney U test over the repeats, exact with ties
+  below 10 a side, then Holm's correction over the family: every metric of every cell
+  tested, so that one comparison of 8 cells x 3 metrics is wrong at most alpha of the
+  time, not 24 times;
+- the verdict is `regression` only when the change is Holm-significant (adjusted p <=
+  alpha) AND beyond the threshold in the bad direction (throughput ratio < 1 - t, a
+  latency ratio > 1 + t); `improvement` symmetrically; otherwise `no change`.
 
-With few repeats the exact test cannot reach alpha at all (the smallest two-sided p for
-n and m repeats is 2 / C(n+m, n): 0.33 for 2 vs 2, 0.10 for 3 vs 3), so such cells are
-`no change` with the note "too few repeats" rather than a silent pass. A cell's verdict
-is its worst metric's. The gate's exit status: 1 if any cell regressed, else 0; bad
-input (missing folder, no common cells, differing machines without --force) is a
-CompareError, reported by the CLI as one line with exit status 2.
+A test whose smallest possible p (2 / C(n+m, n): 0.10 for 3 vs 3) is above alpha is
+left out of the family with the note "too few repeats". Holm's first step asks p <=
+alpha / family size; where no test's repeats allow that, the comparison says it cannot
+find any regression (5 vs 5 repeats give p >= 0.0079; 24 tests need 0.0021). A cell's
+verdict is its worst metric's. Exit status: 1 if any cell regressed or failed in every
+new repeat, else 0; bad input (missing folder, no common cells, differing machines
+without --force) is a CompareError, reported by the CLI as one line with exit status 2.
 
 Beside this module: the metrics (bench.gate.metrics), the result's types
 (bench.gate.compare_result) and compare.md and its chart (bench.gate.compare_report).
@@ -29,18 +36,16 @@ Beside this module: the metrics (bench.gate.metrics), the result's types
 from __future__ import annotations
 
 import math
-import statistics
 import sys
-import zlib
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from bench.analysis.stats import mann_whitney_p, min_p_value
-from bench.gate.compare_report import render_markdown, write_chart
+from bench.analysis.ratio import RatioInterval, ratio_interval
+from bench.analysis.stats import holm, mann_whitney_p, min_p_value
+from bench.gate.compare_report import reach_note, render_markdown, write_chart
 from bench.gate.compare_result import (
     CONFIDENCE,
     FAILED_IN_NEW,
@@ -60,8 +65,7 @@ from bench.store import RunStore, StoreError, write_text_atomic
 
 DEFAULT_THRESHOLD_PCT = 5.0
 DEFAULT_ALPHA = 0.05
-RESAMPLES = 10_000
-SEED = 5  # any constant: the point is that the same runs give the same intervals
+NO_RATIO = RatioInterval(math.nan, math.nan, math.nan, math.nan)
 
 COMPARE_MD = "compare.md"
 CHART_STEM = "compare"  # compare.png and compare.svg beside the markdown
@@ -91,90 +95,86 @@ class CompareError(Exception):
 # -- the statistics ---------------------------------------------------------------------
 
 
-def bootstrap_ratio_ci(
-    base: tuple[float, ...],
-    new: tuple[float, ...],
-    rng: np.random.Generator,
-    resamples: int = RESAMPLES,
-    confidence: float = CONFIDENCE,
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of median(new) / median(base), sides resampled apart."""
-    b = np.asarray(base, dtype=float)
-    n = np.asarray(new, dtype=float)
-    base_medians = np.median(rng.choice(b, size=(resamples, b.size)), axis=1)
-    new_medians = np.median(rng.choice(n, size=(resamples, n.size)), axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratios = new_medians / base_medians
-    ratios = ratios[np.isfinite(ratios)]  # a zero base median has no ratio
-    if ratios.size == 0:
-        return math.nan, math.nan
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
+def measure_metric(
+    spec: MetricSpec, base: tuple[float, ...], new: tuple[float, ...], *, alpha: float
+) -> MetricChange:
+    """One metric of one cell before any verdict: the ratio, its interval, the raw p, and
+    whether the test can take part (a p that can never reach alpha is left out)."""
+
+    def untested(note: str, ratio: RatioInterval = NO_RATIO, p: float = math.nan) -> MetricChange:
+        return MetricChange(spec, base, new, *ratio, p, math.nan, NO_CHANGE, note, False)
+
+    if not base or not new:
+        return untested(f"{spec.title}: no value in {'base' if not base else 'new'}")
+    if min(base) <= 0 or min(new) <= 0:
+        return untested(f"{spec.title}: a value is 0, no ratio")
+    ratio = ratio_interval(base, new, CONFIDENCE)
+    p = mann_whitney_p(new, base)  # exact with ties below 10 repeats a side
+    floor = min_p_value(len(base), len(new))
+    if floor > alpha or min(len(base), len(new)) < 3:
+        return untested(
+            f"too few repeats ({len(base)} vs {len(new)}: p cannot go below "
+            f"{floor:.2g}, alpha {alpha:g})",
+            ratio,
+            p,
+        )
+    return MetricChange(spec, base, new, *ratio, p, math.nan, NO_CHANGE, "", True)
 
 
-def compare_metric(
-    spec: MetricSpec,
-    key: str,
-    base: tuple[float, ...],
-    new: tuple[float, ...],
+def judge(changes: Sequence[MetricChange], *, threshold: float, alpha: float) -> list[MetricChange]:
+    """Holm over every tested metric of every cell (the family), then each verdict: a
+    regression is Holm-significant (adjusted p <= alpha) and beyond the threshold."""
+    family = [i for i, c in enumerate(changes) if c.tested]
+    adjusted = dict(zip(family, holm([changes[i].p_value for i in family]), strict=True))
+    judged = []
+    for i, change in enumerate(changes):
+        if not change.tested:
+            judged.append(change)
+            continue
+        p_holm, ratio, title = adjusted[i], change.ratio, change.metric.title
+        up, down = ratio > 1 + threshold, ratio < 1 - threshold
+        worse, better = (down, up) if change.metric.higher_is_better else (up, down)
+        significant = p_holm <= alpha
+        if significant and (worse or better):
+            verdict, note = (REGRESSION if worse else IMPROVEMENT), ""
+        elif worse or better:
+            verdict, note = NO_CHANGE, f"{title} {pct(ratio)} not significant (Holm p {p_holm:.2g})"
+        elif significant:
+            verdict, note = NO_CHANGE, f"{title} {pct(ratio)} significant but within threshold"
+        else:
+            verdict, note = NO_CHANGE, ""
+        judged.append(replace(change, p_holm=p_holm, verdict=verdict, note=note))
+    return judged
+
+
+def compare_values(
+    base: Mapping[str, Mapping[str, Sequence[float]]],
+    new: Mapping[str, Mapping[str, Sequence[float]]],
     *,
     threshold: float,
     alpha: float,
-) -> MetricChange:
-    """The change of one metric of one cell, with its interval, p-value and verdict."""
-    if not base or not new:
-        side = "base" if not base else "new"
-        return MetricChange(
+) -> dict[str, tuple[MetricChange, ...]]:
+    """Each cell in both (by key) and each of METRICS: its change, judged over the whole
+    family. The values are each metric's usable repeats; the studies call this too."""
+    keys = sorted(set(base) & set(new))
+    measured = [
+        measure_metric(
             spec,
-            base,
-            new,
-            math.nan,
-            math.nan,
-            math.nan,
-            math.nan,
-            NO_CHANGE,
-            f"{spec.title}: no value in {side}",
+            tuple(base[key].get(spec.name, ())),
+            tuple(new[key].get(spec.name, ())),
+            alpha=alpha,
         )
-    base_median, new_median = statistics.median(base), statistics.median(new)
-    ratio = new_median / base_median if base_median > 0 else math.nan
-    rng = np.random.default_rng([SEED, zlib.crc32(f"{key}|{spec.name}".encode())])
-    low, high = bootstrap_ratio_ci(base, new, rng)
-    p = mann_whitney_p(new, base)  # exact with ties below 10 repeats a side
-    if math.isnan(ratio):
-        return MetricChange(
-            spec,
-            base,
-            new,
-            ratio,
-            low,
-            high,
-            p,
-            NO_CHANGE,
-            f"{spec.title}: base median is 0, no ratio",
-        )
+        for key in keys
+        for spec in METRICS
+    ]
+    judged = iter(judge(measured, threshold=threshold, alpha=alpha))
+    return {key: tuple(next(judged) for _ in METRICS) for key in keys}
 
-    worse = ratio < 1 - threshold if spec.higher_is_better else ratio > 1 + threshold
-    better = ratio > 1 + threshold if spec.higher_is_better else ratio < 1 - threshold
-    floor = min_p_value(len(base), len(new))
-    if floor >= alpha or min(len(base), len(new)) < 3:
-        note = (
-            f"too few repeats ({len(base)} vs {len(new)}: p cannot go below "
-            f"{floor:.2g}, alpha {alpha:g})"
-        )
-        return MetricChange(spec, base, new, ratio, low, high, p, NO_CHANGE, note)
-    significant = p < alpha
-    if significant and worse:
-        verdict, note = REGRESSION, ""
-    elif significant and better:
-        verdict, note = IMPROVEMENT, ""
-    elif worse or better:
-        verdict, note = NO_CHANGE, f"{spec.title} {pct(ratio)} not significant (p {p:.2g})"
-    elif significant and ratio != 1:
-        verdict, note = NO_CHANGE, f"{spec.title} {pct(ratio)} significant but within threshold"
-    else:
-        verdict, note = NO_CHANGE, ""
-    return MetricChange(spec, base, new, ratio, low, high, p, verdict, note)
+
+def _values(
+    side: Mapping[str, Mapping[str, Sequence[float]]], key: str, spec: MetricSpec
+) -> tuple[float, ...]:
+    return tuple(side[key].get(spec.name, ()))
 
 
 # -- loading and matching ---------------------------------------------------------------
@@ -261,27 +261,18 @@ def compare_runs(
         raise CompareError(str(exc)) from None
 
     threshold = threshold_pct / 100
-    cells, unmatched = [], []
-    for key in sorted(set(base_side.values) | set(new_side.values)):
-        if key not in new_side.values:
+    changes = compare_values(base_side.values, new_side.values, threshold=threshold, alpha=alpha)
+    cells = [
+        CellComparison(key, found, _cell_notes(key, found, base_side, new_side))
+        for key, found in changes.items()
+    ]
+    unmatched = []
+    for key in sorted(set(base_side.values) ^ set(new_side.values)):
+        if key in base_side.values:
             where = FAILED_IN_NEW if key in new_side.statuses else "only in base"
             unmatched.append(Unmatched(key, where, f"new: {new_side.status_text(key)}"))
-            continue
-        if key not in base_side.values:
+        else:
             unmatched.append(Unmatched(key, "only in new", f"base: {base_side.status_text(key)}"))
-            continue
-        changes = tuple(
-            compare_metric(
-                spec,
-                key,
-                tuple(base_side.values[key][spec.name]),
-                tuple(new_side.values[key][spec.name]),
-                threshold=threshold,
-                alpha=alpha,
-            )
-            for spec in METRICS
-        )
-        cells.append(CellComparison(key, changes, _cell_notes(key, changes, base_side, new_side)))
     if not cells:
         raise CompareError(f"no cell has usable repeats in both {base.path} and {new.path}")
     cells.sort(key=lambda c: VERDICT_ORDER.index(c.verdict))  # stable: keys stay sorted
@@ -337,6 +328,8 @@ def run(
             + "; ".join(cmp.metadata_differences)
             + "\n"
         )
+    if (reach := reach_note(cmp)) is not None:
+        sys.stderr.write(f"warning: {reach}\n")
     out = Path(out) if out is not None else cmp.new.path / COMPARE_MD
     if not out.parent.is_dir():
         raise CompareError(f"cannot write {out}: no folder {out.parent}")

@@ -8,8 +8,8 @@ import math
 import statistics
 from pathlib import Path
 
+from bench.analysis.stats import min_p_value
 from bench.gate.compare_result import (
-    CONFIDENCE,
     IMPROVEMENT,
     NO_CHANGE,
     REGRESSION,
@@ -39,6 +39,21 @@ def headline(cmp: Comparison) -> str:
     return text
 
 
+def reach_note(cmp: Comparison) -> str | None:
+    """Why this comparison cannot find any regression at all, or None where it can."""
+    family = cmp.family
+    if not family or cmp.can_find_regression:
+        return None
+    need = cmp.alpha / len(family)
+    smallest = min(c.min_p for c in family)
+    repeats = next(r for r in range(3, 100) if min_p_value(r, r) <= need)
+    return (
+        f"No regression can be found at this size: Holm's first step over "
+        f"{plural(len(family), 'test')} needs p ≤ {need:.2g}, and these repeats give "
+        f"p ≥ {smallest:.2g}. {repeats} repeats a side could reach it (docs/nightly.md)."
+    )
+
+
 def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
     """The summary: headline, method line, table (regressions first), unmatched cells."""
     pct_text = f"{cmp.threshold * 100:g}%"
@@ -53,11 +68,17 @@ def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
         ),
         "",
         f"A regression is a change beyond ±{pct_text} (throughput down, p99 or worst wait up) "
-        f"that is also significant: two-sided Mann-Whitney U over the repeats, p < {cmp.alpha:g}. "
-        "Values are medians over usable repeats (ok and client-bound); the change is "
-        f"new/base − 1 of the medians with a {CONFIDENCE:.0%} bootstrap interval.",
+        "that is also significant: two-sided Mann-Whitney U over the repeats (exact below "
+        f"10 a side), Holm-corrected over the {plural(len(cmp.family), 'test')} of this "
+        f"comparison (every metric of every cell with enough repeats), adjusted p ≤ {cmp.alpha:g}. "
+        "base → new are medians over usable repeats (ok and client-bound); the change is the "
+        "Hodges-Lehmann ratio new/base − 1 (the median ratio of every new repeat to every "
+        "base repeat) with the interval that inverts the same test, at its exact coverage "
+        "(a lower bound with tied values).",
         "",
     ]
+    if (reach := reach_note(cmp)) is not None:
+        out += [f"> **{reach}**", ""]
     if cmp.metadata_differences:
         out += [
             f"> **Warning:** compared with --force although the setups differ: "
@@ -84,9 +105,14 @@ def render_markdown(cmp: Comparison, chart: str | None = None) -> str:
 
 def _cell_table(cmp: Comparison) -> list[str]:
     """The compared cells' table, one row each, and the blank line after it."""
+    coverages = {
+        round(c.coverage, 3) for cell in cmp.cells for c in cell.changes if c.coverage == c.coverage
+    }  # nan (no interval) is not a coverage
+    shared = next(iter(coverages)) if len(coverages) == 1 else None
+    interval = "interval, coverage" if shared is None else f"{shared:.1%} interval"
     header = ["verdict", "cell"]
     for spec in METRICS:
-        header += [f"{spec.title} ({spec.unit}) base → new", "change [95% CI]", "p"]
+        header += [f"{spec.title} ({spec.unit}) base → new", f"change [{interval}]", "Holm p"]
     header += ["repeats", "notes"]
     out = _table_head(header, numeric_from=2, last_text=1)
     for cell in cmp.cells:
@@ -95,7 +121,10 @@ def _cell_table(cmp: Comparison) -> list[str]:
             f"`{cell.key}`",
         ]
         for change in cell.changes:
-            entries += [_medians(change), _change_text(change), _p_text(change.p_value)]
+            text = _change_text(change)
+            if shared is None and not math.isnan(change.coverage):
+                text += f" {change.coverage:.1%}"
+            entries += [_medians(change), text, _p_text(change.p_holm)]
         first = cell.changes[0]
         entries += [f"{len(first.base)}/{len(first.new)}", _md("; ".join(cell.notes))]
         out.append("| " + " | ".join(entries) + " |")

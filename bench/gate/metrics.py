@@ -1,7 +1,7 @@
-"""The metrics both gates judge (`bench compare` and `bench ab`), and how a row gives one.
+"""The metrics that `bench ab` (the gate) and `bench compare` judge, and how a row gives one.
 
 Throughput, the p99 of all requests (the unanswered ones included) and the longest wait
-of any connection, so that starvation gates too. Each is a figure of the row's load
+of any connection, so that starvation counts too. Each is a figure of the row's load
 result, found by a path of attributes.
 """
 
