@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench.analysis.changepoints import SIZED_FOR_PHI
 from bench.cli import main
 from bench.gate.history import SCHEMA, HistoryEntry, append, entries_from_ab, load
 
@@ -176,3 +177,57 @@ def test_a_base_that_changes_every_night_is_drawn_not_analysed(tmp_path: Path) -
     page = (out / "index.html").read_text()
     assert page.count(">Against anchor ") == 12
     assert len(_svgs(page)) == 12 * 4
+
+
+def _with_throughput(nights: list[HistoryEntry], ratios: list[float]) -> list[HistoryEntry]:
+    return [
+        replace(
+            e,
+            metrics=tuple(
+                replace(m, ratio=r, low=r * 0.97, high=r * 1.03) if m.name == "throughput" else m
+                for m in e.metrics
+            ),
+        )
+        for e, r in zip(nights, ratios, strict=True)
+    ]
+
+
+def test_the_lag1_autocorrelation_of_each_series_from_20_nights(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A slow wave of the ratio: each night close to the one before (lag-1 about 0.9),
+    above the phi the change-point rule is sized for: printed, warned, in history.md."""
+    entry = entries_from_ab(REFERENCE)[0]
+    wave = [1 + 0.01 * math.sin(2 * math.pi * night / 20) for night in range(25)]
+    history, out = tmp_path / "history.jsonl", tmp_path / "out"
+    append(history, _with_throughput(_nights(entry, 25, drop_from=99), wave))
+    assert main(["history", str(history), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    where = f"machine {entry.fingerprint}, anchor {entry.base_sha[:10]}, {entry.cell}"
+    assert "Lag-1 autocorrelation of the nightly ratios" in printed
+    assert f"sized for {SIZED_FOR_PHI:g}" in printed
+    [line] = [line for line in printed.splitlines() if line.startswith(f"  {where}: ")]
+    phi = float(re.fullmatch(r".*: throughput (-?[\d.]+)", line).group(1))  # type: ignore[union-attr]
+    assert SIZED_FOR_PHI < phi < 1  # the other metrics do not vary: no figure
+    [warning] = [line for line in printed.splitlines() if "warning:" in line]
+    assert f"{where}, throughput: {phi:.2f}, above the {SIZED_FOR_PHI:g}" in warning
+    assert "more than 5% of quiet series" in warning
+    summary = (out / "history.md").read_text()
+    assert "## Correlation between nights" in summary
+    assert f"- {where}: throughput {phi:.2f}" in summary and f"- {warning.strip()}" in summary
+
+
+def test_no_autocorrelation_below_20_nights_and_no_warning_at_or_below_the_sizing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    entry = entries_from_ab(REFERENCE)[0]
+    history, out = tmp_path / "history.jsonl", tmp_path / "out"
+    alternating = [1.01 if night % 2 else 0.99 for night in range(25)]  # lag-1 about -1
+    append(history, _with_throughput(_nights(entry, 25, drop_from=99), alternating)[:19])
+    assert main(["history", str(history), "--out", str(out)]) == 0
+    assert "Lag-1 autocorrelation" not in capsys.readouterr().out
+    assert "Correlation between nights" not in (out / "history.md").read_text()
+    append(history, _with_throughput(_nights(entry, 25, drop_from=99), alternating)[19:])
+    assert main(["history", str(history), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{entry.cell}: throughput -0.9" in printed and "warning" not in printed

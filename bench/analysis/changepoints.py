@@ -13,6 +13,16 @@ Mann-Kendall (Kendall's tau against the night's index) at TREND_ALPHA, and Sen's
 the best flat-then-linear fit over the window (a hinge; a rough estimate, give or take
 a few nights).
 
+Nights are not independent: whatever the anchor's side or the machine carries from one
+night to the next makes the ratios' noise correlated, and both tests then see steps and
+trends in noise. The rule is sized for AR(1) noise with a lag-1 autocorrelation of
+SIZED_FOR_PHI, analysed every night as the history grows: SHIFT_MAX_P is the p that
+keeps E-Divisive's false alarms there near 3% (simulated: Otava's t-test assumes
+independent nights, and no closed form fits its best split), and Mann-Kendall's
+variance is inflated for that autocorrelation (Hamed and Rao's correction). The price
+is power at high noise; docs/nightly.md has the figures. lag1_autocorrelation says how
+correlated a series' nights are, for `bench history` to warn above SIZED_FOR_PHI.
+
 A step inside the trend window reads as a trend too, and a ramp as a step or two. Where
 a shift lies in the trend window, the drift stays only if flat-then-a-ramp fits the
 window's log values better than one step does (least squares). Shifts always stay: a
@@ -33,11 +43,17 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from otava.analysis import compute_change_points
-from scipy.stats import kendalltau, theilslopes
+from scipy.stats import norm, theilslopes
 
 SHIFT, DRIFT = "shift", "drift"
 
-SHIFT_MAX_P = 0.0005
+# The lag-1 autocorrelation of the nightly noise the rule is sized for: at it, pure noise
+# analysed every night from night 10 to 30 raises a flag in at most 5% of histories
+# (docs/nightly.md; bench.studies.history_sim --nightly).
+SIZED_FOR_PHI = 0.5
+MIN_PHI_NIGHTS = 20  # lag1_autocorrelation's fewest nights: below, it says too little
+
+SHIFT_MAX_P = 5e-7
 SHIFT_MIN_CHANGE = 0.05  # below it, at low noise, only noise passed the t-test (docs)
 MIN_LEVEL_NIGHTS = 3
 OTAVA_WINDOW = 50  # Otava's default window for its split step
@@ -122,7 +138,7 @@ def drift(values: Sequence[float], commits: Sequence[str]) -> Finding | None:
     if len(y) < MIN_TREND_NIGHTS:
         return None
     x = np.arange(len(y))
-    p = float(kendalltau(x, y).pvalue)
+    p = mann_kendall(y)
     slope = float(theilslopes(y, x)[0])
     if not (p < TREND_ALPHA and abs(slope) >= math.log1p(MIN_DRIFT_PER_NIGHT)):
         return None
@@ -138,6 +154,39 @@ def drift(values: Sequence[float], commits: Sequence[str]) -> Finding | None:
         p,
         math.expm1(rate),
     )
+
+
+def mann_kendall(y: npt.NDArray[np.float64], phi: float = SIZED_FOR_PHI) -> float:
+    """Mann-Kendall's two-sided p for a trend in y (oldest first), the variance of its S
+    inflated for AR(1) noise at phi (Hamed and Rao 1998); normal, continuity-corrected."""
+    n = len(y)
+    s = float(np.sign(y[None, :] - y[:, None])[np.triu_indices(n, 1)].sum())
+    _, ties = np.unique(y, return_counts=True)
+    variance = (n * (n - 1) * (2 * n + 5) - float((ties * (ties - 1) * (2 * ties + 5)).sum())) / 18
+    variance *= variance_inflation(n, phi)
+    if variance <= 0:
+        return 1.0
+    return float(2 * norm.sf(max(0.0, abs(s) - 1) / math.sqrt(variance)))
+
+
+def variance_inflation(n: int, phi: float = SIZED_FOR_PHI) -> float:
+    """Hamed and Rao's n / n* for Mann-Kendall's S over n values of AR(1) noise at phi:
+    the ranks' autocorrelation at lag k of a normal AR(1) is 6/pi asin(phi^k / 2)."""
+    total = sum(
+        (n - k) * (n - k - 1) * (n - k - 2) * 6 / math.pi * math.asin(phi**k / 2)
+        for k in range(1, n - 2)
+    )
+    return 1 + 2 * total / (n * (n - 1) * (n - 2)) if n > 2 else 1.0
+
+
+def lag1_autocorrelation(values: Sequence[float]) -> float | None:
+    """The lag-1 autocorrelation of the log values of the last TREND_NIGHTS nights, about
+    their mean; None below MIN_PHI_NIGHTS nights or when they do not vary."""
+    y = np.log(np.asarray(values[-TREND_NIGHTS:], dtype=float))
+    if len(y) < MIN_PHI_NIGHTS or np.ptp(y) == 0:
+        return None
+    d = y - y.mean()
+    return float((d[1:] * d[:-1]).sum() / (d * d).sum())
 
 
 def _mean(values: Sequence[float]) -> float:

@@ -2,7 +2,9 @@
 every cell over the nights (drawn by bench.gate.history_report).
 
 With --append, the `bench ab` folder's entries are added to the history first
-(bench.gate.history; an entry already there is not added twice).
+(bench.gate.history; an entry already there is not added twice). Then each series' lag-1
+autocorrelation once it has 20 nights, with a warning above the one the change-point rule
+is sized for (its false alarms may then exceed 5%).
 
 Exit status: 2 with one line for bad input (a missing or unreadable history, an unknown
 schema, an --append folder that is not a bench ab result), checked before anything is
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.gate.history import HistoryError, append, entries_from_ab, load
-from bench.gate.history_report import analyse, write
+from bench.gate.history_report import analyse, correlation_head, correlations, write
 from common.cli import usage_error
 from common.invocation import python_m
 from common.text import plural
@@ -61,4 +63,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     found = analyse(entries)
     page, summary = write(entries, found, args.out)
     print(f"{plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
+    correlated = correlations(entries)
+    if correlated:
+        print("\n".join([correlation_head(), *(f"  {line}" for line in correlated)]))
     return 0

@@ -9,6 +9,8 @@ its interval as an error bar, a line at 1.0; shifts and drift marked, with their
 ranges in the legend) and a table of every entry go to DIR/index.html (one
 self-contained page, the charts inlined as SVG), and the findings, one line each, to
 DIR/history.md. A series too short for bench.analysis.changepoints is drawn, not analysed.
+Each series of 20 nights or more gets its lag-1 autocorrelation (printed, and in
+history.md), and a warning above the one the change-point rule is sized for.
 
 Exit status: 2 with one line for bad input (a missing or unreadable history, an unknown
 schema, an --append folder that is not a bench ab result), checked before anything is
@@ -99,6 +101,45 @@ def analyse(entries: Sequence[HistoryEntry]) -> list[Found]:
     return found
 
 
+def correlations(entries: Sequence[HistoryEntry]) -> list[str]:
+    """Per machine, anchor and cell with a series of MIN_PHI_NIGHTS nights or more: one
+    line of each such metric's lag-1 autocorrelation (its last TREND_NIGHTS nights); then a
+    warning line for each one above SIZED_FOR_PHI, the correlation the rule is sized for."""
+    from bench.analysis.changepoints import SIZED_FOR_PHI, lag1_autocorrelation
+
+    lines, warnings = [], []
+    for fingerprint, by_anchor in keys(entries).items():
+        for anchor, cells in by_anchor.items():
+            for cell in cells:
+                where = f"machine {fingerprint}, anchor {anchor[:10]}, {cell}"
+                phis = {
+                    metric: lag1_autocorrelation(
+                        [n.value for n in series(entries, fingerprint, cell, metric, anchor)]
+                    )
+                    for metric in SPECS
+                }
+                known = {metric: phi for metric, phi in phis.items() if phi is not None}
+                if known:
+                    lines.append(where + ": " + ", ".join(f"{m} {p:.2f}" for m, p in known.items()))
+                warnings += [
+                    f"warning: {where}, {metric}: {phi:.2f}, above the {SIZED_FOR_PHI:g} the "
+                    "change-point rule is sized for: it may flag more than 5% of quiet series"
+                    for metric, phi in known.items()
+                    if phi > SIZED_FOR_PHI
+                ]
+    return lines + warnings
+
+
+def correlation_head() -> str:
+    from bench.analysis.changepoints import MIN_PHI_NIGHTS, SIZED_FOR_PHI, TREND_NIGHTS
+
+    return (
+        f"Lag-1 autocorrelation of the nightly ratios (the last {TREND_NIGHTS} nights of each "
+        f"series of {MIN_PHI_NIGHTS} or more; the change-point rule is sized for "
+        f"{SIZED_FOR_PHI:g}, docs/nightly.md; a shift or drift raises it too):"
+    )
+
+
 # -- output -----------------------------------------------------------------------------
 
 
@@ -152,9 +193,12 @@ def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> 
         "change and its first night. A series too short for them is not analysed. "
         "Advisory: the gate is `bench ab`.",
         "",
-        "## Machines and anchors",
-        "",
     ]
+    correlated = correlations(entries)
+    if correlated:
+        lines += ["## Correlation between nights", "", correlation_head(), ""]
+        lines += [f"- {line}" for line in correlated] + [""]
+    lines += ["## Machines and anchors", ""]
     for fingerprint, by_anchor in keys(entries).items():
         lines.append(f"- `{fingerprint}`: {machines[fingerprint].describe()}")
         for anchor, cells in by_anchor.items():

@@ -1,5 +1,5 @@
 """`python -m bench.studies.history_sim [--noise PCT] [--seed N]`: bench.analysis.changepoints
-on synthetic histories, against issue 14's acceptance.
+on synthetic histories, against issue 14's acceptance (and issue 27's, --nightly).
 
 A history is what bench.gate.history analyses: 30 nights of one cell's paired throughput
 ratio new / anchor (bench ab against a fixed anchor, both at once; higher is better: a
@@ -19,10 +19,19 @@ Each scenario draws its noise from its own stream of --seed, and the same draws 
 every noise level (scaled), so a level's line does not depend on the others.
 `--many N` adds the rates over N histories per scenario (slower), to see how far from
 its acceptance line a count of 10 or 100 happens to fall.
+
+`--phi PHI` makes the noise correlated between nights: a stationary AR(1) series with
+lag-1 autocorrelation PHI and the same sd (--noise). `--nightly N` adds the false alarms
+as the nightly job meets them (issue 27): N pure-noise histories, each analysed on
+nights 1..n for every n from night 10 to 30, a flag on any of those nights one false
+alarm; per noise level (2%, 3%, 5%, --noise) and phi (0, 0.3, 0.5, 0.7, --phi), with
+Wilson's 95% interval. The rule is sized for at most 5% of them at phi
+bench.analysis.changepoints.SIZED_FOR_PHI.
 """
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +53,9 @@ LEVEL = 1.0  # the ratio new / anchor before any change
 SHIFT_NIGHT, SHIFT_BY, SHIFT_SLACK = 15, -0.10, 2
 DRIFT_AFTER, DRIFT_PER_NIGHT, DRIFT_SEEN_BY = 10, -0.01, 25
 HISTORIES, NOISE_HISTORIES = 10, 100
+FIRST_NIGHT = 10  # --nightly: analysed on every night from this one to NIGHTS
+NIGHTLY_LEVELS_PCT = (2.0, 3.0, 5.0)  # --nightly's noise levels, besides --noise
+PHIS = (0.0, 0.3, 0.5, 0.7)  # --nightly's correlations between nights, besides --phi
 NEED_FOUND, NEED_QUIET = 9, 5  # of HISTORIES found; of NOISE_HISTORIES flagged, at most
 
 
@@ -81,9 +93,15 @@ def flat(night: int) -> float:
     return 1.0
 
 
-def draws(seed: int, scenario: int, histories: int) -> npt.NDArray[np.float64]:
-    """Standard normal draws, a row per history: the same for every noise level."""
-    return np.random.default_rng([seed, scenario]).standard_normal((histories, NIGHTS))
+def draws(seed: int, scenario: int, histories: int, phi: float = 0.0) -> npt.NDArray[np.float64]:
+    """Standard normal draws, a row per history: the same for every noise level. With phi,
+    each row is a stationary AR(1) series of them, sd still 1: night t's draw is phi times
+    night t-1's plus sqrt(1 - phi^2) times a fresh one (the same fresh draws at every phi)."""
+    z = np.random.default_rng([seed, scenario]).standard_normal((histories, NIGHTS))
+    e = z.copy()
+    for t in range(1, NIGHTS):
+        e[:, t] = phi * e[:, t - 1] + math.sqrt(1 - phi * phi) * z[:, t]
+    return e
 
 
 def history(z: Sequence[float], noise_pct: float, shape: Callable[[int], float]) -> list[float]:
@@ -101,20 +119,22 @@ def _night(finding: Finding) -> int:
     return finding.night + 1  # findings count from 0, nights from 1
 
 
-def run(noise_pct: float, seed: int, histories: int, noise_histories: int) -> Outcome:
+def run(
+    noise_pct: float, seed: int, histories: int, noise_histories: int, phi: float = 0.0
+) -> Outcome:
     shift_found = drift_flagged = drift_as_drift = 0
-    for z in draws(seed, 1, histories):
+    for z in draws(seed, 1, histories, phi):
         found = find(history(z, noise_pct, shifted), COMMITS)
         shift_found += any(
             f.kind == SHIFT and abs(_night(f) - SHIFT_NIGHT) <= SHIFT_SLACK for f in found
         )
-    for z in draws(seed, 2, histories):
+    for z in draws(seed, 2, histories, phi):
         values = history(z, noise_pct, drifting)[:DRIFT_SEEN_BY]
         found = find(values, COMMITS[:DRIFT_SEEN_BY])
         drift_flagged += bool(found)
         drift_as_drift += any(f.kind == DRIFT for f in found)
     flagged = shift_flags = drift_flags = 0
-    for z in draws(seed, 3, noise_histories):
+    for z in draws(seed, 3, noise_histories, phi):
         kinds = {f.kind for f in find(history(z, noise_pct, flat), COMMITS)}
         flagged += bool(kinds)
         shift_flags += SHIFT in kinds
@@ -123,6 +143,56 @@ def run(noise_pct: float, seed: int, histories: int, noise_histories: int) -> Ou
         noise_pct, shift_found, drift_flagged, drift_as_drift, histories,
         flagged, shift_flags, drift_flags, noise_histories,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Nightly:
+    """Pure-noise histories analysed every night from FIRST_NIGHT to NIGHTS, as the
+    nightly job does: a history with a flag on at least one of those nights is one
+    false alarm."""
+
+    noise_pct: float
+    phi: float
+    flagged: int
+    shift_flagged: int
+    drift_flagged: int
+    histories: int
+
+    @property
+    def rate(self) -> float:
+        return self.flagged / self.histories
+
+    def interval(self) -> tuple[float, float]:
+        """Wilson's 95% interval of the rate."""
+        n, z = self.histories, 1.96
+        centre = (self.rate + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * math.sqrt(self.rate * (1 - self.rate) / n + z * z / (4 * n * n))
+        return max(0.0, centre - half / (1 + z * z / n)), centre + half / (1 + z * z / n)
+
+
+def nightly(noise_pct: float, phi: float, seed: int, histories: int) -> Nightly:
+    """(c)'s histories (the same stream), each analysed on nights 1..n for every n from
+    FIRST_NIGHT to NIGHTS."""
+    flagged = shift_flagged = drift_flagged = 0
+    for z in draws(seed, 3, histories, phi):
+        values = history(z, noise_pct, flat)
+        kinds: set[str] = set()
+        for n in range(FIRST_NIGHT, NIGHTS + 1):
+            kinds |= {f.kind for f in find(values[:n], COMMITS[:n])}
+            if kinds == {SHIFT, DRIFT}:
+                break
+        flagged += bool(kinds)
+        shift_flagged += SHIFT in kinds
+        drift_flagged += DRIFT in kinds
+    return Nightly(noise_pct, phi, flagged, shift_flagged, drift_flagged, histories)
+
+
+def nightly_line(o: Nightly) -> str:
+    low, high = o.interval()
+    return (
+        f"{o.noise_pct:5.1f}%  {o.phi:4.2f}  {o.flagged:>4}/{o.histories:<5} {o.rate:6.1%} "
+        f"[{low:5.1%}, {high:5.1%}]  (shift {o.shift_flagged}, drift {o.drift_flagged})"
+    )
 
 
 def line(o: Outcome) -> str:
@@ -156,7 +226,32 @@ def build_parser() -> ArgumentParser:
         metavar="N",
         help="also the rates over N histories per scenario (default 0: not)",
     )
+    parser.add_argument(
+        "--phi",
+        type=correlation,
+        default=0.0,
+        help="AR(1) correlation of the noise between consecutive nights (default 0: independent)",
+    )
+    parser.add_argument(
+        "--nightly",
+        type=non_negative_int,
+        default=0,
+        metavar="N",
+        help=f"also the false alarms of N pure-noise histories analysed every night "
+        f"{FIRST_NIGHT}-{NIGHTS}, per noise level and phi (default 0: not)",
+    )
     return parser
+
+
+def correlation(text: str) -> float:
+    """A phi for AR(1) noise: 0 <= phi < 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected 0 <= phi < 1, got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     levels = sorted({args.noise, *LEVELS_PCT})
     print(
         f"synthetic histories: {NIGHTS} nights of the paired throughput ratio new / anchor "
-        f"(level {LEVEL:g}), log-normal noise, seed {args.seed}\n"
+        f"(level {LEVEL:g}), log-normal noise (AR(1), phi {args.phi:g}), seed {args.seed}\n"
         f"(a) a {-SHIFT_BY:.0%} drop at night {SHIFT_NIGHT}: shift found within "
         f"{SHIFT_SLACK} nights (need >= {NEED_FOUND}/{HISTORIES})\n"
         f"(b) {-DRIFT_PER_NIGHT:.0%} a night from night {DRIFT_AFTER}, nights 1-"
@@ -176,11 +271,20 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for level in levels:
         mark = "  <- --noise" if level == args.noise else ""
-        print(line(run(level, args.seed, HISTORIES, NOISE_HISTORIES)) + mark)
+        print(line(run(level, args.seed, HISTORIES, NOISE_HISTORIES, args.phi)) + mark)
     if args.many:
         print(f"\nover {args.many} histories per scenario:\n{header}")
         for level in levels:
-            print(line(run(level, args.seed + 1, args.many, args.many)))
+            print(line(run(level, args.seed + 1, args.many, args.many, args.phi)))
+    if args.nightly:
+        print(
+            f"\npure noise analysed every night {FIRST_NIGHT}-{NIGHTS}, {args.nightly} "
+            f"histories each (seed {args.seed + 1}): a flag on any night is a false alarm "
+            f"(rate, Wilson's 95% interval)\n noise   phi  flagged"
+        )
+        for level in sorted({args.noise, *NIGHTLY_LEVELS_PCT}):
+            for phi in sorted({args.phi, *PHIS}):
+                print(nightly_line(nightly(level, phi, args.seed + 1, args.nightly)), flush=True)
     sys.stdout.flush()
     return 0
 
