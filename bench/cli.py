@@ -1,4 +1,4 @@
-"""`python -m bench run | report | list | explain | ab | history | compare`: the main command line.
+"""`python -m bench run | report | list | explain | ab | history | compare | hosts`: the bench.
 
 The parser shell and the dispatch only: each subcommand lives in its own module in
 bench/commands/ (its `NAME`, its `add_parser(sub)` and its `run(args, argv) -> int`), and
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Protocol
 
-from bench.commands import ab, compare, explain, history, listing, report, run
+from bench.commands import ab, compare, explain, history, hosts, listing, report, run
 from bench.run.cpus import CpuPlanError
 from bench.run.matrix import MatrixError
 from bench.store import StoreError
@@ -32,7 +32,7 @@ class Command(Protocol):
 
 
 # In the order `python -m bench --help` lists them.
-COMMANDS: tuple[Command, ...] = (run, report, listing, explain, ab, history, compare)
+COMMANDS: tuple[Command, ...] = (run, report, listing, explain, ab, history, compare, hosts)
 
 
 def build_parser() -> ArgumentParser:

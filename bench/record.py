@@ -7,7 +7,10 @@ generator's typed result (clients.result.LoadResult); `server` the sampler's fig
 
 Schema 2 (typed load result, censored latency, verdicts) replaced schema 1 (commit
 a93edd0); schema 3 added the idle axis; schema 4 holds a load result of schema 3, whose
-latencies are kept to 0.1 µs and say how fine they are (`load.latency_resolution`).
+latencies are kept to 0.1 µs and say how fine they are (`load.latency_resolution`);
+schema 5 added the slow-connection axis (`cell.slow`, `cell.slow_mode`, `slow`). A row
+without slow connections has nothing of schema 5's and is written exactly as schema 4
+wrote it (`to_json`), so adding the axis changed no such row and older readers read them.
 `from_dict` upgrades an older row (`MIGRATIONS`, docs/formats.md), and a row it cannot
 upgrade is refused with a line that says how to make it again (bench.store).
 """
@@ -22,7 +25,9 @@ from clients.result import MIGRATIONS as LOAD_MIGRATIONS
 from clients.result import LoadResult
 from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+SLOWLESS_SCHEMA = 4  # a row without slow connections is written as this schema wrote it
+SLOW_CELL_FIELDS = ("slow", "slow_mode")  # CellKey's fields of schema 5, left out at slow 0
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
 # How a row's server CPU per request (process view) was measured: the process tree's CPU
@@ -67,6 +72,10 @@ class CellKey:
     # "warm" ones sent one request first, "silent" ones never speak
     idle: int = 0
     idle_mode: str = "warm"
+    # slow connections beside the active ones (bench run --slow, docs/slow.md): "sender"
+    # ones send each request a byte at a time, "reader" ones read each reply so
+    slow: int = 0
+    slow_mode: str = "sender"
 
     @property
     def key(self) -> str:
@@ -86,6 +95,8 @@ class CellKey:
             key += f"/py{self.python}"
         if self.idle:
             key += f"/i{self.idle}" + ("s" if self.idle_mode == "silent" else "")
+        if self.slow:
+            key += f"/s{self.slow}" + ("r" if self.slow_mode == "reader" else "")
         return key
 
 
@@ -121,6 +132,30 @@ class Idle:
 
 
 @dataclass(frozen=True)
+class Slow:
+    """The slow connections a cell had beside its active ones (clients.holder's slow
+    modes, summed over its holder processes): what they asked for and what they did, from
+    their ready line to their stop (the load's window and more on both sides)."""
+
+    asked: int
+    established: int
+    open_at_end: int | None  # still open when the load ended (None: no final report)
+    closed_by_server: int
+    refused: int  # connects that failed
+    bad_replies: int  # replies that failed their check (their connections closed)
+    requests: int  # requests whose whole reply arrived and passed its check
+    bytes_sent: int
+    bytes_read: int
+    interval_ms: float  # between two bytes sent (sender) or read (reader)
+    held_s: float | None  # the longest holder's time from its ready line to its stop
+    holders: int  # holder processes
+    # byte slots served, and those more than an interval late (the holders lacked CPU:
+    # the server got less than the schedule; bench.report.slow_section says so)
+    ticks: int = 0
+    late: int = 0
+
+
+@dataclass(frozen=True)
 class Row:
     run_id: str
     cell: CellKey
@@ -144,6 +179,7 @@ class Row:
     probe_rps: float | None = None  # a "f<fraction>" cell: the capacity its rate is a share of
     server_git: str | None = None  # the servers' commit, where they came from another (bench ab)
     idle: Idle | None = None  # the run has an idle axis (bench run --idle): what was held
+    slow: Slow | None = None  # the cell had slow connections (bench run --slow): theirs
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -155,6 +191,11 @@ class Row:
     def to_json(self) -> str:
         data = asdict(self)
         data["key"] = self.cell.key
+        if not self.cell.slow and self.slow is None:  # nothing of schema 5's: as 4 wrote it
+            for name in SLOW_CELL_FIELDS:
+                del data["cell"][name]
+            del data["slow"]
+            data["schema"] = SLOWLESS_SCHEMA
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -173,6 +214,8 @@ class Row:
         if (idle := fields.get("idle")) is not None:
             memory = idle.get("memory")
             fields["idle"] = Idle(**{**idle, "memory": Memory(**memory) if memory else None})
+        if (slow := fields.get("slow")) is not None:
+            fields["slow"] = Slow(**slow)
         return cls(**fields)
 
 
@@ -233,8 +276,14 @@ def _from_schema_3(data: Document) -> Document:
     }
 
 
+def _from_schema_4(data: Document) -> Document:
+    """A schema-4 row as schema 5 reads it: as it is. It had no slow connection, which the
+    absent fields say (the cell's slow 0, `slow` None), as the key's string already does."""
+    return data
+
+
 MIGRATIONS = Migrations(
     "row schema",
     SCHEMA_VERSION,
-    {1: _from_schema_1, 2: _from_schema_2, 3: _from_schema_3},
+    {1: _from_schema_1, 2: _from_schema_2, 3: _from_schema_3, 4: _from_schema_4},
 )

@@ -9,9 +9,12 @@ limit (raised to the hard limit first; the message says the most, and to split t
 connections over several holders). Then the holder connects all (paced), warms each up
 with one verified request (--mode warm; silent: never a byte), prints the ready report,
 one JSON line, and holds until SIGTERM, SIGINT or EOF on stdin (where stdin is a pipe,
-socket or terminal), counting what the server does meanwhile. At the stop it prints the
-final report, closes every connection and exits 0; exit 1 when it holds no connection
-(none established, or none left after the warm-up; the ready report is still printed).
+socket or terminal), counting what the server does meanwhile. In a slow mode
+(slow-sender, slow-reader: docs/slow.md) there is no warm-up, and the hold is requests
+sent, or replies read, one byte per --interval-ms, each reply checked. At the stop it
+prints the final report, closes every connection and exits 0; exit 1 when it holds no
+connection (none established, or none left after the warm-up; the ready report is still
+printed).
 The reports: clients.hold_report. Why it is built this way: docs/idle.md.
 """
 
@@ -25,6 +28,7 @@ from typing import NoReturn
 
 from clients.engine.config import ConfigError
 from clients.engine.hold import (
+    DEFAULT_INTERVAL_MS,
     FIRST_SOURCE,
     HOLD_MODES,
     MAX_HOLD_PAYLOAD,
@@ -36,7 +40,7 @@ from clients.engine.hold import (
 )
 from clients.hold_report import SCHEMA, HoldReport
 from clients.options import add_load_options
-from common.cli import ArgumentParser, DefaultsHelpFormatter, positive_int
+from common.cli import ArgumentParser, DefaultsHelpFormatter, positive_float, positive_int
 from common.process import STOP_SIGNALS, die_with_parent, stop_signals_blocked
 
 PROG = "python -m clients.holder"
@@ -67,7 +71,9 @@ def epilog() -> str:
                 "the ready report once all are connected and warmed, then the final report "
                 "at the stop; both count asked, established, refused (by kind), warmed, "
                 "bad_replies, lost (during the warm-up, by kind), held, closed_by_server, "
-                "unasked, connect_s, warm_s; the final adds open_at_end and held_s."
+                "unasked, connect_s, warm_s; the final adds open_at_end and held_s; a "
+                "slow mode's add slow (interval_ms, requests, bytes_sent, bytes_read, "
+                "ticks, late)."
             ),
             "",
             "exit status:",
@@ -100,7 +106,16 @@ def build_parser() -> ArgumentParser:
         choices=HOLD_MODES,
         default="warm",
         help="warm: one request and its verified reply per connection, then silence; "
-        "silent: connections never speak (default warm)",
+        "silent: connections never speak; slow-sender: requests sent one byte per "
+        "--interval-ms, each reply checked; slow-reader: a small receive buffer, replies "
+        "read one byte per --interval-ms (default warm)",
+    )
+    parser.add_argument(
+        "--interval-ms",
+        type=positive_float,
+        default=DEFAULT_INTERVAL_MS,
+        metavar="MS",
+        help=f"slow modes: milliseconds between two bytes (default {DEFAULT_INTERVAL_MS:g})",
     )
     add_load_options(parser, SHARED_HELP, "protocol", "payload")
     parser.add_argument(
@@ -167,6 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         first_source=args.first_source,
         allow_remote=args.allow_remote,
         timeout=args.timeout,
+        interval_ms=args.interval_ms,
     )
     try:
         plan = prepare(config)

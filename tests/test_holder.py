@@ -313,13 +313,13 @@ def test_the_report_round_trips_through_json():
     assert HoldReport.from_json(report.to_json()) == report
     ready = _report(stage="ready", open_at_end=None, held_s=None)
     assert HoldReport.from_json(ready.to_json()) == ready
-    assert json.loads(report.to_json())["schema"] == SCHEMA == 1
+    assert json.loads(report.to_json())["schema"] == SCHEMA == 2
 
 
 @pytest.mark.parametrize(
     ("change", "words"),
     [
-        ({"schema": 2}, "newer"),
+        ({"schema": 3}, "newer"),
         ({"schema": 0}, "older"),
         ({"schema": None}, "no version"),
         ({"stage": "later"}, "stage"),

@@ -22,6 +22,7 @@ from bench.run.matrix import (
     DRIVERS,
     IDLE_MODES,
     MODES,
+    SLOW_MODES,
     Matrix,
     MatrixError,
     load_profile,
@@ -46,11 +47,21 @@ DEFAULT_PROFILE = "quick"
 # default None) the resumed run takes from its metadata, so given, it would be ignored.
 WITH_RESUME = {"command", "resume", "force", "retry_failed", "no_report", "out"}
 FLAG = {"protocols": "--protocol", "works": "--work", "externals": "--external"}
+# The flags that replace the profile's matrix value of the same name as they are given
+# (None: not given); --models, --no-grids and --work are turned into theirs below.
+MATRIX_FLAGS = (
+    "pythons", "server_host", "externals", "allow_remote", "expect_status", "expect_body",
+    "protocols", "connections", "payloads", "modes", "backlogs", "idle", "idle_mode",
+    "slow", "slow_mode", "slow_interval_ms", "repeats", "duration", "warmup", "driver",
+    "seed", "inject_delay_ns", "allocator", "rates", "sweep", "arrivals", "slo", "search",
+    "search_steps", "locust_workers", "locust_master_host", "locust_master_port",
+)  # fmt: skip
 
 
 def add_parser(sub: Any) -> None:
     parser = sub.add_parser(NAME, help="run a matrix of cells and write the report")
     _axis_arguments(parser)
+    _beside_arguments(parser)
     _load_arguments(parser)
     _driver_arguments(parser)
     _server_arguments(parser)
@@ -128,38 +139,10 @@ def resolve_matrix(args: argparse.Namespace) -> Matrix:
         models = [*(models or matrix.models), *(n for n in names if n not in (models or ()))]
     return override(
         matrix,
+        **{name: getattr(args, name) for name in MATRIX_FLAGS},
         models=models,
-        pythons=args.pythons,
-        server_host=args.server_host,
-        externals=args.externals,
-        allow_remote=args.allow_remote,
-        expect_status=args.expect_status,
-        expect_body=args.expect_body,
-        protocols=args.protocols,
-        connections=args.connections,
-        payloads=args.payloads,
-        modes=args.modes,
-        backlogs=args.backlogs,
-        idle=args.idle,
-        idle_mode=args.idle_mode,
         grids=() if args.no_grids else None,
-        repeats=args.repeats,
         works=[("" if w == "none" else w) for w in args.works] if args.works else None,
-        duration=args.duration,
-        warmup=args.warmup,
-        driver=args.driver,
-        seed=args.seed,
-        inject_delay_ns=args.inject_delay_ns,
-        allocator=args.allocator,
-        rates=args.rates,
-        sweep=args.sweep,
-        arrivals=args.arrivals,
-        slo=args.slo,
-        search=args.search,
-        search_steps=args.search_steps,
-        locust_workers=args.locust_workers,
-        locust_master_host=args.locust_master_host,
-        locust_master_port=args.locust_master_port,
     )
 
 
@@ -256,6 +239,17 @@ def _axis_arguments(parser: ArgumentParser) -> None:
         help="server-side work per request as an axis: none, cpu:US, wait:US (default none)",
     )
     parser.add_argument(
+        "--no-grids",
+        action="store_true",
+        default=None,
+        help="run the profile's main product only, not its further grids (quick's idle "
+        "sweep); any axis flag (--models, --connections, --idle, ...) leaves them out too",
+    )
+
+
+def _beside_arguments(parser: ArgumentParser) -> None:
+    """What each cell holds beside its active connections: idle ones, slow ones."""
+    parser.add_argument(
         "--idle",
         nargs="+",
         type=non_negative_int,
@@ -270,11 +264,19 @@ def _axis_arguments(parser: ArgumentParser) -> None:
         "speak (default warm)",
     )
     parser.add_argument(
-        "--no-grids",
-        action="store_true",
-        default=None,
-        help="run the profile's main product only, not its further grids (quick's idle "
-        "sweep); any axis flag (--models, --connections, --idle, ...) leaves them out too",
+        "--slow",
+        nargs="+",
+        type=non_negative_int,
+        metavar="N",
+        help="slow connections beside the active ones, an axis: each sends its requests "
+        "(reader: reads its replies) a byte at a time (docs/slow.md; default 0)",
+    )
+    parser.add_argument("--slow-mode", choices=SLOW_MODES, help="sender (default) or reader")
+    parser.add_argument(
+        "--slow-interval-ms",
+        type=positive_float,
+        metavar="MS",
+        help="slow connections: milliseconds between two bytes (default 10)",
     )
 
 

@@ -50,6 +50,7 @@ from bench.report.render_html import render_html
 from bench.report.render_md import render_markdown
 from bench.report.results_csv import write_results_csv
 from bench.report.slo_section import slo_sections
+from bench.report.slow_section import slow_sections
 from bench.report.time_section import time_section
 from bench.settings import MatrixError
 from bench.store import RESULTS, SUBSETS_DIR, RunStore
@@ -127,7 +128,8 @@ def build_report(
     charts_dir = out_dir / CHARTS_DIR
     charts_dir.mkdir(parents=True, exist_ok=True)
     cap = side_by_side.caption(runs.stores) if runs.several else caption(runs.meta)
-    # idle connections first: where they were an axis, they are what separates the models
+    # idle and slow connections first: where they were an axis, they are what separates
+    # the models
     sections = _idle_sections(runs, charts_dir, cap, subset)
     sections += _closed_sections(runs, cells, cap, charts_dir, subset)
     sections += _figure_sections(runs, cap, charts_dir, subset, models)
@@ -207,10 +209,12 @@ def _closed_sections(
 
 
 def _idle_sections(runs: _Runs, charts_dir: Path, cap: str, subset: Subset) -> list[Section]:
-    """One run with an idle axis: CPU per request and memory against idle connections."""
+    """One run with an idle axis: CPU per request and memory against idle connections;
+    with a slow axis: the active clients' figures against slow connections."""
     if runs.several or subset.metrics:  # figures of their own, not --metrics'
         return []
-    return idle_sections(runs.frame, charts_dir, cap)  # none without an idle axis
+    # none without an idle axis, or without a slow one
+    return idle_sections(runs.frame, charts_dir, cap) + slow_sections(runs.frame, charts_dir, cap)
 
 
 def _figure_sections(

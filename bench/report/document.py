@@ -56,6 +56,8 @@ def group_slug(cell: dict[str, Any] | pd.Series) -> str:
         slug += f"_b{int(cell['cell.backlog'])}"
     if cell["cell.work"]:
         slug += f"_w{cell['cell.work']}"
+    if int(cell.get("cell.slow", 0) or 0):  # bench run --slow: as the cell key writes it
+        slug += f"_s{int(cell['cell.slow'])}" + ("r" if cell["cell.slow_mode"] == "reader" else "")
     return re.sub(r"[^A-Za-z0-9._-]+", "-", slug)
 
 
@@ -71,7 +73,15 @@ def group_title(cell: dict[str, Any] | pd.Series) -> str:
         parts.append(f"backlog {int(cell['cell.backlog'])}")
     if cell["cell.work"]:
         parts.append(f"work {cell['cell.work']}")
+    if int(cell.get("cell.slow", 0) or 0):
+        parts.append(slow_label(cell["cell.slow"], cell["cell.slow_mode"]))
     return ", ".join(parts)
+
+
+def slow_label(slow: Any, mode: Any) -> str:
+    """ "100 slow senders", "1 slow reader" (bench run --slow)."""
+    count = int(slow)
+    return f"{count:,} slow {'reader' if mode == 'reader' else 'sender'}{'' if count == 1 else 's'}"
 
 
 def format_cell(cell: pd.Series, metric: Metric) -> str:

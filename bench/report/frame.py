@@ -36,6 +36,8 @@ CELL_COLUMNS = [
     "cell.load",
     "cell.idle",
     "cell.idle_mode",
+    "cell.slow",
+    "cell.slow_mode",
 ]
 # One table set and one figure per metric for each combination of these:
 STATS = ("median", "ci_low", "ci_high", "coverage", "bound")
@@ -50,11 +52,17 @@ GROUP_COLUMNS = [
     # without the axis has one value here, so its groups are as they were)
     "cell.idle",
     "cell.idle_mode",
+    # bench run --slow: so is each count of slow connections
+    "cell.slow",
+    "cell.slow_mode",
 ]
 IDLE_COLUMNS = ["cell.idle", "cell.idle_mode"]
 # Row.idle's figures (flattened: idle.held, idle.memory.rss_kib, ...) that exist as
 # columns even where no row has them; bench.report.idle_section reads them
 IDLE_FIGURES = ("idle.held", "idle.memory.rss_kib", "idle.memory.uss_kib", "idle.memory.threads")
+# Row.slow's figures (bench.report.slow_section reads them), columns even where no row has
+# them. A row without slow connections has no cell.slow (written as schema 4): 0, "sender".
+SLOW_FIGURES = ("slow.requests", "slow.held_s", "slow.interval_ms", "slow.ticks", "slow.late")
 
 
 # A latency measured to 0.1 µs in every repeat of a cell (`latency_fine`) is printed
@@ -284,11 +292,16 @@ def load_frame(rows: Iterable[Row]) -> pd.DataFrame:
         "load.connections.starved",
         RESOLUTION_COLUMN,
         *IDLE_FIGURES,
+        *SLOW_FIGURES,
         *(m.source for m in METRICS if m.source.startswith("load.")),
     ]
     for column in needed:
         if column not in df.columns:
             df[column] = pd.Series(dtype="float64")
+    df["cell.slow"] = _numeric(df, "cell.slow").fillna(0).astype(int)
+    df["cell.slow_mode"] = (
+        df["cell.slow_mode"].astype(object).where(df["cell.slow_mode"].notna(), "sender")
+    )
     if "cell.python" in df.columns:  # the interpreter axis: one line per model and Python
         python = df["cell.python"].fillna("").astype(str)
         df["cell.model"] = df["cell.model"].where(python == "", df["cell.model"] + PY + python)

@@ -120,17 +120,45 @@ IDLE_FIGURES: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
 )
 
 
+def _slow(name: str) -> Callable[[Row, Record], Any]:
+    return lambda row, _: None if row.slow is None else getattr(row.slow, name)
+
+
+# A run with a slow axis (bench run --slow): the cell's slow axis after the idle one, and
+# what the slow connections did after the idle figures. A run without one has none.
+SLOW_AXIS: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
+    ("slow", lambda row, _: row.cell.slow),
+    ("slow_mode", lambda row, _: row.cell.slow_mode),
+)
+SLOW_FIGURES: tuple[tuple[str, Callable[[Row, Record], Any]], ...] = (
+    ("slow_interval_ms", _slow("interval_ms")),
+    ("slow_established", _slow("established")),
+    ("slow_open_at_end", _slow("open_at_end")),
+    ("slow_closed_by_server", _slow("closed_by_server")),
+    ("slow_bad_replies", _slow("bad_replies")),
+    ("slow_requests", _slow("requests")),
+    ("slow_held_s", _slow("held_s")),
+    ("slow_ticks", _slow("ticks")),
+    ("slow_late", _slow("late")),
+)
+
+
 def columns_of(rows: Sequence[Row]) -> tuple[tuple[str, Callable[[Row, Record], Any]], ...]:
-    """COLUMNS, and where any row held idle connections the idle ones in their places."""
-    if not any(row.cell.idle or row.idle is not None for row in rows):
+    """COLUMNS, and where any row held idle (slow) connections the idle (slow) ones in
+    their places."""
+    idle = any(row.cell.idle or row.idle is not None for row in rows)
+    slow = any(row.cell.slow or row.slow is not None for row in rows)
+    if not (idle or slow):
         return COLUMNS
     names = [name for name, _ in COLUMNS]
     after_search, after_rss = names.index("search") + 1, names.index("peak_rss_mib") + 1
     return (
         *COLUMNS[:after_search],
-        *IDLE_AXIS,
+        *(IDLE_AXIS if idle else ()),
+        *(SLOW_AXIS if slow else ()),
         *COLUMNS[after_search:after_rss],
-        *IDLE_FIGURES,
+        *(IDLE_FIGURES if idle else ()),
+        *(SLOW_FIGURES if slow else ()),
         *COLUMNS[after_rss:],
     )
 

@@ -25,7 +25,7 @@ from bench.run.external import ExternalServer
 from bench.run.matrix import Cell, Matrix
 from bench.run.memory import at_rest, object_sizes, server_share
 from bench.run.server_process import ServerProcess
-from clients.engine.hold import PER_SOURCE, most_held
+from clients.engine.hold import FIRST_SOURCE, PER_SOURCE, most_held
 from clients.hold_report import HoldReport, HoldReportError
 
 READY_S = 60.0  # connecting and warming up, per holder, beyond PER_1000_S
@@ -46,10 +46,10 @@ def split(count: int, per_process: int) -> list[int]:
     return [base + (1 if i < extra else 0) for i in range(holders)]
 
 
-def first_sources(shares: Sequence[int]) -> list[int]:
-    """Each holder's first source address (127.0.0.N), ranges apart: one source per
-    PER_SOURCE connections, as the holder spreads them by default."""
-    firsts, first = [], 2
+def first_sources(shares: Sequence[int], first: int = FIRST_SOURCE) -> list[int]:
+    """Each holder's first source address (127.0.0.N, from `first` on), ranges apart:
+    one source per PER_SOURCE connections, as the holder spreads them by default."""
+    firsts: list[int] = []
     for share in shares:
         firsts.append(first)
         first += max(1, math.ceil(share / PER_SOURCE))
@@ -58,7 +58,9 @@ def first_sources(shares: Sequence[int]) -> list[int]:
 
 class Holders:
     """Start with `start()`, which returns once every holder is ready (IdleError if
-    one is not); `stop()` ends them all and returns their final reports."""
+    one is not); `stop()` ends them all and returns their final reports. `extra`: more
+    holder options (bench.run.slow's); `first`: the first source address's last byte;
+    `what`: the connections' kind, in the messages."""
 
     def __init__(
         self,
@@ -68,17 +70,22 @@ class Holders:
         protocol: str,
         cpus: Sequence[int],
         allow_remote: bool = False,
+        *,
+        extra: Sequence[str] = (),
+        first: int = FIRST_SOURCE,
+        what: str = "idle-connection",
     ) -> None:
         self.shares = split(count, most_held())
+        self.what = what
         self.commands = [
             [
                 *(["taskset", "-c", ",".join(map(str, cpus))] if cpus else []),
                 sys.executable, "-m", "clients.holder", "--target", target,
                 "--connections", str(share), "--mode", mode, "--protocol", protocol,
-                "--first-source", str(first),
+                "--first-source", str(source), *extra,
                 *(["--allow-remote"] if allow_remote else []),
             ]
-            for share, first in zip(self.shares, first_sources(self.shares), strict=True)
+            for share, source in zip(self.shares, first_sources(self.shares, first), strict=True)
         ]  # fmt: skip
         self.procs: list[subprocess.Popen[str]] = []
         self.ready: list[HoldReport] = []
@@ -103,19 +110,19 @@ class Holders:
         with selectors.DefaultSelector() as sel:
             sel.register(proc.stdout, selectors.EVENT_READ)
             if not sel.select(timeout=limit):
-                raise IdleError(f"an idle-connection holder was not ready within {limit:.0f} s")
+                raise IdleError(f"a {self.what} holder was not ready within {limit:.0f} s")
         line = proc.stdout.readline()
         if not line:
             proc.wait(timeout=STOP_S)
             why = (proc.stderr.read() if proc.stderr else "").strip().splitlines()
             raise IdleError(
-                f"an idle-connection holder exited with {proc.returncode}: "
+                f"a {self.what} holder exited with {proc.returncode}: "
                 f"{why[-1] if why else 'no output'}"
             )
         try:
             return HoldReport.from_json(line)
         except HoldReportError as exc:
-            raise IdleError(f"an idle-connection holder's report: {exc}") from None
+            raise IdleError(f"a {self.what} holder's report: {exc}") from None
 
     def stop(self) -> list[HoldReport]:
         """SIGTERM each, then its final report; a holder that does not stop is killed

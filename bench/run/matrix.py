@@ -1,7 +1,7 @@
 """Profiles (TOML) plus command-line overrides -> the list of cells to run.
 
 A cell is one point of the matrix (model x protocol x connections x payload x mode x
-backlog x work x idle) at one repeat. Cells run in a shuffled order inside each repeat,
+backlog x work x idle x slow) at one repeat. Cells run in a shuffled order inside each repeat,
 so that slow drift of the machine (thermal, noisy neighbours) does not favour one model.
 
 A profile may add grids (`[[grid]]` tables): further products of the axes, each naming
@@ -28,6 +28,7 @@ from bench.record import CellKey
 from bench.run.external import External, parse_external
 from bench.settings import ALLOCATOR_POLICIES
 from bench.settings import MatrixError as MatrixError  # its home; caught from here too
+from clients.engine.hold import DEFAULT_INTERVAL_MS, MAX_HOLD_PAYLOAD, MAX_INTERVAL_MS
 from clients.options import ARRIVALS
 from clients.target import is_loopback
 from clients.wire import MAX_PAYLOAD
@@ -45,10 +46,11 @@ MODES = ("persistent", "per-request")
 DRIVERS = ("loadgen", "locust")
 BENCH_PROTOCOLS = ("echo", "http")
 IDLE_MODES = ("warm", "silent")
+SLOW_MODES = ("sender", "reader")  # clients.holder's slow-sender and slow-reader
 # The axes a grid may set; every other setting (repeats, duration, ...) is the run's.
 GRID_AXES = (
     "models", "protocols", "connections", "payloads", "modes", "backlogs", "works", "idle",
-    "idle_mode",
+    "idle_mode", "slow", "slow_mode",
 )  # fmt: skip
 
 
@@ -72,6 +74,8 @@ class Grid:
     works: tuple[str, ...] | None = None
     idle: tuple[int, ...] | None = None
     idle_mode: str | None = None
+    slow: tuple[int, ...] | None = None
+    slow_mode: str | None = None
 
     def axes(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in GRID_AXES if getattr(self, name) is not None}
@@ -131,6 +135,12 @@ class Matrix:
     # request first, "silent" ones never speak
     idle: tuple[int, ...] = (0,)
     idle_mode: str = "warm"
+    # slow connections beside each cell's active ones (bench.run.slow, docs/slow.md), an
+    # axis: (0,) has none and leaves every cell as it was; "sender" ones send each request
+    # a byte at a time, "reader" ones read each reply so, a byte per slow_interval_ms
+    slow: tuple[int, ...] = (0,)
+    slow_mode: str = "sender"
+    slow_interval_ms: float = DEFAULT_INTERVAL_MS
     # further products of the axes, run beside this one (Grid; the profile's [[grid]])
     grids: tuple[Grid, ...] = ()
 
@@ -181,6 +191,22 @@ class Matrix:
             (min(self.backlogs) < 0, "backlogs must be >= 0 (0: the system maximum)"),
             (not self.idle or min(self.idle) < 0, "idle must be >= 0 connections"),
             (self.idle_mode not in IDLE_MODES, f"idle-mode must be one of {IDLE_MODES}"),
+            (not self.slow or min(self.slow) < 0, "slow must be >= 0 connections"),
+            (self.slow_mode not in SLOW_MODES, f"slow-mode must be one of {SLOW_MODES}"),
+            (
+                not 0 < self.slow_interval_ms <= MAX_INTERVAL_MS,
+                f"slow-interval-ms must be above 0 and at most {MAX_INTERVAL_MS:g}",
+            ),
+            (
+                max(self.slow, default=0) > 0 and max(self.payloads, default=0) > MAX_HOLD_PAYLOAD,
+                f"slow connections send the cells' payload: at most {MAX_HOLD_PAYLOAD:,} "
+                "bytes with --slow",
+            ),
+            (
+                max(self.slow, default=0) > 0 and bool(self.expect_status or self.expect_body),
+                "slow connections check sockbench's replies: no --expect-status or "
+                "--expect-body with --slow",
+            ),
             (self.repeats < 1, "repeats must be >= 1"),
             (self.inject_delay_ns < 0, "inject-delay-ns must be >= 0"),
             (
@@ -283,9 +309,11 @@ class Matrix:
                 python=py,
                 idle=idle,
                 idle_mode=self.idle_mode if idle else "warm",
+                slow=slow,
+                slow_mode=self.slow_mode if slow else "sender",
             )
             for m in self.models
-            for p, c, b, mode, bl, w, load, py, idle in product(
+            for p, c, b, mode, bl, w, load, py, idle, slow in product(
                 self.protocols,
                 self.connections,
                 self.payloads,
@@ -295,6 +323,7 @@ class Matrix:
                 self.loads,
                 self.python_axis(m),
                 self.idle,
+                self.slow,
             )
         ]
 
@@ -303,6 +332,13 @@ class Matrix:
         """Idle connections are an axis (of the main product or a grid): every cell
         records what it held (even 0) and the server's memory at rest."""
         return any(product.idle != (0,) for product in self.products())
+
+    @property
+    def has_slow(self) -> bool:
+        """Slow connections are an axis: the load generator of every cell (0 slow ones
+        too, so that the cells compare) does not busy-poll, so that the slow holders,
+        which share its CPUs, send while it waits rather than preempt it (docs/slow.md)."""
+        return any(product.slow != (0,) for product in self.products())
 
     @property
     def loads(self) -> tuple[str, ...]:

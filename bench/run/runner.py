@@ -18,15 +18,19 @@ from typing import Any
 
 from bench.analysis.curves import load_rate
 from bench.analysis.verdict import judge, verdict
-from bench.record import CPU_AT_EDGES, CPU_SAMPLED, Idle, Memory, Row
+from bench.record import CPU_AT_EDGES, CPU_SAMPLED, Idle, Row, Slow
+from bench.run import beside as held_beside
+from bench.run.beside import STOP_S, Beside, stop_timeout
 from bench.run.cpus import CpuPlan
 from bench.run.external import External, ExternalServer
-from bench.run.idle import Holders, IdleError, hold, shortfall, summary
+from bench.run.hosts import HERE, Placement
+from bench.run.idle import IdleError
 from bench.run.interpreters import ROOT as REPO_ROOT
 from bench.run.interpreters import Prepared, prepare, server_environ
 from bench.run.matrix import Cell, Matrix
 from bench.run.sampler import CoreSampler, ServerSampler
 from bench.run.server_process import ServerProcess, ServerStartError
+from bench.run.slow import all_starved
 from clients.diagnosis import diagnose
 from clients.result import NO_REPLY, LoadResult, LoadResultError
 from clients.target import join_target
@@ -37,17 +41,6 @@ from servers import SERVERS
 BUSY_SAMPLE_S = 0.5  # how long to watch the machine before each cell
 PROBE_S = 1.0  # the closed-loop capacity probe of a sweep (bench.analysis.curves)
 _PROBES: dict[tuple[str, str, int], float] = {}  # (run, closed-loop key, repeat) -> req/s
-
-
-STOP_S = 5.0  # a server's time to stop after SIGTERM
-# and more per idle connection: a thread per connection's threads take the GIL in turn
-# to exit once their connections close (19,000 took 28.5 s to stop here; docs/idle.md)
-STOP_PER_IDLE_S = 0.002
-
-
-def stop_timeout(cell: Cell) -> float:
-    """How long the cell's server may take to stop before it is killed."""
-    return STOP_S + STOP_PER_IDLE_S * cell.key.idle
 
 
 def load_command(
@@ -63,17 +56,10 @@ def load_command(
     another one runs on the same CPUs; `server_pid`: the server process whose CPU
     either driver reads at the window's edges."""
     key = cell.key
-    common = [
-        "--target",
-        target,
-        "--protocol",
-        key.protocol,
-        "--duration",
-        f"{matrix.duration:g}",
-        "--payload",
-        str(key.payload),
-        "--quiet",
-    ]
+    common = ["--target", target, "--protocol", key.protocol, "--duration", f"{matrix.duration:g}"]
+    common += ["--payload", str(key.payload), "--quiet"]
+    if matrix.allow_remote:  # a server host, an external server or a master not on loopback
+        common.append("--allow-remote")
     if server_pid is not None:
         common += ["--server-pid", str(server_pid)]
     if (rate := load_rate(key.load, probe_rps)) is not None:
@@ -81,19 +67,12 @@ def load_command(
     if matrix.external(key.model) is not None:
         common += expect_args(matrix)
     if key.driver == "locust":
-        # Workers started by hand (docs/locust.md) do the load: the driver runs only
-        # their master, at the address they connect to (Matrix refused a non-loopback
-        # one without allow_remote).
-        master = [
-            "--master",
-            "--expect-workers",
-            str(matrix.locust_workers),
-            "--master-bind-host",
-            matrix.locust_master_host,
-            "--master-bind-port",
-            str(matrix.locust_master_port),
-            *(["--allow-remote"] if matrix.allow_remote else []),
-        ]
+        # Workers started by hand (docs/locust.md) or by bench hosts do the load: the
+        # driver runs only their master, at the address they connect to (Matrix refused
+        # a non-loopback one without allow_remote).
+        master = ["--master", "--expect-workers", str(matrix.locust_workers)]
+        master += ["--master-bind-host", matrix.locust_master_host]
+        master += ["--master-bind-port", str(matrix.locust_master_port)]
         return [
             sys.executable,
             "-m",
@@ -122,13 +101,13 @@ def load_command(
         key.mode,
         "--cpus",
         format_cpu_list(plan.client),
-        *(["--no-busy-poll"] if shared else []),
+        *(["--no-busy-poll"] if shared or matrix.has_slow else []),
     ]
 
 
 def expect_args(matrix: Matrix) -> list[str]:
-    """An external server's expected reply, and leave to load it remotely."""
-    args = ["--allow-remote"] if matrix.allow_remote else []
+    """An external server's expected reply."""
+    args: list[str] = []
     if matrix.expect_status:
         args += ["--expect-status", str(matrix.expect_status)]
     if matrix.expect_body:
@@ -188,6 +167,7 @@ class _Measured:
     crashed: int | None  # the server's exit code when it died during the load
     stop_code: int  # the server's exit code when stopped after it
     idle: Idle | None = None  # the idle connections held through the window
+    slow: Slow | None = None  # the slow connections' exchanges through it
     stop_s: float = STOP_S  # how long the server was given to stop
 
 
@@ -199,10 +179,12 @@ def run_cell(
     run_dir: Path | None = None,
     server_root: Path | None = None,
     shared: bool = False,
+    placement: Placement = HERE,
 ) -> Row:
     """Run one cell; with `run_dir`, the server's output and the cell's interval log
     go there (logs/, hdr/); with `server_root`, the servers of that checkout run;
-    `shared`: another cell runs on the same CPUs at the same time (bench ab --together)."""
+    `shared`: another cell runs on the same CPUs at the same time (bench ab --together);
+    `placement`: the hosts the server and the load run on (bench hosts)."""
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     row = _RowMaker(run_id, cell, started_at, time.monotonic())
     slug = f"{re.sub(r'[^A-Za-z0-9._-]+', '_', cell.key.key)}-r{cell.repeat}"
@@ -212,11 +194,13 @@ def run_cell(
         return row("skipped", skip)
     busy_before = machine_busy(BUSY_SAMPLE_S)
     try:
-        server, target = _start_server(cell, matrix, plan, external, runtime, server_root)
+        server, target = _start_server(
+            cell, matrix, plan, external, runtime, server_root, placement
+        )
     except ServerStartError as exc:
         return row("failed", f"server did not start: {exc}", busy_before=busy_before)
-    try:
-        held = hold(cell, matrix, plan, server, target)
+    try:  # idle and slow connections: IdleError if they could not be had
+        held = held_beside.start(cell, matrix, plan, server, target)
     except IdleError as exc:
         server.stop()
         return row("failed", str(exc), busy_before=busy_before)
@@ -224,8 +208,7 @@ def run_cell(
     if cell.key.load.startswith("f"):
         probe_rps = probe_capacity(cell, target, matrix, plan, run_id)
         if probe_rps is None:
-            if held is not None:
-                held[0].kill()
+            held.kill()
             server.stop()
             return row("failed", "the capacity probe got no reply", busy_before=busy_before)
     hdr_log = None
@@ -233,7 +216,9 @@ def run_cell(
         (run_dir / "hdr").mkdir(exist_ok=True)
         hdr_log = f"hdr/{slug}.hlog"
     interval_log = run_dir / hdr_log if hdr_log is not None and run_dir is not None else None
-    measured = _measure(cell, matrix, plan, server, target, probe_rps, shared, interval_log, held)
+    measured = _measure(
+        cell, matrix, plan, server, target, probe_rps, shared, interval_log, held, placement.client
+    )
     server_log = None
     if run_dir is not None and (text := server.log_text()):
         (run_dir / "logs").mkdir(exist_ok=True)
@@ -272,6 +257,7 @@ def _start_server(
     external: External | None,
     runtime: Prepared | None,
     server_root: Path | None,
+    placement: Placement = HERE,
 ) -> tuple[ServerProcess | ExternalServer, str]:
     """The cell's server, started, and its HOST:PORT; ServerStartError if it did not."""
     if external is not None:
@@ -286,6 +272,7 @@ def _start_server(
         cwd=server_root or (REPO_ROOT if runtime else None),
         python=runtime.python if runtime else None,
         env=server_environ(runtime.interpreter, cell.key.model) if runtime else {},
+        launcher=placement.server,
     )
     server.start()
     return server, join_target(matrix.server_host, server.port)
@@ -300,13 +287,14 @@ def _measure(
     probe_rps: float | None,
     shared: bool,
     interval_log: Path | None,
-    held: tuple[Holders, Memory | None] | None = None,
+    held: Beside,
+    launcher: tuple[str, ...] = (),
 ) -> _Measured:
-    """Run the load generator while sampling the server, then stop the idle holders and
-    the server (whatever happens, Ctrl-C included)."""
+    """Run the load generator while sampling the server, then stop the idle and slow
+    holders and the server (whatever happens, Ctrl-C included)."""
     failure = None
     load: LoadResult | None = None
-    idle = None
+    idle = slow = None
     try:
         sampler = ServerSampler(server.pid).start()
         # an external server is not on the server CPUs: their busy time is not its
@@ -316,7 +304,7 @@ def _measure(
             if interval_log is not None:
                 command += ["--interval-log", str(interval_log)]
             done = subprocess.run(
-                command,
+                [*launcher, *command],  # on the load's host (bench hosts), else here
                 capture_output=True,
                 text=True,
                 timeout=load_timeout(cell, matrix),
@@ -328,16 +316,13 @@ def _measure(
         finally:
             sample = sampler.stop()
             cores.stop()
-            if held is not None:  # before the server stops, which would close them all
-                holders, memory = held
-                idle = summary(holders.ready, holders.stop(), memory)
+            idle, slow = held.stop()  # before the server stops, which would close them all
         crashed = server.exit_code()
     finally:
-        if held is not None:
-            held[0].kill()
+        held.kill()
         stop_code = server.stop(stop_timeout(cell))
     return _Measured(
-        load, failure, sample, sampler, cores, crashed, stop_code, idle, stop_timeout(cell)
+        load, failure, sample, sampler, cores, crashed, stop_code, idle, slow, stop_timeout(cell)
     )
 
 
@@ -375,13 +360,15 @@ def _cell_row(
         "server_log": server_log,
         "probe_rps": probe_rps,
         "idle": measured.idle,
+        "slow": measured.slow,
     }
     if load is not None and hdr_log is not None and load.interval_log:
         load = replace(load, interval_log=hdr_log)  # relative to the run folder
         figures["load"] = load
-    if measured.idle is not None and (short := shortfall(measured.idle)):
+    if short := held_beside.shortfall(measured.idle, measured.slow):
         failure = f"{short}; {failure}" if failure else short  # the likelier cause first
-    if failure is None and (load is None or not load.requests):
+    starved = all_starved(row.cell, load)  # beside slow ones: a finding, not a failure
+    if failure is None and (load is None or not load.requests) and not starved:
         failure = f"no request completed in the window ({no_request_cause(load)})"
     if (stop_note := _stop_note(server, measured)) is not None:
         failure = f"{failure}; {stop_note}" if failure else stop_note

@@ -80,6 +80,9 @@ class ServerProcess:
     # another interpreter's python (bench run --pythons); None: this one. It runs with
     # the harness's PYTHON* variables removed (bench.run.interpreters.clean_environ).
     python: Path | None = None
+    # the command the server runs under, as `ip netns exec NAME` (bench hosts: another
+    # host); it must exec the server, so that `pid` stays the server's
+    launcher: Sequence[str] = ()
     proc: subprocess.Popen[str] | None = field(default=None, init=False)
     ready: dict[str, Any] = field(default_factory=dict, init=False)
     stopped: dict[str, Any] | None = field(default=None, init=False)
@@ -118,6 +121,7 @@ class ServerProcess:
 
     def command(self) -> list[str]:
         return [
+            *self.launcher,
             str(self.python or sys.executable),
             "-m",
             "servers",

@@ -13,10 +13,12 @@ import sys
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from bench.record import Row
 from bench.run.cpus import CpuPlan
+from bench.run.hosts import HERE, Placement
 from bench.run.matrix import Cell, Matrix
 from bench.run.progress import Progress
 from bench.run.runner import run_cell
@@ -34,8 +36,10 @@ def run_session(
     *,
     retry_failed: bool = False,
     on_interrupt: Callable[[Path], object] = lambda _run_dir: None,
+    placement: Placement = HERE,
 ) -> bool:
-    """Run the cells `store` misses (its failed ones too with `retry_failed`); True once
+    """Run the cells `store` misses (its failed ones too with `retry_failed`), each cell's
+    server and load on the hosts `placement` names (bench hosts; else here); True once
     all ran. On Ctrl-C: the run is marked interrupted, `on_interrupt(run_dir)` is called
     (the command writes its tables there), the resume command is printed, and False."""
     done = {
@@ -50,10 +54,12 @@ def run_session(
     os.sched_setaffinity(0, set(plan.client))
     searches = len(matrix.cells()) * len(matrix.slo) if matrix.search else 0
     progress = Progress(len(cells) + searches * ESTIMATED_STEPS)
+    # cells run here: run_cell called as ever, positional arguments only
+    cell_runner = run_cell if placement == HERE else partial(run_cell, placement=placement)
 
     def run_one(cell: Cell, probe_rps: float | None = None) -> Row:
         progress.cell_started(f"{cell.key.key} r{cell.repeat}")
-        row = run_cell(cell, matrix, plan, store.run_id, store.path)
+        row = cell_runner(cell, matrix, plan, store.run_id, store.path)
         if probe_rps is not None:  # a search step: the capacity its search is planned around
             row = replace(row, probe_rps=probe_rps)
         store.append(row)
@@ -73,9 +79,13 @@ def run_session(
     except KeyboardInterrupt:
         store.update_metadata(interrupted=True)
         on_interrupt(store.path)
+        resume = (  # bench run --resume would run a hosts run's cells here, on loopback
+            f"resume with: {python_m('bench', 'run', '--resume', store.path)}"
+            if placement == HERE
+            else "its hosts (network namespaces) are gone: run the command again to complete it"
+        )
         sys.stderr.write(
-            f"\ninterrupted: {progress.done} of {len(cells)} cells kept in "
-            f"{store.path}\nresume with: {python_m('bench', 'run', '--resume', store.path)}\n"
+            f"\ninterrupted: {progress.done} of {len(cells)} cells kept in {store.path}\n{resume}\n"
         )
         return False
     finally:

@@ -16,6 +16,10 @@ process's descriptor limit lets it hold (`most_held`), a bad payload or source r
   until a stop signal (the caller's) or EOF on the stop descriptor (stdin): a connection
   the server closes, or bytes it sends unasked, are counted.
 
+In the slow modes (docs/slow.md) there is no warm-up, and the hold is clients.engine.slow's
+loop: each connection keeps sending requests a byte at a time (slow-sender), or reading
+replies a byte at a time (slow-reader), each reply checked, until the stop.
+
 `report` gives the counts as a clients.hold_report.HoldReport at either stage.
 """
 
@@ -34,14 +38,19 @@ from clients import wire
 from clients.engine.config import FD_RESERVE, ConfigError, LoadConfig, resolve, source_addresses
 from clients.engine.connections import CONNECT_WINDOW, POLL_S, Connections
 from clients.engine.plan import WorkerPlan
+from clients.engine.slow import SLOW_MODES, SlowLoop
 from clients.errors import error_kind
-from clients.hold_report import LOST_KINDS, REFUSED_KINDS, HoldReport
+from clients.hold_report import LOST_KINDS, REFUSED_KINDS, HoldReport, SlowCounts
 from clients.http_reply import Expectation, ParseError, ReplyParser
 from clients.options import PROTOCOLS
 from clients.target import is_loopback, split_target
 from common.process import raise_fd_limit
 
-HOLD_MODES = ("warm", "silent")
+HOLD_MODES = ("warm", "silent", *SLOW_MODES)
+# Slow modes: between two bytes of a request sent, or of a reply read. 10 ms keeps a
+# 64-byte echo request (68 bytes) on the wire for 0.68 s: docs/slow.md.
+DEFAULT_INTERVAL_MS = 100.0  # docs/slow.md: shorter, the holders load the client CPU
+MAX_INTERVAL_MS = 60_000.0
 # Connections per source address by default. Each address has the ephemeral range's
 # ~28,000 ports towards one server, but connect() searches longer for a free one as the
 # range fills: 19,936 connects took 4.9 s from one address, 0.8 s from 2, 0.7 s from 8.
@@ -67,6 +76,7 @@ class HoldConfig:
     first_source: int = FIRST_SOURCE  # the last byte of the first source address
     allow_remote: bool = False
     timeout: float = 5.0  # seconds for a connect, and for a warm-up reply
+    interval_ms: float = DEFAULT_INTERVAL_MS  # slow modes: between two bytes
 
 
 @dataclass(frozen=True)
@@ -106,6 +116,8 @@ def prepare(config: HoldConfig) -> HoldPlan:
         raise ConfigError(f"payload must be 0 to {MAX_HOLD_PAYLOAD} bytes")
     if not (config.timeout > 0 and math.isfinite(config.timeout)):
         raise ConfigError("timeout must be a positive number of seconds")
+    if not 0 < config.interval_ms <= MAX_INTERVAL_MS:
+        raise ConfigError(f"interval must be above 0 and at most {MAX_INTERVAL_MS:g} ms")
     try:
         host, _port = split_target(config.target)
     except ValueError as exc:
@@ -176,6 +188,7 @@ class Holder:
         self.pending: dict[int, _Pending] = {}
         self.stop_fd: int | None = None  # watched in the hold: EOF ends it
         self.waiting: set[int] = set()  # warm mode: connections whose warm-up is to come
+        self.slow: SlowLoop | None = None  # slow modes: the exchanges, from the hold on
 
     # -- phases --------------------------------------------------------------------------
 
@@ -221,6 +234,11 @@ class Holder:
         signal, raised in the caller, ends the hold)."""
         ep = self.conns.ep
         self.stop_fd = stop_fd
+        if self.plan.config.mode in SLOW_MODES:
+            config = self.plan.config
+            self.slow = SlowLoop(self.conns, config.mode, self.expect, config.interval_ms)
+            self.slow.run(stop_fd)
+            return
         if stop_fd is not None:
             ep.register(stop_fd, IN)
         while True:
@@ -233,7 +251,10 @@ class Holder:
 
     def sweep(self) -> None:
         """At the stop: count what already happened to the connections (a close that
-        came with the stop is in the final report, whichever event was read first)."""
+        came with the stop is in the final report, whichever event was read first).
+        A slow mode's counts are what its loop counted: its events are not idle ones."""
+        if self.plan.config.mode in SLOW_MODES:
+            return
         for _ in range(SWEEPS):  # bounded: a server may send unasked bytes for ever
             events = [(fd, ev) for fd, ev in self.conns.ep.poll(0) if fd != self.stop_fd]
             if not events:
@@ -255,10 +276,11 @@ class Holder:
             established=self.conns.established,
             refused={kind: errors[kind] for kind in REFUSED_KINDS},
             warmed=self.warmed,
-            bad_replies=self.bad_replies,
+            bad_replies=self.bad_replies + (self.slow.bad_replies if self.slow else 0),
             lost=dict(self.lost),
             held=self.held,
-            closed_by_server=self.closed_by_server,
+            closed_by_server=self.closed_by_server
+            + (self.slow.closed_by_server if self.slow else 0),
             unasked=len(self.unasked),
             connect_s=round(self.connect_s, 6),
             warm_s=round(self.warm_s, 6),
@@ -266,7 +288,14 @@ class Holder:
             held_s=round(time.monotonic() - self.ready_at, 3)
             if final and self.ready_at is not None
             else None,
+            slow=self._slow_counts(),
         )
+
+    def _slow_counts(self) -> SlowCounts | None:
+        if self.slow is not None:
+            return self.slow.counts()
+        config = self.plan.config
+        return SlowCounts(config.interval_ms, 0, 0, 0, 0, 0) if config.mode in SLOW_MODES else None
 
     def close(self) -> None:
         self.conns.close()
@@ -407,6 +436,7 @@ def stop_descriptor(fd: int = 0) -> int | None:
 
 
 __all__ = [
+    "DEFAULT_INTERVAL_MS",
     "FIRST_SOURCE",
     "HOLD_MODES",
     "HoldConfig",

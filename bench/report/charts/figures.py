@@ -197,15 +197,22 @@ def save_capacity_chart(
 
 
 def save_idle_chart(
-    lines: Sequence[IdleLine], title: str, caption_text: str, stem: Path, *, ylabel: str
+    lines: Sequence[IdleLine],
+    title: str,
+    caption_text: str,
+    stem: Path,
+    *,
+    ylabel: str,
+    xlabel: str = idle_plots.IDLE_XLABEL,
+    log_y: bool = False,
 ) -> None:
-    """A figure against the idle connections held beside the active ones, a line per
-    model (bench.report.charts.idle_plots.plot_idle_lines)."""
+    """A figure against the idle (or slow: `xlabel`) connections beside the active ones,
+    a line per model (bench.report.charts.idle_plots.plot_idle_lines)."""
     with matplotlib.rc_context(RC), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         fig = Figure(figsize=(8, 4.6), dpi=150, layout="constrained")
         ax = fig.add_subplot()
-        idle_plots.plot_idle_lines(ax, lines, ylabel=ylabel)
+        idle_plots.plot_idle_lines(ax, lines, ylabel=ylabel, xlabel=xlabel, log_y=log_y)
         ax.set_title(title, fontsize=11.5, loc="left")
         _save(fig, stem, caption_text)
 

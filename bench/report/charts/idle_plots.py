@@ -31,6 +31,7 @@ from bench.report.charts.style import (
 )
 
 END_WRAP = 32  # characters per line of a line's end reason
+IDLE_XLABEL = "idle connections held beside the active ones"
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,20 @@ class MemoryBars:
     caution: str = ""  # under the model's name, e.g. a slope from too few counts
 
 
-def plot_idle_lines(ax: Axes, lines: Sequence[IdleLine], *, ylabel: str) -> None:
+def plot_idle_lines(
+    ax: Axes,
+    lines: Sequence[IdleLine],
+    *,
+    ylabel: str,
+    xlabel: str = IDLE_XLABEL,
+    log_y: bool = False,
+) -> None:
     """Each model's medians against idle connections, with the interval of the median as
     bars; both axes linear from 0, so that a cost per idle connection is a straight line
     and a flat one lies flat (the table gives the flat ones' figures). A line that ends
-    early has its reason written at its last point, in its colour."""
+    early has its reason written at its last point, in its colour. The slow-connection
+    section draws its figures here too (`xlabel`), latency on a log axis (`log_y`: lines
+    a thousandfold apart, each one's ratio to its own 0 readable)."""
     values = [v for line in lines for v in line.median if not math.isnan(v)]
     above = transforms.offset_copy(ax.transData, x=0, y=10 * ax.figure.dpi / 72, units="dots")
     handles: list[Line2D] = []
@@ -83,7 +93,7 @@ def plot_idle_lines(ax: Axes, lines: Sequence[IdleLine], *, ylabel: str) -> None
         if line.end is not None and line.idle:
             _write_end(ax, line, ended, right, max(values, default=1.0))
             ended += 1
-    _format(ax, values, right=right, ylabel=ylabel)
+    _format(ax, values, right=right, ylabel=ylabel, xlabel=xlabel, log_y=log_y)
     handles += _mark_handles(lines)
     if handles:
         ax.legend(
@@ -188,13 +198,20 @@ def _write_end(ax: Axes, line: IdleLine, index: int, right: float, top: float) -
     )
 
 
-def _format(ax: Axes, values: list[float], *, right: float, ylabel: str) -> None:
-    """Linear axes from 0, room right of the last count, plain numbers."""
+def _format(
+    ax: Axes, values: list[float], *, right: float, ylabel: str, xlabel: str, log_y: bool
+) -> None:
+    """Linear axes from 0 (or a log y axis), room right of the last count, plain numbers."""
     ax.set_xlim(-0.03 * right, right * 1.06)
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(plain_number))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain_number))
     top = max(values, default=0.0)
-    ax.set_ylim(0, top * 1.15 if top > 0 else 1)  # an honest zero baseline
+    positive = [v for v in values if v > 0]
+    if log_y and positive:
+        ax.set_yscale("log")
+        ax.set_ylim(min(positive) / 1.6, top * 1.6)
+    else:
+        ax.set_ylim(0, top * 1.15 if top > 0 else 1)  # an honest zero baseline
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(plain_number))
     if not values:
         ax.text(
             0.5,
@@ -205,7 +222,7 @@ def _format(ax: Axes, values: list[float], *, right: float, ylabel: str) -> None
             va="center",
             color="0.4",
         )
-    ax.set_xlabel("idle connections held beside the active ones")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _grid(ax)
 
