@@ -8,9 +8,12 @@ generator's typed result (clients.result.LoadResult); `server` the sampler's fig
 Schema 2 (typed load result, censored latency, verdicts) replaced schema 1 (commit
 a93edd0); schema 3 added the idle axis; schema 4 holds a load result of schema 3, whose
 latencies are kept to 0.1 µs and say how fine they are (`load.latency_resolution`);
-schema 5 added the slow-connection axis (`cell.slow`, `cell.slow_mode`, `slow`). A row
-without slow connections has nothing of schema 5's and is written exactly as schema 4
-wrote it (`to_json`), so adding the axis changed no such row and older readers read them.
+schema 5 added the slow-connection axis (`cell.slow`, `cell.slow_mode`, `slow`); schema 6
+how the server's processes split the idle connections (`idle.memory.fds`, `fd_limit`). A
+row is written at the oldest schema that holds all it has (`to_json`): without slow
+connections and without that split, exactly as schema 4 wrote it; with slow connections
+and no split, as schema 5 did. So adding either changed no older row, and older readers
+read every row that has nothing new.
 `from_dict` upgrades an older row (`MIGRATIONS`, docs/formats.md), and a row it cannot
 upgrade is refused with a line that says how to make it again (bench.store).
 """
@@ -25,9 +28,11 @@ from clients.result import MIGRATIONS as LOAD_MIGRATIONS
 from clients.result import LoadResult
 from common.migrate import CannotUpgrade, Document, MigrationError, Migrations
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SLOWLESS_SCHEMA = 4  # a row without slow connections is written as this schema wrote it
 SLOW_CELL_FIELDS = ("slow", "slow_mode")  # CellKey's fields of schema 5, left out at slow 0
+SPLITLESS_SCHEMA = 5  # a row without schema 6's split is written as schema 5 wrote it
+SPLIT_MEMORY_FIELDS = ("fds", "fd_limit")  # Memory's fields of schema 6, left out when unknown
 STATUSES = ("ok", "failed", "client-bound", "skipped")
 USABLE = ("ok", "client-bound")  # the statuses whose figures count
 # How a row's server CPU per request (process view) was measured: the process tree's CPU
@@ -112,6 +117,14 @@ class Memory:
     # the same less the idle holders' own objects (bench.run.memory.server_share): the
     # server's, plus the machine's baseline that a slope over idle counts leaves out
     server_slab_kib: dict[str, int] = field(default_factory=dict)
+    # open descriptors of each process of the tree, most first (prefork's workers split
+    # the connections: docs/idle.md), and the hard limit on them per process; schema 6
+    fds: tuple[int, ...] = ()
+    fd_limit: int | None = None
+
+    @property
+    def split(self) -> bool:
+        return bool(self.fds) or self.fd_limit is not None
 
 
 @dataclass(frozen=True)
@@ -191,11 +204,17 @@ class Row:
     def to_json(self) -> str:
         data = asdict(self)
         data["key"] = self.cell.key
-        if not self.cell.slow and self.slow is None:  # nothing of schema 5's: as 4 wrote it
-            for name in SLOW_CELL_FIELDS:
-                del data["cell"][name]
-            del data["slow"]
-            data["schema"] = SLOWLESS_SCHEMA
+        memory = self.idle.memory if self.idle is not None else None
+        if memory is None or not memory.split:  # nothing of schema 6's: as 5 wrote it
+            if memory is not None:
+                for name in SPLIT_MEMORY_FIELDS:
+                    del data["idle"]["memory"][name]
+            data["schema"] = SPLITLESS_SCHEMA
+            if not self.cell.slow and self.slow is None:  # nor of 5's: as 4 wrote it
+                for name in SLOW_CELL_FIELDS:
+                    del data["cell"][name]
+                del data["slow"]
+                data["schema"] = SLOWLESS_SCHEMA
         return json.dumps(data, sort_keys=True)
 
     @classmethod
@@ -213,7 +232,9 @@ class Row:
         fields["reasons"] = tuple(Reason(**r) for r in fields.get("reasons", ()))
         if (idle := fields.get("idle")) is not None:
             memory = idle.get("memory")
-            fields["idle"] = Idle(**{**idle, "memory": Memory(**memory) if memory else None})
+            if memory:
+                memory = Memory(**{**memory, "fds": tuple(memory.get("fds", ()))})
+            fields["idle"] = Idle(**{**idle, "memory": memory or None})
         if (slow := fields.get("slow")) is not None:
             fields["slow"] = Slow(**slow)
         return cls(**fields)
@@ -282,8 +303,14 @@ def _from_schema_4(data: Document) -> Document:
     return data
 
 
+def _from_schema_5(data: Document) -> Document:
+    """A schema-5 row as schema 6 reads it: as it is. Its server processes' split of the
+    idle connections was not read, which the absent fields say (no fds, no limit)."""
+    return data
+
+
 MIGRATIONS = Migrations(
     "row schema",
     SCHEMA_VERSION,
-    {1: _from_schema_1, 2: _from_schema_2, 3: _from_schema_3, 4: _from_schema_4},
+    {1: _from_schema_1, 2: _from_schema_2, 3: _from_schema_3, 4: _from_schema_4, 5: _from_schema_5},
 )

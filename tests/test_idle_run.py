@@ -6,13 +6,18 @@ Real servers and holders on 127.0.0.1; small counts so that it stays fast.
 from __future__ import annotations
 
 import dataclasses
+import json
+import resource
 
+import pandas as pd
 import pytest
 
 from bench import cli
-from bench.record import Idle
+from bench.record import CellKey, Idle, Memory, Row
+from bench.report.idle_section import descriptor_split
 from bench.run.idle import first_sources, shortfall, split, summary
-from bench.run.matrix import Matrix, MatrixError, override
+from bench.run.matrix import Cell, Matrix, MatrixError, load_profile, override
+from bench.run.runner import server_args
 from bench.store import RunStore
 from clients.hold_report import HoldReport
 
@@ -89,6 +94,9 @@ def test_a_run_holds_its_idle_connections_and_reads_the_server_at_rest(tmp_path)
         assert row.idle.held == row.idle.open_at_end == count
         assert row.idle.memory is not None and row.idle.memory.rss_kib > 0
         assert row.load is not None and row.load.connections.established == 4
+        # one process holds them all, under the hard limit it shares with this one
+        assert len(row.idle.memory.fds) == 1 and row.idle.memory.fds[0] >= count + 4
+        assert row.idle.memory.fd_limit == resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     # the server accepted the idle ones beside the active ones
     assert rows[300].server["counters"]["accepted"] >= 304
     assert rows[300].idle is not None and rows[300].idle.holders == 1
@@ -114,3 +122,64 @@ def test_bad_idle_flags_exit_2_before_any_cell(tmp_path, capsys) -> None:
             cli.main(["run", "--models", "epoll", *flags, "--out", str(tmp_path)])
         assert info.value.code == 2
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.real
+def test_prefork_splits_its_idle_connections_over_its_workers(tmp_path) -> None:
+    """--workers 3: three processes (the parent serves too), each holding part of the
+    connections; the row says how many descriptors each had, and is schema 6."""
+    code = cli.main(
+        ["run", *FAST, "--models", "prefork", "--workers", "3", "--connections", "4",
+         "--idle", "600", "--out", str(tmp_path), "--run-id", "t"]
+    )  # fmt: skip
+    assert code == 0
+    [row] = RunStore.open(tmp_path / "t").rows()
+    assert row.status in ("ok", "client-bound"), row.reason
+    assert row.idle is not None and row.idle.memory is not None
+    fds = row.idle.memory.fds
+    assert len(fds) == 3 and list(fds) == sorted(fds, reverse=True)
+    assert sum(fds) >= 604 and min(fds) > 0  # the kernel spread them over all three
+    line = (tmp_path / "t" / "results.jsonl").read_text().splitlines()[0]
+    assert json.loads(line)["schema"] == 6
+
+
+def test_the_split_is_schema_6_and_a_row_without_it_is_written_as_before() -> None:
+    memory = Memory(1000, 900, 1, {}, fds=(12_612, 12_401), fd_limit=20_000)
+    idle = Idle(100, 100, 100, 100, 0, 0, 0, 1, 1.0, memory)
+    row = Row("r", CellKey("prefork", idle=100), 0, "ok", idle=idle)
+    written = json.loads(row.to_json())
+    assert written["schema"] == 6 and written["idle"]["memory"]["fds"] == [12_612, 12_401]
+    assert Row.from_dict(written) == row
+    plain = dataclasses.replace(row, idle=dataclasses.replace(idle, memory=Memory(1, 1, 1, {})))
+    written = json.loads(plain.to_json())
+    assert written["schema"] == 4 and "fds" not in written["idle"]["memory"]
+    assert Row.from_dict(written) == plain
+
+
+def test_a_server_at_its_descriptor_limit_says_so() -> None:
+    memory = Memory(1000, 900, 1, {}, fds=(20_000,), fd_limit=20_000)
+    idle = Idle(25_000, 25_000, 19_992, 19_992, 0, 0, 5_008, 2, 3.0, memory)
+    assert shortfall(idle) == (
+        "held 19,992 of 25,000 idle connections (5,008 closed by the server at once; the "
+        "server's limit: 20,000 descriptors a process, 1 process holding 20,000 at most)"
+    )
+
+
+def test_workers_go_to_the_models_that_take_them() -> None:
+    matrix = Matrix(profile="t", models=("prefork", "epoll"), workers=8)
+    prefork, epoll = (Cell(CellKey(m), 0) for m in ("prefork", "epoll"))
+    assert server_args(prefork, matrix)[-2:] == ["--workers", "8"]
+    assert "--workers" not in server_args(epoll, matrix)
+    assert "--workers" not in server_args(prefork, dataclasses.replace(matrix, workers=0))
+    with pytest.raises(MatrixError, match="workers must be >= 0"):
+        Matrix(profile="t", models=("prefork",), workers=-1)
+    c100k = load_profile("c100k")
+    assert c100k.workers == 8 and max(c100k.idle) + max(c100k.connections) == 100_000
+
+
+def test_the_memory_table_says_how_the_processes_split_the_connections() -> None:
+    cell = pd.Series({"idle.memory.fds": [12_612, 12_401], "idle.memory.fd_limit": 20_000})
+    assert descriptor_split(cell) == "2 processes: 12,401–12,612 descriptors (limit 20,000)"
+    one = pd.Series({"idle.memory.fds": [19_994], "idle.memory.fd_limit": float("nan")})
+    assert descriptor_split(one) == "1 process: 19,994 descriptors"
+    assert descriptor_split(pd.Series({"idle.memory.fds": float("nan")})) == ""

@@ -54,7 +54,7 @@ MATRIX_FLAGS = (
     "protocols", "connections", "payloads", "modes", "backlogs", "idle", "idle_mode",
     "slow", "slow_mode", "slow_interval_ms", "repeats", "duration", "warmup", "driver",
     "seed", "inject_delay_ns", "allocator", "rates", "sweep", "arrivals", "slo", "search",
-    "search_steps", "locust_workers", "locust_master_host", "locust_master_port",
+    "search_steps", "locust_workers", "locust_master_host", "locust_master_port", "workers",
 )  # fmt: skip
 
 
@@ -276,7 +276,7 @@ def _beside_arguments(parser: ArgumentParser) -> None:
         "--slow-interval-ms",
         type=positive_float,
         metavar="MS",
-        help="slow connections: milliseconds between two bytes (default 10)",
+        help="slow connections: milliseconds between two bytes (default 100)",
     )
 
 
@@ -407,6 +407,13 @@ def _server_arguments(parser: ArgumentParser) -> None:
         metavar="NAME=HOST:PORT[,pid=PID]",
         help="a server you started, as one more model line NAME (repeatable); with pid=, "
         "its CPU and memory are sampled; loopback only unless --allow-remote",
+    )
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        metavar="N",
+        help="processes (prefork) or pool threads (threadpool), for the models that take "
+        "them (default: each model's own)",
     )
     parser.add_argument(
         "--server-host",

@@ -85,7 +85,7 @@ CHECKED_METADATA: tuple[tuple[str, str], ...] = (
 
 # How a cell is measured, outside its key: two runs that differ here measure different
 # things under the same cell keys (the axes themselves only change which cells match).
-MATRIX_SETTINGS = ("duration", "warmup", "allocator", "inject_delay_ns", "arrivals")
+MATRIX_SETTINGS = ("duration", "warmup", "allocator", "inject_delay_ns", "arrivals", "workers")
 
 
 class CompareError(Exception):

@@ -310,12 +310,15 @@ def _memory_section(
         *(["of which kernel stacks KiB/conn"] if stacks in rows.columns else []),
         "threads per connection",
         "held (counts)",
+        *([SPLIT_HEADER] if (split := has_split(rows)) else []),
         "read with care",
     ]
     table, bars = [], []
     for model in models:
         mine = usable[usable["cell.model"] == model]
-        line, bar = _memory_row(mine, model, stacks if stacks in rows.columns else None)
+        # the split at the most held, failed cells too: a server stopped at its limit
+        split_text = most_held_split(rows[rows["cell.model"] == model]) if split else None
+        line, bar = _memory_row(mine, model, stacks if stacks in rows.columns else None, split_text)
         table.append(line)
         if bar is not None:
             bars.append(bar)
@@ -334,13 +337,21 @@ def _memory_section(
     return section
 
 
+def has_split(rows: pd.DataFrame) -> bool:
+    """Whether any row read how the server's processes split the connections (schema 6)."""
+    column = rows.get("idle.memory.fds")
+    return column is not None and bool(column.map(lambda v: isinstance(v, list) and v).any())
+
+
 def _memory_row(
-    mine: pd.DataFrame, model: str, stacks: str | None
+    mine: pd.DataFrame, model: str, stacks: str | None, split: str | None = None
 ) -> tuple[list[str], MemoryBars | None]:
-    """One model's line of the memory table and its bars (None: no figures)."""
+    """One model's line of the memory table and its bars (None: no figures); `split`:
+    its processes' descriptors, where the run read them (None: no such column)."""
     n_counts = int(mine["cell.idle"].nunique())
     if mine.empty:
-        return [model, "n/a", "", "n/a", *([""] if stacks else []), "", "0", "no usable cell"], None
+        blanks = ["", "0", *([split or ""] if split is not None else [])]
+        return [model, "n/a", "", "n/a", *([""] if stacks else []), *blanks, "no usable cell"], None
     uss = pd.to_numeric(mine["idle.memory.uss_kib"], errors="coerce")
     source = "USS" if uss.notna().all() else "RSS"
     user_y = uss if source == "USS" else mine["idle.memory.rss_kib"]
@@ -353,16 +364,41 @@ def _memory_row(
     line += [
         "n/a" if threads is None else number(threads.value, ".2f"),  # counts: no interval
         f"{int(held.min()):,}–{int(held.max()):,} ({n_counts})",
+        *([split] if split is not None else []),
         f"from {n_counts} counts: do not trust" if n_counts < MIN_COUNTS else "",
     ]
+    caution = [f"{n_counts} counts: do not trust"] if n_counts < MIN_COUNTS else []
     bar = MemoryBars(
         model,
         _estimate(user),
         _estimate(kernel),
         None if threads is None else threads.value,
-        f"{n_counts} counts: do not trust" if n_counts < MIN_COUNTS else "",
+        "\n".join([*([split] if split else []), *caution]),
     )
     return line, bar
+
+
+SPLIT_HEADER = "server processes at the most held: descriptors each (limit)"
+
+
+def most_held_split(rows: pd.DataFrame) -> str:
+    """descriptor_split of the row that held the most idle connections, failed or not."""
+    held = pd.to_numeric(rows.get("idle.held"), errors="coerce")
+    return "" if held is None or held.dropna().empty else descriptor_split(rows.loc[held.idxmax()])
+
+
+def descriptor_split(cell: pd.Series) -> str:
+    """How the server's processes split the connections, from one row: '8 processes:
+    12,401-12,612 descriptors (limit 20,000)'; '' where the row did not read it."""
+    fds = cell.get("idle.memory.fds")
+    if not isinstance(fds, list | tuple) or not fds:
+        return ""
+    limit = pd.to_numeric(cell.get("idle.memory.fd_limit"), errors="coerce")
+    each = f"{min(fds):,}–{max(fds):,}" if len(fds) > 1 else f"{fds[0]:,}"
+    processes = "1 process" if len(fds) == 1 else f"{len(fds)} processes"
+    return f"{processes}: {each} descriptors" + (
+        f" (limit {int(limit):,})" if pd.notna(limit) else ""
+    )
 
 
 def _estimate(found: Slope | None) -> Estimate | None:

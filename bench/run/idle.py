@@ -190,6 +190,13 @@ def shortfall(idle: Idle) -> str | None:
         parts.append(f"{idle.lost:,} closed by the server at once")
     if idle.open_at_end is not None and idle.open_at_end < idle.held:
         parts.append(f"{idle.held - idle.open_at_end:,} closed during the window")
+    if (memory := idle.memory) is not None and memory.fd_limit is not None and memory.fds:
+        # a single-process model stops at its descriptor limit: say so (docs/idle.md)
+        processes = "1 process" if len(memory.fds) == 1 else f"{len(memory.fds)} processes"
+        parts.append(
+            f"the server's limit: {memory.fd_limit:,} descriptors a process, "
+            f"{processes} holding {max(memory.fds):,} at most"
+        )
     return (
         f"held {min(idle.held, idle.open_at_end or idle.held):,} of {idle.asked:,} idle "
         f"connections ({'; '.join(parts) or 'see the server log'})"

@@ -141,6 +141,10 @@ class Matrix:
     slow: tuple[int, ...] = (0,)
     slow_mode: str = "sender"
     slow_interval_ms: float = DEFAULT_INTERVAL_MS
+    # processes (prefork) or pool threads (threadpool) for the models that take
+    # `--workers`; 0: each model's default. Enough prefork processes hold 100,000
+    # connections under a per-process descriptor limit (the c100k profile, docs/idle.md)
+    workers: int = 0
     # further products of the axes, run beside this one (Grid; the profile's [[grid]])
     grids: tuple[Grid, ...] = ()
 
@@ -192,6 +196,7 @@ class Matrix:
             (not self.idle or min(self.idle) < 0, "idle must be >= 0 connections"),
             (self.idle_mode not in IDLE_MODES, f"idle-mode must be one of {IDLE_MODES}"),
             (not self.slow or min(self.slow) < 0, "slow must be >= 0 connections"),
+            (self.workers < 0, "workers must be >= 0 (0: each model's default)"),
             (self.slow_mode not in SLOW_MODES, f"slow-mode must be one of {SLOW_MODES}"),
             (
                 not 0 < self.slow_interval_ms <= MAX_INTERVAL_MS,

@@ -133,16 +133,19 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def at_rest(pid: int) -> Memory:
-    """The server's process tree (pid and its descendants) and the machine's socket caches,
-    now. A descendant that ends while it is read is left out; psutil.NoSuchProcess where
-    `pid` itself is gone."""
+    """The server's process tree (pid and its descendants: memory, threads, each one's
+    open descriptors and their limit) and the machine's socket caches, now. A descendant
+    that ends while it is read is left out; psutil.NoSuchProcess where `pid` itself is
+    gone."""
     rss = threads = 0
     uss: int | None = 0
+    fds: list[int] = []
     for process in tree(pid):
         try:
             with process.oneshot():
                 rss += process.memory_info().rss
                 threads += process.num_threads()
+                fds.append(process.num_fds())
                 if uss is not None:
                     # USS walks /proc/PID/smaps_rollup: it needs the right to ptrace the
                     # process (same user, or root; not under hidepid or Yama's strict
@@ -162,7 +165,19 @@ def at_rest(pid: int) -> Memory:
         uss_kib=None if uss is None else uss // 1024,
         threads=threads,
         slab_kib=slab,
+        fds=tuple(sorted(fds, reverse=True)),
+        fd_limit=fd_limit(pid),
     )
+
+
+def fd_limit(pid: int) -> int | None:
+    """The process's hard RLIMIT_NOFILE: the most descriptors any one of its processes
+    may open (the launcher raises the soft limit to it); None where it cannot be read."""
+    try:
+        hard = psutil.Process(pid).rlimit(psutil.RLIMIT_NOFILE)[1]
+    except (psutil.Error, OSError, AttributeError):
+        return None
+    return None if hard == psutil.RLIM_INFINITY else int(hard)
 
 
 def holder_share(held: int, objsize: Mapping[str, int]) -> dict[str, int]:

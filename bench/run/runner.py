@@ -130,6 +130,8 @@ def server_args(cell: Cell, matrix: Matrix) -> list[str]:
         args += ["--backlog", str(cell.key.backlog)]
     if cell.key.work:
         args += ["--work", cell.key.work]
+    if matrix.workers and "workers" in getattr(SERVERS.get(cell.key.model), "options", ()):
+        args += ["--workers", str(matrix.workers)]
     return args
 
 
