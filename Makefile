@@ -26,10 +26,12 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not real and not browser"
 
+# zizmor: the GitHub workflows' security audit (pinned actions, no stray credentials)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/zizmor --offline .github/workflows
 
 format: $(STAMP)
 	$(BIN)/ruff format .

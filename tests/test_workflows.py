@@ -6,6 +6,7 @@ mapping is read under either key.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,7 @@ def test_nightly_runs_bench_ab_from_the_last_good_night() -> None:
     assert order == sorted(order)
     base = next(s for s in steps(workflow, job) if "gh run list" in s.get("run", ""))
     assert "GH_TOKEN" in base["env"]
-    assert workflow["permissions"]["actions"] == "read"
+    assert workflow["jobs"][job]["permissions"]["actions"] == "read"
     assert job_limit(workflow, job) <= 45
 
 
@@ -123,7 +124,7 @@ def test_nightly_keeps_the_history_on_its_branch() -> None:
     for kept in ("history.jsonl", "anchor"):  # the series and what it is measured against
         assert 'git show "FETCH_HEAD:$file"' in commands and kept in commands
         assert f'git -C "$tree" add {kept}' in commands
-    assert workflow["permissions"]["contents"] == "write"
+    assert workflow["jobs"][job]["permissions"]["contents"] == "write"
     save = next(s for s in steps(workflow, job) if "push" in s.get("run", ""))
     bench = next(s for s in steps(workflow, job) if "make nightly" in s.get("run", ""))
     order = steps(workflow, job)
@@ -165,8 +166,42 @@ def test_pull_request_ab_is_opt_in_by_label_and_reports_to_the_summary() -> None
     summary = next(s for s in steps(workflow, job) if "GITHUB_STEP_SUMMARY" in s.get("run", ""))
     assert "always()" in summary["if"] and "results/ab/pr/ab.md" in summary["run"]
     assert job_limit(workflow, job) <= 45
-    assert workflow["permissions"] == {"contents": "read"}
+    assert workflow["jobs"][job]["permissions"] == {"contents": "read"}
 
 
 def job_limit(workflow: dict[str, Any], job: str) -> int:
     return int(workflow["jobs"][job]["timeout-minutes"])
+
+
+PINNED = re.compile(r"^\s*(?:- )?uses: ([\w.-]+/[\w.-]+)@([0-9a-f]{40})  # (v\d+\.\d+\.\d+)$")
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "nightly-bench.yml", "ab-pr.yml"])
+def test_actions_are_pinned_to_a_commit_with_its_tag(name: str) -> None:
+    """zizmor (make lint) wants the hash; the comment says which release it is."""
+    lines = (WORKFLOWS / name).read_text(encoding="utf-8").splitlines()
+    used = [line for line in lines if re.match(r"^\s*(- )?uses:", line)]
+    assert used and all(PINNED.match(line) for line in used), used
+
+
+def test_every_workflow_pins_an_action_to_the_same_commit() -> None:
+    pins: dict[str, set[tuple[str, str]]] = {}
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if found := PINNED.match(line):
+                pins.setdefault(found[1], set()).add((found[2], found[3]))
+    assert pins and all(len(pin) == 1 for pin in pins.values()), pins
+
+
+@pytest.mark.parametrize("name", ["ci.yml", "nightly-bench.yml", "ab-pr.yml"])
+def test_jobs_hold_only_the_permissions_and_credentials_they_use(name: str) -> None:
+    """Nothing granted at the top; a checkout keeps its credentials only where the job
+    pushes (the nightly history), and says so."""
+    workflow = load(name)
+    assert workflow["permissions"] == {}
+    for job_id, job in workflow["jobs"].items():
+        assert "permissions" in job, f"{job_id}: say what it needs"
+        pushes = re.search(r"\bgit\b.* push ", runs(workflow, job_id)) is not None
+        checkout = uses(workflow, job_id, "actions/checkout")
+        assert checkout["with"]["persist-credentials"] is pushes, job_id
+        assert (job["permissions"].get("contents") == "write") is pushes, job_id
