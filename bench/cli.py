@@ -1,4 +1,4 @@
-"""`python -m bench run | report | list | explain | ab | history | compare | hosts`: the bench.
+"""`python -m bench COMMAND`: run, report, list, explain, cost, ab, history, compare, hosts.
 
 The parser shell and the dispatch only: each subcommand lives in its own module in
 bench/commands/ (its `NAME`, its `add_parser(sub)` and its `run(args, argv) -> int`), and
@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Any, Protocol
 
-from bench.commands import ab, compare, explain, history, hosts, listing, report, run
+from bench.commands import ab, compare, cost, explain, history, hosts, listing, report, run
 from bench.run.cpus import CpuPlanError
 from bench.run.matrix import MatrixError
 from bench.store import StoreError
@@ -32,7 +32,17 @@ class Command(Protocol):
 
 
 # In the order `python -m bench --help` lists them.
-COMMANDS: tuple[Command, ...] = (run, report, listing, explain, ab, history, compare, hosts)
+COMMANDS: tuple[Command, ...] = (
+    run,
+    report,
+    listing,
+    explain,
+    cost,
+    ab,
+    history,
+    compare,
+    hosts,
+)
 
 
 def build_parser() -> ArgumentParser:

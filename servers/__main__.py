@@ -83,6 +83,14 @@ def build_parser() -> ArgumentParser:
         help="extra CPU nanoseconds per request, spun on the wall clock, to test the "
         "regression gate (default 0)",
     )
+    run.add_argument(
+        "--inject-work",
+        type=int,
+        default=0,
+        metavar="N",
+        help="extra iterations of a pure-Python loop per request: a fixed amount of work, "
+        "to calibrate the counted gate (bench cost) (default 0)",
+    )
     return parser
 
 
@@ -131,14 +139,15 @@ def run_model(args: argparse.Namespace) -> int:
     if isinstance(model, Reference):
         if reason := model.cannot_serve(args.protocol, 0):
             return usage_error(PROG, reason)
-        if args.workers is not None or args.work != Work() or args.inject_delay_ns:
+        injected = args.inject_delay_ns or args.inject_work
+        if args.workers is not None or args.work != Work() or injected:
             return usage_error(
                 PROG, f"{model.name} is a reference server: no --workers, --work or --inject-*"
             )
     elif args.workers is not None and "workers" not in model.options:
         return usage_error(PROG, f"model {model.name!r} takes no --workers")
-    if args.inject_delay_ns < 0:
-        return usage_error(PROG, "--inject-delay-ns must be >= 0")
+    if args.inject_delay_ns < 0 or args.inject_work < 0:
+        return usage_error(PROG, "--inject-delay-ns and --inject-work must be >= 0")
     raise_fd_limit()
     reserve_descriptor()  # our accept loops shed connections with it when fds run out
     backlog = args.backlog or system_backlog()
@@ -161,7 +170,7 @@ def serve_model(
 ) -> int:
     serve = model.load().serve
     counters = Counters()
-    work = replace(args.work, inject_ns=args.inject_delay_ns)
+    work = replace(args.work, inject_ns=args.inject_delay_ns, inject_work=args.inject_work)
     make_protocol = work_factory(args.protocol, Limits(max_frame=args.max_frame), work)
 
     def stop(signum: int, _frame: object) -> None:

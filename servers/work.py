@@ -6,8 +6,12 @@ in event loops), by setting the protocol's `hold_s` for the model to honour.
 `--inject-delay-ns` adds CPU work too, outside the cell key: it exists to test the
 regression gate, and spins on the wall clock (`perf_counter_ns`, no system call), since
 reading the thread's CPU clock is a system call that costs more than the finest step.
-Alone, it subclasses the protocol instead of wrapping it: the wrapper's own calls cost
-more than a 10% slowdown at 10 connections, which would hide the knob's finest steps.
+`--inject-work N` adds N iterations of a pure-Python loop per request instead: a fixed
+amount of work, so that its cost in instructions (`bench cost`, under valgrind) does not
+depend on how fast the clock runs. It loops over `repeat`, not `range`: past 256,
+range's integers are allocated, and an iteration would cost twice as much. Alone, either
+subclasses the protocol instead of wrapping it: the wrapper's own calls cost more than a
+10% slowdown at 10 connections, which would hide the knob's finest steps.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from servers.protocol import PROTOCOLS, Limits, ServerProtocol, protocol_factory
@@ -27,9 +32,14 @@ class Work:
     cpu_us: int = 0
     wait_us: int = 0
     inject_ns: int = 0  # --inject-delay-ns
+    inject_work: int = 0  # --inject-work: loop iterations per request
 
     def __bool__(self) -> bool:
-        return bool(self.cpu_us or self.wait_us or self.inject_ns)
+        return bool(self.cpu_us or self.wait_us or self.inject_ns or self.inject_work)
+
+    @property
+    def injected_only(self) -> bool:
+        return bool(self.inject_ns or self.inject_work) and not (self.cpu_us or self.wait_us)
 
 
 def parse_work(text: str) -> Work:
@@ -78,6 +88,9 @@ class WorkingProtocol:
             end = time.perf_counter_ns() + requests * self.work.inject_ns
             while time.perf_counter_ns() < end:
                 pass
+        if requests and self.work.inject_work:
+            for _ in repeat(None, requests * self.work.inject_work):
+                pass
         self.hold_s = requests * self.work.wait_us / 1e6
         return reply
 
@@ -90,9 +103,10 @@ def with_work(
     return lambda: WorkingProtocol(make_protocol(), work)
 
 
-def injecting(cls: Any, ns: int) -> Any:
-    """`cls` whose feed spins `ns` nanoseconds per request it answered: one frame more
-    per feed, nothing per attribute read (the replies of eof, at most one, owe nothing)."""
+def injecting(cls: Any, ns: int, iterations: int = 0) -> Any:
+    """`cls` whose feed spins `ns` nanoseconds, then loops `iterations` times, per request
+    it answered: one frame more per feed, nothing per attribute read (the replies of eof,
+    at most one, owe nothing)."""
     clock = time.perf_counter_ns
     inner_feed = cls.feed
 
@@ -100,9 +114,14 @@ def injecting(cls: Any, ns: int) -> Any:
         before = self.answered
         reply: bytes = inner_feed(self, data)
         if self.answered != before:
-            end = clock() + (self.answered - before) * ns
-            while clock() < end:
-                pass
+            owed = self.answered - before
+            if ns:
+                end = clock() + owed * ns
+                while clock() < end:
+                    pass
+            if iterations:
+                for _ in repeat(None, owed * iterations):
+                    pass
         return reply
 
     return type(f"Injecting{cls.__name__}", (cls,), {"feed": feed})
@@ -110,7 +129,7 @@ def injecting(cls: Any, ns: int) -> Any:
 
 def work_factory(protocol: str, limits: Limits, work: Work) -> Callable[[], ServerProtocol]:
     """The per-connection protocol constructor for `protocol` doing `work`."""
-    if work.inject_ns and not (work.cpu_us or work.wait_us):
-        fast = injecting(PROTOCOLS[protocol], work.inject_ns)
+    if work.injected_only:
+        fast = injecting(PROTOCOLS[protocol], work.inject_ns, work.inject_work)
         return lambda: fast(limits)
     return with_work(protocol_factory(protocol, limits), work)

@@ -229,6 +229,13 @@ RULES = (
         made_up=("bench.explain.report", "bench.report.document"),
     ),
     Rule(
+        "cost-not-report",
+        "bench.cost does not import bench.report, bench.gate or bench.commands",
+        sources=("bench.cost",),
+        forbidden=("bench.report", "bench.gate", "bench.commands"),
+        made_up=("bench.cost.page", "bench.report.document"),
+    ),
+    Rule(
         "nothing-imports-studies",
         "nothing outside bench.studies imports it: a study is run, never used",
         sources=("*",),

@@ -34,6 +34,7 @@ PARSERS = {
     "bench/studies/scaling.py": "bench.studies.scaling:build_parser",
     "bench/studies/ab_power.py": "bench.studies.ab_power:build_parser",
     "bench/studies/compare_power.py": "bench.studies.compare_power:build_parser",
+    "bench/studies/cost_aa.py": "bench.studies.cost_aa:build_parser",
     "bench/studies/history_sim.py": "bench.studies.history_sim:build_parser",
     "bench/studies/loadgen_ab.py": "bench.studies.loadgen_ab:build_parser",
     "clients/holder.py": "clients.holder:build_parser",
@@ -46,6 +47,7 @@ PARSERS = {
 SUBCOMMANDS = {
     "bench/commands/ab.py": ("bench/cli.py", "ab"),
     "bench/commands/compare.py": ("bench/cli.py", "compare"),
+    "bench/commands/cost.py": ("bench/cli.py", "cost"),
     "bench/commands/explain.py": ("bench/cli.py", "explain"),
     "bench/commands/history.py": ("bench/cli.py", "history"),
     "bench/commands/hosts.py": ("bench/cli.py", "hosts"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -48,7 +50,8 @@ def test_injected_delay_spins_nanoseconds_per_request() -> None:
 @pytest.mark.parametrize("model", AVAILABLE)
 def test_wait_work_delays_replies_and_overlaps_except_when_blocking(server_factory, model):
     server = server_factory(model, "echo", "--work", "wait:300000")  # 300 ms per request
-    assert server.ready["work"] == {"cpu_us": 0, "wait_us": 300000, "inject_ns": 0}
+    work = {"cpu_us": 0, "wait_us": 300000, "inject_ns": 0, "inject_work": 0}
+    assert server.ready["work"] == work
     count = 1 if model == "blocking" else 8
     socks = [connect(server.port) for _ in range(count)]
     try:
@@ -86,3 +89,24 @@ def test_injection_with_other_work_keeps_the_wrapper() -> None:
     protocol = work_factory("echo", Limits(), Work(wait_us=1000, inject_ns=10))()
     assert isinstance(protocol, WorkingProtocol)
     assert isinstance(work_factory("echo", Limits(), Work())(), EchoProtocol)
+
+
+@pytest.mark.parametrize("work", [Work(inject_work=7), Work(wait_us=1, inject_work=7)])
+def test_injected_work_loops_a_fixed_count_per_request(
+    work: Work, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The loop runs 7 times per request answered, whichever path carries it; a count,
+    not a time, so that its cost in instructions is the same on any machine."""
+    import servers.work as module
+
+    lengths: list[int] = []
+
+    def recording_repeat(value: None, n: int) -> Iterator[None]:
+        lengths.append(n)
+        return itertools.repeat(value, n)
+
+    monkeypatch.setattr(module, "repeat", recording_repeat)
+    protocol = work_factory("echo", Limits(), work)()
+    assert protocol.feed(frame(b"x") * 3) == frame(b"x") * 3
+    protocol.feed(frame(b"x")[:3])  # half a request: nothing owed
+    assert sum(lengths) == 21

@@ -18,7 +18,15 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.report.charts import comparison_plots, curve_plots, idle_plots, metric_plots, time_plots
+from bench.report.charts import (
+    comparison_plots,
+    cost_plots,
+    curve_plots,
+    idle_plots,
+    metric_plots,
+    time_plots,
+)
+from bench.report.charts.cost_plots import CostBar
 from bench.report.charts.curve_plots import CapacityBar, CurveLine, ModelCurve
 from bench.report.charts.idle_plots import IdleLine, MemoryBars
 from bench.report.frame import Metric
@@ -274,6 +282,21 @@ def save_comparison_chart(
             ncols=len(labels),
             frameon=False,
             fontsize=8.5,
+        )
+        fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
+        _save(fig, stem, caption_text)
+
+
+def save_cost_chart(
+    bars: Sequence[CostBar], title: str, caption_text: str, alone_label: str, stem: Path
+) -> None:
+    """`bench cost`'s instructions per request, a bar per model (cost_plots)."""
+    with matplotlib.rc_context(RC):
+        paired = any(bar.alone is not None for bar in bars)
+        height = 1.5 + (0.55 if paired else 0.36) * len(bars)
+        fig = Figure(figsize=(8, height), dpi=150, layout="constrained")
+        cost_plots.draw_cost_bars(
+            fig.add_subplot(), bars, "instructions per request (user space)", alone_label
         )
         fig.suptitle(title, fontsize=11.5, x=0.01, ha="left")
         _save(fig, stem, caption_text)
