@@ -1,8 +1,10 @@
-"""Constants and socket helpers for tests that talk to real servers."""
+"""Constants and helpers for the tests: sockets and test servers for those that talk to real
+servers, made-up results, runs and report tables for the report's."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import struct
@@ -10,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Self
 
 import psutil
 import pytest
 
+from bench.record import Row
 from bench.run.server_process import ServerProcess
 from clients.result import (
     RESOLUTION_TENTH_US,
@@ -257,3 +260,46 @@ class ThreadedTestServer:
 
     def _serve(self, conn: socket.socket) -> None:
         raise NotImplementedError
+
+    def received(self, conn: socket.socket, size: int = 4096) -> Iterator[bytes]:
+        """Each chunk `conn` sends (at most `size` bytes), until the peer closes, the
+        connection fails or the server stops: the read loop of a `_serve`."""
+        while not self.stop.is_set():
+            try:
+                data = conn.recv(size)
+            except TimeoutError:
+                continue  # the 0.05 s timeout: look at `stop` again
+            except OSError:
+                return
+            if not data:
+                return
+            yield data
+
+
+def made_up_run(parent: Path, run_id: str, rows: Iterable[Row]) -> Path:
+    """A run folder under `parent` of made-up `rows`, with small_run's metadata, its report
+    and results.csv drawn: the report sections' tests read them."""
+    # here, not at the top: the report's modules take a second to import, and most tests
+    # that use these helpers draw no report
+    from bench.report.build import build_report
+    from bench.report.results_csv import write_results_csv
+    from bench.store import RunStore
+
+    meta = json.loads((SMALL_RUN / "metadata.json").read_text())
+    store = RunStore.create(parent, run_id, meta)
+    for row in rows:
+        store.append(row)
+    build_report(store.path)
+    write_results_csv(store.path)
+    return store.path
+
+
+def report_table(report: str, title: str) -> dict[str, dict[str, str]]:
+    """The report.md table under `### title` as {first column: {header: cell}}."""
+    section = report.split(f"### {title}\n\n", 1)[1]
+    lines = section.split("\n\n", 1)[0].splitlines()
+    header = [h.strip() for h in lines[0].strip("|").split("|")]
+    return {
+        cells[0]: dict(zip(header, cells, strict=True))
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
+    }

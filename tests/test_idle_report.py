@@ -24,7 +24,7 @@ from bench.report.frame import aggregate, load_frame
 from bench.report.idle_section import has_idle_axis, line_end, short_reason
 from bench.report.results_csv import HEADER, RESULTS_CSV, write_results_csv
 from bench.store import RunStore
-from tests.helpers import SMALL_RUN, load_result
+from tests.helpers import SMALL_RUN, load_result, made_up_run, report_table
 
 COUNTS = (0, 1000, 3000, 10_000)
 REPEATS = 3
@@ -87,25 +87,7 @@ def idle_rows(run_id: str = "idle-run") -> list[Row]:
 
 @pytest.fixture(scope="module")
 def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    meta = json.loads((SMALL_RUN / "metadata.json").read_text())
-    store = RunStore.create(tmp_path_factory.mktemp("idle"), "idle-run", meta)
-    for row in idle_rows():
-        store.append(row)
-    build_report(store.path)
-    write_results_csv(store.path)
-    return store.path
-
-
-def _table(report: str, title: str) -> dict[str, dict[str, str]]:
-    """A report.md table as {first column: {header: cell}}."""
-    section = report.split(f"### {title}\n\n", 1)[1]
-    lines = section.split("\n\n", 1)[0].splitlines()
-    header = [h.strip() for h in lines[0].strip("|").split("|")]
-    out = {}
-    for line in lines[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        out[cells[0]] = dict(zip(header, cells, strict=True))
-    return out
+    return made_up_run(tmp_path_factory.mktemp("idle"), "idle-run", idle_rows())
 
 
 # -- the frame ----------------------------------------------------------------------------
@@ -168,7 +150,7 @@ def test_a_line_ends_at_a_failed_or_skipped_cell_with_the_reason(idle_run: Path)
     assert "select ends: failed, held 1,003" in svg
     assert "threaded ends: skipped," in svg
     report = (idle_run / "report.md").read_text()
-    table = _table(report, "Server CPU per request against idle connections (process view)")
+    table = report_table(report, "Server CPU per request against idle connections (process view)")
     assert "ends at 1,000 idle: failed, held 1,003" in table["select"]["read with care"]
 
 
@@ -181,7 +163,7 @@ def test_a_long_reason_is_cut_at_a_word() -> None:
 
 def test_the_slope_table_gives_an_exact_line_s_slope(idle_run: Path) -> None:
     report = (idle_run / "report.md").read_text()
-    table = _table(report, "Server CPU per request against idle connections (process view)")
+    table = report_table(report, "Server CPU per request against idle connections (process view)")
     slope_column = "µs per request per 1,000 idle (interval, coverage)"
     assert table["poll"][slope_column].startswith("50.0 (50.0–50.0, ")
     assert table["epoll"][slope_column].startswith("0.1 (0.1–0.1, ")
@@ -198,7 +180,7 @@ def test_the_slope_table_gives_an_exact_line_s_slope(idle_run: Path) -> None:
 
 def test_memory_per_connection_from_the_memory_at_rest(idle_run: Path) -> None:
     report = (idle_run / "report.md").read_text()
-    table = _table(report, "Memory per idle connection (KiB per connection held)")
+    table = report_table(report, "Memory per idle connection (KiB per connection held)")
     user = "user space KiB/conn (interval, coverage)"
     kernel = "kernel KiB/conn, server side (interval, coverage)"
     assert table["epoll"][user].startswith("0.50 (0.50–0.50, ")
@@ -260,7 +242,7 @@ def test_a_grid_s_idle_sweep_beside_a_main_product_of_connection_counts(tmp_path
     for row in [*swept, *main, uvloop]:
         store.append(row)
     report = build_report(store.path).read_text()
-    cpu = _table(report, "Server CPU per request against idle connections (process view)")
+    cpu = report_table(report, "Server CPU per request against idle connections (process view)")
     assert set(cpu) == {"select", "poll", "epoll"}  # uvloop ran at 0 idle only: no line
     assert "from 2 idle counts: do not trust" in cpu["select"]["read with care"]
     memory_svg = (store.path / "charts" / "idle_memory_echo_p64_c10.svg").read_text()

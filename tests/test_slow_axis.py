@@ -25,7 +25,7 @@ from bench.run.runner import load_command
 from bench.run.slow import all_starved, shortfall, summary
 from bench.store import RunStore
 from clients.hold_report import HoldReport, SlowCounts
-from tests.helpers import SMALL_RUN, load_result
+from tests.helpers import SMALL_RUN, load_result, made_up_run, report_table
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_4_RUN = REPO / "results" / "reference" / "ab-aa-gate-edges" / "new" / "results.jsonl"
@@ -238,24 +238,7 @@ def slow_rows() -> list[Row]:
 
 @pytest.fixture(scope="module")
 def slow_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    meta = json.loads((SMALL_RUN / "metadata.json").read_text())
-    store = RunStore.create(tmp_path_factory.mktemp("slow"), "slow-run", meta)
-    for row in slow_rows():
-        store.append(row)
-    build_report(store.path)
-    write_results_csv(store.path)
-    return store.path
-
-
-def _table(report: str, title: str) -> dict[str, dict[str, str]]:
-    """A report.md table as {first column: {header: cell}}."""
-    section = report.split(f"### {title}\n\n", 1)[1]
-    lines = section.split("\n\n", 1)[0].splitlines()
-    header = [h.strip() for h in lines[0].strip("|").split("|")]
-    return {
-        cells[0]: dict(zip(header, cells, strict=True))
-        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines[2:])
-    }
+    return made_up_run(tmp_path_factory.mktemp("slow"), "slow-run", slow_rows())
 
 
 def test_the_frame_reads_rows_without_the_slow_fields_as_slow_0() -> None:
@@ -271,7 +254,7 @@ def test_the_section_sets_the_active_clients_against_the_slow_ones(slow_run: Pat
     title = "Slow connections: echo, 64 B frames, 10 active connections, slow senders"
     assert f"## {title}" in report
     senders = report.split(f"## {title}", 1)[1]
-    table = _table(senders, "The active clients against the slow connections beside them")
+    table = report_table(senders, "The active clients against the slow connections beside them")
     assert set(table) == {"epoll", "threadpool"}  # poll was at 0 only
     epoll, pool = table["epoll"], table["threadpool"]
     assert (epoll["p99 µs at 0"], epoll["p99 µs at 100"], epoll["p99 × at 100"]) == (

@@ -116,15 +116,7 @@ class _Recording(ThreadedTestServer):
         self.reads: list[int] = []
 
     def _serve(self, conn: socket.socket) -> None:
-        while not self.stop.is_set():
-            try:
-                data = conn.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
+        for data in self.received(conn):
             self.reads.append(len(data))
             conn.sendall(data)
 
@@ -159,15 +151,7 @@ class _Corrupting(ThreadedTestServer):
 
     def _serve(self, conn: socket.socket) -> None:
         got = b""
-        while not self.stop.is_set():
-            try:
-                data = conn.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
+        for data in self.received(conn):
             got += data
             if len(got) >= 4 and len(got) >= 4 + struct.unpack(">I", got[:4])[0]:
                 conn.sendall(got[:-1] + bytes([got[-1] ^ 0xFF]))
@@ -204,15 +188,7 @@ class _Counting(ThreadedTestServer):
 
     def _serve(self, conn: socket.socket) -> None:
         got = b""
-        while not self.stop.is_set():
-            try:
-                data = conn.recv(4096)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not data:
-                return
+        for data in self.received(conn):
             got += data
             if len(got) >= 4 and len(got) == 4 + struct.unpack(">I", got[:4])[0]:
                 conn.sendall(got)

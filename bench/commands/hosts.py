@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench.commands.arguments import add_cpu_arguments, add_out_arguments, add_window_arguments
 from bench.record import Row
 from bench.run.cpus import CpuPlan, plan_cpus
 from bench.run.hosts import Hosts, HostsError, unavailable_reason
@@ -24,12 +25,9 @@ from bench.run.locust_workers import Workers
 from bench.run.machine import collect_metadata
 from bench.run.matrix import DRIVERS, Matrix
 from bench.run.session import INTERRUPTED, run_session
-from bench.store import RESULTS, RunStore
+from bench.store import RunStore
 from common.cli import (
     ArgumentParser,
-    cpu_list,
-    non_negative_float,
-    positive_float,
     positive_int,
     usage_error,
 )
@@ -99,44 +97,18 @@ def _cell_arguments(parser: ArgumentParser) -> None:
     parser.add_argument(
         "--repeats", type=positive_int, default=1, metavar="N", help="runs of each cell (default 1)"
     )
-    parser.add_argument(
-        "--duration",
-        type=positive_float,
-        default=2.0,
-        metavar="S",
-        help="measured window per cell, seconds (default 2)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=non_negative_float,
-        default=0.5,
-        metavar="S",
-        help="seconds of load before the window, not counted (default 0.5)",
-    )
+    add_window_arguments(parser, duration=2.0, warmup=0.5)
 
 
 def _run_arguments(parser: ArgumentParser) -> None:
     """The CPU plan, and where the run goes."""
-    parser.add_argument(
-        "--server-cpus",
-        type=cpu_list,
-        metavar="LIST",
-        help="the server's CPUs (default: the first usable CPU)",
+    add_cpu_arguments(
+        parser,
+        server="the server's CPUs (default: the first usable CPU)",
+        client="the load's CPUs, locust's master and workers alike (default: the other usable "
+        "CPUs)",
     )
-    parser.add_argument(
-        "--client-cpus",
-        type=cpu_list,
-        metavar="LIST",
-        help="the load's CPUs, locust's master and workers alike (default: the other usable CPUs)",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help="where run folders go (default results/)",
-    )
-    parser.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
+    add_out_arguments(parser)
     parser.add_argument(
         "--no-report",
         action="store_true",

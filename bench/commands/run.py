@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.analysis.search import MAX_STEPS
+from bench.commands.arguments import add_cpu_arguments, add_out_arguments, add_window_arguments
 from bench.run.cpus import CpuPlan, plan_cpus
 from bench.run.external import check_external, parse_external
 from bench.run.interpreters import InterpreterError, prepare
@@ -33,8 +34,6 @@ from bench.run.session import INTERRUPTED, run_session
 from bench.store import RESULTS, RunStore, StoreError, resolve_run
 from common.cli import (
     ArgumentParser,
-    cpu_list,
-    non_negative_float,
     non_negative_int,
     positive_float,
     positive_int,
@@ -330,19 +329,7 @@ def _load_arguments(parser: ArgumentParser) -> None:
         help="runs of each cell, in shuffled order; 6 or more to tell models apart "
         f"(default: the profile's; {DEFAULT_PROFILE}: 1)",
     )
-    parser.add_argument(
-        "--duration",
-        type=positive_float,
-        metavar="S",
-        help=f"measured window per cell, seconds (default: the profile's; {DEFAULT_PROFILE}: 2)",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=non_negative_float,
-        metavar="S",
-        help="seconds of load before the window, not counted "
-        f"(default: the profile's; {DEFAULT_PROFILE}: 0.5)",
-    )
+    add_window_arguments(parser, duration=2.0, warmup=0.5, profile=DEFAULT_PROFILE)
 
 
 def _driver_arguments(parser: ArgumentParser) -> None:
@@ -440,30 +427,16 @@ def _server_arguments(parser: ArgumentParser) -> None:
         help="the body an external server's GET / must answer (default sockbench's "
         "'Hello, world!\\n'); the models and reference servers always answer sockbench's",
     )
-    parser.add_argument(
-        "--server-cpus",
-        type=cpu_list,
-        metavar="LIST",
-        help="the servers' CPUs, e.g. 0 or 0-3 (default: the first usable CPU)",
-    )
-    parser.add_argument(
-        "--client-cpus",
-        type=cpu_list,
-        metavar="LIST",
-        help="the load generator's CPUs, e.g. 1 or 4-15 (default: the other usable CPUs)",
+    add_cpu_arguments(
+        parser,
+        server="the servers' CPUs, e.g. 0 or 0-3 (default: the first usable CPU)",
+        client="the load generator's CPUs, e.g. 1 or 4-15 (default: the other usable CPUs)",
     )
 
 
 def _store_arguments(parser: ArgumentParser) -> None:
     """Where the run goes, resuming one, and the report."""
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=RESULTS,
-        metavar="DIR",
-        help="where run folders go (default results/)",
-    )
-    parser.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
+    add_out_arguments(parser)
     parser.add_argument(
         "--resume",
         type=Path,

@@ -131,7 +131,7 @@ def _sections(rows: pd.DataFrame, charts_dir: Path, caption: str) -> list[Sectio
         ("cpu_per_request", "idle_cpu_per_request", "Server CPU per request (µs)"),
         ("p99", "idle_latency_p99", "p99 latency, all requests (µs)"),
     ):
-        lines = [line for m in models if (line := _line(cells, m, name)) is not None]
+        lines = [line for m in models if (line := model_line(cells, m, name)) is not None]
         chart_title = f"{what.split(' (')[0]} vs idle connections: {title}"
         save_idle_chart(
             lines,
@@ -200,24 +200,30 @@ def short_reason(cell: pd.Series) -> str:
     return f"{cell['status']}, {reason}"
 
 
-def _ordered(cells: pd.DataFrame, model: str) -> pd.DataFrame:
-    return cells[cells["cell.model"] == model].sort_values("cell.idle")
+def _ordered(cells: pd.DataFrame, model: str, x: str) -> pd.DataFrame:
+    return cells[cells["cell.model"] == model].sort_values(x)
 
 
-def line_end(cells: pd.DataFrame, model: str, metric: str) -> tuple[int | None, str | None]:
-    """The model's last idle count with a usable value, and why the next count has none
-    (a failed or skipped cell's short reason), or None where none failed after it."""
-    ordered = _ordered(cells, model)
+def line_end(
+    cells: pd.DataFrame, model: str, metric: str, x: str = "cell.idle"
+) -> tuple[int | None, str | None]:
+    """The model's last count (of column `x`: idle connections, or the slow section's slow
+    ones) with a usable value, and why the next count has none (a failed or skipped cell's
+    short reason), or None where none failed after it."""
+    ordered = _ordered(cells, model, x)
     usable = ordered[ordered["status"].isin(USABLE) & ordered[f"{metric}.median"].notna()]
     if usable.empty:
         return None, None
-    last = int(usable["cell.idle"].max())
-    after = ordered[(ordered["cell.idle"] > last) & ordered["status"].isin(["failed", "skipped"])]
+    last = int(usable[x].max())
+    after = ordered[(ordered[x] > last) & ordered["status"].isin(["failed", "skipped"])]
     return last, (short_reason(after.iloc[0]) if not after.empty else None)
 
 
-def _line(cells: pd.DataFrame, model: str, metric: str) -> IdleLine | None:
-    ordered = _ordered(cells, model)
+def model_line(
+    cells: pd.DataFrame, model: str, metric: str, x: str = "cell.idle"
+) -> IdleLine | None:
+    """The model's chart line of `metric` against column `x` (None: no usable count)."""
+    ordered = _ordered(cells, model, x)
     used = ordered[ordered["status"].isin(USABLE) & ordered[f"{metric}.median"].notna()]
     if used.empty:
         return None
@@ -227,13 +233,13 @@ def _line(cells: pd.DataFrame, model: str, metric: str) -> IdleLine | None:
 
     return IdleLine(
         model,
-        values("cell.idle"),
+        values(x),
         values(f"{metric}.median"),
         values(f"{metric}.ci_low"),
         values(f"{metric}.ci_high"),
         [v == "suspect" for v in used["verdict"]],
         [bool(v) for v in used[f"{metric}.bound"].fillna(False)],
-        line_end(cells, model, metric)[1],
+        line_end(cells, model, metric, x)[1],
     )
 
 
@@ -279,12 +285,18 @@ def _care(cells: pd.DataFrame, model: str, n_counts: int, metric: str) -> str:
     last, why = line_end(cells, model, metric)
     if why is not None and last is not None:
         notes.append(f"ends at {last:,} idle: {why}")
+    return "; ".join(notes + cell_notes(cells, model))
+
+
+def cell_notes(cells: pd.DataFrame, model: str) -> list[str]:
+    """The model's client-bound and suspect cells, counted, for a "read with care" column."""
+    notes = []
     mine = cells[cells["cell.model"] == model]
     if (bound := int((mine["status"] == "client-bound").sum())) > 0:
         notes.append(f"{bound} client-bound cell{'' if bound == 1 else 's'}")
     if (suspect := int((mine["verdict"] == "suspect").sum())) > 0:
         notes.append(f"{suspect} suspect cell{'' if suspect == 1 else 's'} (Verdicts)")
-    return "; ".join(notes)
+    return notes
 
 
 def _memory_section(

@@ -19,10 +19,9 @@ import pandas as pd
 
 from bench.record import USABLE
 from bench.report.charts.figures import save_idle_chart
-from bench.report.charts.idle_plots import IdleLine
 from bench.report.document import Section, Table, format_cell, group_slug, group_title
 from bench.report.frame import GROUP_COLUMNS, METRICS, aggregate, model_sort_key
-from bench.report.idle_section import short_reason
+from bench.report.idle_section import cell_notes, line_end, model_line
 
 # one section's cells: a request kind at one active-connection count and offered load
 SECTION_COLUMNS = [
@@ -31,6 +30,7 @@ SECTION_COLUMNS = [
     "cell.load",
 ]
 _METRIC = {m.name: m for m in METRICS}
+X = "cell.slow"  # the charts' x: a line per model against the slow connections
 LATE_SHARE = 0.05  # of the slow connections' byte slots served late: said in the table
 # (metric, chart file stem, axis label, log axis)
 FIGURES = (
@@ -103,7 +103,7 @@ def _section(rows: pd.DataFrame, mode: str, charts_dir: Path, caption: str) -> S
     ]
     section.tables = [_table(rows, cells, models, counts)]
     for name, stem, label, log_y in FIGURES:
-        lines = [line for m in models if (line := _line(cells, m, name)) is not None]
+        lines = [line for m in models if (line := model_line(cells, m, name, X)) is not None]
         chart_title = f"{label.split(' (')[0]} vs slow connections: {title}"
         save_idle_chart(
             lines,
@@ -117,45 +117,6 @@ def _section(rows: pd.DataFrame, mode: str, charts_dir: Path, caption: str) -> S
         )
         section.charts.append((chart_title, f"charts/{stem}_{slug}"))
     return section
-
-
-def _ordered(cells: pd.DataFrame, model: str) -> pd.DataFrame:
-    return cells[cells["cell.model"] == model].sort_values("cell.slow")
-
-
-def _line_end(cells: pd.DataFrame, model: str, metric: str) -> str | None:
-    """Why the model's line stops at its last usable count: the next count's short
-    reason, where one failed or was skipped after it."""
-    ordered = _ordered(cells, model)
-    usable = ordered[ordered["status"].isin(USABLE) & ordered[f"{metric}.median"].notna()]
-    if usable.empty:
-        return None
-    after = ordered[
-        (ordered["cell.slow"] > usable["cell.slow"].max())
-        & ordered["status"].isin(["failed", "skipped"])
-    ]
-    return short_reason(after.iloc[0]) if not after.empty else None
-
-
-def _line(cells: pd.DataFrame, model: str, metric: str) -> IdleLine | None:
-    ordered = _ordered(cells, model)
-    used = ordered[ordered["status"].isin(USABLE) & ordered[f"{metric}.median"].notna()]
-    if used.empty:
-        return None
-
-    def values(column: str) -> list[float]:
-        return [float(v) for v in pd.to_numeric(used[column], errors="coerce")]
-
-    return IdleLine(
-        model,
-        values("cell.slow"),
-        values(f"{metric}.median"),
-        values(f"{metric}.ci_low"),
-        values(f"{metric}.ci_high"),
-        [v == "suspect" for v in used["verdict"]],
-        [bool(v) for v in used[f"{metric}.bound"].fillna(False)],
-        _line_end(cells, model, metric),
-    )
 
 
 def _table(rows: pd.DataFrame, cells: pd.DataFrame, models: list[str], counts: list[int]) -> Table:
@@ -230,11 +191,6 @@ def _care(rows: pd.DataFrame, cells: pd.DataFrame, model: str) -> str:
             f"{late / ticks:.0%} of the slow ones' bytes over an interval late (their "
             "holders lacked CPU: the server got less than the schedule)"
         )
-    if (why := _line_end(cells, model, "p99")) is not None:
+    if (why := line_end(cells, model, "p99", X)[1]) is not None:
         notes.append(f"ends early: {why}")
-    mine = cells[cells["cell.model"] == model]
-    if (bound := int((mine["status"] == "client-bound").sum())) > 0:
-        notes.append(f"{bound} client-bound cell{'' if bound == 1 else 's'}")
-    if (suspect := int((mine["verdict"] == "suspect").sum())) > 0:
-        notes.append(f"{suspect} suspect cell{'' if suspect == 1 else 's'} (Verdicts)")
-    return "; ".join(notes)
+    return "; ".join(notes + cell_notes(cells, model))

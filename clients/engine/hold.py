@@ -38,7 +38,7 @@ from clients import wire
 from clients.engine.config import FD_RESERVE, ConfigError, LoadConfig, resolve, source_addresses
 from clients.engine.connections import CONNECT_WINDOW, POLL_S, Connections
 from clients.engine.plan import WorkerPlan
-from clients.engine.slow import SLOW_MODES, SlowLoop
+from clients.engine.slow import SLOW_MODES, SlowLoop, read_or_close
 from clients.errors import error_kind
 from clients.hold_report import LOST_KINDS, REFUSED_KINDS, HoldReport, SlowCounts
 from clients.http_reply import Expectation, ParseError, ReplyParser
@@ -316,14 +316,9 @@ class Holder:
         """A held connection had an event: bytes unasked, or the server's close."""
         if fd not in self.conns.live:
             return
-        try:
-            data = os.read(fd, READ)
-        except BlockingIOError:
-            if not events & (select.EPOLLHUP | select.EPOLLERR):
-                return
-            data = b""
-        except OSError:
-            data = b""  # reset
+        data = read_or_close(fd, events)
+        if data is None:
+            return
         if data:
             self.unasked.add(fd)  # read and dropped; the connection stays
             return

@@ -47,6 +47,18 @@ SENDER_WATCH = select.EPOLLIN | select.EPOLLRDHUP
 READER_WATCH = select.EPOLLRDHUP
 
 
+def read_or_close(fd: int, events: int) -> bytes | None:
+    """What an epoll event on a held connection brought: its bytes, b"" where the server
+    closed or reset it, None where there was nothing to read after all. Here, not in
+    clients.engine.hold (whose watch uses it too), as hold imports this module."""
+    try:
+        return os.read(fd, READ)
+    except BlockingIOError:
+        return b"" if events & (select.EPOLLHUP | select.EPOLLERR) else None
+    except OSError:
+        return b""  # reset
+
+
 class SlowLoop:
     """The slow exchanges over `conns`' live connections, in `mode` (SLOW_MODES); replies
     checked against `expect` (http) or byte for byte (echo: None); `run` until the stop,
@@ -174,14 +186,9 @@ class SlowLoop:
         if self.reader:
             self._closed(fd)  # READER_WATCH: only a close or an error wakes it
             return
-        try:
-            data = os.read(fd, READ)
-        except BlockingIOError:
-            if not events & (select.EPOLLHUP | select.EPOLLERR):
-                return
-            data = b""
-        except OSError:
-            data = b""
+        data = read_or_close(fd, events)
+        if data is None:
+            return
         if not data:
             self._closed(fd)
         else:  # echo streams a frame back as it arrives: its reply may begin early
