@@ -45,12 +45,16 @@ report: $(STAMP)
 	@test -n "$(RUN)" || { echo "usage: make report RUN=<run-id or results/<run-id>>" >&2; exit 2; }
 	$(BIN)/python -m bench report $(RUN) $(ARGS)
 
-# The nightly regression gate (docs/nightly.md): `bench ab` between BASE and NEW (HEAD) on
-# the gate profile, both sides at once; exit 1 on a regression. Then NEW against a fixed
-# ANCHOR (the same run when the anchor is the base) goes into the history, whose page is
-# redrawn; NEW becomes the last good commit when the gate passed.
-# BASE=rev, else the last good commit, else HEAD~1; ANCHOR=rev (moves it: a new series),
-# else the history's anchor, else (the first night) the base, which then stays the anchor.
+# The nightly regression gates (docs/nightly.md): first the counted one, `bench ab
+# --counted` between BASE and NEW (HEAD): instructions and system calls per request under
+# valgrind and strace; then the wall-clock one, `bench ab` on the gate profile, both sides
+# at once. Each exits 1 on a regression, and the night fails if either does. Then NEW
+# against a fixed ANCHOR (the same run when the anchor is the base) and NEW's counts go
+# into the history, whose page is redrawn; NEW becomes the last good commit when both
+# gates passed. BASE=rev, else the last good commit, else HEAD~1; ANCHOR=rev (moves it: a
+# new series), else the history's anchor, else (the first night) the base, which then
+# stays the anchor. ARGS: more options for the wall-clock gate, COUNTED_ARGS for the
+# counted one (e.g. COUNTED_ARGS="--models epoll --requests 100 1100").
 NIGHTLY_ID := nightly-$(shell date -u +%Y%m%d-%H%M%S)
 NEW ?= HEAD
 BASE ?=
@@ -59,7 +63,9 @@ AB_OUT ?= results/ab
 HISTORY ?= results/history/history.jsonl
 LAST_GOOD = $(dir $(HISTORY))last-good
 ANCHOR_FILE = $(dir $(HISTORY))anchor
+COUNTED_ARGS ?=
 AB = $(BIN)/python -m bench ab --profile gate --together --out $(AB_OUT)
+AB_COUNTED = $(BIN)/python -m bench ab --counted --out $(AB_OUT)
 nightly: $(STAMP)
 	@sha() { git rev-parse --verify -q "$$1^{commit}" || git -C "$$1" rev-parse HEAD; } 2>/dev/null; \
 	base="$(BASE)"; \
@@ -73,15 +79,19 @@ nightly: $(STAMP)
 	base_sha=$$(sha "$$base") && anchor_sha=$$(sha "$$anchor") \
 	  || { echo "make nightly: no such revision or checkout: $$base or $$anchor" >&2; exit 2; }; \
 	echo "make nightly: $$base_sha against $(NEW); the history's anchor: $$anchor_sha"; \
+	$(AB_COUNTED) "$$base" "$(NEW)" --run-id $(NIGHTLY_ID)-counted $(COUNTED_ARGS); \
+	counted=$$?; [ $$counted -le 1 ] || exit $$counted; \
 	$(AB) "$$base" "$(NEW)" --run-id $(NIGHTLY_ID) $(ARGS); \
 	rc=$$?; [ $$rc -le 1 ] || exit $$rc; \
+	[ $$counted -eq 0 ] || rc=1; \
 	trend=$(AB_OUT)/$(NIGHTLY_ID); \
 	if [ "$$anchor_sha" != "$$base_sha" ]; then \
 	  trend=$(AB_OUT)/$(NIGHTLY_ID)-anchor; \
 	  $(AB) "$$anchor" "$(NEW)" --run-id $(NIGHTLY_ID)-anchor $(ARGS); \
 	  [ $$? -le 1 ] || exit 2; \
 	fi; \
-	$(BIN)/python -m bench history $(HISTORY) --append $$trend --out $(dir $(HISTORY)) \
+	$(BIN)/python -m bench history $(HISTORY) --append $$trend $(AB_OUT)/$(NIGHTLY_ID)-counted \
+	  --out $(dir $(HISTORY)) \
 	  || exit $$?; \
 	echo "$$anchor_sha" > $(ANCHOR_FILE); \
 	[ $$rc -ne 0 ] || sha "$(NEW)" > $(LAST_GOOD); \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,8 @@ def test_every_table_ends_at_its_documents_current_version() -> None:
     assert (ROW_MIGRATIONS.current, ROW_MIGRATIONS.oldest) == (SCHEMA_VERSION, 1)
     assert (LOAD_MIGRATIONS.current, LOAD_MIGRATIONS.oldest) == (SCHEMA, 1)
     assert (EXPLAIN_MIGRATIONS.current, EXPLAIN_MIGRATIONS.oldest) == (EXPLAIN_SCHEMA, 1)
+    assert (history.MIGRATIONS.current, history.MIGRATIONS.oldest) == (history.SCHEMA, 1)
     for table, schema in (
-        (history.MIGRATIONS, history.SCHEMA),
         (METADATA_MIGRATIONS, METADATA_SCHEMA),
         (AB_MIGRATIONS, AB_SCHEMA),
     ):
@@ -248,6 +249,26 @@ def test_an_explain_json_newer_than_the_code_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=f"explain schema {EXPLAIN_SCHEMA + 1}, this") as info:
         load_explain(path)
     assert "\n" not in str(info.value) and "written by a newer sockbench" in str(info.value)
+
+
+# -- history.jsonl, 1 -> 2 (issue 29: the counted gate's entries join it) --------------
+
+
+def test_a_history_of_schema_1_reads_as_paired_entries(tmp_path: Path) -> None:
+    """Schema 1 held the wall-clock gate's paired entries only: each reads as one, equal
+    to the entry made today from the same comparison; appending to it keeps its lines."""
+    old = DATA / "history-v1.jsonl"
+    raw = [json.loads(line) for line in old.read_text().splitlines()]
+    assert {e["schema"] for e in raw} == {1} and all("kind" not in e for e in raw)
+    entries = history.load(old)
+    assert entries == entries_from_ab(REFERENCE / "ab-aa-together")
+    assert all(isinstance(e, history.HistoryEntry) and e.schema == 2 for e in entries)
+    path = tmp_path / "history.jsonl"
+    shutil.copy(old, path)
+    later = [replace(e, when="2027-01-01T00:00:00+00:00") for e in history.paired(entries)]
+    assert history.append(path, later) == len(later)
+    assert path.read_text().startswith(old.read_text())  # the old lines untouched
+    assert history.load(path) == [*entries, *later]
 
 
 # -- the documents with no older version: a newer one is refused ----------------------

@@ -1,8 +1,10 @@
-"""`make nightly`: the gate, then the anchor's comparison into the history, then the last
-good commit; the second night takes its base and anchor from the first. Real servers,
-2 pairs of 0.2 s: a check of the plumbing, not of the gate's power (docs/nightly.md).
-A night against a clone with a committed slowdown gets just enough pairs for the gate to
-fire: a failing exit, the night still in the history, the last good commit kept."""
+"""`make nightly`: the counted gate, the wall-clock gate, then the anchor's comparison and
+the counts into the history, then the last good commit; the second night takes its base
+and anchor from the first. Real servers, 2 pairs of 0.2 s and one counted cell at 100 and
+600 requests: a check of the plumbing, not of the gates' power (docs/nightly.md). A night
+against a clone with a committed slowdown gets just enough pairs for the wall-clock gate
+to fire (the counted one fires on it too): a failing exit, the night still in the
+history, the last good commit kept."""
 
 from __future__ import annotations
 
@@ -16,12 +18,25 @@ import pytest
 
 from bench.analysis.paired import smallest_p
 from bench.commands.ab import ALPHA
+from bench.cost import tools
 from bench.gate.ab_analysis import family_size
 from tests.test_ab import ROOT, _git, _head, _this
 
 pytestmark = pytest.mark.real
 
+
+def _counters() -> None:
+    """Skip a night without the counted gate's counters (.ci/run installs them)."""
+    for program in (tools.VALGRIND, tools.STRACE):
+        if reason := tools.missing(program):
+            pytest.skip(reason)
+
+
 TINY = "--models epoll --connections 10 --pairs 2 --duration 0.2 --warmup 0.05"
+# One counted cell. 1,000 requests between the two counts: a launch's count can miss up to
+# about one request's work (where the stop signal finds the server), which is 0.2% of
+# the slope over 1,000 requests, 0.4% over 500: too near the gate's 0.5% floor for an A/A.
+COUNTED_TINY = "--models epoll --patterns echo/64 --requests 100 1100 --tries 2"
 # One cell is a family of 8 tests; n pairs cannot give p below 2^(1-n), so Holm's first
 # step (p <= alpha/8) needs 9 pairs; one more, so that a pair lost to an unusable run
 # still leaves enough.
@@ -59,7 +74,7 @@ def _night(
         ["make", "-s", "-C", str(ROOT), "nightly", f"BIN={Path(sys.executable).parent}",
          f"STAMP={stamp}", f"NEW={new or _this()}", f"AB_OUT={tmp_path / 'ab'}",
          f"HISTORY={tmp_path / 'history' / 'history.jsonl'}", f"NIGHTLY_ID={night}",
-         f"ARGS={args}", *extra],
+         f"ARGS={args}", f"COUNTED_ARGS={COUNTED_TINY}", *extra],
         capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -68,14 +83,22 @@ def test_two_nights_gate_append_and_follow_the_last_good_commit(tmp_path: Path) 
     head = _head()
     if head is None:
         pytest.skip("not a git checkout")
+    _counters()
     first = _night(tmp_path, "n1", f"BASE={_this()}")
     assert first.returncode == 0, first.stdout + first.stderr
     data = json.loads((tmp_path / "ab" / "n1" / "ab.json").read_text())
     assert data["metadata"]["together"] and data["metadata"]["pairs"] == 2
     assert not (tmp_path / "ab" / "n1-anchor").exists()  # the anchor is the base: one run
+    counted = json.loads((tmp_path / "ab" / "n1-counted" / "counted.json").read_text())
+    assert [c["verdict"] for c in counted["cells"]] == ["no change"], counted
+    assert counted["requests"] == [100, 1100] and counted["tries"] == 2
     history = tmp_path / "history"
     entries = [json.loads(line) for line in (history / "history.jsonl").read_text().splitlines()]
-    assert [(e["base_sha"], e["new_sha"]) for e in entries] == [(head, head)]
+    assert [(e["kind"], e["base_sha"], e["new_sha"]) for e in entries] == [
+        ("paired", head, head),
+        ("counted", head, head),
+    ]
+    assert entries[1]["cell"] == "epoll echo/64" and entries[1]["build"] == counted["build"]
     assert (history / "index.html").is_file() and (history / "history.md").is_file()
     assert (history / "last-good").read_text().strip() == head
     assert (history / "anchor").read_text().strip() == head
@@ -85,7 +108,7 @@ def test_two_nights_gate_append_and_follow_the_last_good_commit(tmp_path: Path) 
     assert f"make nightly: {head} against {_this()}; the history's anchor: {head}" in (
         second.stdout
     )
-    assert len((history / "history.jsonl").read_text().splitlines()) == 2
+    assert len((history / "history.jsonl").read_text().splitlines()) == 4
 
     bad = _night(tmp_path, "n3", "BASE=no-such-revision")
     assert bad.returncode == 2 and "no such revision or checkout" in bad.stderr
@@ -111,6 +134,7 @@ def test_a_committed_slowdown_fails_the_night_and_keeps_the_last_good_commit(
     head = _head()
     if head is None:
         pytest.skip("not a git checkout")
+    _counters()
     base, new = tmp_path / "base", tmp_path / "new"
     for clone in (base, new):
         _git(tmp_path, "clone", "--quiet", "--no-checkout", str(ROOT), str(clone))
@@ -137,7 +161,13 @@ def test_a_committed_slowdown_fails_the_night_and_keeps_the_last_good_commit(
     assert cell["verdict"] == cpu["verdict"] == "regression", cell
     failed = next(c for c in cell["changes"] if c["metric"] == "failed")
     assert failed["new_affected"] == 0, failed  # slower servers, not broken ones
+    counted = json.loads((tmp_path / "ab" / "slow-counted" / "counted.json").read_text())
+    [counted_cell] = counted["cells"]  # 2 µs of spinning on a clock: far more instructions
+    assert counted_cell["verdict"] == "regression", counted_cell
     entries = [json.loads(line) for line in (history / "history.jsonl").read_text().splitlines()]
-    assert [(e["base_sha"], e["new_sha"]) for e in entries] == [(head, slow)]
+    assert [(e["kind"], e["base_sha"], e["new_sha"]) for e in entries] == [
+        ("paired", head, slow),
+        ("counted", head, slow),
+    ]
     assert (history / "last-good").read_text().strip() == head
     assert (history / "anchor").read_text().strip() == head

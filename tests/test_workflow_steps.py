@@ -38,10 +38,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 WORKFLOWS = ROOT / ".github" / "workflows"
 TINY = "--models epoll --connections 10 --pairs 2 --duration 0.2 --warmup 0.05"
+# One counted cell. 1,000 requests between the two counts: a launch's count can miss up to
+# about one request's work (where the stop signal finds the server), which is 0.2% of
+# the slope over 1,000 requests, 0.4% over 500: too near the gate's 0.5% floor for an A/A.
+COUNTED_TINY = "--models epoll --patterns echo/64 --requests 100 1100 --tries 2"
 WHO = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@localhost"}
 STEP_TIMEOUT = 100  # seconds; pytest-timeout (120 s) bounds each test as a whole
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-STATUS = ("always()", "success()", "failure()", "cancelled()")
+STATUS = ("always()", "success()", "failure()", "cancelled()", "!cancelled()")
 
 # what only a GitHub runner does -> what stands in for it here
 STAND_INS = {
@@ -212,7 +216,10 @@ def condition(expr: str | None, job: Job, failed: bool) -> bool:
         terms.insert(0, "success()")
     for term in terms:
         if term in STATUS:
-            holds = {"always()": True, "success()": not failed, "failure()": failed}.get(term)
+            holds = {
+                "always()": True, "success()": not failed, "failure()": failed,
+                "!cancelled()": True,  # nothing here cancels a job
+            }.get(term)  # fmt: skip
         elif files := re.fullmatch(r"hashFiles\('([^']+)'\) != ''", term):
             holds = any(p.is_file() for p in job.workspace.glob(files[1]))
         elif has := re.fullmatch(r"contains\(([\w.*-]+), '([^']*)'\)", term):
@@ -525,12 +532,14 @@ def night(tmp: Path, origin: Path, sha: str, last_good: str) -> Job:
         "inputs.base": "", "inputs.anchor": "",  # a schedule has no inputs
     }  # fmt: skip
     return run_job(WORKFLOWS / "nightly-bench.yml", "bench", tmp, origin, context,
-                   {"ARGS": TINY}, gh_answer=last_good)  # fmt: skip
+                   {"ARGS": TINY, "COUNTED_ARGS": COUNTED_TINY}, gh_answer=last_good)  # fmt: skip
 
 
-def history(origin: Path) -> list[tuple[str, str]]:
+def history(origin: Path) -> list[tuple[str, str, str]]:
+    """(kind, base, new) of each entry: the wall-clock gate's anchor comparison ("paired")
+    and the counted gate's NEW side ("counted", its base the night's)."""
     text = git(origin, "show", "bench-history:history.jsonl")
-    return [(e["base_sha"], e["new_sha"]) for e in map(json.loads, text.splitlines())]
+    return [(e["kind"], e["base_sha"], e["new_sha"]) for e in map(json.loads, text.splitlines())]
 
 
 @pytest.mark.real
@@ -545,23 +554,28 @@ def test_two_nights_push_their_history_to_origin(tmp_path: Path, origin: Path) -
     found = one.output("Find the base and the history")
     assert "no last good night: comparing with HEAD~1" in found, found
     assert "no bench-history branch yet" in found, found
-    assert history(origin) == [(anchor, first)]
+    assert history(origin) == [("paired", anchor, first), ("counted", anchor, first)]
     assert git(origin, "show", "bench-history:anchor") == anchor
     assert (
         "gh run list --workflow nightly-bench.yml --branch main"
         in (tmp_path / "night-1" / "bin" / "gh-calls").read_text()
     )
     assert "0 regression" in one.summary, one.summary
+    assert "bench ab --counted" in one.summary, one.summary
     saved = tmp_path / "night-1" / "artifacts" / "nightly-run" / "results"
     assert (saved / "ab" / "nightly" / "ab.md").is_file()
+    assert (saved / "ab" / "nightly-counted" / "counted.md").is_file()
     assert (saved / "history" / "history.jsonl").is_file()
 
     second = commit(origin, "refs/heads/main", first, "night-2")
     two = night(tmp_path / "night-2", origin, second, last_good=first)
     assert two.ok, two.report()
-    assert f"history: 1 entries, anchor {anchor}" in two.output("Find the base and the history")
+    assert f"history: 2 entries, anchor {anchor}" in two.output("Find the base and the history")
     assert two.context["steps.base.outputs.base"] == first
-    assert history(origin) == [(anchor, first), (anchor, second)]
+    assert history(origin) == [
+        ("paired", anchor, first), ("counted", anchor, first),
+        ("paired", anchor, second), ("counted", first, second),
+    ]  # fmt: skip
     assert git(origin, "rev-list", "--count", "bench-history") == "2"
     saved = tmp_path / "night-2" / "artifacts" / "nightly-run" / "results"
     assert (saved / "ab" / "nightly-anchor" / "ab.json").is_file()
@@ -581,9 +595,15 @@ def test_pull_request_job_compares_with_the_merge_base(tmp_path: Path, origin: P
         "github.event.pull_request.base.ref": "main",
         "github.event.pull_request.labels.*.name": ["bench-ab"],
     }  # fmt: skip
-    job = run_job(WORKFLOWS / "ab-pr.yml", "ab", tmp_path, origin, context, {"ARGS": TINY})
+    job = run_job(WORKFLOWS / "ab-pr.yml", "ab", tmp_path, origin, context,
+                  {"ARGS": TINY, "COUNTED_ARGS": COUNTED_TINY})  # fmt: skip
     assert job.ok, job.report()
     assert f"merge base: {fork}" in job.output("bench ab, merge base against the PR head")
+    counted = json.loads((job.workspace / "results/ab/pr-counted/counted.json").read_text())
+    assert (counted["metadata"]["base"]["sha"], counted["metadata"]["new"]["sha"]) == (fork, head)
+    assert [c["verdict"] for c in counted["cells"]] == ["no change"]
+    assert "bench ab --counted" in job.summary, job.summary
+    assert (job.artifacts / "ab-pr" / "results" / "ab" / "pr-counted" / "counted.md").is_file()
     meta = json.loads((job.workspace / "results/ab/pr/ab.json").read_text())["metadata"]
     assert (meta["base"]["sha"], meta["new"]["sha"], meta["pairs"]) == (fork, head, 2)
     assert "0 regression" in job.summary or "no change" in job.summary, job.summary

@@ -169,6 +169,29 @@ def test_pull_request_ab_is_opt_in_by_label_and_reports_to_the_summary() -> None
     assert workflow["jobs"][job]["permissions"] == {"contents": "read"}
 
 
+def test_both_gates_install_the_counters_and_count_first() -> None:
+    """valgrind and strace in a step of their own; the counted gate before the wall-clock
+    one, which still runs after a counted regression (the job fails on either)."""
+    for name, job in (("nightly-bench.yml", "bench"), ("ab-pr.yml", "ab")):
+        workflow = load(name)
+        apt = [s for s in steps(workflow, job) if "apt-get" in s.get("run", "")]
+        assert len(apt) == 1 and "install -y -qq valgrind strace" in apt[0]["run"], name
+        later = [
+            s.get("run", "") for s in steps(workflow, job)[steps(workflow, job).index(apt[0]) :]
+        ]
+        assert any("bench ab" in run or "make nightly" in run for run in later), name
+    workflow = load("ab-pr.yml")
+    commands = runs(workflow, "ab")
+    assert commands.index("--counted") < commands.index("--profile gate --together")
+    wall = next(s for s in steps(workflow, "ab") if "--together" in s.get("run", ""))
+    assert wall["if"] == "${{ !cancelled() }}"
+    upload = uses(workflow, "ab", "actions/upload-artifact")
+    assert "results/ab/pr-counted" in upload["with"]["path"]
+    nightly = load("nightly-bench.yml")
+    upload = uses(nightly, "bench", "actions/upload-artifact")
+    assert "results/ab/nightly-counted" in upload["with"]["path"]
+
+
 def job_limit(workflow: dict[str, Any], job: str) -> int:
     return int(workflow["jobs"][job]["timeout-minutes"])
 

@@ -1,8 +1,10 @@
-"""`python -m bench history HISTORY.jsonl [--out DIR] [--append AB_FOLDER]`: the trend of
-every cell over the nights (drawn by bench.gate.history_report).
+"""`python -m bench history HISTORY.jsonl [--out DIR] [--append AB_FOLDER ...]`: the trend
+of every cell over the nights (drawn by bench.gate.history_report).
 
-With --append, the `bench ab` folder's entries are added to the history first
-(bench.gate.history; an entry already there is not added twice). Then each series' lag-1
+With --append, the `bench ab` folders' entries are added to the history first
+(bench.gate.history; an entry already there is not added twice): a wall-clock
+comparison's paired ratios, or a counted one's counts per request (`bench ab --counted`:
+NEW's side, bench.gate.counted_history). Then each series' lag-1
 autocorrelation once it has 20 nights, with a warning above the one the change-point rule
 is sized for (its false alarms may then exceed 5%).
 
@@ -18,7 +20,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from bench.gate.history import HistoryError, append, entries_from_ab, load
+from bench.gate.counted_history_report import analyse_counted
+from bench.gate.history import HistoryError, append, counted, entries_from_folder, load
 from bench.gate.history_report import analyse, correlation_head, correlations, write
 from common.cli import usage_error
 from common.invocation import python_m
@@ -40,8 +43,10 @@ def add_parser(sub: Any) -> None:
     history.add_argument(
         "--append",
         type=Path,
+        nargs="+",
         metavar="AB_FOLDER",
-        help="first add this bench ab result's cells to the history (created if missing)",
+        help="first add these bench ab results' cells to the history (created if missing): "
+        "a wall-clock comparison's, or a counted one's (bench ab --counted)",
     )
 
 
@@ -53,7 +58,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         return usage_error(PROG, f"needs {exc.name}: {install} (make install does)")
 
     try:
-        new = entries_from_ab(args.append) if args.append else []
+        new = [entry for folder in args.append or () for entry in entries_from_folder(folder)]
         if args.append:  # refuses a history that does not load, before writing
             added = append(args.history, new)
             print(f"{added} entries added to {args.history} ({len(new) - added} already there)")
@@ -61,8 +66,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     except HistoryError as exc:
         return usage_error(PROG, exc)
     found = analyse(entries)
-    page, summary = write(entries, found, args.out)
-    print(f"{plural(len(found), 'finding')} in {len(entries)} entries: {page}, {summary}")
+    counted_found = analyse_counted(counted(entries))
+    page, summary = write(entries, found, args.out, counted_found)
+    findings = len(found) + len(counted_found)
+    print(f"{plural(findings, 'finding')} in {len(entries)} entries: {page}, {summary}")
     correlated = correlations(entries)
     if correlated:
         print("\n".join([correlation_head(), *(f"  {line}" for line in correlated)]))

@@ -88,7 +88,10 @@ def checkouts(sources: tuple[Source, Source], repo: Path) -> Iterator[tuple[Sour
             if source.root is not None:
                 ready.append(source)
                 continue
-            tree = folder / source.side
+            # names of one length ("base", "new_"): the servers' paths then differ in no
+            # length, which the counted gate needs (a path one character longer moved
+            # glibc's heap layout and prefork's instructions per request by up to 0.3%)
+            tree = folder / source.side.ljust(len(max(SIDES, key=len)), "_")
             done = _git(repo, "worktree", "add", "--detach", "--quiet", str(tree), source.sha)
             if done.returncode != 0:
                 raise AbError(

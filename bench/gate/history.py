@@ -28,6 +28,11 @@ expire). An entry holds what a trend needs and nothing that a run folder holds a
 An entry whose base is not an anchor (a gate comparison appended by hand) does no harm:
 each base is a series of its own, a short one.
 
+The counted gate (`bench ab --counted`) adds entries of another kind: NEW's counts per
+request, keyed by the build they depend on, not by a machine or an anchor
+(bench.gate.counted_history). Each line says its kind ("paired" or "counted"); a line
+of schema 1, before the counted gate, is a paired entry.
+
 `load` upgrades an entry of an older schema (`MIGRATIONS`, docs/formats.md), refuses one
 it cannot upgrade and names any line it cannot read; nothing is skipped.
 """
@@ -46,14 +51,25 @@ from typing import Any
 
 from bench.gate.ab_analysis import CONTINUOUS, metric_value
 from bench.gate.ab_report import MIGRATIONS as AB_MIGRATIONS
+from bench.gate.counted_history import KIND as COUNTED
+from bench.gate.counted_history import CountedEntry, entries_from_counted
+from bench.gate.counted_report import COUNTED_JSON
 from bench.record import Row
 from bench.store import RunStore, StoreError, write_text_atomic
 from common.migrate import MigrationError, Migrations
 
-SCHEMA = 1
-# history.jsonl's upgrades, {from_version: step} (common.migrate, docs/formats.md): none
-# yet. A history lives for years: a new schema adds a step here, never orphans it.
-MIGRATIONS = Migrations("schema", SCHEMA, {})
+SCHEMA = 2
+PAIRED = "paired"  # an entry of the wall-clock gate's anchor comparison (HistoryEntry)
+
+
+def _kind_paired(data: dict[str, Any]) -> dict[str, Any]:
+    """1 -> 2 (the counted gate's entries join the file): schema 1 had paired entries only."""
+    return {**data, "kind": PAIRED}
+
+
+# history.jsonl's upgrades, {from_version: step} (common.migrate, docs/formats.md). A
+# history lives for years: a new schema adds a step here, never orphans it.
+MIGRATIONS = Migrations("schema", SCHEMA, {1: _kind_paired})
 METRICS: tuple[str, ...] = tuple(spec.name for spec in CONTINUOUS)
 FINGERPRINT_CHARS = 12
 
@@ -132,6 +148,7 @@ class HistoryEntry:
 
     def to_json(self) -> str:
         data = asdict(self)
+        data["kind"] = PAIRED
         data["metrics"] = {m.pop("name"): m for m in data["metrics"]}
         return json.dumps(data, sort_keys=True, allow_nan=False)
 
@@ -143,6 +160,8 @@ class HistoryEntry:
             data = MIGRATIONS.upgrade(data)
         except MigrationError as exc:
             raise HistoryError(str(exc)) from None
+        if data.get("kind") != PAIRED:
+            raise ValueError(f"kind {data.get('kind')!r} is not {PAIRED!r}")
         machine = dict(data["machine"])
         for key in ("server_cpus", "client_cpus"):
             machine[key] = tuple(machine[key])
@@ -153,8 +172,42 @@ class HistoryEntry:
                 dict(data["metrics"]).items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])
             )
         )
-        fields = {k: v for k, v in data.items() if k not in ("machine", "metrics")}
+        fields = {k: v for k, v in data.items() if k not in ("machine", "metrics", "kind")}
         return cls(machine=Machine(**machine), metrics=metrics, **fields)
+
+
+Entry = HistoryEntry | CountedEntry
+
+
+def entry_from_dict(data: dict[str, Any]) -> Entry:
+    """Either kind of entry, upgraded; HistoryError for a schema it cannot upgrade,
+    ValueError/TypeError/KeyError for a malformed entry."""
+    try:
+        data = MIGRATIONS.upgrade(data)
+    except MigrationError as exc:
+        raise HistoryError(str(exc)) from None
+    kind = data.get("kind")
+    if kind == COUNTED:
+        return CountedEntry.from_dict(data)
+    if kind == PAIRED:
+        return HistoryEntry.from_dict(data)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def line_of(entry: Entry) -> str:
+    """The entry as one line of the file, with the file's schema."""
+    if isinstance(entry, HistoryEntry):
+        return entry.to_json()
+    data = entry.to_dict() | {"schema": SCHEMA}
+    return json.dumps(data, sort_keys=True, allow_nan=False)
+
+
+def paired(entries: Iterable[Entry]) -> list[HistoryEntry]:
+    return [e for e in entries if isinstance(e, HistoryEntry)]
+
+
+def counted(entries: Iterable[Entry]) -> list[CountedEntry]:
+    return [e for e in entries if isinstance(e, CountedEntry)]
 
 
 @dataclass(frozen=True)
@@ -172,6 +225,18 @@ class Night:
 
 
 # -- from a bench ab folder -------------------------------------------------------------
+
+
+def entries_from_folder(folder: Path) -> list[Entry]:
+    """A `bench ab` folder's entries, of either gate (a counted one has counted.json);
+    HistoryError (one line) when it is neither's result."""
+    folder = Path(folder)
+    if not (folder / COUNTED_JSON).is_file():
+        return list(entries_from_ab(folder))
+    try:
+        return list(entries_from_counted(folder))
+    except ValueError as exc:
+        raise HistoryError(str(exc)) from None
 
 
 def entries_from_ab(folder: Path) -> list[HistoryEntry]:
@@ -261,7 +326,7 @@ def _metrics(
 # -- the file ---------------------------------------------------------------------------
 
 
-def append(history: Path, entries: Iterable[HistoryEntry]) -> int:
+def append(history: Path, entries: Iterable[Entry]) -> int:
     """Add the entries not already there (same identity); how many were added.
 
     The whole file is rewritten beside itself and renamed over it (bench.store), so a
@@ -270,11 +335,11 @@ def append(history: Path, entries: Iterable[HistoryEntry]) -> int:
     """
     history = Path(history)
     old = load(history) if history.exists() else []
-    seen = {e.identity for e in old}
+    seen = {(type(e), e.identity) for e in old}
     new = []
     for entry in entries:
-        if entry.identity not in seen:
-            seen.add(entry.identity)
+        if (type(entry), entry.identity) not in seen:
+            seen.add((type(entry), entry.identity))
             new.append(entry)
     if not new and history.exists():
         return 0
@@ -282,11 +347,11 @@ def append(history: Path, entries: Iterable[HistoryEntry]) -> int:
     if text and not text.endswith("\n"):
         text += "\n"
     history.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(history, text + "".join(e.to_json() + "\n" for e in new))
+    write_text_atomic(history, text + "".join(line_of(e) + "\n" for e in new))
     return len(new)
 
 
-def load(history: Path) -> list[HistoryEntry]:
+def load(history: Path) -> list[Entry]:
     """Every entry in file order; HistoryError naming the first line it cannot read
     (an unknown schema included). Blank lines hold no entry."""
     history = Path(history)
@@ -305,7 +370,7 @@ def load(history: Path) -> list[HistoryEntry]:
             data = json.loads(line)
             if not isinstance(data, dict):
                 raise ValueError("not a JSON object")
-            entries.append(HistoryEntry.from_dict(data))
+            entries.append(entry_from_dict(data))
         except HistoryError as exc:
             raise HistoryError(f"{where}: {exc}") from None
         except (ValueError, TypeError, KeyError) as exc:

@@ -9,6 +9,8 @@ its interval as an error bar, a line at 1.0; shifts and drift marked, with their
 ranges in the legend) and a table of every entry go to DIR/index.html (one
 self-contained page, the charts inlined as SVG), and the findings, one line each, to
 DIR/history.md. A series too short for bench.analysis.changepoints is drawn, not analysed.
+The counted gate's series (its counts per request, per build: bench.gate.counted_history)
+follow on the same page and in the same summary (bench.gate.counted_history_report).
 Each series of 20 nights or more gets its lag-1 autocorrelation (printed, and in
 history.md), and a warning above the one the change-point rule is sized for.
 
@@ -31,7 +33,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.gate.ab_analysis import CONTINUOUS
-from bench.gate.history import HistoryEntry, Night, anchors, series
+from bench.gate.counted_history_report import CountedFound
+from bench.gate.counted_history_report import html as counted_html
+from bench.gate.counted_history_report import markdown as counted_markdown
+from bench.gate.history import Entry, HistoryEntry, Night, anchors, counted, paired, series
 from bench.store import write_text_atomic
 from common.text import plural
 
@@ -85,10 +90,12 @@ def keys(entries: Sequence[HistoryEntry]) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def analyse(entries: Sequence[HistoryEntry]) -> list[Found]:
-    """bench.analysis.changepoints on every series; one too short for it finds nothing."""
+def analyse(everything: Sequence[Entry]) -> list[Found]:
+    """bench.analysis.changepoints on every paired series; one too short for it finds
+    nothing (the counted series: bench.gate.counted_history_report.analyse_counted)."""
     from bench.analysis.changepoints import find  # scipy's and Otava's code load only here
 
+    entries = paired(everything)
     found = []
     for fingerprint, by_anchor in keys(entries).items():
         for anchor, cells in by_anchor.items():
@@ -101,12 +108,14 @@ def analyse(entries: Sequence[HistoryEntry]) -> list[Found]:
     return found
 
 
-def correlations(entries: Sequence[HistoryEntry]) -> list[str]:
+def correlations(everything: Sequence[Entry]) -> list[str]:
     """Per machine, anchor and cell with a series of MIN_PHI_NIGHTS nights or more: one
     line of each such metric's lag-1 autocorrelation (its last TREND_NIGHTS nights); then a
-    warning line for each one above SIZED_FOR_PHI, the correlation the rule is sized for."""
+    warning line for each one above SIZED_FOR_PHI, the correlation the rule is sized for.
+    Not for the counted series: their nights differ by a few millionths, if at all."""
     from bench.analysis.changepoints import SIZED_FOR_PHI, lag1_autocorrelation
 
+    entries = paired(everything)
     lines, warnings = [], []
     for fingerprint, by_anchor in keys(entries).items():
         for anchor, cells in by_anchor.items():
@@ -143,11 +152,16 @@ def correlation_head() -> str:
 # -- output -----------------------------------------------------------------------------
 
 
-def write(entries: Sequence[HistoryEntry], found: Sequence[Found], out: Path) -> tuple[Path, Path]:
+def write(
+    entries: Sequence[Entry],
+    found: Sequence[Found],
+    out: Path,
+    counted_found: Sequence[CountedFound] = (),
+) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     page, summary = out / "index.html", out / "history.md"
-    write_text_atomic(page, render_html(entries, found))
-    write_text_atomic(summary, render_markdown(entries, found))
+    write_text_atomic(page, render_html(entries, found, counted_found))
+    write_text_atomic(summary, render_markdown(entries, found, counted_found))
     return page, summary
 
 
@@ -178,7 +192,10 @@ def what_a_point_is(entries: Sequence[HistoryEntry]) -> str:
     )
 
 
-def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
+def render_markdown(
+    everything: Sequence[Entry], found: Sequence[Found], counted_found: Sequence[CountedFound] = ()
+) -> str:
+    entries = paired(everything)
     machines = {e.fingerprint: e.machine for e in entries}
     lines = ["# sockbench history", "", "## Findings", ""]
     if not found:
@@ -194,11 +211,12 @@ def render_markdown(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> 
         "Advisory: the gate is `bench ab`.",
         "",
     ]
+    lines += counted_markdown(counted(everything), counted_found)
     correlated = correlations(entries)
     if correlated:
         lines += ["## Correlation between nights", "", correlation_head(), ""]
         lines += [f"- {line}" for line in correlated] + [""]
-    lines += ["## Machines and anchors", ""]
+    lines += ["## Machines and anchors", ""] if entries else []
     for fingerprint, by_anchor in keys(entries).items():
         lines.append(f"- `{fingerprint}`: {machines[fingerprint].describe()}")
         for anchor, cells in by_anchor.items():
@@ -235,7 +253,10 @@ td { font-variant-numeric: tabular-nums; white-space: nowrap; }
 """
 
 
-def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
+def render_html(
+    everything: Sequence[Entry], found: Sequence[Found], counted_found: Sequence[CountedFound] = ()
+) -> str:
+    entries = paired(everything)
     machines = {e.fingerprint: e.machine for e in entries}
     out = [
         "<!DOCTYPE html>",
@@ -271,6 +292,7 @@ def render_html(entries: Sequence[HistoryEntry], found: Sequence[Found]) -> str:
                 f"<p>{_span(_nights(entries, fingerprint, anchor))}.</p>"
             )
             out += [cell_section(entries, found, fingerprint, anchor, cell) for cell in cells]
+    out += counted_html(counted(everything), counted_found)
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 

@@ -28,6 +28,11 @@ def spread(values: list[float]) -> float:
     return (max(values) - min(values)) / mean if mean else 0.0
 
 
+def _progress(text: str) -> None:
+    if not text.startswith("["):  # refusals and errors only
+        sys.stderr.write(f"{text}\n")
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -37,10 +42,23 @@ def build_parser() -> ArgumentParser:
         "--runs", type=positive_int, default=10, help="runs of every cell (default 10)"
     )
     parser.add_argument(
+        "--patterns",
+        nargs="+",
+        default=list(PATTERNS),
+        metavar="PROTOCOL/BYTES",
+        help=f"the patterns, as bench cost takes them (default: {' '.join(PATTERNS)})",
+    )
+    parser.add_argument(
         "--idle",
         type=int,
         default=IDLE,
         help=f"idle connections beside the first pattern; 0: none (default {IDLE:,})",
+    )
+    parser.add_argument(
+        "--no-syscalls",
+        dest="syscalls",
+        action="store_false",
+        help="count instructions only (no strace)",
     )
     parser.add_argument(
         "--jobs",
@@ -59,16 +77,16 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    patterns = [parse_pattern(p) for p in PATTERNS]
+    patterns = [parse_pattern(p) for p in args.patterns]
     if args.idle:
         patterns.append(replace(patterns[0], idle=args.idle))
     models = args.models or [m for m, model in MODELS.items() if not model.unavailable_reason()]
-    setup = Setup(requests=DEFAULT_REQUESTS, tries=1)
+    setup = Setup(requests=DEFAULT_REQUESTS, tries=1, syscalls=args.syscalls)
     jobs = args.jobs or len(os.sched_getaffinity(0))
     runs: list[list[CostCell]] = []
     for n in range(args.runs):
         sys.stderr.write(f"== run {n + 1} of {args.runs}\n")
-        runs.append(count_models(models, patterns, setup, jobs, lambda t: None))
+        runs.append(count_models(models, patterns, setup, jobs, _progress))
     lines = [
         f"# bench cost, {args.runs} runs of one launch per count",
         "",
@@ -88,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ins = [c.instructions.per_request for c in counted if c.instructions]
         sys_ = [c.syscalls.per_request for c in counted if c.syscalls]
+        calls = f"{min(sys_):.3f} | {max(sys_):.3f}" if sys_ else "— | —"
         worst = max(worst, spread(ins))
         lines.append(
-            f"| {cell.key} | {min(ins):,.1f} | {max(ins):,.1f} | {spread(ins):.4%} | "
-            f"{min(sys_):.3f} | {max(sys_):.3f} |"
+            f"| {cell.key} | {min(ins):,.1f} | {max(ins):,.1f} | {spread(ins):.4%} | {calls} |"
         )
     lines += ["", f"Largest spread of instructions per request: {worst:.4%}."]
     text = "\n".join(lines) + "\n"
