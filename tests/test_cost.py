@@ -243,7 +243,8 @@ def test_an_injected_loop_costs_in_proportion_to_its_length(tmp_path: Path) -> N
     for n in (20, 40, 60):
         done = bench_cost(
             tmp_path, "epoll", "--patterns", "echo/64", "--idle", "0", "--no-syscalls",
-            "--inject-work", str(n), *SMALL, "--run-id", f"w{n}",
+            "--inject-work", str(n), "--requests", "100", "1100", "--tries", "2",
+            "--run-id", f"w{n}",
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         cell = load(tmp_path / f"w{n}" / "cost.json").cells[0]
@@ -251,7 +252,9 @@ def test_an_injected_loop_costs_in_proportion_to_its_length(tmp_path: Path) -> N
         per_request[n] = cell.instructions.per_request
     first, second = per_request[40] - per_request[20], per_request[60] - per_request[40]
     assert first > 20 * 10  # an iteration costs tens of instructions
-    assert second == pytest.approx(first, rel=0.02)
+    # two tries at each count, 1,000 requests apart: a launch that lost about a request's
+    # work to its end signal (seen once under load) moves a step by at most 2%
+    assert second == pytest.approx(first, rel=0.03)
 
 
 @pytest.mark.real
