@@ -26,7 +26,14 @@ import pytest
 from bench import cli
 from bench.record import CellKey
 from bench.run.cpus import plan_cpus
-from bench.run.hosts import IFNAMSIZ, SUBNET, layout, namespaces, unavailable_reason
+from bench.run.hosts import (
+    GUARD_EXIT_S,
+    IFNAMSIZ,
+    SUBNET,
+    layout,
+    namespaces,
+    unavailable_reason,
+)
 from bench.run.matrix import Cell, Matrix
 from bench.run.runner import load_command
 from bench.store import RunStore
@@ -228,7 +235,10 @@ def test_nothing_left_behind(netns, tmp_path, sig: signal.Signals) -> None:
         until(lambda: bool(inside()), "server and load generator in their namespaces")
         running = [psutil.Process(pid) for pid in inside()]
         bench.send_signal(sig)
-        code = bench.wait(WAIT_S)
+        # interrupted, the bench waits up to GUARD_EXIT_S for its guardian to delete the
+        # namespaces; on a loaded CI machine that outlasted WAIT_S once (the kernel's
+        # teardown of network namespaces is slow under load)
+        code = bench.wait(WAIT_S + GUARD_EXIT_S)
         wait_exit(guardian.pid)
     finally:
         if bench.poll() is None:
