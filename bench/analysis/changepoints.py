@@ -80,6 +80,18 @@ class Finding:
     def commits(self) -> str:
         return f"{self.before[:10]}..{self.after[:10]}"
 
+    def size(self, worse: bool, nights: int, digits: int = 1) -> str:
+        """The change in words, a drift's also per night (one digit more) and over its
+        span in a series of `nights`; `digits` after the percent's point."""
+        word = "worse" if worse else "better"
+        if self.per_night is None:
+            return f"{self.change:+.{digits}%} ({word})"
+        span = nights - self.night
+        return (
+            f"{self.per_night:+.{digits + 1}%} a night, {self.change:+.{digits}%} over "
+            f"{span} nights ({word})"
+        )
+
 
 def find(values: Sequence[float], commits: Sequence[str]) -> list[Finding]:
     """Shifts and drift in one series (oldest night first, positive values), each night's

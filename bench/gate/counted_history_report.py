@@ -45,12 +45,8 @@ class CountedFound:
     def worse(self) -> bool:
         return self.finding.change > 0  # more instructions or system calls per request
 
-    def size(self) -> str:
-        f, word = self.finding, "worse" if self.worse else "better"
-        if f.per_night is None:
-            return f"{f.change:+.2%} ({word})"
-        span = len(self.nights) - f.night
-        return f"{f.per_night:+.3%} a night, {f.change:+.2%} over {span} nights ({word})"
+    def size(self) -> str:  # exact counts: a digit more than the paired ratios'
+        return self.finding.size(self.worse, len(self.nights), digits=2)
 
     def line(self) -> str:
         return (
@@ -165,21 +161,16 @@ def chart_svg(
 ) -> bytes:
     """One counted series as SVG: the count per request over the nights, the gate's
     verdicts circled, the findings marked with their commit ranges."""
-    from bench.report.charts.series_plots import Mark, series_svg  # matplotlib: only here
+    from bench.report.charts.series_plots import Series, marks, series_svg  # matplotlib
 
     return series_svg(
-        f"{METRICS[metric]}, {cell}",
-        METRICS[metric],
-        [n.value for n in nights],
-        [f"{n.when[5:10]}\n{n.new_sha[:7]}" for n in nights],
-        [n.verdict for n in nights],
-        [
-            Mark(
-                f.finding.kind,
-                f.finding.night,
-                f"{f.finding.kind} {f.size()}\n{f.finding.commits}",
-                f.worse,
-            )
-            for f in found
-        ],
+        Series(
+            title=f"{METRICS[metric]}, {cell}",
+            ylabel=METRICS[metric],
+            values=[n.value for n in nights],
+            ticks=[f"{n.when[5:10]}\n{n.new_sha[:7]}" for n in nights],
+            verdicts=[n.verdict for n in nights],
+            marks=marks(found),
+            judge="the gate against its base",
+        )
     )

@@ -23,14 +23,13 @@ regression); the history is advisory: a drift is a reason to look, not to fail a
 from __future__ import annotations
 
 import base64
-import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bench.gate.ab_analysis import CONTINUOUS
 from bench.gate.counted_history_report import CountedFound
@@ -41,14 +40,9 @@ from bench.store import write_text_atomic
 from common.text import plural
 
 if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-
     from bench.analysis.changepoints import Finding
 
 SPECS = {spec.name: spec for spec in CONTINUOUS}
-# Stable SVG ids and text kept as text: an unchanged history re-renders to the same bytes.
-RC: Any = {"svg.hashsalt": "sockbench", "svg.fonttype": "none", "font.size": 9}
-WORSE, BETTER = "#c62828", "#2e7d32"
 
 
 @dataclass(frozen=True)
@@ -67,11 +61,7 @@ class Found:
         return (self.finding.change < 0) == SPECS[self.metric].higher_is_better
 
     def size(self) -> str:
-        f, word = self.finding, "worse" if self.worse else "better"
-        if f.per_night is None:
-            return f"{f.change:+.1%} ({word})"
-        span = len(self.nights) - f.night
-        return f"{f.per_night:+.2%} a night, {f.change:+.1%} over {span} nights ({word})"
+        return self.finding.size(self.worse, len(self.nights))
 
 
 # -- analysis ---------------------------------------------------------------------------
@@ -355,74 +345,24 @@ def _image(svg: bytes, title: str) -> str:
 
 
 def chart_svg(cell: str, metric: str, nights: Sequence[Night], found: Sequence[Found]) -> bytes:
-    """One metric of one cell over the nights against one anchor, as SVG."""
-    import matplotlib  # only a report draws
-    from matplotlib.figure import Figure
+    """One metric of one cell over the nights against one anchor, as SVG: the nights'
+    ratios new / anchor with their intervals, a line at 1.0 (the anchor's level), bench
+    ab's verdicts, then each finding with its commit range."""
+    from bench.report.charts.series_plots import Series, marks, series_svg  # matplotlib
 
-    spec = SPECS[metric]
-    with matplotlib.rc_context(RC):
-        fig = Figure(figsize=(6.4, 3.0), dpi=100, layout="constrained")
-        ax = fig.add_subplot()
-        draw(ax, nights, found)
-        ax.set_title(f"{spec.title}, {cell}", fontsize=9, loc="left")
-        ax.set_ylabel("new / anchor")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    return buffer.getvalue()
-
-
-def draw(ax: Axes, nights: Sequence[Night], found: Sequence[Found]) -> None:
-    """The nights' ratios new / anchor with their intervals, a line at 1.0 (the anchor's
-    level), bench ab's verdicts, then each finding with its commit range. In the SVG the
-    line's id is "no-change" and the error bars' "interval"."""
-    from matplotlib.ticker import FixedLocator, MaxNLocator
-
-    if not nights:
-        ax.text(0.5, 0.5, "no usable night", ha="center", va="center", transform=ax.transAxes)
-        return
-    ax.axhline(1.0, color="#777", lw=0.8, ls=":", gid="no-change")
-    x = range(len(nights))
-    values = [n.value for n in nights]
-    ax.plot(x, values, marker="o", markersize=3, color="#1f77b4", lw=1)
-    bars = [
-        (i, n.value - n.low, n.high - n.value)
-        for i, n in enumerate(nights)
-        if n.low is not None and n.high is not None and n.low <= n.value <= n.high
-    ]
-    if bars:
-        xs, below, above = zip(*bars, strict=True)
-        _, _, lines = ax.errorbar(
-            xs,
-            [values[i] for i in xs],
-            yerr=[below, above],
-            fmt="none",
-            ecolor="#1f77b4",
-            alpha=0.5,
-            lw=0.8,
-            capsize=2,
+    return series_svg(
+        Series(
+            title=f"{SPECS[metric].title}, {cell}",
+            ylabel="new / anchor",
+            values=[n.value for n in nights],
+            ticks=[f"{n.when[5:10]}\n{n.new_sha[:7]}" for n in nights],
+            verdicts=[n.verdict for n in nights],
+            marks=marks(found),
+            judge="bench ab against the anchor",
+            empty="no usable night",
+            intervals=[
+                None if n.low is None or n.high is None else (n.low, n.high) for n in nights
+            ],
+            level=1.0,
         )
-        for line in lines:
-            line.set_gid("interval")
-    for verdict, color in (("regression", WORSE), ("improvement", BETTER)):
-        marked = [(i, n.value) for i, n in enumerate(nights) if n.verdict == verdict]
-        if marked:
-            xs, ys = zip(*marked, strict=True)
-            label = f"bench ab against the anchor: {verdict}"
-            ax.scatter(xs, ys, s=60, facecolors="none", edgecolors=color, label=label)
-    for f in found:
-        color = WORSE if f.worse else BETTER
-        start = f.finding.night - 0.5
-        label = f"{f.finding.kind} {f.size()}\n{f.finding.commits}"
-        if f.finding.kind == "shift":
-            ax.axvline(start, color=color, ls="--", lw=1.2, label=label)
-        else:
-            ax.axvspan(start, len(nights) - 0.5, color=color, alpha=0.12, label=label)
-    ticks = [int(t) for t in MaxNLocator(8, integer=True).tick_values(0, len(nights) - 1)]
-    ticks = [t for t in ticks if 0 <= t < len(nights)]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.set_xticklabels([f"{nights[t].when[5:10]}\n{nights[t].new_sha[:7]}" for t in ticks])
-    ax.set_xlim(-0.5, len(nights) - 0.5)
-    ax.tick_params(labelsize=7)
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=6.5, loc="best")
+    )
