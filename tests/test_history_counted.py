@@ -124,6 +124,7 @@ def test_bench_history_appends_a_counted_folder_and_draws_it(
     assert "5 entries added" in said and "1 finding in 21 entries" in said, said
     page, summary = (out / "index.html").read_text(), (out / "history.md").read_text()
     assert "<h2>Counted series</h2>" in page and "<h4>epoll echo/64</h4>" in page
+    assert "<code>bench ab --counted</code>" in page and "`" not in page  # markdown's code
     # 4 paired cells x 4 metrics, then 2 builds' epoll echo/64 x 2 counted metrics
     assert page.count("data:image/svg+xml") == 4 * 4 + 2 * 2
     assert "## Counted series" in summary

@@ -25,7 +25,7 @@ from bench.gate.counted_history import (
     counted_keys,
     counted_series,
 )
-from common.text import plural
+from common.text import code_html, plural
 
 if TYPE_CHECKING:
     from bench.analysis.changepoints import Finding
@@ -102,7 +102,7 @@ def html(entries: Sequence[CountedEntry], found: Sequence[CountedFound]) -> list
     """The page's section on the counted series (none without counted entries)."""
     if not entries:
         return []
-    out = ["<h2>Counted series</h2>", f"<p>{escape(WHAT)}</p>"]
+    out = ["<h2>Counted series</h2>", f"<p>{code_html(WHAT)}</p>"]
     if found:
         out.append(
             "<ul>"

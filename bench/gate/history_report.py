@@ -23,7 +23,6 @@ regression); the history is advisory: a drift is a reason to look, not to fail a
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,7 +36,7 @@ from bench.gate.counted_history_report import html as counted_html
 from bench.gate.counted_history_report import markdown as counted_markdown
 from bench.gate.history import Entry, HistoryEntry, Night, anchors, counted, paired, series
 from bench.store import write_text_atomic
-from common.text import plural
+from common.text import code_html, plural
 
 if TYPE_CHECKING:
     from bench.analysis.changepoints import Finding
@@ -221,11 +220,6 @@ def _nights(entries: Sequence[HistoryEntry], fingerprint: str, anchor: str) -> l
     return sorted(mine, key=datetime.fromisoformat)
 
 
-def _code(markdown: str) -> str:
-    """Escaped HTML of a line of markdown whose only markup is `code`."""
-    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(markdown))
-
-
 def _span(nights: Sequence[str]) -> str:
     return f"{plural(len(nights), 'night')} ({nights[0][:10]} to {nights[-1][:10]})"
 
@@ -254,7 +248,7 @@ def render_html(
         f"<style>{_CSS}</style></head><body>",
         "<h1>sockbench history</h1>",
         f"<p>{len(entries)} {'entry' if len(entries) == 1 else 'entries'}, "
-        f"{plural(len(machines), 'machine')}. {_code(what_a_point_is(entries))} "
+        f"{plural(len(machines), 'machine')}. {code_html(what_a_point_is(entries))} "
         "The dotted line at 1.0 is the anchor's level. Circles mark the nights that "
         "<code>bench ab</code> itself judged a regression (red) or an improvement (green) "
         "against the anchor. Shifts (E-Divisive) and drift (Mann-Kendall) are marked with "
