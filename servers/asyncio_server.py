@@ -23,8 +23,10 @@ from servers.protocol import ServerProtocol
 CLOSE_GRACE = 0.5  # seconds for aborted transports to report connection_lost
 
 
-class Adapter(asyncio.Protocol):
-    """One connection: asyncio's callbacks in, our protocol's replies out."""
+class Adapter(asyncio.BaseProtocol):
+    """One connection: asyncio's callbacks in, our protocol's replies out. The way bytes
+    come in is a subclass's (BytesAdapter, BufferedAdapter): uvloop takes the buffered
+    path only for a protocol that is not also an asyncio.Protocol."""
 
     def __init__(
         self, protocol: ServerProtocol, counters: Counters, live: set[asyncio.Transport]
@@ -43,9 +45,6 @@ class Adapter(asyncio.Protocol):
         self.transport.set_write_buffer_limits(high=OUTPUT_LIMIT)  # same cap as epoll's
         self.live.add(self.transport)
         self.counters.add("accepted")  # both loops set TCP_NODELAY themselves
-
-    def data_received(self, data: bytes) -> None:
-        self.answer(self.protocol.feed(data))
 
     def eof_received(self) -> bool:
         self.eof = True
@@ -105,6 +104,13 @@ class Adapter(asyncio.Protocol):
         if self.protocol.error:
             self.counters.add("protocol_errors")
         self.counters.add("closed")
+
+
+class BytesAdapter(Adapter, asyncio.Protocol):
+    """The adapter as a plain asyncio.Protocol: the loop hands over a new bytes per read."""
+
+    def data_received(self, data: bytes) -> None:
+        self.answer(self.protocol.feed(data))
 
 
 class BufferedAdapter(Adapter, asyncio.BufferedProtocol):
@@ -178,7 +184,7 @@ def serve(
     counters: Counters,
     backlog: int = socket.SOMAXCONN,
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-    adapter: type[Adapter] = Adapter,
+    adapter: type[Adapter] = BytesAdapter,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then return; `loop_factory` picks the loop (uvloop),
     `adapter` the protocol class (BufferedAdapter).
