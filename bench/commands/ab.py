@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.commands.arguments import model_problem
 from bench.cost import tools
 from bench.cost.measure import Setup
 from bench.cost.pattern import parse_pattern
@@ -35,7 +36,6 @@ from common.cli import (
     non_negative_float,
     positive_float,
     positive_int,
-    suggest,
     usage_error,
 )
 from servers import MODELS
@@ -362,13 +362,8 @@ def _describe(source: Source) -> dict[str, str]:
 
 def _counted_problem(args: argparse.Namespace) -> str | None:
     """The first bad input of --counted, in one line, before any work."""
-    for name in args.models or ():
-        if name not in MODELS:
-            return f"unknown model {name!r}; choose from {', '.join(MODELS)}" + suggest(
-                name, MODELS
-            )
-        if reason := MODELS[name].unavailable_reason():
-            return f"model {name!r} is unavailable here: {reason}"
+    if problem := model_problem(args.models or ()):
+        return problem
     if args.requests is not None and args.requests[0] >= args.requests[1]:
         return f"--requests LO HI needs LO < HI, got {args.requests[0]} {args.requests[1]}"
     for side in SIDES:

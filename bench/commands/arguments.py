@@ -1,13 +1,16 @@
 """Options that more than one command declares alike (`bench run`, `bench hosts`): the CPU
-plan, the measured window, and where the run folder goes. Each command keeps its own help
-where what the option means differs between them."""
+plan, the measured window, and where the run folder goes; and the check of the model
+names that `bench cost`, `bench explain` and `bench ab --counted` take. Each command keeps
+its own help where what the option means differs between them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from bench.store import RESULTS
-from common.cli import ArgumentParser, cpu_list, non_negative_float, positive_float
+from common.cli import ArgumentParser, cpu_list, non_negative_float, positive_float, suggest
+from servers import MODELS
 
 
 def add_cpu_arguments(parser: ArgumentParser, server: str, client: str) -> None:
@@ -49,3 +52,15 @@ def add_out_arguments(parser: ArgumentParser) -> None:
         help="where run folders go (default results/)",
     )
     parser.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
+
+
+def model_problem(names: Iterable[str]) -> str | None:
+    """The first of `names` that is not a model, or not available here, in one line."""
+    for name in names:
+        if name not in MODELS:
+            return f"unknown model {name!r}; choose from {', '.join(MODELS)}" + suggest(
+                name, MODELS
+            )
+        if reason := MODELS[name].unavailable_reason():
+            return f"model {name!r} is unavailable here: {reason}"
+    return None

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.commands.arguments import model_problem
 from bench.cost import tools
 from bench.cost.measure import DEFAULT_REQUESTS, DEFAULT_TRIES, Setup, build_facts, count_models
 from bench.cost.page import cells_of, patterns_of, render
 from bench.cost.pattern import IDLE, PATTERNS, parse_pattern
 from bench.cost.record import CostCell, CostRun, save
-from common.cli import positive_int, suggest, usage_error
+from common.cli import positive_int, usage_error
 from common.invocation import python_m
 from servers import MODELS
 
@@ -97,13 +98,8 @@ def add_parser(sub: Any) -> None:
 
 def problems(args: argparse.Namespace) -> str | None:
     """The first bad input, in one line, before any work."""
-    for name in args.models:
-        if name not in MODELS:
-            return f"unknown model {name!r}; choose from {', '.join(MODELS)}" + suggest(
-                name, MODELS
-            )
-        if reason := MODELS[name].unavailable_reason():
-            return f"model {name!r} is unavailable here: {reason}"
+    if problem := model_problem(args.models):
+        return problem
     lo, hi = args.requests
     if lo >= hi:
         return f"--requests LO HI needs LO < HI, got {lo} {hi}"

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.commands.arguments import model_problem
 from bench.explain.measure import Explained, ExplainError, Options, combine, explain_model, save
 from bench.explain.report import render
 from bench.run.cpus import plan_cpus
-from common.cli import cpu_list, positive_float, positive_int, suggest, usage_error
+from common.cli import cpu_list, positive_float, positive_int, usage_error
 from common.cpus import format_cpu_list
 from common.invocation import python_m
-from servers import MODELS
 
 NAME = "explain"
 OUT = Path("results") / "explain"
@@ -102,14 +102,8 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
-    for name in args.models:
-        if name not in MODELS:
-            return usage_error(
-                PROG,
-                f"unknown model {name!r}; choose from {', '.join(MODELS)}" + suggest(name, MODELS),
-            )
-        if reason := MODELS[name].unavailable_reason():
-            return usage_error(PROG, f"model {name!r} is unavailable here: {reason}")
+    if problem := model_problem(args.models):
+        return usage_error(PROG, problem)
     if args.payload < 0 or (args.protocol == "echo" and args.payload == 0):
         return usage_error(PROG, "--payload must be positive for echo (0 or more for http)")
     plan = plan_cpus(args.server_cpus, args.client_cpus)
